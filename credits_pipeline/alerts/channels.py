@@ -1,0 +1,262 @@
+"""Where alerts go: a Slack incoming webhook, email over SMTP and a generic JSON webhook.
+
+Each channel is switched on by its own environment variables (`channels_from_env`), so a laptop with
+none set sends nothing and production enables exactly what it configures. Senders are small
+classes with one `send(alert)` that either returns or raises `DeliveryError`; the sensor decides
+what to retry. Webhook URLs carry their secret in the path (Slack's `/services/T…/B…/…`) and SMTP
+has a password, so nothing here ever puts a URL, a path, a user or a password into an error or a
+log line: only the channel's name and a redacted host (`target`). Exceptions from `requests` embed
+the full URL in their text, which is why `DeliveryError` carries a description built from the
+exception's type and status code, never `str(exc)`.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+from collections.abc import Mapping
+from email.message import EmailMessage
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from credits_pipeline.alerts.messages import Alert, email_body, email_subject, json_payload, slack_payload
+
+# Environment variables, one group per channel.
+SLACK_WEBHOOK_URL_VAR = "CREDITS_SLACK_WEBHOOK_URL"
+SMTP_HOST_VAR = "CREDITS_SMTP_HOST"
+SMTP_PORT_VAR = "CREDITS_SMTP_PORT"
+SMTP_USER_VAR = "CREDITS_SMTP_USER"
+SMTP_PASSWORD_VAR = "CREDITS_SMTP_PASSWORD"
+SMTP_STARTTLS_VAR = "CREDITS_SMTP_STARTTLS"
+ALERT_EMAIL_FROM_VAR = "CREDITS_ALERT_EMAIL_FROM"
+ALERT_EMAIL_TO_VAR = "CREDITS_ALERT_EMAIL_TO"
+ALERT_WEBHOOK_URL_VAR = "CREDITS_ALERT_WEBHOOK_URL"
+
+# Channel names: used in logs and as the delivery key in the sensor's retry queue.
+SLACK_CHANNEL = "slack"
+EMAIL_CHANNEL = "email"
+WEBHOOK_CHANNEL = "webhook"
+
+# (connect, read) seconds: a hung receiver must not eat the sensor tick's time budget.
+HTTP_TIMEOUT_SECONDS = (5.0, 10.0)
+SMTP_TIMEOUT_SECONDS = 10.0
+SMTP_PLAIN_PORT = 25
+SMTP_SUBMISSION_PORT = 587
+SMTPS_PORT = 465  # implicit TLS
+DEFAULT_EMAIL_FROM = "credits-pipeline@localhost"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+USER_AGENT = "credits-pipeline-alerts/1"
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver; the message is safe to log (no URL, path or credential)."""
+
+
+class AlertChannel(Protocol):
+    """What the sensor needs from a channel: a stable name, a loggable target, and `send`."""
+
+    name: str
+
+    @property
+    def target(self) -> str: ...
+
+    def send(self, alert: Alert) -> None: ...
+
+
+def redact_http_url(url: str) -> str:
+    """`scheme://host[:port]` only: webhook secrets live in the path and query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    return f"{parts.scheme or '?'}://{host}{port}"
+
+
+def describe_http_failure(exc: Exception) -> str:
+    """A loggable reason for a failed POST: the exception type and HTTP status, never its text."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return f"{type(exc).__name__}" + (f" (HTTP {status})" if status is not None else "")
+
+
+def describe_smtp_failure(exc: Exception) -> str:
+    """A loggable reason for a failed SMTP exchange: the exception type and SMTP reply code."""
+    code = getattr(exc, "smtp_code", None)
+    return f"{type(exc).__name__}" + (f" (SMTP {code})" if code is not None else "")
+
+
+def post_json(url: str, payload: Mapping[str, Any]) -> None:
+    """POST a JSON document and treat anything but a 2xx answer as a failed delivery."""
+    try:
+        response = requests.post(
+            url, json=payload, timeout=HTTP_TIMEOUT_SECONDS, headers={"User-Agent": USER_AGENT}
+        )
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise DeliveryError(describe_http_failure(exc)) from None
+
+
+class SlackWebhookChannel:
+    """Posts Block Kit messages to a Slack incoming webhook (`CREDITS_SLACK_WEBHOOK_URL`)."""
+
+    name = SLACK_CHANNEL
+
+    def __init__(self, webhook_url: str):
+        self._url = webhook_url
+
+    @property
+    def target(self) -> str:
+        return redact_http_url(self._url)
+
+    def send(self, alert: Alert) -> None:
+        post_json(self._url, slack_payload(alert))
+
+    def __repr__(self) -> str:
+        return f"SlackWebhookChannel({self.target})"
+
+
+class JsonWebhookChannel:
+    """Posts the alert as a flat JSON document to any HTTP endpoint (`CREDITS_ALERT_WEBHOOK_URL`)."""
+
+    name = WEBHOOK_CHANNEL
+
+    def __init__(self, url: str):
+        self._url = url
+
+    @property
+    def target(self) -> str:
+        return redact_http_url(self._url)
+
+    def send(self, alert: Alert) -> None:
+        post_json(self._url, json_payload(alert))
+
+    def __repr__(self) -> str:
+        return f"JsonWebhookChannel({self.target})"
+
+
+class EmailChannel:
+    """Sends one plain-text email per alert over SMTP (STARTTLS, implicit TLS on 465, or plain).
+
+    Login happens only when a user is configured; STARTTLS defaults to on when there is a user, so
+    a password is never sent in clear unless `CREDITS_SMTP_STARTTLS=false` says so explicitly.
+    """
+
+    name = EMAIL_CHANNEL
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        recipients: list[str],
+        user: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+    ):
+        self.host = host
+        self.port = port
+        self.sender = sender
+        self.recipients = recipients
+        self._user = user
+        self._password = password
+        self.starttls = starttls
+
+    @property
+    def target(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def build_message(self, alert: Alert) -> EmailMessage:
+        message = EmailMessage()
+        message["Subject"] = email_subject(alert)
+        message["From"] = self.sender
+        message["To"] = ", ".join(self.recipients)
+        message["X-Credits-Alert-Id"] = alert.alert_id
+        message.set_content(email_body(alert))
+        return message
+
+    def send(self, alert: Alert) -> None:
+        message = self.build_message(alert)
+        try:
+            if self.port == SMTPS_PORT:
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=SMTP_TIMEOUT_SECONDS,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                client = smtplib.SMTP(self.host, self.port, timeout=SMTP_TIMEOUT_SECONDS)
+            with client:
+                if self.starttls and self.port != SMTPS_PORT:
+                    client.starttls(context=ssl.create_default_context())
+                if self._user:
+                    client.login(self._user, self._password or "")
+                client.send_message(message, from_addr=self.sender, to_addrs=self.recipients)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(describe_smtp_failure(exc)) from None
+
+    def __repr__(self) -> str:
+        return f"EmailChannel({self.target})"
+
+
+def parse_flag(raw: str | None, default: bool) -> bool:
+    """An on/off environment variable; anything unrecognised keeps the default."""
+    value = (raw or "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    return default
+
+
+def parse_recipients(raw: str | None) -> list[str]:
+    """`CREDITS_ALERT_EMAIL_TO` holds one or more addresses separated by commas or semicolons."""
+    return [part.strip() for part in (raw or "").replace(";", ",").split(",") if part.strip()]
+
+
+def email_channel_from_env(env: Mapping[str, str]) -> EmailChannel | None:
+    """Enabled when both `CREDITS_SMTP_HOST` and `CREDITS_ALERT_EMAIL_TO` are set."""
+    host = (env.get(SMTP_HOST_VAR) or "").strip()
+    recipients = parse_recipients(env.get(ALERT_EMAIL_TO_VAR))
+    if not host or not recipients:
+        return None
+    user = env.get(SMTP_USER_VAR) or None
+    starttls = parse_flag(env.get(SMTP_STARTTLS_VAR), default=bool(user))
+    default_port = SMTP_SUBMISSION_PORT if (starttls or user) else SMTP_PLAIN_PORT
+    raw_port = (env.get(SMTP_PORT_VAR) or "").strip()
+    try:
+        port = int(raw_port) if raw_port else default_port
+    except ValueError:
+        raise ValueError(f"{SMTP_PORT_VAR} must be an integer port, not {raw_port!r}") from None
+    return EmailChannel(
+        host=host,
+        port=port,
+        sender=(env.get(ALERT_EMAIL_FROM_VAR) or DEFAULT_EMAIL_FROM).strip(),
+        recipients=recipients,
+        user=user,
+        password=env.get(SMTP_PASSWORD_VAR) or None,
+        starttls=starttls,
+    )
+
+
+def channels_from_env(env: Mapping[str, str] | None = None) -> list[AlertChannel]:
+    """The channels whose environment variables are set, in a fixed order (Slack, email, webhook).
+
+    Read on every sensor tick, so the channels always match the code location's environment.
+    """
+    env = os.environ if env is None else env
+    channels: list[AlertChannel] = []
+    slack_url = (env.get(SLACK_WEBHOOK_URL_VAR) or "").strip()
+    if slack_url:
+        channels.append(SlackWebhookChannel(slack_url))
+    email = email_channel_from_env(env)
+    if email is not None:
+        channels.append(email)
+    webhook_url = (env.get(ALERT_WEBHOOK_URL_VAR) or "").strip()
+    if webhook_url:
+        channels.append(JsonWebhookChannel(webhook_url))
+    return channels

@@ -1,0 +1,1 @@
+"""Extraction of `syllaby_v2` into the warehouse's `raw` schema."""

@@ -1,0 +1,428 @@
+"""One reconciliation run: replay + 13 rules over a DuckDB connection, as data.
+
+The Dagster assets, the tests and the benchmark all need the same thing — "given these input
+relations and this cut-off, what are the two report relations and how bad is it?" — without
+caring where the inputs came from. `reconcile()` is that single entry point: it resolves the ledger
+once into a sorted working table, runs the compiled replay over it, runs the set-based rules in
+SQL, and returns both relations (pyarrow, deterministic order) with per-rule summaries.
+`write_reconciliation()` stores a result into the warehouse's `marts` schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from credits_pipeline.ledger import rules as sql
+from credits_pipeline.ledger import rules_catalog as rc
+from credits_pipeline.ledger.replay import (
+    EFFECT_PURCHASE,
+    FLAG_BEFORE_PREVIOUS,
+    FLAG_CHAIN_BREAK,
+    FLAG_OVERDRAFT,
+    NULL_INT,
+    replay,
+)
+
+RULES_TABLE = "_recon_rules"
+REPLAY_ROWS_TABLE = "_recon_replay_rows"
+USER_POOLS_TABLE = "_recon_user_pools"
+ANOMALIES_WORK_TABLE = "_recon_anomalies"
+RECONCILIATION_WORK_TABLE = "_recon_reconciliation"
+WORST_LIMIT = 10
+
+RECONCILIATION_COLUMNS = (
+    "user_id", "ledger_subscription_balance", "recorded_subscription_balance",
+    "ledger_purchased_balance", "recorded_purchased_balance", "drift", "chain_breaks",
+    "first_break_history_id", "forfeited_credits", "written_off_credits", "status",
+)
+ANOMALY_OUTPUT_COLUMNS = (*sql.ANOMALY_COLUMNS, "detected_at")
+
+
+@dataclass(frozen=True)
+class RuleSummary:
+    """How one rule fared: violations, credits involved, and the worst ones for a human to act on."""
+
+    code: str
+    severity: str
+    count: int
+    credits: int
+    worst: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.count == 0
+
+
+@dataclass(frozen=True)
+class ReconciliationResult:
+    """Both report relations (pyarrow, in their stored order) and what they add up to."""
+
+    cutoff_at: dt.datetime
+    reconciliation: pa.Table
+    anomalies: pa.Table
+    summaries: dict[str, RuleSummary]
+    status_counts: dict[str, int]
+    ledger_rows: int
+    timings: dict[str, float]
+
+
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """The cut-off as a naive UTC datetime at whole seconds (the warehouse's TIMESTAMP)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.replace(microsecond=0)
+
+
+def _run(con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, object]) -> None:
+    con.execute(statement, sql.used_params(statement, params))
+
+
+def _ensure_sorted(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sort by (user_id, id) when the scan did not come back in stored order (it normally does)."""
+    uid, rid = arrays["user_id"], arrays["id"]
+    if len(uid) < 2:
+        return arrays
+    ordered = (uid[1:] > uid[:-1]) | ((uid[1:] == uid[:-1]) & (rid[1:] > rid[:-1]))
+    if bool(ordered.all()):
+        return arrays
+    order = np.lexsort((rid, uid))
+    return {k: v[order] for k, v in arrays.items()}
+
+
+def _plain(a: np.ndarray | np.ma.MaskedArray) -> np.ndarray:
+    return a.filled(NULL_INT) if isinstance(a, np.ma.MaskedArray) else a
+
+
+def _replay_outputs(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -> int:
+    """Run the compiled replay over the working rows; register what it found as temp tables."""
+    fetched = con.execute(sql.REPLAY_INPUT_SQL, sql.used_params(sql.REPLAY_INPUT_SQL, params))
+    arrays = {k: _plain(v) for k, v in fetched.fetchnumpy().items()}
+    arrays = _ensure_sorted(arrays)
+    n = len(arrays["id"])
+    res = replay(
+        arrays["user_id"], arrays["id"], arrays["effect_code"], arrays["amount"],
+        arrays["previous_amount"], arrays["created_s"],
+    )
+    flagged = np.flatnonzero(res.flags)
+    prev = arrays["previous_amount"][flagged]
+    prev_created = res.previous_created_s[flagged]
+    flagged_rows = pa.table({
+        "id": pa.array(arrays["id"][flagged], pa.int64()),
+        "user_id": pa.array(arrays["user_id"][flagged], pa.int64()),
+        "flags": pa.array(res.flags[flagged].astype(np.int16), pa.int16()),
+        "is_purchase": pa.array(arrays["effect_code"][flagged] == EFFECT_PURCHASE, pa.bool_()),
+        "amount": pa.array(arrays["amount"][flagged], pa.int64()),
+        "previous_amount": pa.array(prev, pa.int64(), mask=prev == NULL_INT),
+        "expected_previous": pa.array(res.expected_previous[flagged], pa.int64()),
+        "available": pa.array(res.available[flagged], pa.int64()),
+        "previous_created_s": pa.array(prev_created, pa.int64()),
+    })
+    first = res.first_break_id
+    pools = pa.table({
+        "user_id": pa.array(res.user_id, pa.int64()),
+        "ledger_subscription_balance": pa.array(res.subscription, pa.int64()),
+        "ledger_purchased_balance": pa.array(res.purchased, pa.int64()),
+        "chain_breaks": pa.array(res.chain_breaks, pa.int64()),
+        "first_break_history_id": pa.array(first, pa.int64(), mask=first == NULL_INT),
+        "forfeited_credits": pa.array(res.forfeited, pa.int64()),
+        "written_off_credits": pa.array(res.written_off, pa.int64()),
+    })
+    del arrays, res
+    con.register("_recon_flagged_arrow", flagged_rows)
+    con.execute(f"create or replace temp table {REPLAY_ROWS_TABLE} as "
+                "select * from _recon_flagged_arrow")
+    con.unregister("_recon_flagged_arrow")
+    con.register("_recon_pools_arrow", pools)
+    con.execute(f"create or replace temp table {USER_POOLS_TABLE} as "
+                "select * from _recon_pools_arrow")
+    con.unregister("_recon_pools_arrow")
+    con.execute(
+        f"create or replace temp table {sql.TS_PREVIOUS_TABLE} as "
+        "select id, make_timestamp(previous_created_s * 1000000) as previous_created_at "
+        f"from {REPLAY_ROWS_TABLE} where flags & $bit <> 0",
+        {"bit": FLAG_BEFORE_PREVIOUS},
+    )
+    return n
+
+
+RECONCILIATION_SQL = f"""
+create or replace temp table {RECONCILIATION_WORK_TABLE} as
+with recorded as (
+    select
+        u.id as user_id,
+        coalesce(p.ledger_subscription_balance, 0) as ledger_subscription_balance,
+        cast(coalesce(u.remaining_credit_amount, 0) as bigint) as recorded_subscription_balance,
+        coalesce(p.ledger_purchased_balance, 0) as ledger_purchased_balance,
+        cast(coalesce(u.extra_credits, 0) as bigint) as recorded_purchased_balance,
+        coalesce(p.chain_breaks, 0) as chain_breaks,
+        p.first_break_history_id,
+        coalesce(p.forfeited_credits, 0) as forfeited_credits,
+        coalesce(p.written_off_credits, 0) as written_off_credits
+    from {sql.USERS} as u
+    left join {USER_POOLS_TABLE} as p on p.user_id = u.id
+)
+select
+    user_id,
+    ledger_subscription_balance,
+    recorded_subscription_balance,
+    ledger_purchased_balance,
+    recorded_purchased_balance,
+    (recorded_subscription_balance + recorded_purchased_balance)
+        - (ledger_subscription_balance + ledger_purchased_balance) as drift,
+    chain_breaks,
+    first_break_history_id,
+    forfeited_credits,
+    written_off_credits,
+    case
+        when chain_breaks > 0 then $broken
+        when recorded_subscription_balance <> ledger_subscription_balance
+            or recorded_purchased_balance <> ledger_purchased_balance then $drifted
+        else $ok
+    end as status
+from recorded
+order by user_id
+"""
+
+CHAIN_BREAK_SQL = f"""
+select
+    '{rc.CHAIN_BREAK}' as rule,
+    user_id,
+    id as credit_history_id,
+    $row_entity as entity_type,
+    id as entity_id,
+    {sql._text('expected_previous')} as expected,
+    {sql._text('previous_amount')} as actual,
+    case
+        when is_purchase then 'previous_amount should record the purchased pool after the '
+            || 'purchase: the replay expected ' || {sql._show('expected_previous')}
+            || ', the row recorded ' || {sql._show('previous_amount')}
+        else 'previous_amount should record the subscription pool before the row: the replay '
+            || 'expected ' || {sql._show('expected_previous')} || ', the row recorded '
+            || {sql._show('previous_amount')}
+    end as detail,
+    coalesce(abs(previous_amount - expected_previous), expected_previous) as credits
+from {REPLAY_ROWS_TABLE}
+where flags & $chain_bit <> 0
+"""
+
+OVERDRAFT_SQL = f"""
+select
+    '{rc.OVERDRAFT_WRITEOFF}' as rule,
+    user_id,
+    id as credit_history_id,
+    $row_entity as entity_type,
+    id as entity_id,
+    {sql._text('available')} as expected,
+    {sql._text('amount')} as actual,
+    'spend of ' || {sql._show('amount')} || ' exceeds both pools together ('
+        || {sql._show('available')} || '): ' || {sql._show('amount - available')}
+        || ' credits written off' as detail,
+    amount - available as credits
+from {REPLAY_ROWS_TABLE}
+where flags & $overdraft_bit <> 0
+"""
+
+BALANCE_DRIFT_SQL = f"""
+select
+    '{rc.BALANCE_DRIFT}' as rule,
+    user_id,
+    cast(null as bigint) as credit_history_id,
+    $user_entity as entity_type,
+    user_id as entity_id,
+    {sql._text('ledger_subscription_balance')} as expected,
+    {sql._text('recorded_subscription_balance')} as actual,
+    'subscription pool (remaining_credit_amount): the ledger ends at '
+        || {sql._show('ledger_subscription_balance')} || ', users stores '
+        || {sql._show('recorded_subscription_balance')} as detail,
+    abs(recorded_subscription_balance - ledger_subscription_balance) as credits
+from {RECONCILIATION_WORK_TABLE}
+where recorded_subscription_balance <> ledger_subscription_balance
+union all
+select
+    '{rc.BALANCE_DRIFT}' as rule,
+    user_id,
+    cast(null as bigint) as credit_history_id,
+    $user_entity as entity_type,
+    user_id as entity_id,
+    {sql._text('ledger_purchased_balance')} as expected,
+    {sql._text('recorded_purchased_balance')} as actual,
+    'purchased pool (extra_credits): the ledger ends at '
+        || {sql._show('ledger_purchased_balance')} || ', users stores '
+        || {sql._show('recorded_purchased_balance')} as detail,
+    abs(recorded_purchased_balance - ledger_purchased_balance) as credits
+from {RECONCILIATION_WORK_TABLE}
+where recorded_purchased_balance <> ledger_purchased_balance
+"""
+
+ANOMALIES_DDL = f"""
+create or replace temp table {ANOMALIES_WORK_TABLE} (
+    rule varchar,
+    user_id bigint,
+    credit_history_id bigint,
+    entity_type varchar,
+    entity_id bigint,
+    expected varchar,
+    actual varchar,
+    detail varchar,
+    credits bigint
+)
+"""
+
+ANOMALIES_OUTPUT_SQL = f"""
+select
+    a.rule,
+    a.user_id,
+    a.credit_history_id,
+    a.entity_type,
+    a.entity_id,
+    a.expected,
+    a.actual,
+    a.detail,
+    a.credits,
+    cast($cutoff_at as timestamp) as detected_at
+from {ANOMALIES_WORK_TABLE} as a
+join {RULES_TABLE} as k on k.rule = a.rule
+order by k.position, a.user_id nulls first, a.credit_history_id nulls first, a.entity_type,
+    a.entity_id, a.expected, a.actual
+"""
+
+SUMMARY_SQL = f"""
+with totals as (
+    select rule, count(*) as violations, coalesce(sum(credits), 0) as credits
+    from {ANOMALIES_WORK_TABLE}
+    group by rule
+)
+select k.rule, k.severity, coalesce(t.violations, 0), coalesce(t.credits, 0)
+from {RULES_TABLE} as k
+left join totals as t on t.rule = k.rule
+order by k.position
+"""
+
+WORST_SQL = f"""
+with ranked as (
+    select
+        *,
+        row_number() over (
+            partition by rule
+            order by credits desc nulls last, user_id nulls first, credit_history_id, entity_id
+        ) as rank
+    from {ANOMALIES_WORK_TABLE}
+)
+select rule, user_id, credit_history_id, entity_type, entity_id, expected, actual, credits, detail
+from ranked
+where rank <= $limit
+order by rule, rank
+"""
+
+
+def reconcile(con: duckdb.DuckDBPyConnection, cutoff_at: dt.datetime) -> ReconciliationResult:
+    """Replay the ledger and evaluate all 13 rules over the input relations of `rules.INPUT_RELATIONS`.
+
+    The connection must expose those relations (tables or views, e.g. temp views); working tables
+    named `_recon_*` are created as temp tables on it. `cutoff_at` is the extraction cut-off: it
+    decides `timestamp_order`'s "after the extraction" and is every anomaly's `detected_at`.
+    """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 4)
+        clock = now
+
+    cutoff_at = naive_utc(cutoff_at)
+    params = sql.sql_params(cutoff_at) | {
+        "chain_bit": FLAG_CHAIN_BREAK,
+        "overdraft_bit": FLAG_OVERDRAFT,
+        "user_entity": rc.ENTITY_USER,
+        "broken": rc.STATUS_BROKEN_CHAIN,
+        "drifted": rc.STATUS_DRIFT,
+        "ok": rc.STATUS_OK,
+        "limit": WORST_LIMIT,
+    }
+    for statement, rows in sql.setup_statements():
+        if rows:
+            con.executemany(statement, rows)
+        else:
+            con.execute(statement)
+    con.execute(f"create or replace temp table {RULES_TABLE} "
+                "(rule varchar, position integer, severity varchar)")
+    con.executemany(f"insert into {RULES_TABLE} values (?, ?, ?)",
+                    [(r.code, i, r.severity) for i, r in enumerate(rc.RULES)])
+    _run(con, sql.ROWS_SQL, params)
+    lap("resolve_rows")
+    n_rows = _replay_outputs(con, params)
+    lap("replay")
+    _run(con, RECONCILIATION_SQL, params)
+    con.execute(ANOMALIES_DDL)
+    for statement in (CHAIN_BREAK_SQL, BALANCE_DRIFT_SQL, OVERDRAFT_SQL):
+        _run(con, f"insert into {ANOMALIES_WORK_TABLE} {statement}", params)
+    lap("replay_rules")
+    for code, statement in sql.ROW_RULE_SQL.items():
+        _run(con, f"insert into {ANOMALIES_WORK_TABLE} {statement}", params)
+        lap(f"rule_{code}")
+
+    reconciliation = con.execute(
+        f"select * from {RECONCILIATION_WORK_TABLE} order by user_id"
+    ).fetch_arrow_table()
+    anomalies = con.execute(
+        ANOMALIES_OUTPUT_SQL, sql.used_params(ANOMALIES_OUTPUT_SQL, params)
+    ).fetch_arrow_table()
+    worst: dict[str, list[dict]] = {}
+    worst_cols = ("user_id", "credit_history_id", "entity_type", "entity_id", "expected",
+                  "actual", "credits", "detail")
+    for row in con.execute(WORST_SQL, {"limit": WORST_LIMIT}).fetchall():
+        worst.setdefault(row[0], []).append(dict(zip(worst_cols, row[1:], strict=True)))
+    summaries = {
+        code: RuleSummary(code, severity, int(count), int(credits), worst.get(code, []))
+        for code, severity, count, credits in con.execute(SUMMARY_SQL).fetchall()
+    }
+    status_counts = {s: 0 for s in (rc.STATUS_OK, rc.STATUS_DRIFT, rc.STATUS_BROKEN_CHAIN)}
+    for status, count in con.execute(
+        f"select status, count(*) from {RECONCILIATION_WORK_TABLE} group by status"
+    ).fetchall():
+        status_counts[status] = int(count)
+    lap("collect")
+    return ReconciliationResult(
+        cutoff_at=cutoff_at,
+        reconciliation=reconciliation,
+        anomalies=anomalies,
+        summaries=summaries,
+        status_counts=status_counts,
+        ledger_rows=n_rows,
+        timings=timings,
+    )
+
+
+def drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Free the `_recon_*` temp tables (the 5M-row working copy above all) once a run is done."""
+    for name in (
+        sql.ROWS_TABLE, sql.CATALOG_TABLE, sql.ALIASES_TABLE, sql.TS_PREVIOUS_TABLE, RULES_TABLE,
+        REPLAY_ROWS_TABLE, USER_POOLS_TABLE, ANOMALIES_WORK_TABLE, RECONCILIATION_WORK_TABLE,
+    ):
+        con.execute(f"drop table if exists {name}")
+
+
+def write_reconciliation(
+    con: duckdb.DuckDBPyConnection, result: ReconciliationResult, schema: str = rc.MARTS_SCHEMA
+) -> None:
+    """Create or replace both report relations from `result`, in the caller's transaction.
+
+    Why from the result rather than the temp tables: the result is what the checks and metadata
+    describe, so what is stored is exactly what was reported, row for row and in the same order.
+    """
+    con.execute(f"create schema if not exists {schema}")
+    for name, table in (
+        (rc.RECONCILIATION_TABLE, result.reconciliation),
+        (rc.ANOMALIES_TABLE, result.anomalies),
+    ):
+        con.register("_recon_out_arrow", table)
+        con.execute(f"create or replace table {schema}.{name} as select * from _recon_out_arrow")
+        con.unregister("_recon_out_arrow")

@@ -1,0 +1,108 @@
+"""Every environment variable the pipeline reads, in one place, with its default.
+
+Configuration comes only from the environment so that the same code location runs on a laptop
+(embedded SQLite source, DuckDB warehouse under `data/`) and in production (MySQL, BigQuery,
+PostgreSQL-backed Dagster) without edits. Secrets (database passwords inside `CREDITS_SOURCE_URL`,
+webhook URLs, SMTP passwords) are read here and handed to resources through `dg.EnvVar` where
+Dagster builds the resource, never printed: use `redact_url` before anything reaches a log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_transform"
+
+# Environment variable names, used verbatim by resources (dg.EnvVar) and documentation.
+SOURCE_URL_VAR = "CREDITS_SOURCE_URL"
+WAREHOUSE_VAR = "CREDITS_WAREHOUSE"
+WAREHOUSE_PATH_VAR = "CREDITS_WAREHOUSE_PATH"
+DATA_DIR_VAR = "CREDITS_DATA_DIR"
+LEDGER_START_DATE_VAR = "CREDITS_LEDGER_START_DATE"
+UI_BASE_URL_VAR = "CREDITS_UI_BASE_URL"
+BLOCK_REVENUE_ON_ERROR_VAR = "CREDITS_BLOCK_REVENUE_ON_ERROR"
+
+DEFAULT_LEDGER_START_DATE = "2025-01-01"
+
+
+def data_dir() -> Path:
+    """Where embedded files live (demo source, DuckDB warehouse): `CREDITS_DATA_DIR` or `data/`."""
+    return Path(os.environ.get(DATA_DIR_VAR) or PROJECT_ROOT / "data")
+
+
+def default_source_path() -> Path:
+    return data_dir() / "syllaby_v2_demo.sqlite"
+
+
+def source_url_is_default() -> bool:
+    return not os.environ.get(SOURCE_URL_VAR)
+
+
+def source_url() -> str:
+    """The operational database: `CREDITS_SOURCE_URL`, or the embedded SQLite demo database."""
+    return os.environ.get(SOURCE_URL_VAR) or f"sqlite:///{default_source_path()}"
+
+
+def warehouse_kind() -> str:
+    kind = (os.environ.get(WAREHOUSE_VAR) or "duckdb").strip().lower()
+    if kind not in ("duckdb", "bigquery"):
+        raise ValueError(f"{WAREHOUSE_VAR} must be 'duckdb' or 'bigquery', not {kind!r}")
+    return kind
+
+
+def warehouse_path() -> Path:
+    """The embedded DuckDB warehouse file: `CREDITS_WAREHOUSE_PATH` or `data/warehouse.duckdb`."""
+    return Path(os.environ.get(WAREHOUSE_PATH_VAR) or data_dir() / "warehouse.duckdb")
+
+
+def ledger_start_date() -> dt.date:
+    """First day of the ledger's daily partitions (`CREDITS_LEDGER_START_DATE`, ISO date)."""
+    raw = os.environ.get(LEDGER_START_DATE_VAR) or DEFAULT_LEDGER_START_DATE
+    return dt.date.fromisoformat(raw)
+
+
+def ui_base_url() -> str:
+    return (os.environ.get(UI_BASE_URL_VAR) or "http://127.0.0.1:3000").rstrip("/")
+
+
+def block_revenue_on_error() -> bool:
+    """Whether a failed ERROR ledger check blocks `marts/revenue_attribution` (off by default)."""
+    return (os.environ.get(BLOCK_REVENUE_ON_ERROR_VAR) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def redact_url(url: str) -> str:
+    """A database URL safe to show: driver, host, port and database, never user or password."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception:
+        return "<unparseable database URL>"
+    return parsed.set(username=None, password=None).render_as_string(hide_password=True)
+
+
+CUTOFF_AT_VAR = "CREDITS_CUTOFF_AT"
+DEMO_USERS_VAR = "CREDITS_DEMO_USERS"
+
+
+def pinned_cutoff() -> dt.datetime | None:
+    """`CREDITS_CUTOFF_AT` (ISO timestamp, UTC) pins the extraction cut-off.
+
+    Only for re-running a frozen source reproducibly (tests, demos): in production the cut-off is
+    the moment of the consistent snapshot.
+    """
+    raw = os.environ.get(CUTOFF_AT_VAR)
+    if not raw:
+        return None
+    value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.replace(microsecond=0)
+
+
+def demo_users() -> int:
+    """How many users the embedded demo database gets when it is created on first use."""
+    return int(os.environ.get(DEMO_USERS_VAR) or 500)

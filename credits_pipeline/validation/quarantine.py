@@ -1,0 +1,124 @@
+"""Split an extracted batch into rows to load and rows to quarantine, with reasons.
+
+"Nothing lost, nothing invented": every row read from the source ends either in `raw.<table>` or in
+`raw.<table>__rejected` with the column and the reason it could not be loaded. This module runs the
+table's pandera model lazily (so every failure of every row is collected, not just the first),
+quarantines the rows whose failures the warehouse cannot represent, and counts the rest as domain
+warnings. It knows nothing of Dagster or of the warehouse.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pandera.pandas as pa
+
+from credits_pipeline.source.tables import TABLES_BY_NAME
+from credits_pipeline.validation.models import MODELS, QUARANTINE_CHECK_PREFIXES
+
+REASON_COLUMN = "_reason"
+FAILED_COLUMN = "_column"
+MAX_REASON_EXAMPLE = 80
+
+
+@dataclass
+class ValidatedBatch:
+    """The outcome of validating one batch of one table."""
+
+    table: str
+    clean: pd.DataFrame
+    rejected: pd.DataFrame  # the table's columns as text, plus `_reason` and `_column`
+    domain_warnings: Counter = field(default_factory=Counter)  # "column: check" -> rows
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.clean) + len(self.rejected)
+
+
+def _is_quarantine_check(check: str) -> bool:
+    return str(check).startswith(QUARANTINE_CHECK_PREFIXES)
+
+
+def _describe(column: str, check: str, failure_case: object) -> str:
+    """A sentence naming the column and the value at fault, e.g. for the rejected table."""
+    value = repr(failure_case)
+    if len(value) > MAX_REASON_EXAMPLE:
+        value = value[: MAX_REASON_EXAMPLE - 3] + "..."
+    check = str(check)
+    if check.startswith("field_uniqueness"):
+        return f"{column}: duplicate primary key {value} (a later copy of an id already seen)"
+    if check.startswith("not_nullable"):
+        return f"{column}: NULL primary key"
+    if check.startswith("valid_json"):
+        return f"{column}: malformed JSON text {value}"
+    return f"{column}: value {value} cannot be stored as the column's type ({check})"
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rejected rows keep their original values, as text, so nothing is lost in translation."""
+    out = frame.astype(object).where(frame.notna(), None)
+    return out.map(lambda v: None if v is None else str(v))
+
+
+def validate_batch(table: str, frame: pd.DataFrame) -> ValidatedBatch:
+    """Validate one batch of `table` (columns named as in the contract, any dtypes).
+
+    Duplicated ids inside the batch keep their first row; the later copies are quarantined.
+    Duplicates against rows already in the warehouse are the loader's business (it sees both).
+    """
+    model = MODELS[table]
+    columns = TABLES_BY_NAME[table].extracted_names
+    frame = frame.reset_index(drop=True)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{table}: batch lacks column(s) {', '.join(missing)}")
+    frame = frame[columns]
+    try:
+        clean = model.validate(frame, lazy=True)
+        return ValidatedBatch(table, clean, _empty_rejected(columns))
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+    reject_reason: dict[int, tuple[str, str]] = {}
+    warnings: Counter = Counter()
+    cases = cases[cases["index"].notna()]
+    for column, check, failure_case, index in cases[["column", "check", "failure_case", "index"]].itertuples(
+        index=False
+    ):
+        index = int(index)
+        if str(check).startswith("field_uniqueness"):
+            continue  # decided below: the first row with an id is kept, later copies quarantined
+        if _is_quarantine_check(check):
+            reject_reason.setdefault(index, (str(column), _describe(column, check, failure_case)))
+        else:
+            warnings[f"{column}: {check}"] += 1
+    ids = frame["id"]
+    duplicated = ids.notna() & ids.astype(str).duplicated(keep="first")
+    for index in frame.index[duplicated]:
+        reject_reason.setdefault(int(index), ("id", _describe("id", "field_uniqueness", ids[index])))
+    bad = sorted(reject_reason)
+    rejected = _as_text(frame.loc[bad])
+    rejected[FAILED_COLUMN] = [reject_reason[i][0] for i in bad]
+    rejected[REASON_COLUMN] = [reject_reason[i][1] for i in bad]
+    keep = frame.drop(index=bad)
+    # The rows left pass every quarantine check, so this second pass only coerces them; domain
+    # failures are already counted above.
+    try:
+        clean = model.validate(keep, lazy=True)
+    except pa.errors.SchemaErrors:
+        clean = _coerce_only(model, keep)
+    return ValidatedBatch(table, clean.reset_index(drop=True), rejected.reset_index(drop=True), warnings)
+
+
+def _coerce_only(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.DataFrame:
+    """Coerce to the model's dtypes without running its checks (domain failures are not errors)."""
+    schema = model.to_schema()
+    out = frame.copy()
+    for name, column in schema.columns.items():
+        out[name] = column.dtype.coerce(out[name])
+    return out
+
+
+def _empty_rejected(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in [*columns, FAILED_COLUMN, REASON_COLUMN]})

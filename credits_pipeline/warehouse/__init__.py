@@ -1,0 +1,1 @@
+"""The warehouse: where raw copies, credit models, marts and the reconciliation live."""

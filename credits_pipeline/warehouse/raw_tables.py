@@ -1,0 +1,322 @@
+"""Landing extracted rows in DuckDB's `raw` schema: staged first, then swapped in one transaction.
+
+Batches are appended to a staging table as they arrive (bounded memory, committed as they go);
+only when the whole read has succeeded does one transaction replace exactly the target's slice —
+a range of ledger partitions, the ids of a merge, or the whole table — together with its
+quarantine rows and bookkeeping. A crash while reading or loading therefore leaves the previous
+`raw` state untouched, and re-running the same slice yields the same rows (idempotent). Duplicate
+ids across batches or against rows outside the slice are caught here, where both are visible, and
+quarantined with a reason like any other unloadable row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
+from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
+
+DUCKDB_TYPES = {
+    "id": "BIGINT",
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "str": "VARCHAR",
+    "ts": "TIMESTAMP",
+    "json": "VARCHAR",
+    "bool": "BOOLEAN",
+}
+PARTITION_COLUMN = "_partition"
+STAGING_SCHEMA = "_staging"
+OPEN_LEDGER = "credit_histories__open"
+LEDGER_PARTITIONS = "raw._ledger_partitions"
+WATERMARKS = "raw._watermarks"
+CUTOFF_TABLE = "raw.extraction_cutoff"
+OPEN_PARTITION_LABEL = "open"
+WHOLE_TABLE_LABEL = "whole"
+
+
+def rejected_name(name: str) -> str:
+    return f"{name}__rejected"
+
+
+def column_types(table: Table) -> list[tuple[str, str]]:
+    return [(c.name, DUCKDB_TYPES[c.kind]) for c in table.extracted_columns]
+
+
+def _raw_columns_ddl(table: Table, with_partition: bool) -> str:
+    cols = [f"{name} {typ}" for name, typ in column_types(table)]
+    if with_partition:
+        cols.append(f"{PARTITION_COLUMN} DATE")
+    return ", ".join(cols)
+
+
+def _rejected_columns_ddl(table: Table) -> str:
+    cols = [f"{c.name} VARCHAR" for c in table.extracted_columns]
+    cols += [f"{FAILED_COLUMN} VARCHAR", f"{REASON_COLUMN} VARCHAR", f"{PARTITION_COLUMN} VARCHAR"]
+    return ", ".join(cols)
+
+
+def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+    """Create `raw.<table>`, its quarantine and (for the ledger) its open slice and bookkeeping."""
+    is_ledger = table is CREDIT_HISTORIES
+    con.execute(f"create table if not exists raw.{table.name} ({_raw_columns_ddl(table, is_ledger)})")
+    con.execute(f"create table if not exists raw.{rejected_name(table.name)} ({_rejected_columns_ddl(table)})")
+    if is_ledger:
+        con.execute(f"create table if not exists raw.{OPEN_LEDGER} ({_raw_columns_ddl(table, True)})")
+        con.execute(
+            f"create table if not exists {LEDGER_PARTITIONS} "
+            "(partition_date DATE primary key, loaded_rows BIGINT, rejected_rows BIGINT)"
+        )
+    con.execute(
+        f"create table if not exists {WATERMARKS} "
+        "(table_name VARCHAR primary key, updated_at TIMESTAMP, max_id BIGINT)"
+    )
+    con.execute(
+        f"create table if not exists {CUTOFF_TABLE} "
+        "(cutoff_at TIMESTAMP, ledger_closed_before TIMESTAMP, ledger_closed_max_id BIGINT)"
+    )
+
+
+@dataclass
+class StageStats:
+    loaded: int = 0
+    rejected: int = 0
+
+
+class Stager:
+    """Appends validated batches to `_staging.<target>` and swaps them into `raw` atomically."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: Table, target: str | None = None):
+        self.con = con
+        self.table = table
+        self.target = target or table.name
+        self.stage = f"{STAGING_SCHEMA}.{self.target}"
+        self.stage_rejected = f"{STAGING_SCHEMA}.{rejected_name(self.target)}"
+        self.stats = StageStats()
+        ensure_raw_tables(con, table)
+        con.execute(f"create schema if not exists {STAGING_SCHEMA}")
+        con.execute(f"create or replace table {self.stage} ({_raw_columns_ddl(table, False)})")
+        con.execute(f"create or replace table {self.stage_rejected} ({_rejected_columns_ddl(table)})")
+
+    def append(self, batch: ValidatedBatch, partition_label: str | None = None) -> None:
+        names = self.table.extracted_names
+        if len(batch.clean):
+            casts = ", ".join(f"cast({n} as {t})" for n, t in column_types(self.table))
+            self.con.register("_clean_batch", batch.clean[names])
+            self.con.execute(f"insert into {self.stage} select {casts} from _clean_batch")
+            self.con.unregister("_clean_batch")
+        if len(batch.rejected):
+            rejected = batch.rejected[[*names, FAILED_COLUMN, REASON_COLUMN]].copy()
+            rejected[PARTITION_COLUMN] = partition_label
+            rejected = rejected.astype(object).where(rejected.notna(), None)
+            self.con.register("_rejected_batch", rejected)
+            self.con.execute(f"insert into {self.stage_rejected} select * from _rejected_batch")
+            self.con.unregister("_rejected_batch")
+        self.stats.loaded += len(batch.clean)
+        self.stats.rejected += len(batch.rejected)
+
+    # -- duplicates across batches and against rows outside the replaced slice ----------------
+
+    def _quarantine_duplicates(
+        self,
+        kept_elsewhere_sql: str | None,
+        label_sql: str,
+        kept_params: list | None = None,
+        label_params: list | None = None,
+    ) -> int:
+        """Move staged rows whose id repeats (within staging, or in rows the swap keeps) to quarantine."""
+        names = self.table.extracted_names
+        as_text = ", ".join(f"cast({n} as varchar)" for n in names)
+        elsewhere = f" or id in ({kept_elsewhere_sql})" if kept_elsewhere_sql else ""
+        self.con.execute(
+            f"""
+            create or replace temp table _dups as
+            select rowid as rid from (
+                select rowid, id, row_number() over (partition by id order by rowid) as copy_number
+                from {self.stage}
+            ) where copy_number > 1{elsewhere}
+            """,
+            kept_params or [],
+        )
+        moved = self.con.execute("select count(*) from _dups").fetchone()[0]
+        if moved:
+            self.con.execute(
+                f"""
+                insert into {self.stage_rejected}
+                select {as_text}, 'id', 'id: duplicate primary key ' || cast(id as varchar)
+                       || ' (already loaded, or a later copy in this extraction)', {label_sql}
+                from {self.stage} where rowid in (select rid from _dups)
+                """,
+                label_params or [],
+            )
+            self.con.execute(f"delete from {self.stage} where rowid in (select rid from _dups)")
+            self.stats.loaded -= moved
+            self.stats.rejected += moved
+        return moved
+
+    def _insert_rejected(self, delete_where: str, params: list | None = None) -> None:
+        target = f"raw.{rejected_name(self.table.name)}"
+        self.con.execute(f"delete from {target} where {delete_where}", params or [])
+        self.con.execute(f"insert into {target} select * from {self.stage_rejected}")
+
+    @contextlib.contextmanager
+    def _transaction(self, external: bool) -> Iterator[None]:
+        """Own a transaction, or join the caller's when several swaps must commit together."""
+        if external:
+            yield
+            return
+        self.con.execute("begin transaction")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+        self.con.execute("commit")
+
+    def _drop_stage(self) -> None:
+        self.con.execute(f"drop table if exists {self.stage}")
+        self.con.execute(f"drop table if exists {self.stage_rejected}")
+
+    # -- the three ways a slice is swapped in --------------------------------------------------
+
+    def swap_ledger_range(self, start: dt.date, end: dt.date) -> dict[dt.date, int]:
+        """Replace ledger partitions [start, end) (days) with the staged rows, in one transaction."""
+        keys = [start + dt.timedelta(days=i) for i in range((end - start).days)]
+        con = self.con
+        con.execute("begin transaction")
+        try:
+            self._quarantine_duplicates(
+                f"select id from raw.{self.table.name} where {PARTITION_COLUMN} < ? or {PARTITION_COLUMN} >= ?",
+                "coalesce(strftime(try_cast(created_at as timestamp), '%Y-%m-%d'), ?)",
+                kept_params=[start, end],
+                label_params=[start.isoformat()],
+            )
+            names = ", ".join(self.table.extracted_names)
+            con.execute(
+                f"delete from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                [start, end],
+            )
+            con.execute(
+                f"insert into raw.{self.table.name} select {names}, cast(created_at as date) "
+                f"from {self.stage} order by id"
+            )
+            self._insert_rejected(
+                f"{PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?", [start.isoformat(), end.isoformat()]
+            )
+            counts = dict(
+                con.execute(
+                    f"select cast(created_at as date), count(*) from {self.stage} group by 1"
+                ).fetchall()
+            )
+            rejected = dict(
+                con.execute(
+                    f"select try_cast({PARTITION_COLUMN} as date), count(*) from {self.stage_rejected} group by 1"
+                ).fetchall()
+            )
+            con.execute(f"delete from {LEDGER_PARTITIONS} where partition_date >= ? and partition_date < ?", [start, end])
+            con.executemany(
+                f"insert into {LEDGER_PARTITIONS} values (?, ?, ?)",
+                [[k, int(counts.get(k, 0)), int(rejected.get(k, 0))] for k in keys],
+            )
+            self._drop_stage()
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        return {k: int(counts.get(k, 0)) for k in keys}
+
+    def merge_by_id(
+        self, watermark: tuple[dt.datetime | None, int | None] | None, in_transaction: bool = False
+    ) -> None:
+        """Upsert the staged rows by id (and their quarantine rows), then move the watermark."""
+        con = self.con
+        target = f"raw.{self.target}"
+        with self._transaction(in_transaction):
+            self._quarantine_duplicates(None, "?", label_params=[WHOLE_TABLE_LABEL])
+            names = ", ".join(self.table.extracted_names)
+            con.execute(f"delete from {target} where id in (select id from {self.stage})")
+            con.execute(f"insert into {target} select {names} from {self.stage} order by id")
+            self._insert_rejected(
+                f"id in (select id from {self.stage_rejected}) or id in (select cast(id as varchar) from {self.stage})"
+            )
+            if watermark is not None:
+                con.execute(f"delete from {WATERMARKS} where table_name = ?", [self.target])
+                con.execute(f"insert into {WATERMARKS} values (?, ?, ?)", [self.target, *watermark])
+            self._drop_stage()
+
+    def replace_whole(self, partition_label: str = WHOLE_TABLE_LABEL, in_transaction: bool = False) -> None:
+        """Replace the whole target (and its quarantine rows of this label) in one transaction."""
+        con = self.con
+        target = f"raw.{self.target}"
+        with self._transaction(in_transaction):
+            self._quarantine_duplicates(None, "?", label_params=[partition_label])
+            names = ", ".join(self.table.extracted_names)
+            partition = ", cast(created_at as date)" if self.target == OPEN_LEDGER else ""
+            con.execute(f"delete from {target}")
+            con.execute(f"insert into {target} select {names}{partition} from {self.stage} order by id")
+            self._insert_rejected(f"{PARTITION_COLUMN} = ?", [partition_label])
+            self._drop_stage()
+
+
+def loaded_ledger_partitions(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    ensure_raw_tables(con, CREDIT_HISTORIES)
+    return [r[0] for r in con.execute(f"select partition_date from {LEDGER_PARTITIONS} order by 1").fetchall()]
+
+
+def closed_ledger_bounds(con: duckdb.DuckDBPyConnection, start: dt.date) -> tuple[dt.datetime, int]:
+    """(T0, M): the end of the contiguous run of loaded partitions from `start`, and the max id.
+
+    Rows before T0 are served from the closed partitions; everything else — the open day, rows
+    outside the partition range, rows written late — is read again inside the consistent cut.
+    """
+    day = start
+    loaded = set(loaded_ledger_partitions(con))
+    while day in loaded:
+        day += dt.timedelta(days=1)
+    # The highest id the closed partitions have *read*, loaded or quarantined: a quarantined row
+    # must not be read a second time by the open slice.
+    max_id = con.execute(
+        f"""
+        select greatest(
+            (select coalesce(max(id), 0) from raw.{CREDIT_HISTORIES.name}),
+            (select coalesce(max(try_cast(id as bigint)), 0) from raw.{rejected_name(CREDIT_HISTORIES.name)}
+             where {PARTITION_COLUMN} <> ?)
+        )
+        """,
+        [OPEN_PARTITION_LABEL],
+    ).fetchone()[0]
+    return dt.datetime.combine(day, dt.time()), int(max_id)
+
+
+def watermark(con: duckdb.DuckDBPyConnection, target: str) -> tuple[dt.datetime | None, int | None] | None:
+    row = con.execute(f"select updated_at, max_id from {WATERMARKS} where table_name = ?", [target]).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def staged_watermark(con: duckdb.DuckDBPyConnection, stage: str) -> tuple[dt.datetime | None, int | None]:
+    row = con.execute(f"select max(updated_at), max(id) from {stage}").fetchone()
+    return row[0], row[1]
+
+
+def newest_rows_markdown(con: duckdb.DuckDBPyConnection, relation: str, order_by: str, limit: int = 5) -> str:
+    """A small Markdown preview of the newest rows (raw tables hold no personal data)."""
+    frame: pd.DataFrame = con.execute(
+        f"select * from {relation} order by {order_by} desc nulls last limit {int(limit)}"
+    ).fetchdf()
+    if frame.empty:
+        return "_no rows_"
+    return frame.to_markdown(index=False) if _has_tabulate() else frame.to_string(index=False)
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
