@@ -121,9 +121,7 @@ def _report(result) -> int:
                 failed_checks.append(f"{name} ({severity})")
                 severities[severity] += 1
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            error = event.event_specific_data.error
-            message = _root_message(error) if error else event.message
-            step_failures.append(f"{event.step_key}: {message}")
+            step_failures.append(f"{event.step_key}: {failure_message(event)}")
     print("\n=== credits-pipeline materialize: summary ===")
     print(f"run id: {result.run_id}  (open it in the UI: {settings.ui_base_url()}/runs/{result.run_id})")
     print(f"assets materialized: {len(set(materialized))}")
@@ -140,6 +138,15 @@ def _report(result) -> int:
             print(f"  - {failure}", file=sys.stderr)
         return EXIT_STEP_FAILED
     return EXIT_OK
+
+
+def failure_message(event) -> str:
+    """A failed step's message: a `dg.Failure`'s own description, else the innermost error."""
+    data = event.event_specific_data
+    user_failure = getattr(data, "user_failure_data", None)
+    if user_failure is not None and user_failure.description:
+        return user_failure.description
+    return _root_message(data.error) if data.error else event.message
 
 
 def _root_message(error) -> str:

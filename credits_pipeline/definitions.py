@@ -12,6 +12,7 @@ import os
 import dagster as dg
 
 from credits_pipeline import settings
+from credits_pipeline.alerts import alert_sensor
 from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets, source_table_specs
 from credits_pipeline.names import MARTS_PREFIX
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
@@ -60,6 +61,7 @@ def build_definitions() -> dg.Definitions:
         resources=build_resources(),
         jobs=[daily_job],
         schedules=[daily_schedule],
+        sensors=[alert_sensor],
         executor=dg.in_process_executor,
     )
 

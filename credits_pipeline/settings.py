@@ -81,7 +81,7 @@ def redact_url(url: str) -> str:
         parsed = sa.engine.make_url(url)
     except Exception:
         return "<unparseable database URL>"
-    return parsed.set(username=None, password=None).render_as_string(hide_password=True)
+    return parsed._replace(username=None, password=None).render_as_string(hide_password=True)
 
 
 CUTOFF_AT_VAR = "CREDITS_CUTOFF_AT"

@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 
 import requests
 
-from credits_pipeline.alerts.messages import Alert, email_body, email_subject, json_payload, slack_payload
+from credits_pipeline.alerts.messages import (
+    Alert,
+    email_body,
+    email_subject,
+    json_payload,
+    slack_payload,
+)
 
 # Environment variables, one group per channel.
 SLACK_WEBHOOK_URL_VAR = "CREDITS_SLACK_WEBHOOK_URL"
@@ -122,7 +128,7 @@ class SlackWebhookChannel:
 
 
 class JsonWebhookChannel:
-    """Posts the alert as a flat JSON document to any HTTP endpoint (`CREDITS_ALERT_WEBHOOK_URL`)."""
+    """Posts the alert as a flat JSON document to an HTTP endpoint (`CREDITS_ALERT_WEBHOOK_URL`)."""
 
     name = WEBHOOK_CHANNEL
 

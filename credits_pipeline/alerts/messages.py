@@ -125,14 +125,19 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
         },
         {
             "type": "section",
-            "fields": [{"type": "mrkdwn", "text": f"*{label}*\n{value}"} for label, value in fields],
+            "fields": [
+                {"type": "mrkdwn", "text": f"*{label}*\n{value}"} for label, value in fields
+            ],
         },
     ]
     if alert.description:
         blocks.append(
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": truncate(alert.description, SLACK_SECTION_LIMIT)},
+                "text": {
+                    "type": "mrkdwn",
+                    "text": truncate(alert.description, SLACK_SECTION_LIMIT),
+                },
             }
         )
     if alert.worst_users:

@@ -47,8 +47,8 @@ MAX_PENDING_DELIVERIES = 1000
 CURSOR_VERSION = 1
 
 CHECK_EVENT = dg.DagsterEventType.ASSET_CHECK_EVALUATION
-# FRESHNESS_STATE_CHANGE exists since Dagster 1.11 (emitted by the freshness daemon for assets with a
-# `FreshnessPolicy`); looked up by name so that an older Dagster simply watches checks only.
+# FRESHNESS_STATE_CHANGE exists in Dagster 1.13 (emitted by the freshness daemon for assets with a
+# `FreshnessPolicy`); looked up by name so that a Dagster without it simply watches checks only.
 FRESHNESS_EVENT: dg.DagsterEventType | None = getattr(
     dg.DagsterEventType, "FRESHNESS_STATE_CHANGE", None
 )
@@ -127,7 +127,9 @@ class AlertCursor:
             return cls()
         document = json.loads(raw)
         return cls(
-            positions={str(key): int(value) for key, value in document.get("positions", {}).items()},
+            positions={
+                str(key): int(value) for key, value in document.get("positions", {}).items()
+            },
             pending=[PendingDelivery.from_dict(item) for item in document.get("pending", [])],
         )
 
@@ -343,7 +345,7 @@ def deliver(
     channels: Sequence[AlertChannel],
     log: logging.Logger,
 ) -> tuple[list[PendingDelivery], int, list[str]]:
-    """Try each queued delivery once; return what is still owed, the count sent, the failing channels.
+    """Try each queued delivery once; return what is still owed, the number sent, failed channels.
 
     After a channel fails, the rest of its deliveries wait for the next tick untried, so one
     unreachable endpoint costs one timeout per tick, not one per alert.
@@ -407,9 +409,10 @@ def evaluate_alerts(
     ui_base_url: str,
     now: float | None = None,
 ) -> TickOutcome:
-    """One tick: read new events, queue their alerts behind the retries, deliver, return the cursor."""
+    """One tick: read new events, queue their alerts behind the retries, deliver, keep the rest."""
     cursor = AlertCursor.from_json(cursor_json)
-    new_alerts = collect_new_alerts(instance, cursor, ui_base_url, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    new_alerts = collect_new_alerts(instance, cursor, ui_base_url, now)
     if new_alerts and not channels:
         for alert in new_alerts:
             log.warning(f"No alert channel is configured; not sent: {headline(alert)}")
@@ -426,7 +429,9 @@ def evaluate_alerts(
             queue.append(item)
     still_pending, delivered, failed = deliver(queue, channels, log)
     cursor.pending = bounded(still_pending, log)
-    return TickOutcome(cursor=cursor, new_alerts=new_alerts, delivered=delivered, failed_channels=failed)
+    return TickOutcome(
+        cursor=cursor, new_alerts=new_alerts, delivered=delivered, failed_channels=failed
+    )
 
 
 @dg.sensor(
