@@ -14,6 +14,7 @@ import dagster as dg
 from credits_pipeline import settings
 from credits_pipeline.alerts import alert_sensor
 from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets, source_table_specs
+from credits_pipeline.extract.lag import lag_check_job, lag_schedule, ledger_lag_check
 from credits_pipeline.names import MARTS_PREFIX
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
 from credits_pipeline.source.reader import SourceDatabase
@@ -59,8 +60,9 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*source_table_specs, *_with_freshness(list(extraction_assets))],
         resources=build_resources(),
-        jobs=[daily_job],
-        schedules=[daily_schedule],
+        asset_checks=[ledger_lag_check],
+        jobs=[daily_job, lag_check_job],
+        schedules=[daily_schedule, lag_schedule],
         sensors=[alert_sensor],
         executor=dg.in_process_executor,
     )
