@@ -27,6 +27,7 @@ from credits_pipeline.ledger.replay import (
     FLAG_OVERDRAFT,
     NULL_INT,
     replay,
+    resolve_effects,
 )
 
 RULES_TABLE = "_recon_rules"
@@ -83,18 +84,6 @@ def _run(con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, objec
     con.execute(statement, sql.used_params(statement, params))
 
 
-def _ensure_sorted(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Sort by (user_id, id) when the scan did not come back in stored order (it normally does)."""
-    uid, rid = arrays["user_id"], arrays["id"]
-    if len(uid) < 2:
-        return arrays
-    ordered = (uid[1:] > uid[:-1]) | ((uid[1:] == uid[:-1]) & (rid[1:] > rid[:-1]))
-    if bool(ordered.all()):
-        return arrays
-    order = np.lexsort((rid, uid))
-    return {k: v[order] for k, v in arrays.items()}
-
-
 def _plain(a: np.ndarray | np.ma.MaskedArray) -> np.ndarray:
     return a.filled(NULL_INT) if isinstance(a, np.ma.MaskedArray) else a
 
@@ -103,11 +92,17 @@ def _replay_outputs(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -
     """Run the compiled replay over the working rows; register what it found as temp tables."""
     fetched = con.execute(sql.REPLAY_INPUT_SQL, sql.used_params(sql.REPLAY_INPUT_SQL, params))
     arrays = {k: _plain(v) for k, v in fetched.fetchnumpy().items()}
-    arrays = _ensure_sorted(arrays)
+    events = con.execute(sql.EVENT_EFFECTS_SQL).fetchnumpy()
+    effect = resolve_effects(
+        arrays.pop("credit_events_id"), arrays.pop("event_type"),
+        _plain(events["id"]), _plain(events["effect_code"]),
+    )
+    arrays["effect_code"] = effect
     n = len(arrays["id"])
     res = replay(
-        arrays["user_id"], arrays["id"], arrays["effect_code"], arrays["amount"],
+        arrays["user_id"], arrays["id"], effect, arrays["amount"],
         arrays["previous_amount"], arrays["created_s"],
+        order=np.arange(n, dtype=np.int64),  # already sorted; the kernel verifies it
     )
     flagged = np.flatnonzero(res.flags)
     prev = arrays["previous_amount"][flagged]
@@ -122,6 +117,7 @@ def _replay_outputs(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -
         "expected_previous": pa.array(res.expected_previous[flagged], pa.int64()),
         "available": pa.array(res.available[flagged], pa.int64()),
         "previous_created_s": pa.array(prev_created, pa.int64()),
+        "created_s": pa.array(arrays["created_s"][flagged], pa.int64()),
     })
     first = res.first_break_id
     pools = pa.table({
@@ -144,7 +140,8 @@ def _replay_outputs(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -
     con.unregister("_recon_pools_arrow")
     con.execute(
         f"create or replace temp table {sql.TS_PREVIOUS_TABLE} as "
-        "select id, make_timestamp(previous_created_s * 1000000) as previous_created_at "
+        "select id, user_id, amount, make_timestamp(created_s * 1000000) as created_at, "
+        "make_timestamp(previous_created_s * 1000000) as previous_created_at "
         f"from {REPLAY_ROWS_TABLE} where flags & $bit <> 0",
         {"bit": FLAG_BEFORE_PREVIOUS},
     )
@@ -356,10 +353,14 @@ def reconcile(con: duckdb.DuckDBPyConnection, cutoff_at: dt.datetime) -> Reconci
                 "(rule varchar, position integer, severity varchar)")
     con.executemany(f"insert into {RULES_TABLE} values (?, ?, ?)",
                     [(r.code, i, r.severity) for i, r in enumerate(rc.RULES)])
+    _run(con, sql.EVENTS_SQL, params)
     _run(con, sql.ROWS_SQL, params)
-    lap("resolve_rows")
     n_rows = _replay_outputs(con, params)
     lap("replay")
+    _run(con, sql.ROW_CHECKS_SQL, params)
+    lap("row_checks")
+    _run(con, sql.CREDITED_SQL, params)
+    lap("credited_window")
     _run(con, RECONCILIATION_SQL, params)
     con.execute(ANOMALIES_DDL)
     for statement in (CHAIN_BREAK_SQL, BALANCE_DRIFT_SQL, OVERDRAFT_SQL):
@@ -403,8 +404,9 @@ def reconcile(con: duckdb.DuckDBPyConnection, cutoff_at: dt.datetime) -> Reconci
 
 def drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Free the `_recon_*` temp tables (the 5M-row working copy above all) once a run is done."""
+    con.execute(f"drop view if exists {sql.ROWS_TABLE}")
     for name in (
-        sql.ROWS_TABLE, sql.CATALOG_TABLE, sql.ALIASES_TABLE, sql.TS_PREVIOUS_TABLE, RULES_TABLE,
+        sql.ROW_CHECKS_TABLE, sql.CREDITED_TABLE, sql.CATALOG_TABLE, sql.EVENTS_TABLE, sql.TS_PREVIOUS_TABLE, RULES_TABLE,
         REPLAY_ROWS_TABLE, USER_POOLS_TABLE, ANOMALIES_WORK_TABLE, RECONCILIATION_WORK_TABLE,
     ):
         con.execute(f"drop table if exists {name}")

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba import types
+
+# Explicit signatures: compiled (or loaded from the on-disk cache) at import, not inside a run.
+_I64 = types.int64[::1]
+_I8 = types.int8[::1]
 
 # Effect codes of a row (contract section 2 and 5). SKIP: unknown event with event_type not 1/2.
 EFFECT_SKIP = 0
@@ -43,7 +48,7 @@ FLAG_BEFORE_PREVIOUS = 4
 class ReplayResult:
     """What the replay found, as numpy arrays.
 
-    Row arrays are aligned with the input (sorted by user_id, id); only flagged rows carry meaning
+    Row arrays are aligned with the input rows; only flagged rows carry meaning
     in `expected_previous` (chain_break: the pool the replay expected), `available` (overdraft: both
     pools before the spend) and `previous_created_s` (the previous row's created_at, epoch s).
     User arrays have one entry per distinct `user_id` of the ledger, in ascending order.
@@ -62,8 +67,8 @@ class ReplayResult:
     written_off: np.ndarray
 
 
-@numba.njit(cache=True, nogil=True)
-def _replay_kernel(user_id, row_id, effect, amount, previous, created_s):  # pragma: no cover - jit
+@numba.njit((_I64, _I64, _I64, _I8, _I64, _I64, _I64), cache=True, nogil=True)
+def _replay_kernel(order, user_id, row_id, effect, amount, previous, created_s):  # pragma: no cover
     n = user_id.shape[0]
     flags = np.zeros(n, dtype=np.uint8)
     expected_previous = np.zeros(n, dtype=np.int64)
@@ -71,8 +76,8 @@ def _replay_kernel(user_id, row_id, effect, amount, previous, created_s):  # pra
     previous_created_s = np.zeros(n, dtype=np.int64)
 
     n_users = 0
-    for i in range(n):
-        if i == 0 or user_id[i] != user_id[i - 1]:
+    for j in range(n):
+        if j == 0 or user_id[order[j]] != user_id[order[j - 1]]:
             n_users += 1
     u_id = np.empty(n_users, dtype=np.int64)
     u_sub = np.zeros(n_users, dtype=np.int64)
@@ -86,8 +91,13 @@ def _replay_kernel(user_id, row_id, effect, amount, previous, created_s):  # pra
     sub = 0
     pur = 0
     last_created = NULL_INT
-    for i in range(n):
-        if i == 0 or user_id[i] != user_id[i - 1]:
+    for j in range(n):
+        i = order[j]
+        if j > 0:
+            h = order[j - 1]
+            if user_id[i] < user_id[h] or (user_id[i] == user_id[h] and row_id[i] <= row_id[h]):
+                raise ValueError("replay needs an order by (user_id, id) over unique ids")
+        if j == 0 or user_id[i] != user_id[order[j - 1]]:
             if u >= 0:
                 u_sub[u] = sub
                 u_pur[u] = pur
@@ -167,18 +177,12 @@ def _replay_kernel(user_id, row_id, effect, amount, previous, created_s):  # pra
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit((_I64, _I64), cache=True, nogil=True)
 def _user_then_id_order(user_id, row_id):  # pragma: no cover - jit
-    """A stable counting sort by user over the rows in id order: O(n) for dense user ids."""
+    """A stable counting sort by user, then each user's rows by id: O(n) for dense user ids."""
     n = user_id.shape[0]
-    by_id = True
-    for i in range(1, n):
-        if row_id[i] < row_id[i - 1]:
-            by_id = False
-            break
-    base = np.arange(n) if by_id else np.argsort(row_id, kind="mergesort")
     if n == 0:
-        return True, base
+        return True, np.arange(0)
     lo = user_id[0]
     hi = user_id[0]
     for i in range(n):
@@ -188,27 +192,44 @@ def _user_then_id_order(user_id, row_id):  # pragma: no cover - jit
             hi = user_id[i]
     span = hi - lo + 1
     if span > 4 * n + 1_000_000:
-        return False, base
+        return False, np.arange(0)
     offsets = np.zeros(span + 1, dtype=np.int64)
     for i in range(n):
         offsets[user_id[i] - lo + 1] += 1
     for k in range(span):
         offsets[k + 1] += offsets[k]
+    starts = offsets.copy()
     order = np.empty(n, dtype=np.int64)
-    for j in range(n):
-        i = base[j]
+    for i in range(n):
         k = user_id[i] - lo
         order[offsets[k]] = i
         offsets[k] += 1
+    # Within a user the scan order is usually id order already (an append-only ledger).
+    for k in range(span):
+        a = starts[k]
+        b = starts[k + 1]
+        ordered = True
+        for j in range(a + 1, b):
+            if row_id[order[j]] < row_id[order[j - 1]]:
+                ordered = False
+                break
+        if not ordered:
+            group = order[a:b].copy()
+            ids = np.empty(b - a, dtype=np.int64)
+            for j in range(b - a):
+                ids[j] = row_id[group[j]]
+            perm = np.argsort(ids, kind="mergesort")
+            for j in range(b - a):
+                order[a + j] = group[perm[j]]
     return True, order
 
 
 def sort_order(user_id: np.ndarray, row_id: np.ndarray) -> np.ndarray:
     """The permutation that sorts rows by (user_id, id).
 
-    Why not np.lexsort: user ids are auto-increment keys, so a counting sort over the rows taken in
-    id order (already the scan order of an append-only ledger) is linear; lexsort is kept as the
-    fallback for sparse user ids.
+    Why not np.lexsort: user ids are auto-increment keys, so a counting sort by user is linear, and
+    each user's rows usually come in id order already (an append-only ledger); lexsort is kept as
+    the fallback for sparse user ids.
     """
     uid = np.ascontiguousarray(user_id, dtype=np.int64)
     rid = np.ascontiguousarray(row_id, dtype=np.int64)
@@ -218,7 +239,7 @@ def sort_order(user_id: np.ndarray, row_id: np.ndarray) -> np.ndarray:
     return order
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit((_I64, _I64, _I64, _I8), cache=True, nogil=True)
 def _resolve_effects(credit_events_id, event_type, event_ids, event_effects):  # pragma: no cover
     n = credit_events_id.shape[0]
     out = np.empty(n, dtype=np.int8)
@@ -266,27 +287,30 @@ def replay(
     amount: np.ndarray,
     previous: np.ndarray,
     created_s: np.ndarray | None = None,
+    order: np.ndarray | None = None,
 ) -> ReplayResult:
-    """Replay a ledger given as arrays sorted by (user_id, id).
+    """Replay a ledger given as flat arrays, in any row order.
 
-    `effect` holds the EFFECT_* codes; `previous` and `created_s` use NULL_INT for NULL (a NULL
-    previous_amount is a chain break and the replay continues from what it expected). Why arrays:
-    the caller fetches them straight from DuckDB (`fetchnumpy`) without Python objects per row.
+    `effect` holds the EFFECT_* codes (see `resolve_effects`); `previous` and `created_s` use
+    NULL_INT for NULL (a NULL previous_amount is a chain break and the replay continues from what it
+    expected). `order` is the (user_id, id) sort permutation (`sort_order`), computed when not
+    given; row outputs are aligned with the input rows, not with `order`. Why arrays: the caller
+    fetches them straight from DuckDB (`fetchnumpy`), with no Python object per row.
     """
     n = len(user_id)
     if created_s is None:
         created_s = np.full(n, NULL_INT, dtype=np.int64)
-    arrays = [
-        np.ascontiguousarray(user_id, dtype=np.int64),
-        np.ascontiguousarray(row_id, dtype=np.int64),
+    uid = np.ascontiguousarray(user_id, dtype=np.int64)
+    rid = np.ascontiguousarray(row_id, dtype=np.int64)
+    if order is None:
+        order = sort_order(uid, rid)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    return ReplayResult(*_replay_kernel(
+        order,
+        uid,
+        rid,
         np.ascontiguousarray(effect, dtype=np.int8),
         np.ascontiguousarray(amount, dtype=np.int64),
         np.ascontiguousarray(previous, dtype=np.int64),
         np.ascontiguousarray(created_s, dtype=np.int64),
-    ]
-    if n > 1:
-        uid, rid = arrays[0], arrays[1]
-        ordered = (uid[1:] > uid[:-1]) | ((uid[1:] == uid[:-1]) & (rid[1:] > rid[:-1]))
-        if not bool(ordered.all()):
-            raise ValueError("replay() needs rows sorted by (user_id, id) with unique ids")
-    return ReplayResult(*_replay_kernel(*arrays))
+    ))

@@ -32,6 +32,10 @@ from credits_pipeline.source.catalog import (
 )
 from credits_pipeline.source.tables import EXTRACTED_ALIASES, UNEXTRACTED_ALIASES
 
+assert UNEXTRACTED_ALIASES == {"keyword", "generator", "media", "character"}, (
+    "rules.sql_params binds one parameter per unextracted alias: update it with the contract"
+)
+
 # The input relations the rules read, with the columns they need. The caller makes them available
 # (temp views or tables) on the connection before calling `reconcile`.
 LEDGER_ROWS = "ledger_rows"
@@ -56,7 +60,6 @@ INPUT_RELATIONS: dict[str, tuple[str, ...]] = {
 
 # Working relations (temp tables) the reconciliation creates on the connection.
 CATALOG_TABLE = "_recon_catalog"
-ALIASES_TABLE = "_recon_aliases"
 ROWS_TABLE = "_recon_rows"
 TS_PREVIOUS_TABLE = "_recon_ts_previous"
 
@@ -99,6 +102,10 @@ def sql_params(cutoff_at: dt.datetime) -> dict[str, object]:
         "speech_alias": _alias_of("speeches"),
         "video_alias": _alias_of("videos"),
         "row_entity": rc.ENTITY_CREDIT_HISTORY,
+        "keyword_alias": "keyword",
+        "generator_alias": "generator",
+        "media_alias": "media",
+        "character_alias": "character",
     }
 
 
@@ -143,7 +150,7 @@ def _seconds(expr: str) -> str:
 
 
 def setup_statements() -> list[tuple[str, list[tuple]]]:
-    """Statements creating the small constant relations (catalog, aliases) with bound values."""
+    """Statements creating the small constant relation (the catalog) with bound values."""
     return [
         (
             f"create or replace temp table {CATALOG_TABLE} "
@@ -154,24 +161,131 @@ def setup_statements() -> list[tuple[str, list[tuple]]]:
             f"insert into {CATALOG_TABLE} values (?, ?, ?, ?)",
             [(e.name, e.effect, EFFECT_CODES[e.effect], e.service) for e in CATALOG],
         ),
-        (
-            f"create or replace temp table {ALIASES_TABLE} (alias varchar, extracted boolean)",
-            [],
-        ),
-        (
-            f"insert into {ALIASES_TABLE} values (?, ?)",
-            [(a, True) for a in sorted(EXTRACTED_ALIASES)]
-            + [(a, False) for a in sorted(UNEXTRACTED_ALIASES)],
-        ),
     ]
 
 
-# The ledger as the rules see it: one row per ledger row, its event resolved by id, its effect from
-# the catalog by event name (else by event_type), timestamps truncated to whole seconds, sorted by
-# (user_id, id) so the replay can read it as it is stored.
+# Each credit_events row resolved once against the catalog: its effect code (EFFECT_SKIP when its
+# name is not listed; rows then follow their event_type). Tiny; every ledger row joins it once.
+EVENTS_TABLE = "_recon_events"
+EVENTS_SQL = f"""
+create or replace temp table {EVENTS_TABLE} as
+select
+    e.id,
+    e.name,
+    e.type,
+    e.calculation_type,
+    e.value,
+    e.min_amount,
+    c.effect_code
+from {EVENTS} as e
+left join {CATALOG_TABLE} as c on c.name = e.name
+where e.id is not null
+"""
+
+# The ledger as the rules see it: each row with its event resolved by id and its effect from the
+# catalog by event name (else by event_type). A view, not a table: a 5M-row copy costs more than
+# the scans that read it, and each rule reads few columns. Timestamps stay as stored; rules
+# truncate to whole seconds only where a comparison needs it.
 ROWS_SQL = f"""
-create or replace temp table {ROWS_TABLE} as
-with resolved as (
+create or replace temp view {ROWS_TABLE} as
+select
+    r.id,
+    r.user_id,
+    r.credit_events_id,
+    r.creditable_type,
+    r.creditable_id,
+    r.calculative_index,
+    cast(r.amount as bigint) as amount,
+    cast(r.previous_amount as bigint) as previous_amount,
+    r.event_type,
+    r.created_at,
+    r.updated_at,
+    e.id is not null as event_known,
+    e.name as event_name,
+    e.type as declared_type,
+    e.calculation_type,
+    e.value as event_value,
+    e.min_amount,
+    case
+        when e.effect_code is not null then e.effect_code
+        when r.event_type = 1 then {EFFECT_ADD}
+        when r.event_type = 2 then {EFFECT_SPEND}
+        else {EFFECT_SKIP}
+    end as effect_code
+from {LEDGER_ROWS} as r
+left join {EVENTS_TABLE} as e on e.id = r.credit_events_id
+"""
+
+# What the replay reads: the few columns it needs, sorted by (user_id, id) by DuckDB (a parallel,
+# cache-friendly sort: cheaper than sorting in Python and then walking rows in random order).
+# Effects are resolved on the arrays afterwards (replay.resolve_effects), not by a join here.
+REPLAY_INPUT_SQL = f"""
+select
+    user_id,
+    id,
+    coalesce(credit_events_id, $null_int) as credit_events_id,
+    coalesce(event_type, $null_int) as event_type,
+    coalesce(cast(amount as bigint), 0) as amount,
+    coalesce(cast(previous_amount as bigint), $null_int) as previous_amount,
+    coalesce(epoch_ms(created_at) // 1000, $null_int) as created_s
+from {LEDGER_ROWS}
+order by user_id, id
+"""
+
+# Each credit_events row with its catalog effect code (EFFECT_SKIP when its name is not listed).
+EVENT_EFFECTS_SQL = f"""
+select id, coalesce(effect_code, {EFFECT_SKIP}) as effect_code
+from {EVENTS_TABLE}
+"""
+
+# One scan for the six rules that look at a row on its own: the rows that break at least one,
+# with what each rule needs to explain itself. Problems are small integer codes (cheaper than text
+# over millions of rows); the formatting statements below turn them into sentences.
+ROW_CHECKS_TABLE = "_recon_row_checks"
+CREDITABLE_UNKNOWN_ALIAS = 1
+CREDITABLE_NO_ID = 2
+CREDITABLE_MISSING = 3
+CREDITABLE_OTHER_USER = 4
+TS_NULL_CREATED = 1
+TS_AFTER_CUTOFF = 2
+TS_BEFORE_PREVIOUS = 3
+TS_UPDATED_BEFORE_CREATED = 4
+ROW_CHECKS_SQL = f"""
+create or replace temp table {ROW_CHECKS_TABLE} as
+with known_users as (
+    select distinct id from {USERS}
+),
+content as (
+    select $faceless_alias as alias, id, min(user_id) as owner_id from {FACELESSES} group by id
+    union all
+    select $real_clone_alias, id, min(user_id) from {REAL_CLONES} group by id
+    union all
+    select $speech_alias, id, min(user_id) from {SPEECHES} group by id
+    union all
+    select $video_alias, id, min(user_id) from {VIDEOS} group by id
+),
+cutoff as (
+    select date_trunc('second', cast($cutoff_at as timestamp)) as cutoff_at
+),
+priced as (
+    select
+        r.*,
+        case
+            when r.effect_code in ({EFFECT_RESET}, {EFFECT_PURCHASE})
+                then cast(r.calculative_index as double)
+            when r.calculation_type = 'fixed' then r.event_value
+            when r.calculation_type = 'calculative' and r.effect_code = {EFFECT_SPEND}
+                then ceil(r.event_value * (cast(r.calculative_index as double) / 2.0))
+            when r.calculation_type = 'calculative' and r.effect_code = {EFFECT_ADD}
+                then ceil(r.event_value * cast(r.calculative_index as double))
+        end as price,
+        r.creditable_type in ($faceless_alias, $real_clone_alias, $speech_alias, $video_alias)
+            as extracted_alias,
+        r.creditable_type in ($keyword_alias, $generator_alias, $media_alias, $character_alias)
+            as unextracted_alias
+    from {ROWS_TABLE} as r
+),
+checked as (
     select
         r.id,
         r.user_id,
@@ -179,94 +293,72 @@ with resolved as (
         r.creditable_type,
         r.creditable_id,
         r.calculative_index,
-        cast(r.amount as bigint) as amount,
-        cast(r.previous_amount as bigint) as previous_amount,
+        r.amount,
         r.event_type,
-        date_trunc('second', r.created_at) as created_at,
-        date_trunc('second', r.updated_at) as updated_at,
-        e.id is not null as event_known,
-        e.name as event_name,
+        r.created_at,
+        r.updated_at,
+        r.event_name,
+        r.declared_type,
+        r.calculation_type,
+        r.min_amount,
+        r.price,
+        c.owner_id,
+        k.cutoff_at,
+        r.event_known and r.event_type is distinct from r.declared_type as type_mismatch,
+        r.event_known and r.event_name is distinct from $refund_event
+            and r.price is not null and cast(r.amount as double) <> r.price as wrong_price,
+        r.event_known and r.event_name is distinct from $refund_event
+            and r.effect_code = {EFFECT_SPEND} and r.min_amount is not null
+            and cast(r.amount as double) < r.min_amount as below_minimum,
+        u.id is null as orphan_user,
+        not r.event_known as orphan_event,
         case
-            when c.effect_code is not null then c.effect_code
-            when r.event_type = 1 then {EFFECT_ADD}
-            when r.event_type = 2 then {EFFECT_SPEND}
-            else {EFFECT_SKIP}
-        end as effect_code
-    from {LEDGER_ROWS} as r
-    left join {EVENTS} as e on e.id = r.credit_events_id
-    left join {CATALOG_TABLE} as c on c.name = e.name
+            when r.creditable_type is null or r.unextracted_alias then null
+            when not r.extracted_alias then {CREDITABLE_UNKNOWN_ALIAS}
+            when r.creditable_id is null then {CREDITABLE_NO_ID}
+            when c.id is null then {CREDITABLE_MISSING}
+            when c.owner_id is not null and c.owner_id <> r.user_id then {CREDITABLE_OTHER_USER}
+        end as creditable_problem,
+        case
+            when r.created_at is null then {TS_NULL_CREATED}
+            when r.created_at >= k.cutoff_at + interval 1 second then {TS_AFTER_CUTOFF}
+            when r.updated_at < r.created_at
+                and date_trunc('second', r.updated_at) < date_trunc('second', r.created_at)
+                then {TS_UPDATED_BEFORE_CREATED}
+        end as timestamp_problem
+    from priced as r
+    cross join cutoff as k
+    left join known_users as u on u.id = r.user_id
+    left join content as c on c.alias = r.creditable_type and c.id = r.creditable_id
 )
-select * from resolved
-order by user_id, id
+select *
+from checked
+where type_mismatch
+    or wrong_price
+    or below_minimum
+    or orphan_user
+    or orphan_event
+    or creditable_problem is not null
+    or timestamp_problem is not null
 """
-
-
-# What the replay reads: ROWS_TABLE is stored in (user_id, id) order and DuckDB scans a table in
-# insertion order, so no second sort (the replay verifies the order and sorts itself otherwise).
-REPLAY_INPUT_SQL = f"""
-select
-    user_id,
-    id,
-    effect_code,
-    coalesce(amount, 0) as amount,
-    coalesce(previous_amount, $null_int) as previous_amount,
-    coalesce({_seconds('created_at')}, $null_int) as created_s
-from {ROWS_TABLE}
-"""
-
-
-# --- the row rules ------------------------------------------------------------------------------
 
 EVENT_TYPE_MISMATCH_SQL = f"""
 select
     '{rc.EVENT_TYPE_MISMATCH}' as rule,
-    r.user_id,
-    r.id as credit_history_id,
+    user_id,
+    id as credit_history_id,
     $row_entity as entity_type,
-    r.id as entity_id,
-    {_text('e.type')} as expected,
-    {_text('r.event_type')} as actual,
-    'event ' || {_show_str('e.name')} || ' has type ' || {_show('e.type')}
-        || ' but the row was written with event_type ' || {_show('r.event_type')} as detail,
-    r.amount as credits
-from {ROWS_TABLE} as r
-join {EVENTS} as e on e.id = r.credit_events_id
-where r.event_type is distinct from e.type
+    id as entity_id,
+    {_text('declared_type')} as expected,
+    {_text('event_type')} as actual,
+    'event ' || {_show_str('event_name')} || ' has type ' || {_show('declared_type')}
+        || ' but the row was written with event_type ' || {_show('event_type')} as detail,
+    amount as credits
+from {ROW_CHECKS_TABLE}
+where type_mismatch
 """
 
 PRICING_MISMATCH_SQL = f"""
-with priced as (
-    select
-        r.id,
-        r.user_id,
-        r.amount,
-        r.calculative_index,
-        r.effect_code,
-        e.name as event_name,
-        e.calculation_type,
-        e.min_amount,
-        case
-            when r.effect_code in ({EFFECT_RESET}, {EFFECT_PURCHASE})
-                then cast(r.calculative_index as double)
-            when e.calculation_type = 'fixed' then e.value
-            when e.calculation_type = 'calculative' and r.effect_code = {EFFECT_SPEND}
-                then ceil(e.value * (cast(r.calculative_index as double) / 2.0))
-            when e.calculation_type = 'calculative' and r.effect_code = {EFFECT_ADD}
-                then ceil(e.value * cast(r.calculative_index as double))
-            else null
-        end as price
-    from {ROWS_TABLE} as r
-    join {EVENTS} as e on e.id = r.credit_events_id
-    where e.name is distinct from $refund_event
-),
-judged as (
-    select
-        *,
-        price is not null and cast(amount as double) <> price as wrong_price,
-        effect_code = {EFFECT_SPEND} and min_amount is not null
-            and cast(amount as double) < min_amount as below_minimum
-    from priced
-)
 select
     '{rc.PRICING_MISMATCH}' as rule,
     user_id,
@@ -293,14 +385,16 @@ select
         when wrong_price then cast(abs(cast(amount as double) - price) as bigint)
         else cast(ceil(min_amount - cast(amount as double)) as bigint)
     end as credits
-from judged
+from {ROW_CHECKS_TABLE}
 where wrong_price or below_minimum
 """
 
-# Spend and refund rows on a creditable, with the running sums excess_refund needs and the last
-# refund before each row that double_charge needs. Both rules read this one window.
-_CREDITED_CTES = f"""
-credited as (
+# Spend rows on a creditable and all refund rows, with the running sums excess_refund needs and
+# the last refund before each row that double_charge needs: one window, materialized once.
+CREDITED_TABLE = "_recon_credited"
+CREDITED_SQL = f"""
+create or replace temp table {CREDITED_TABLE} as
+with credited as (
     select
         r.id,
         r.user_id,
@@ -312,38 +406,24 @@ credited as (
         r.effect_code = {EFFECT_SPEND} as is_spend,
         coalesce(r.event_name = $refund_event, false) as is_refund
     from {ROWS_TABLE} as r
-    where r.creditable_type is not null
-        and r.creditable_id is not null
-        and (r.effect_code = {EFFECT_SPEND} or r.event_name = $refund_event)
-),
-running as (
-    select
-        *,
-        sum(case when is_spend then amount else 0 end) over per_creditable as charged,
-        sum(case when is_refund then amount else 0 end) over per_creditable as refunded,
-        max(case when is_refund then id end) over per_creditable as last_refund_id
-    from credited
-    window per_creditable as (
-        partition by user_id, creditable_type, creditable_id
-        order by id
-        rows between unbounded preceding and current row
-    )
+    where r.event_name = $refund_event
+        or (r.effect_code = {EFFECT_SPEND}
+            and r.creditable_type is not null and r.creditable_id is not null)
+)
+select
+    *,
+    sum(case when is_spend then amount else 0 end) over per_creditable as charged,
+    sum(case when is_refund then amount else 0 end) over per_creditable as refunded,
+    max(case when is_refund then id end) over per_creditable as last_refund_id
+from credited
+window per_creditable as (
+    partition by user_id, creditable_type, creditable_id
+    order by id
+    rows between unbounded preceding and current row
 )
 """
 
 EXCESS_REFUND_SQL = f"""
-with {_CREDITED_CTES},
-refunds_over_charge as (
-    select *
-    from running
-    where is_refund and refunded > charged
-),
-refunds_without_creditable as (
-    select r.*
-    from {ROWS_TABLE} as r
-    where r.event_name = $refund_event
-        and (r.creditable_type is null or r.creditable_id is null)
-)
 select
     '{rc.EXCESS_REFUND}' as rule,
     user_id,
@@ -356,7 +436,11 @@ select
         || {_show('refunded')} || ' credits, but only ' || {_show('charged')}
         || ' were charged for it before' as detail,
     least(refunded - charged, amount) as credits
-from refunds_over_charge
+from {CREDITED_TABLE}
+where is_refund
+    and creditable_type is not null
+    and creditable_id is not null
+    and refunded > charged
 union all
 select
     '{rc.EXCESS_REFUND}' as rule,
@@ -370,12 +454,12 @@ select
         || 'creditable_type ' || {_show_str('creditable_type')} || ', creditable_id '
         || {_show('creditable_id')} || ')' as detail,
     amount as credits
-from refunds_without_creditable
+from {CREDITED_TABLE}
+where is_refund and (creditable_type is null or creditable_id is null)
 """
 
 DOUBLE_CHARGE_SQL = f"""
-with {_CREDITED_CTES},
-timed_spends as (
+with timed_spends as (
     select
         id,
         user_id,
@@ -383,10 +467,9 @@ timed_spends as (
         creditable_type,
         creditable_id,
         amount,
-        created_at,
         {_seconds('created_at')} as created_s,
         last_refund_id
-    from running
+    from {CREDITED_TABLE}
     where is_spend and created_at is not null
 ),
 repeats as (
@@ -396,7 +479,6 @@ repeats as (
         later.creditable_type,
         later.creditable_id,
         later.amount,
-        later.created_at,
         max(earlier.id) as earlier_id
     from timed_spends as later
     join timed_spends as earlier
@@ -408,8 +490,7 @@ repeats as (
     where later.created_s - earlier.created_s >= 0
         and later.created_s - earlier.created_s < $window_s
         and (later.last_refund_id is null or later.last_refund_id < earlier.id)
-    group by later.id, later.user_id, later.creditable_type, later.creditable_id,
-        later.amount, later.created_at
+    group by later.id, later.user_id, later.creditable_type, later.creditable_id, later.amount
 )
 select
     '{rc.DOUBLE_CHARGE}' as rule,
@@ -475,98 +556,60 @@ where not exists (
 ORPHAN_USER_SQL = f"""
 select
     '{rc.ORPHAN_USER}' as rule,
-    r.user_id,
-    r.id as credit_history_id,
+    user_id,
+    id as credit_history_id,
     $row_entity as entity_type,
-    r.id as entity_id,
+    id as entity_id,
     null as expected,
-    {_text('r.user_id')} as actual,
-    'user ' || {_show('r.user_id')} || ' is not in users' as detail,
-    r.amount as credits
-from {ROWS_TABLE} as r
-where not exists (select 1 from {USERS} as u where u.id = r.user_id)
+    {_text('user_id')} as actual,
+    'user ' || {_show('user_id')} || ' is not in users' as detail,
+    amount as credits
+from {ROW_CHECKS_TABLE}
+where orphan_user
 """
 
 ORPHAN_EVENT_SQL = f"""
 select
     '{rc.ORPHAN_EVENT}' as rule,
-    r.user_id,
-    r.id as credit_history_id,
+    user_id,
+    id as credit_history_id,
     $row_entity as entity_type,
-    r.id as entity_id,
+    id as entity_id,
     null as expected,
-    {_text('r.credit_events_id')} as actual,
-    'credit event ' || {_show('r.credit_events_id')} || ' is not in credit_events' as detail,
-    r.amount as credits
-from {ROWS_TABLE} as r
-where not r.event_known
+    {_text('credit_events_id')} as actual,
+    'credit event ' || {_show('credit_events_id')} || ' is not in credit_events' as detail,
+    amount as credits
+from {ROW_CHECKS_TABLE}
+where orphan_event
 """
 
 ORPHAN_CREDITABLE_SQL = f"""
-with content as (
-    select $faceless_alias as alias, id, user_id from {FACELESSES}
-    union all
-    select $real_clone_alias, id, user_id from {REAL_CLONES}
-    union all
-    select $speech_alias, id, user_id from {SPEECHES}
-    union all
-    select $video_alias, id, user_id from {VIDEOS}
-),
-judged as (
-    select r.id, r.user_id, r.creditable_type, r.creditable_id, r.amount, a.extracted
-    from {ROWS_TABLE} as r
-    left join {ALIASES_TABLE} as a on a.alias = r.creditable_type
-    where r.creditable_type is not null
-        and (a.extracted is null or a.extracted)
-),
-matched as (
-    select
-        j.*,
-        c.id as content_id,
-        c.user_id as owner_id,
-        row_number() over (partition by j.id order by c.user_id) as nth
-    from judged as j
-    left join content as c
-        on j.extracted and c.alias = j.creditable_type and c.id = j.creditable_id
-),
-broken as (
-    select
-        *,
-        case
-            when extracted is null then 'unknown_alias'
-            when creditable_id is null then 'no_id'
-            when content_id is null then 'missing'
-            when owner_id is not null and owner_id <> user_id then 'other_user'
-        end as reason
-    from matched
-    where nth = 1
-)
 select
     '{rc.ORPHAN_CREDITABLE}' as rule,
     user_id,
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    case when reason = 'other_user' then {_text('user_id')} end as expected,
-    case
-        when reason = 'unknown_alias' then creditable_type
-        when reason = 'missing' then {_text('creditable_id')}
-        when reason = 'other_user' then {_text('owner_id')}
+    case when creditable_problem = {CREDITABLE_OTHER_USER} then {_text('user_id')} end as expected,
+    case creditable_problem
+        when {CREDITABLE_UNKNOWN_ALIAS} then creditable_type
+        when {CREDITABLE_MISSING} then {_text('creditable_id')}
+        when {CREDITABLE_OTHER_USER} then {_text('owner_id')}
     end as actual,
-    case
-        when reason = 'unknown_alias' then
+    case creditable_problem
+        when {CREDITABLE_UNKNOWN_ALIAS} then
             'creditable_type ' || {_show_str('creditable_type')} || ' is not a known alias'
-        when reason = 'no_id' then
+        when {CREDITABLE_NO_ID} then
             'creditable_type ' || creditable_type || ' with a NULL creditable_id names no row'
-        when reason = 'missing' then
+        when {CREDITABLE_MISSING} then
             creditable_type || ' ' || {_show('creditable_id')} || ' does not exist'
         else
             creditable_type || ' ' || {_show('creditable_id')} || ' belongs to user '
             || {_show('owner_id')} || ', not to user ' || {_show('user_id')}
     end as detail,
     amount as credits
-from broken
-where reason is not null
+from {ROW_CHECKS_TABLE}
+where creditable_problem is not null
 """
 
 DUPLICATE_MONTHLY_RELEASE_SQL = f"""
@@ -599,33 +642,27 @@ where nth > 1
 """
 
 # The sequential half (created_at before the user's previous row) comes from the replay, in
-# TS_PREVIOUS_TABLE(id, previous_created_at); one anomaly per row whatever the reasons.
+# TS_PREVIOUS_TABLE(id, user_id, amount, created_at, previous_created_at); one anomaly per row
+# whatever the reasons, the first reason in this order: NULL, after the cut-off, before the
+# previous row, updated before created.
 TIMESTAMP_ORDER_SQL = f"""
-with cutoff as (
-    select date_trunc('second', cast($cutoff_at as timestamp)) as cutoff_at
-),
-flagged as (
+with reasons as (
     select
-        r.id,
-        r.user_id,
-        r.amount,
-        r.created_at,
-        r.updated_at,
+        coalesce(c.id, p.id) as id,
+        coalesce(c.user_id, p.user_id) as user_id,
+        coalesce(c.amount, p.amount) as amount,
+        coalesce(c.created_at, p.created_at) as created_at,
+        c.updated_at,
+        c.cutoff_at,
         p.previous_created_at,
-        k.cutoff_at,
         case
-            when r.created_at is null then 'null_created'
-            when r.created_at > k.cutoff_at then 'after_cutoff'
-            when p.previous_created_at is not null then 'before_previous'
-            when r.updated_at < r.created_at then 'updated_before_created'
-        end as reason
-    from {ROWS_TABLE} as r
-    cross join cutoff as k
-    left join {TS_PREVIOUS_TABLE} as p on p.id = r.id
-    where r.created_at is null
-        or r.created_at > k.cutoff_at
-        or p.id is not null
-        or r.updated_at < r.created_at
+            when c.timestamp_problem in ({TS_NULL_CREATED}, {TS_AFTER_CUTOFF})
+                then c.timestamp_problem
+            when p.id is not null then {TS_BEFORE_PREVIOUS}
+            else c.timestamp_problem
+        end as problem
+    from (select * from {ROW_CHECKS_TABLE} where timestamp_problem is not null) as c
+    full outer join {TS_PREVIOUS_TABLE} as p on p.id = c.id
 )
 select
     '{rc.TIMESTAMP_ORDER}' as rule,
@@ -633,27 +670,27 @@ select
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    case reason
-        when 'after_cutoff' then {_iso('cutoff_at')}
-        when 'before_previous' then {_iso('previous_created_at')}
-        when 'updated_before_created' then {_iso('created_at')}
+    case problem
+        when {TS_AFTER_CUTOFF} then {_iso('cutoff_at')}
+        when {TS_BEFORE_PREVIOUS} then {_iso('previous_created_at')}
+        when {TS_UPDATED_BEFORE_CREATED} then {_iso('created_at')}
     end as expected,
-    case reason
-        when 'updated_before_created' then {_iso('updated_at')}
-        when 'null_created' then null
+    case problem
+        when {TS_UPDATED_BEFORE_CREATED} then {_iso('updated_at')}
+        when {TS_NULL_CREATED} then null
         else {_iso('created_at')}
     end as actual,
-    case reason
-        when 'null_created' then 'created_at is NULL'
-        when 'after_cutoff' then 'created_at ' || {_iso('created_at')}
+    case problem
+        when {TS_NULL_CREATED} then 'created_at is NULL'
+        when {TS_AFTER_CUTOFF} then 'created_at ' || {_iso('created_at')}
             || ' is after the extraction cut-off ' || {_iso('cutoff_at')}
-        when 'before_previous' then 'created_at ' || {_iso('created_at')}
+        when {TS_BEFORE_PREVIOUS} then 'created_at ' || {_iso('created_at')}
             || ' is before the user''s previous row (' || {_iso('previous_created_at')} || ')'
         else 'updated_at ' || {_iso('updated_at')} || ' is before created_at '
             || {_iso('created_at')}
     end as detail,
     amount as credits
-from flagged
+from reasons
 """
 
 # Statement per set-based rule, in the order of rules_catalog.RULES.

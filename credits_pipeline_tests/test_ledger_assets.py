@@ -1,0 +1,188 @@
+"""The reconciliation assets run through Dagster against a small DuckDB warehouse.
+
+Builds the warehouse relations the assets read (`credits.*` as tables shaped like the dbt views,
+`raw.*` as the extraction writes them), materializes the multi-asset with `dg.materialize`, and
+checks both stored relations, the metadata and the 13 check results — including that failed
+checks never fail the run unless blocking is asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pytest
+
+from credits_pipeline.ledger import (
+    ANOMALIES_KEY,
+    CHECK_NAMES,
+    RECONCILIATION_KEY,
+    build_reconciliation_assets,
+    reconciliation_assets,
+)
+from credits_pipeline.ledger import rules_catalog as rc
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+CUTOFF = dt.datetime(2025, 6, 1)
+
+
+def build_warehouse(path):
+    con = duckdb.connect(str(path))
+    for schema in ("raw", "credits", "marts"):
+        con.execute(f"create schema {schema}")
+    con.execute("""
+        create table credits.credit_events as select * from (values
+            (1, 'subscribe_to_trial', 1, 'fixed', 500.0, null::double, 'reset'),
+            (2, 'idea_discovered', 2, 'fixed', 15.0, 15.0, 'spend'),
+            (3, 'custom_credit_purchased', 1, 'fixed', 0.0, null::double, 'purchase'),
+            (4, 'faceless_video_generated', 2, 'calculative', 2.0, 13.0, 'spend')
+        ) as t(credit_event_id, name, event_type, calculation_type, value, min_amount, effect)
+    """)
+    con.execute("""
+        create table credits.credit_histories as select * from (values
+            (1, 1, 1, null, null, 500, 500, 0.0, 1, timestamp '2025-03-01 10:00:00'),
+            (2, 1, 2, null, null, 15, 15, 500.0, 2, timestamp '2025-03-01 10:05:00'),
+            (3, 1, 3, null, null, 100, 100, 100.0, 1, timestamp '2025-03-01 10:06:00'),
+            (4, 2, 1, null, null, 500, 500, 0.0, 1, timestamp '2025-03-02 10:00:00'),
+            (5, 2, 2, null, null, 15, 15, 400.0, 2, timestamp '2025-03-02 10:05:00'),
+            (6, 2, 4, 'faceless', 1, 20, 20, 385.0, 2, timestamp '2025-03-02 10:06:00'),
+            (7, 9, 2, null, null, 15, 15, 0.0, 2, timestamp '2025-07-01 00:00:00')
+        ) as t(credit_history_id, user_id, credit_event_id, creditable_type, creditable_id,
+               calculative_index, unsigned_amount, previous_amount, event_type, created_at)
+    """)
+    con.execute("alter table credits.credit_histories add column updated_at timestamp")
+    con.execute("update credits.credit_histories set updated_at = created_at")
+    con.execute("""
+        create table raw.users as select * from (values
+            (1, 485::bigint, 100::bigint), (2, 365, 0), (3, null, 0)
+        ) as t(id, remaining_credit_amount, extra_credits)
+    """)
+    con.execute("create table raw.facelesses as select 1::bigint as id, 2::bigint as user_id, "
+                "1::bigint as video_id")
+    con.execute("create table raw.videos as select 1::bigint as id, 2::bigint as user_id, "
+                "'faceless' as type, 'completed' as status")
+    con.execute("create table raw.real_clones (id bigint, user_id bigint, status varchar)")
+    con.execute("create table raw.speeches (id bigint, user_id bigint, status varchar)")
+    con.execute("create table raw.extraction_cutoff as select timestamp '2025-06-01 00:00:00' "
+                "as cutoff_at, timestamp '2025-06-01' as ledger_closed_before, "
+                "7::bigint as ledger_closed_max_id")
+    con.close()
+
+
+@pytest.fixture
+def warehouse(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    path = tmp_path / "warehouse.duckdb"
+    build_warehouse(path)
+    return DuckDBWarehouse(path=str(path))
+
+
+def materialize(assets, warehouse, tmp_path):
+    home = tmp_path / "instance"
+    home.mkdir(parents=True, exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        return dg.materialize(
+            assets, resources={"warehouse": warehouse}, instance=instance, raise_on_error=False
+        )
+
+
+def test_the_reconciliation_assets_write_both_relations_and_report_all_13_checks(
+    warehouse, tmp_path
+):
+    result = materialize(reconciliation_assets, warehouse, tmp_path)
+    assert result.success
+
+    with duckdb.connect(warehouse.path, read_only=True) as con:
+        recon = con.execute(
+            "select user_id, ledger_subscription_balance, ledger_purchased_balance, drift, "
+            "chain_breaks, first_break_history_id, status "
+            "from marts.user_balance_reconciliation order by user_id"
+        ).fetchall()
+        anomalies = con.execute(
+            "select rule, user_id, credit_history_id, entity_type, entity_id, expected, actual, "
+            "detected_at from marts.ledger_anomalies"
+        ).fetchall()
+        temp_left = con.execute(
+            "select count(*) from duckdb_tables() where table_name like '_recon%'"
+        ).fetchone()[0]
+    assert recon == [
+        (1, 485, 100, 0, 0, None, "ok"),
+        (2, 365, 0, 0, 1, 5, "broken_chain"),
+        (3, 0, 0, 0, 0, None, "ok"),
+    ]
+    assert temp_left == 0
+    assert [(a[0], a[1], a[2], a[5], a[6]) for a in anomalies] == [
+        ("chain_break", 2, 5, "500", "400"),
+        ("overdraft_writeoff", 9, 7, "0", "15"),
+        ("orphan_user", 9, 7, None, "9"),
+        ("timestamp_order", 9, 7, "2025-06-01T00:00:00Z", "2025-07-01T00:00:00Z"),
+    ]
+    assert {a[7] for a in anomalies} == {CUTOFF}
+
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == set(CHECK_NAMES.values())
+    failed = {name for name, e in evaluations.items() if not e.passed}
+    assert failed == {
+        CHECK_NAMES[rc.CHAIN_BREAK], CHECK_NAMES[rc.OVERDRAFT_WRITEOFF],
+        CHECK_NAMES[rc.ORPHAN_USER], CHECK_NAMES[rc.TIMESTAMP_ORDER],
+    }
+    chain = evaluations[CHECK_NAMES[rc.CHAIN_BREAK]]
+    assert chain.asset_key == RECONCILIATION_KEY
+    assert chain.severity == dg.AssetCheckSeverity.ERROR
+    assert chain.metadata["violations"].value == 1
+    assert chain.metadata["credits_involved"].value == 100
+    assert "| 2 | 5 |" in chain.metadata["worst"].value
+    orphan = evaluations[CHECK_NAMES[rc.ORPHAN_USER]]
+    assert orphan.asset_key == ANOMALIES_KEY
+    assert orphan.severity == dg.AssetCheckSeverity.WARN
+
+    mats = {m.asset_key: m for m in result.get_asset_materialization_events()}
+    assert set(mats) == {RECONCILIATION_KEY, ANOMALIES_KEY}
+    meta = mats[ANOMALIES_KEY].materialization.metadata
+    assert meta["dagster/row_count"].value == 4
+    assert meta["users_broken_chain"].value == 1
+    assert meta["violations/chain_break"].value == 1
+    assert "chain_break" in meta["summary"].value
+
+
+def test_rerunning_on_unchanged_data_gives_identical_rows(warehouse, tmp_path):
+    def snapshot():
+        with duckdb.connect(warehouse.path, read_only=True) as con:
+            return (con.execute("select * from marts.ledger_anomalies").fetchall(),
+                    con.execute("select * from marts.user_balance_reconciliation").fetchall())
+
+    materialize(reconciliation_assets, warehouse, tmp_path)
+    first = snapshot()
+    materialize(reconciliation_assets, warehouse, tmp_path / "again")
+    assert snapshot() == first
+
+
+def test_checks_are_non_blocking_by_default_and_blocking_only_for_money_rules_on_request():
+    default = {k.name: s for k, s in
+               zip(reconciliation_assets[0].check_keys, reconciliation_assets[0].check_specs)}
+    assert all(not spec.blocking for spec in reconciliation_assets[0].check_specs)
+    assert len(default) == 13
+    blocking = build_reconciliation_assets(blocking=True)
+    blocked = {spec.name for spec in blocking.check_specs if spec.blocking}
+    assert blocked == {CHECK_NAMES[c] for c in rc.MONEY_RULES}
+    assert rc.MONEY_RULES == {
+        rc.CHAIN_BREAK, rc.BALANCE_DRIFT, rc.OVERDRAFT_WRITEOFF, rc.EXCESS_REFUND,
+        rc.DOUBLE_CHARGE, rc.PRICING_MISMATCH,
+    }
+
+
+def test_the_assets_declare_their_upstream_keys_group_and_kinds():
+    asset = reconciliation_assets[0]
+    for key in (RECONCILIATION_KEY, ANOMALIES_KEY):
+        spec = asset.specs_by_key[key]
+        assert spec.group_name == rc.GROUP_NAME
+        assert set(spec.kinds) == {"duckdb", "python"}
+        assert {d.asset_key for d in spec.deps} == {
+            dg.AssetKey(k) for k in (
+                ["credits", "credit_histories"], ["credits", "credit_events"], ["raw", "users"],
+                ["raw", "facelesses"], ["raw", "videos"], ["raw", "real_clones"],
+                ["raw", "speeches"], ["raw", "extraction_cutoff"],
+            )
+        }
