@@ -51,7 +51,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         manifest_path=args.manifest,
         months=args.months,
     )
-    print(f"demo data written to {settings.redact_url(args.url)}: {summary}")
+    counts = ", ".join(f"{table} {n}" for table, n in summary.counts.items())
+    print(f"demo data written to {settings.redact_url(args.url)} in {summary.seconds:.1f} s: {counts}")
+    if summary.manifest_path:
+        print(f"manifest of injected anomalies: {summary.manifest_path}")
     return EXIT_OK
 
 
@@ -109,10 +112,12 @@ def _report(result) -> int:
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = event.event_specific_data.materialization
-            materialized.append(mat.asset_key.to_user_string())
+            key = mat.asset_key.to_user_string()
             loaded = mat.metadata.get("rows_loaded")
-            if loaded is not None:
+            # a ranged run records one materialization per partition, all with the run's totals
+            if loaded is not None and key not in materialized:
                 rows_moved += int(loaded.value)
+            materialized.append(key)
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
@@ -181,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # Dagster flags beta parameters on every import; a terminal user cannot act on that.
+    warnings.filterwarnings("ignore", message=r".*(beta|preview).*", category=Warning)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

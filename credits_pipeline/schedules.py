@@ -24,7 +24,7 @@ FRESHNESS_FAIL_WINDOW = dt.timedelta(hours=26)
 FRESHNESS_WARN_WINDOW = dt.timedelta(hours=25)
 
 # Everything that can be materialized: external source tables are observed, not materialized.
-DAILY_SELECTION = dg.AssetSelection.all(include_sources=False)
+DAILY_SELECTION = dg.AssetSelection.all()
 
 daily_job = dg.define_asset_job(
     DAILY_JOB_NAME,

@@ -126,7 +126,9 @@ def raw_credit_histories(
         context.log.info(f"reading syllaby_v2.credit_histories for [{start}, {end}) from {source.display_name()}")
         tally = stage_batches(
             stager,
-            source.read_batches(conn, CREDIT_HISTORIES, "created_at >= :start AND created_at < :end", bounds),
+            # Fast path (connectorx → typed Arrow → polars validation → DuckDB), falling back to
+            # SQLAlchemy on `conn`; see credits_pipeline/source/fast_reader.py and bench/extract.py.
+            source.read_batches_fast(conn, CREDIT_HISTORIES, "created_at >= :start AND created_at < :end", bounds),
             label=start.isoformat(),
         )
         per_day = stager.swap_ledger_range(start, end)

@@ -131,6 +131,25 @@ class SourceDatabase(dg.ConfigurableResource):
     ) -> Iterator[pd.DataFrame]:
         return read_batches(conn, table, where, params, self.batch_size)
 
+    def read_batches_fast(
+        self,
+        conn: sa.Connection,
+        table: Table,
+        where: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Iterator[Any]:
+        """`read_batches` through connectorx on MySQL/PostgreSQL (typed Arrow batches), else `conn`.
+
+        connectorx reads on a connection of its own, outside `conn`'s transaction: use it where no
+        snapshot is shared (the closed ledger partitions), never inside `consistent_snapshot`.
+        Falls back to the robust path on `conn` if connectorx fails (`fast_reader.read_batches`).
+        """
+        from credits_pipeline.source import fast_reader  # imports this module
+
+        return fast_reader.read_batches(
+            self.resolved_url(), table, where, params, self.batch_size, fallback_conn=conn
+        )
+
 
 def check_table(conn: sa.Connection, table: Table) -> None:
     """Fail with one clear message when the table or one of the contract's columns is missing."""
@@ -182,9 +201,19 @@ def read_batches(
         )
         names = table.extracted_names
         for rows in result.partitions(batch_size):
-            yield pd.DataFrame.from_records(rows, columns=names, coerce_float=False).astype(object)
+            yield _object_frame(rows, names)
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(f"syllaby_v2.{table.name}: reading failed: {_first_line(exc)}") from None
+
+
+def _object_frame(rows: list, names: list[str]) -> pd.DataFrame:
+    """Rows as object columns, values exactly as the driver gave them.
+
+    `DataFrame.from_records` would turn an integer column holding a NULL into floats, and ids
+    above 2**53 would silently lose digits before validation ever saw them.
+    """
+    columns = list(zip(*rows)) if rows else [() for _ in names]
+    return pd.DataFrame({name: pd.Series(col, dtype=object) for name, col in zip(names, columns)})
 
 
 def _ensure_demo_source(url: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 
 from credits_pipeline.source.tables import TABLES_BY_NAME
 from credits_pipeline.validation.models import MODELS, QUARANTINE_CHECK_PREFIXES
@@ -28,7 +29,7 @@ class ValidatedBatch:
     """The outcome of validating one batch of one table."""
 
     table: str
-    clean: pd.DataFrame
+    clean: pd.DataFrame | pyarrow.Table  # Arrow when the batch came typed from the fast reader
     rejected: pd.DataFrame  # the table's columns as text, plus `_reason` and `_column`
     domain_warnings: Counter = field(default_factory=Counter)  # "column: check" -> rows
 
@@ -62,25 +63,38 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return out.map(lambda v: None if v is None else str(v))
 
 
-def validate_batch(table: str, frame: pd.DataFrame) -> ValidatedBatch:
+def validate_batch(table: str, frame: pd.DataFrame | pyarrow.Table | pyarrow.RecordBatch) -> ValidatedBatch:
     """Validate one batch of `table` (columns named as in the contract, any dtypes).
 
     Duplicated ids inside the batch keep their first row; the later copies are quarantined.
     Duplicates against rows already in the warehouse are the loader's business (it sees both).
+    A typed Arrow batch (the fast reader's) is validated by the same rules in polars
+    (`typed.validate_arrow_batch`), because pandera-on-pandas would spend most of an extraction
+    coercing it; a pandas frame takes the path below, unchanged.
     """
+    if isinstance(frame, (pyarrow.Table, pyarrow.RecordBatch)):
+        from credits_pipeline.validation.typed import validate_arrow_batch  # imports this module
+
+        return validate_arrow_batch(table, frame)
     model = MODELS[table]
     columns = TABLES_BY_NAME[table].extracted_names
     frame = frame.reset_index(drop=True)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"{table}: batch lacks column(s) {', '.join(missing)}")
-    frame = frame[columns]
+    frame = frame[columns].copy()
+    reject_reason: dict[int, tuple[str, str]] = {}
+    original = frame
+    frame, unparseable = _parse_timestamps(table, frame)
+    for index, column, value in unparseable:
+        reject_reason.setdefault(index, (column, _describe(column, "coerce_dtype('datetime64[ns]')", value)))
     try:
         clean = model.validate(frame, lazy=True)
-        return ValidatedBatch(table, clean, _empty_rejected(columns))
+        if not reject_reason:
+            return ValidatedBatch(table, clean, _empty_rejected(columns))
+        cases = pd.DataFrame(columns=["column", "check", "failure_case", "index"])
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
-    reject_reason: dict[int, tuple[str, str]] = {}
     warnings: Counter = Counter()
     cases = cases[cases["index"].notna()]
     for column, check, failure_case, index in cases[["column", "check", "failure_case", "index"]].itertuples(
@@ -98,7 +112,7 @@ def validate_batch(table: str, frame: pd.DataFrame) -> ValidatedBatch:
     for index in frame.index[duplicated]:
         reject_reason.setdefault(int(index), ("id", _describe("id", "field_uniqueness", ids[index])))
     bad = sorted(reject_reason)
-    rejected = _as_text(frame.loc[bad])
+    rejected = _as_text(original.loc[bad])
     rejected[FAILED_COLUMN] = [reject_reason[i][0] for i in bad]
     rejected[REASON_COLUMN] = [reject_reason[i][1] for i in bad]
     keep = frame.drop(index=bad)
@@ -109,6 +123,27 @@ def validate_batch(table: str, frame: pd.DataFrame) -> ValidatedBatch:
     except pa.errors.SchemaErrors:
         clean = _coerce_only(model, keep)
     return ValidatedBatch(table, clean.reset_index(drop=True), rejected.reset_index(drop=True), warnings)
+
+
+def _parse_timestamps(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, object]]]:
+    """Parse timestamp columns value by value (`format="mixed"`), reporting what cannot be parsed.
+
+    Drivers hand timestamps over as datetimes (MySQL, PostgreSQL) or as text in whatever format
+    the application wrote (SQLite: with and without fractions, 'T' or space). pandas would infer
+    one format from the first value and reject the whole column; parsing each value on its own
+    keeps the good ones and lets the bad ones be quarantined by name.
+    """
+    unparseable: list[tuple[int, str, object]] = []
+    out = frame
+    for column in TABLES_BY_NAME[table].extracted_columns:
+        values = frame[column.name]
+        if column.kind != "ts" or values.dtype != object:
+            continue
+        parsed = pd.to_datetime(values, format="mixed", errors="coerce")
+        for index in frame.index[values.notna() & parsed.isna()]:
+            unparseable.append((int(index), column.name, values[index]))
+        out = out.assign(**{column.name: parsed})
+    return out, unparseable
 
 
 def _coerce_only(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.DataFrame:
