@@ -51,6 +51,16 @@ BUY_WHEN_SHORT = 0.35
 PURCHASE_FAILURE = 0.08
 GENERATION_FAILURE = 0.07
 
+# Content statuses as the application writes them.
+COMPLETED, FAILED, DRAFT = "completed", "failed", "draft"
+RENDERING, GENERATING, PROCESSING = "rendering", "generating", "processing"
+# videos.type
+VIDEO_FACELESS, VIDEO_CUSTOM = "faceless", "custom"
+# Billing intervals: the `type` of a plan's price rows.
+MONTH, YEAR = "month", "year"
+# purchases.status
+SUCCEEDED = "succeeded"
+
 # Heap entry kinds.
 K_SIGNUP, K_TRIAL_END, K_RENEW, K_RELEASE, K_ACTION, K_CALL = range(6)
 
@@ -73,7 +83,7 @@ class User:
     uid: int
     signup: int
     archetype: str
-    interval: str  # 'month' | 'year' chosen at checkout
+    interval: str  # MONTH | YEAR chosen at checkout
     plan: cat.Plan
     provider: int
     rate: float  # actions per day
@@ -228,7 +238,7 @@ class Simulation:
             else:
                 archetype = self.draw(self._archetypes)
                 signup = self.start_ts + int(rng.random() * (span - HOUR))
-            interval = "year" if archetype == YEARLY else "month"
+            interval = YEAR if archetype == YEARLY else MONTH
             plan = cat.PLANS[min(int(rng.random() ** 1.6 * 3), 2)]
             rate = min(rng.lognormvariate(-1.2, 0.9), 6.0)
             user = User(uid, signup, archetype, interval, plan, self.draw(self._providers), rate)
@@ -312,7 +322,9 @@ class Simulation:
         """The app refuses a generation the pools cannot pay; some users buy a pack first."""
         if self.can_afford(u, amount):
             return True
-        if u.restricted or u.status not in (TRIALING, ACTIVE) or self.rng.random() >= BUY_WHEN_SHORT:
+        if u.restricted or u.status not in (TRIALING, ACTIVE):
+            return False
+        if self.rng.random() >= BUY_WHEN_SHORT:
             return False
         self.buy_pack(u, t, amount - u.sub - u.pur)
         return self.can_afford(u, amount)
@@ -325,7 +337,7 @@ class Simulation:
             plan_row, _ = self.pack_rows[credits]
             pid = self.ids.take("purchases")
             failed = may_fail and self.rng.random() < PURCHASE_FAILURE
-            status = "failed" if failed else "succeeded"
+            status = FAILED if failed else SUCCEEDED
             self.sink.add("purchases", (pid, u.uid, plan_row, f"pi_{u.uid:06d}{pid:08d}", status,
                                         self.ts(t), self.ts(t)))
             if not failed:
@@ -369,7 +381,7 @@ class Simulation:
     def new_faceless(self, u: User, t: int, video_status: str, done: int, exports: int = 0,
                      *, write: bool = True) -> tuple[int, int, int]:
         """A faceless and its render video; returns (faceless id, video id, duration)."""
-        vid = self.new_video(u, t, "faceless", video_status, done, exports, write=write)
+        vid = self.new_video(u, t, VIDEO_FACELESS, video_status, done, exports, write=write)
         fid = self.ids.take("facelesses")
         duration = self.rng.randint(15, 90)
         if write:
@@ -401,8 +413,8 @@ class Simulation:
         if done >= self.end_ts:
             return in_progress, t
         if self.rng.random() < GENERATION_FAILURE:
-            return "failed", done
-        return "completed", done
+            return FAILED, done
+        return COMPLETED, done
 
     def refund_later(self, u: User, done: int, amount: int, ctype: str, cid: int) -> None:
         """A failed generation is refunded by the failure webhook, for the charge it reverses."""
@@ -458,11 +470,11 @@ class Simulation:
         need = duration + (images if images else 0)
         if not self.afford_or_buy(u, t, need):
             if rng.random() < 0.25:
-                self.new_faceless(u, t, "draft", t)
+                self.new_faceless(u, t, DRAFT, t)
             return
-        status, done = self.outcome(t, "rendering")
+        status, done = self.outcome(t, RENDERING)
         exports = []
-        if status == "completed":
+        if status == COMPLETED:
             at = done
             while rng.random() < 0.4:
                 at += rng.randint(HOUR, 3 * DAY)
@@ -473,9 +485,9 @@ class Simulation:
         amount = self.charge(u, t, cat.FACELESS_VIDEO_GENERATED, duration, cat.ALIAS_FACELESS, fid)
         if images:
             self.charge(u, t, cat.BULK_AI_IMAGES_GENERATED, images, cat.ALIAS_FACELESS, fid)
-        if status == "failed":
+        if status == FAILED:
             self.refund_later(u, done, amount, cat.ALIAS_FACELESS, fid)
-        elif status == "completed":
+        elif status == COMPLETED:
             if rng.random() < 0.3:
                 self.new_caption(u, done, cat.ALIAS_FACELESS, fid)
             for at in exports:
@@ -491,14 +503,14 @@ class Simulation:
         index = rng.randint(6, 60)
         if not self.afford_or_buy(u, t, index):
             if rng.random() < 0.25:
-                self.new_video(u, t, "custom", "draft", t)
+                self.new_video(u, t, VIDEO_CUSTOM, DRAFT, t)
             return
-        status, done = self.outcome(t, "rendering")
-        vid = self.new_video(u, t, "custom", status, done)
+        status, done = self.outcome(t, RENDERING)
+        vid = self.new_video(u, t, VIDEO_CUSTOM, status, done)
         amount = self.charge(u, t, cat.VIDEO_GENERATED, index, cat.ALIAS_VIDEO, vid)
-        if status == "failed":
+        if status == FAILED:
             self.refund_later(u, done, amount, cat.ALIAS_VIDEO, vid)
-        elif status == "completed" and rng.random() < 0.25:
+        elif status == COMPLETED and rng.random() < 0.25:
             minutes = rng.randint(1, 4)
             self.new_caption(u, done, cat.ALIAS_VIDEO, vid)
             self.call_at(done + MINUTE, u, lambda when: self._transcribe(u, when, vid, minutes))
@@ -511,10 +523,10 @@ class Simulation:
         index = self.rng.randint(7, 60)
         if not self.afford_or_buy(u, t, index):
             return
-        status, done = self.outcome(t, "processing")
+        status, done = self.outcome(t, PROCESSING)
         sid = self.new_speech(u, t, status, done)
         amount = self.charge(u, t, cat.TEXT_TO_SPEECH_GENERATED, index, cat.ALIAS_SPEECH, sid)
-        if status == "failed":
+        if status == FAILED:
             self.refund_later(u, done, amount, cat.ALIAS_SPEECH, sid)
 
     def _act_real_clone(self, u: User, t: int) -> None:
@@ -523,14 +535,14 @@ class Simulation:
         preview = rng.randint(57, 120) if rng.random() < 0.3 else 0
         if not self.afford_or_buy(u, t, index + preview):
             if rng.random() < 0.25:
-                self.new_clone(u, t, "draft", t)
+                self.new_clone(u, t, DRAFT, t)
             return
-        status, done = self.outcome(t, "generating")
+        status, done = self.outcome(t, GENERATING)
         cid = self.new_clone(u, t, status, done)
         if preview:
             self.charge(u, t, cat.REAL_CLONE_AND_TTS, preview, cat.ALIAS_REAL_CLONE, cid)
         amount = self.charge(u, t, cat.REAL_CLONE_GENERATED, index, cat.ALIAS_REAL_CLONE, cid)
-        if status == "failed":
+        if status == FAILED:
             self.refund_later(u, done, amount, cat.ALIAS_REAL_CLONE, cid)
 
     # ------------------------------------------------------------------ life cycle
@@ -548,12 +560,12 @@ class Simulation:
             self.push(t + MINUTE + int(self.rng.expovariate(u.rate) * DAY), K_ACTION, u)
 
     def monthly_credits(self, u: User) -> int:
-        if u.interval == "year":
+        if u.interval == YEAR:
             return u.plan.yearly_full_credits // 12
         return u.plan.monthly_credits
 
     def _on_trial_end(self, u: User, t: int) -> None:
-        if u.archetype in (TRIAL_CHURN,):
+        if u.archetype == TRIAL_CHURN:
             u.status = CANCELED
             u.ends_at = t
             u.active_until = t + 3 * DAY
@@ -561,7 +573,7 @@ class Simulation:
         u.status = ACTIVE
         u.anchor = t
         self._pay(u, t)
-        if u.interval == "year":
+        if u.interval == YEAR:
             self.push(first_of_next_month(t) + YEARLY_RELEASE_OFFSET + u.uid % 50, K_RELEASE, u)
             self.push(add_months(t, 12), K_RENEW, u)
         else:
@@ -584,7 +596,7 @@ class Simulation:
     def _on_renew(self, u: User, t: int) -> None:
         if u.status != ACTIVE:
             return
-        if u.injection is None and u.interval == "month":
+        if u.injection is None and u.interval == MONTH:
             r = self.rng.random()
             if r < MONTHLY_CHURN:
                 u.status, u.ends_at, u.active_until = CANCELED, t, t + 7 * DAY
@@ -596,8 +608,10 @@ class Simulation:
         meta = None
         if u.injection is not None:
             meta = u.injection.renewal_meta(self, u, t)
-        self._pay(u, t, meta)
-        months = 12 if u.interval == "year" else 1
+        rid = self._pay(u, t, meta)
+        if u.injection is not None:
+            u.injection.renewed(self, u, t, rid)
+        months = 12 if u.interval == YEAR else 1
         self.push(add_months(u.anchor, months * (u.renewals + 1)), K_RENEW, u)
 
     def _on_release(self, u: User, t: int) -> None:
@@ -616,7 +630,7 @@ class Simulation:
         return self.row(u, t, cat.MONTHLY_CREDITS_ADDED, amount, credits, meta=meta, **kw)
 
     def _upgrade(self, u: User, t: int) -> None:
-        if u.status != ACTIVE or u.interval != "month" or u.plan.tier >= 3:
+        if u.status != ACTIVE or u.interval != MONTH or u.plan.tier >= 3:
             return
         period_start = u.anchor if u.renewals == 0 else add_months(u.anchor, u.renewals)
         period_end = add_months(u.anchor, u.renewals + 1)
