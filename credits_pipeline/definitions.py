@@ -16,8 +16,11 @@ from credits_pipeline.alerts import alert_sensor
 from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets, source_table_specs
 from credits_pipeline.extract.lag import lag_check_job, lag_schedule, ledger_lag_check
 from credits_pipeline.names import MARTS_PREFIX
+from credits_pipeline.ledger import blocking_from_settings, build_reconciliation_assets
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
 from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
+from credits_pipeline.transform.assets import DBT_RESOURCE_KEY
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 
@@ -33,11 +36,12 @@ def build_resources() -> dict:
         if os.environ.get(settings.WAREHOUSE_PATH_VAR)
         else DuckDBWarehouse()
     )
-    return {"source": source, "warehouse": warehouse}
+    return {"source": source, "warehouse": warehouse, DBT_RESOURCE_KEY: dbt_resource()}
 
 
 def prepare_for_run() -> None:
-    """What a run needs before Dagster starts it: the dbt manifest (see transform/)."""
+    """What a run needs before Dagster starts it: an up-to-date dbt manifest (see transform/)."""
+    prepare_manifest()
 
 
 def _with_freshness(assets: list) -> list:
@@ -58,7 +62,16 @@ def _with_freshness(assets: list) -> list:
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*source_table_specs, *_with_freshness(list(extraction_assets))],
+        assets=[
+            *source_table_specs,
+            *_with_freshness(
+                [
+                    *extraction_assets,
+                    *dbt_credit_assets,
+                    build_reconciliation_assets(blocking=blocking_from_settings()),
+                ]
+            ),
+        ],
         resources=build_resources(),
         asset_checks=[ledger_lag_check],
         jobs=[daily_job, lag_check_job],

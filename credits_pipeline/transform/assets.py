@@ -1,0 +1,132 @@
+"""The dbt project as two Dagster multi-assets, and the dbt CLI resource that runs them.
+
+Each runs `dbt build` over its layer — seeds, models and their tests in dependency order in one
+subprocess — and streams the events back as materializations (with row counts and column schemas)
+and asset-check results. The project is split in two on purpose. The `credits` layer (the seed's
+views, the event catalog, the replay) feeds the ledger reconciliation, and no check may hold that
+back (contract section 4): its tests are all `warn`, and only a step that really errors (bad SQL, a
+missing column) fails it. The `marts` layer carries the blocking checks (severity `error`: a key a
+mart itself duplicated); a failed one fails the marts step alone, after the reconciliation's inputs
+are built. The manifest is prepared at import (`prepare_manifest()`), so the definitions load from
+a fresh clone.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
+
+from credits_pipeline.transform.dbt_project import (
+    DBT_PROJECT,
+    dbt_cli_resource,
+    dbt_environment,
+    prepare_manifest,
+)
+from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, CreditsDbtTranslator
+
+DBT_RESOURCE_KEY = "dbt"
+CREDITS_LAYER_SELECT = f"config.schema:{CREDITS_SCHEMA}"
+MARTS_LAYER_SELECT = f"config.schema:{MARTS_SCHEMA}"
+# dbt node statuses that mean a step itself went wrong (a failing test is "fail" or "warn").
+DBT_ERROR_STATUSES = frozenset({"error", "runtime error"})
+
+DBT_TRANSLATOR = CreditsDbtTranslator()
+DBT_MANIFEST = prepare_manifest(DBT_PROJECT)
+
+
+def dbt_resource() -> DbtCliResource:
+    """The dbt CLI resource for the credits project (target from `CREDITS_WAREHOUSE`)."""
+    return dbt_cli_resource(DBT_PROJECT)
+
+
+def build_layer(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    """`dbt build` the selected part of a layer, streaming its events; raise only on real errors.
+
+    Test failures are reported as asset-check results (a failed `error` test becomes a failed
+    blocking check, which Dagster turns into a step failure itself); a node that errored makes
+    the step fail with dbt's own message.
+    """
+    with dbt_environment():
+        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+    try:
+        # column schemas, without sqlglot's column lineage: it cannot resolve the models'
+        # `select *` import CTEs and would log a traceback per model
+        yield from (
+            invocation.stream()
+            .fetch_row_counts()
+            .fetch_column_metadata(with_column_lineage=False)
+        )
+    finally:
+        release_warehouse_connections(invocation)
+    errored = errored_nodes(invocation)
+    if errored:
+        raise dg.Failure(
+            description=f"dbt build errored on {len(errored)} node(s): {', '.join(errored)}",
+            metadata={"dbt errors": dg.MetadataValue.md(_error_markdown(invocation, errored))},
+        )
+
+
+def errored_nodes(invocation: DbtCliInvocation) -> list[str]:
+    """dbt nodes that errored (not tests that merely failed); the whole command if dbt crashed."""
+    try:
+        results = invocation.get_artifact("run_results.json")["results"]
+    except Exception:  # no run_results.json: dbt did not get as far as running anything
+        return [] if invocation.process.returncode == 0 else [invocation.dbt_command]
+    return [r["unique_id"] for r in results if r["status"] in DBT_ERROR_STATUSES]
+
+
+def _error_markdown(invocation: DbtCliInvocation, errored: list[str]) -> str:
+    results = {r["unique_id"]: r for r in invocation.get_artifact("run_results.json")["results"]}
+    return "\n".join(
+        f"- `{uid}`: {(results.get(uid) or {}).get('message') or 'see the dbt log'}"
+        for uid in errored
+    )
+
+
+def release_warehouse_connections(invocation: Any) -> None:
+    """Close the adapter connection dagster-dbt opened in this process for row counts and columns.
+
+    dbt-duckdb keeps one DuckDB connection per process, opened with the profile's settings; left
+    open, it would hold the warehouse file so that the next step of an in-process run (the
+    reconciliation, a test) could not open it with its own configuration.
+    """
+    adapter = getattr(invocation, "adapter", None)
+    if adapter is None:
+        return
+    adapter.cleanup_connections()
+    manager = type(adapter.connections)
+    environment = getattr(manager, "_ENV", None)  # dbt-duckdb's per-process environment
+    if environment is not None:
+        environment.close()
+    close_all = getattr(manager, "close_all_connections", None)
+    if close_all is not None:
+        close_all()
+
+
+@dbt_assets(
+    manifest=DBT_MANIFEST,
+    project=DBT_PROJECT,
+    dagster_dbt_translator=DBT_TRANSLATOR,
+    select=CREDITS_LAYER_SELECT,
+    name="dbt_credit_models",
+)
+def dbt_credit_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Build and test the seed's credit models, the event catalog and the replay (`credits`)."""
+    yield from build_layer(context, dbt)
+
+
+@dbt_assets(
+    manifest=DBT_MANIFEST,
+    project=DBT_PROJECT,
+    dagster_dbt_translator=DBT_TRANSLATOR,
+    select=MARTS_LAYER_SELECT,
+    name="dbt_mart_models",
+)
+def dbt_mart_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Build and test the analytics marts (`marts`)."""
+    yield from build_layer(context, dbt)
+
+
+# Everything dbt builds, for `dg.Definitions(assets=[*dbt_credit_assets, ...])`.
+dbt_credit_assets: list[dg.AssetsDefinition] = [dbt_credit_models, dbt_mart_models]

@@ -1,0 +1,139 @@
+"""The dbt project's place in the Dagster asset graph: keys, groups, lineage and check severities.
+
+The dbt assets must hang off the extraction's own asset keys (`raw/<table>`), land under
+`credits/*` and `marts/*` in groups of the same names, and turn dbt tests into asset checks whose
+blocking is chosen on purpose: only a key a model itself produced may block. None of this needs a
+warehouse — only the manifest, which `prepare_manifest()` builds from a fresh clone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_dbt import DbtProject
+
+from credits_pipeline import settings
+from credits_pipeline.source.tables import TABLES
+from credits_pipeline.transform import (
+    CREDITS_GROUP,
+    MARTS_GROUP,
+    dbt_credit_assets,
+    dbt_credit_models,
+    dbt_mart_models,
+    dbt_resource,
+    prepare_manifest,
+)
+
+RAW_KEYS = {dg.AssetKey(["raw", t.name]) for t in TABLES} | {
+    dg.AssetKey(["raw", "credit_histories__open"]),
+    dg.AssetKey(["raw", "extraction_cutoff"]),
+}
+CREDIT_HISTORIES = dg.AssetKey(["credits", "credit_histories"])
+RAW_CREDIT_HISTORIES = dg.AssetKey(["raw", "credit_histories"])
+MARTS = [
+    dg.AssetKey(["marts", name])
+    for name in ("user_credit_daily", "user_credit_trends", "service_efficiency",
+                 "plan_utilization", "revenue_attribution", "credit_cohorts")
+]
+SEED_VIEWS = [dg.AssetKey(["credits", "credit_events"]), CREDIT_HISTORIES]
+DBT_KEYS = {key for assets in dbt_credit_assets for key in assets.keys}
+
+
+@pytest.fixture(scope="module")
+def asset_graph():
+    defs = dg.Definitions(assets=[*dbt_credit_assets], resources={"dbt": dbt_resource()})
+    return defs.resolve_asset_graph()
+
+
+def _upstream(asset_graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+    seen: set[dg.AssetKey] = set()
+    todo = [key]
+    while todo:
+        for parent in asset_graph.get(todo.pop()).parent_keys:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
+def test_the_dbt_assets_are_the_seed_views_and_the_six_marts_under_their_schemas():
+    assert set(SEED_VIEWS) <= set(dbt_credit_models.keys)
+    assert {k.path[0] for k in dbt_credit_models.keys} == {"credits"}
+    assert set(dbt_mart_models.keys) == set(MARTS)
+    for spec in [*dbt_credit_models.specs, *dbt_mart_models.specs]:
+        expected = CREDITS_GROUP if spec.key.path[0] == "credits" else MARTS_GROUP
+        assert spec.group_name == expected, spec.key
+        assert spec.owners and spec.description and "dbt" in spec.kinds, spec.key
+
+
+def test_every_upstream_outside_dbt_is_an_extraction_asset(asset_graph):
+    upstream = {dep for key in DBT_KEYS for dep in asset_graph.get(key).parent_keys} - DBT_KEYS
+    assert upstream <= RAW_KEYS
+    assert {RAW_CREDIT_HISTORIES, dg.AssetKey(["raw", "credit_histories__open"]),
+            dg.AssetKey(["raw", "extraction_cutoff"])} <= upstream
+
+
+def test_the_ledger_flows_from_raw_through_credit_histories_into_every_mart(asset_graph):
+    parents = asset_graph.get(CREDIT_HISTORIES).parent_keys
+    assert {RAW_CREDIT_HISTORIES, dg.AssetKey(["raw", "credit_histories__open"]),
+            dg.AssetKey(["raw", "extraction_cutoff"])} <= parents
+    for mart in MARTS:
+        upstream = _upstream(asset_graph, mart)
+        assert CREDIT_HISTORIES in upstream, mart
+        assert RAW_CREDIT_HISTORIES in upstream, mart
+
+
+def test_no_check_on_what_the_reconciliation_reads_blocks_and_marts_block_on_their_own_keys():
+    credits_checks = list(dbt_credit_models.check_specs)
+    mart_checks = list(dbt_mart_models.check_specs)
+    assert credits_checks and mart_checks
+    # the credits layer feeds the reconciliation: nothing there may block (contract section 4)
+    assert not [c.name for c in credits_checks if c.blocking]
+    assert "unique_credit_histories_credit_history_id" in {c.name for c in credits_checks}
+    # a duplicated key a mart produced blocks
+    blocking = {(c.asset_key, c.name) for c in mart_checks if c.blocking}
+    for mart, check in (
+        ("user_credit_daily", "unique_combination_user_credit_daily_user_id__balance_date"),
+        ("user_credit_trends", "unique_user_credit_trends_user_id"),
+        ("service_efficiency", "unique_combination_service_efficiency_service__usage_month"),
+        ("plan_utilization", "unique_combination_plan_utilization_plan_tier__activity_month"),
+        ("revenue_attribution", "unique_combination_revenue_attribution_revenue_month__service"),
+        ("credit_cohorts", "unique_combination_credit_cohorts_signup_month__months_since_signup"),
+    ):
+        assert (dg.AssetKey(["marts", mart]), check) in blocking
+    # a test that reads the ledger's own consistency only warns
+    chain = next(
+        c for c in mart_checks if c.name.startswith("accepted_values_user_credit_daily_chain")
+    )
+    assert not chain.blocking
+
+
+def test_the_manifest_is_prepared_from_a_fresh_clone(tmp_path):
+    clone = tmp_path / "dbt_transform"
+    shutil.copytree(settings.DBT_PROJECT_DIR, clone,
+                    ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", ".user.yml"))
+    project = DbtProject(project_dir=clone, profiles_dir=clone, target="duckdb")
+    assert not project.manifest_path.exists()
+    manifest = prepare_manifest(project)
+    assert manifest.exists()
+    assert manifest.stat().st_size > 0
+
+
+def test_the_code_location_carries_the_extraction_assets_the_dbt_sources_point_at():
+    try:
+        definitions = importlib.import_module("credits_pipeline.definitions")
+    except ModuleNotFoundError as exc:
+        if exc.name == "credits_pipeline.definitions":
+            pytest.skip("credits_pipeline.definitions is not assembled yet")
+        raise
+    defs = definitions.defs if hasattr(definitions, "defs") else definitions.Definitions
+    graph = defs.resolve_asset_graph()
+    if not DBT_KEYS <= set(graph.get_all_asset_keys()):
+        pytest.skip("the code location does not include the dbt assets yet")
+    upstream = {dep for key in DBT_KEYS for dep in graph.get(key).parent_keys} - DBT_KEYS
+    materializable = {k for k in upstream if graph.get(k).is_materializable}
+    assert materializable == upstream, sorted(k.to_user_string() for k in upstream - materializable)

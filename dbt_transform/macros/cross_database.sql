@@ -1,0 +1,53 @@
+{#-
+    The few portable helpers dbt's own cross-database macros do not provide. Each dispatches on
+    the adapter: DuckDB (default) and BigQuery (production).
+-#}
+
+{#- A 64-bit float: dbt.type_float() is a 32-bit FLOAT on DuckDB. -#}
+{% macro type_double() -%}
+    {{ return(adapter.dispatch('type_double', 'credits_transform')()) }}
+{%- endmacro %}
+
+{% macro default__type_double() -%}
+    double
+{%- endmacro %}
+
+{% macro bigquery__type_double() -%}
+    float64
+{%- endmacro %}
+
+
+{#- A continuous percentile as an aggregate (BigQuery has it only as a window: approximate there). -#}
+{% macro percentile(expression, fraction) -%}
+    {{ return(adapter.dispatch('percentile', 'credits_transform')(expression, fraction)) }}
+{%- endmacro %}
+
+{% macro default__percentile(expression, fraction) -%}
+    percentile_cont({{ fraction }}) within group (order by {{ expression }})
+{%- endmacro %}
+
+{% macro bigquery__percentile(expression, fraction) -%}
+    approx_quantiles({{ expression }}, 100)[offset({{ (fraction * 100) | int }})]
+{%- endmacro %}
+
+
+{#- Division that yields NULL instead of failing (or being infinite) on a zero denominator. -#}
+{% macro safe_divide(numerator, denominator) -%}
+    case
+        when {{ denominator }} is null or {{ denominator }} = 0 then null
+        else cast({{ numerator }} as {{ type_double() }}) / cast({{ denominator }} as {{ type_double() }})
+    end
+{%- endmacro %}
+
+
+{#- The first day of the month of a date or timestamp, as a DATE. -#}
+{% macro month_of(expression) -%}
+    cast({{ dbt.date_trunc('month', expression) }} as date)
+{%- endmacro %}
+
+
+{#- dbt.dateadd on a timestamp, kept a timestamp (BigQuery's dateadd returns a DATETIME). -#}
+{% macro shift_timestamp(datepart, interval, timestamp_expression) -%}
+    cast({{ dbt.dateadd(datepart, interval, timestamp_expression) }} as {{ dbt.type_timestamp() }})
+{%- endmacro %}
+

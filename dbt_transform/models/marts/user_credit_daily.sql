@@ -1,0 +1,111 @@
+with
+
+replayed_rows as (
+
+    select * from {{ ref('int_credit_replay') }}
+
+),
+
+daily_flows as (
+
+    select
+        user_id,
+        balance_date,
+        count(*) as ledger_rows,
+        cast(sum(case
+            when effect = 'reset' or (effect = 'add' and service = 'allocation') then amount
+            else 0
+        end) as {{ dbt.type_bigint() }}) as credits_allocated,
+        cast(sum(case when effect = 'purchase' then amount else 0 end) as {{ dbt.type_bigint() }}) as credits_purchased,
+        cast(sum(case when effect = 'add' and service = 'refund' then amount else 0 end) as {{ dbt.type_bigint() }})
+            as credits_refunded,
+        cast(sum(case
+            when effect = 'add' and coalesce(service, '') not in ('allocation', 'refund')
+                then amount
+            else 0
+        end) as {{ dbt.type_bigint() }}) as credits_bonus,
+        {%- for service in spend_services() %}
+        cast(sum(case when effect = 'spend' and service = '{{ service }}' then amount else 0 end)
+            as {{ dbt.type_bigint() }}) as spent_{{ service }},
+        {%- endfor %}
+        cast(sum(case
+            when effect = 'spend'
+                and coalesce(service, '') not in ('{{ spend_services() | join("', '") }}')
+                then amount
+            else 0
+        end) as {{ dbt.type_bigint() }}) as spent_other,
+        cast(sum(case when effect = 'spend' then amount else 0 end) as {{ dbt.type_bigint() }}) as credits_spent,
+        cast(sum(forfeited_credits) as {{ dbt.type_bigint() }}) as credits_forfeited,
+        cast(sum(written_off_credits) as {{ dbt.type_bigint() }}) as credits_written_off
+    from replayed_rows
+    group by user_id, balance_date
+
+),
+
+last_row_of_day as (
+
+    select
+        user_id,
+        balance_date,
+        subscription_after as closing_subscription_balance,
+        purchased_after as closing_purchased_balance,
+        balance_after as closing_balance
+    from (
+        select
+            *,
+            row_number() over (
+                partition by user_id, balance_date
+                order by credit_history_id desc
+            ) as position_from_end_of_day
+        from replayed_rows
+    ) as ranked_rows
+    where position_from_end_of_day = 1
+
+),
+
+daily_balances as (
+
+    select
+        daily_flows.*,
+        coalesce(
+            lag(last_row_of_day.closing_balance) over (
+                partition by daily_flows.user_id
+                order by daily_flows.balance_date
+            ),
+            0
+        ) as opening_balance,
+        last_row_of_day.closing_subscription_balance,
+        last_row_of_day.closing_purchased_balance,
+        last_row_of_day.closing_balance
+    from daily_flows
+    inner join last_row_of_day
+        on daily_flows.user_id = last_row_of_day.user_id
+        and daily_flows.balance_date = last_row_of_day.balance_date
+
+)
+
+select
+    user_id,
+    balance_date,
+    opening_balance,
+    credits_allocated,
+    credits_purchased,
+    credits_refunded,
+    credits_bonus,
+    {%- for service in spend_services() %}
+    spent_{{ service }},
+    {%- endfor %}
+    spent_other,
+    credits_spent,
+    credits_forfeited,
+    credits_written_off,
+    closing_balance
+        - (
+            opening_balance + credits_allocated + credits_purchased + credits_refunded
+            + credits_bonus - credits_spent - credits_forfeited + credits_written_off
+        ) as chain_adjustment,
+    closing_subscription_balance,
+    closing_purchased_balance,
+    closing_balance,
+    ledger_rows
+from daily_balances
