@@ -109,6 +109,7 @@ def _report(result) -> int:
     failed_checks: list[str] = []
     severities: Counter = Counter()
     step_failures: list[str] = []
+    blocked_by_checks: list[str] = []
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = event.event_specific_data.materialization
@@ -126,7 +127,11 @@ def _report(result) -> int:
                 failed_checks.append(f"{name} ({severity})")
                 severities[severity] += 1
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            step_failures.append(f"{event.step_key}: {failure_message(event)}")
+            if _is_blocking_check_failure(event):
+                # the step's assets materialized; its ERROR checks held back what is downstream
+                blocked_by_checks.append(event.step_key)
+            else:
+                step_failures.append(f"{event.step_key}: {failure_message(event)}")
     print("\n=== credits-pipeline materialize: summary ===")
     print(f"run id: {result.run_id}  (open it in the UI: {settings.ui_base_url()}/runs/{result.run_id})")
     print(f"assets materialized: {len(set(materialized))}")
@@ -137,12 +142,23 @@ def _report(result) -> int:
             print(f"  - {name}")
     else:
         print("checks failed: 0")
-    if step_failures or not result.success:
+    if blocked_by_checks:
+        print(
+            f"held back by blocking ERROR checks ({settings.BLOCK_REVENUE_ON_ERROR_VAR}): "
+            f"everything downstream of {', '.join(blocked_by_checks)}"
+        )
+    if step_failures:
         print("\nFAILED: a step errored, the warehouse keeps its previous state for that step:", file=sys.stderr)
         for failure in step_failures:
             print(f"  - {failure}", file=sys.stderr)
         return EXIT_STEP_FAILED
     return EXIT_OK
+
+
+def _is_blocking_check_failure(event) -> bool:
+    """A step that failed only because blocking checks failed: its assets did materialize."""
+    error = event.event_specific_data.error
+    return error is not None and error.cls_name == "DagsterAssetCheckFailedError"
 
 
 def failure_message(event) -> str:

@@ -24,7 +24,7 @@ HISTORY_MONTHS = 6
 PARTITION_DAYS = 100  # the ledger's partitions cover the last 100 days; older rows go to the open slice
 
 
-def _materialize(tmp_path: Path, source_url: str) -> subprocess.CompletedProcess:
+def _materialize(tmp_path: Path, source_url: str, **extra_env: str) -> subprocess.CompletedProcess:
     today = dt.datetime.now(dt.UTC).date()
     env = {
         **os.environ,
@@ -32,6 +32,7 @@ def _materialize(tmp_path: Path, source_url: str) -> subprocess.CompletedProcess
         settings.WAREHOUSE_PATH_VAR: str(tmp_path / "warehouse.duckdb"),
         settings.LEDGER_START_DATE_VAR: (today - dt.timedelta(days=PARTITION_DAYS)).isoformat(),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        **extra_env,
     }
     return subprocess.run(
         [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
@@ -126,3 +127,13 @@ def test_materialize_exits_non_zero_with_one_clear_message_when_the_source_is_un
     assert "cannot connect to the source database mysql+pymysql://127.0.0.1:1/syllaby_v2" in run.stderr
     assert "hunter2" not in run.stdout + run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_with_blocking_on_an_error_check_holds_back_only_the_revenue_mart_and_still_exits_zero(tmp_path):
+    url, _ = _generate(tmp_path, anomalies=True)
+    run = _materialize(tmp_path, url, **{settings.BLOCK_REVENUE_ON_ERROR_VAR: "true"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "held back by blocking ERROR checks" in run.stdout
+    marts = {r[0] for r in _query(tmp_path, "select table_name from information_schema.tables where table_schema = 'marts'")}
+    assert "revenue_attribution" not in marts
+    assert {"ledger_anomalies", "user_balance_reconciliation", "user_credit_daily", "plan_utilization"} <= marts

@@ -28,6 +28,10 @@ from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, 
 DBT_RESOURCE_KEY = "dbt"
 CREDITS_LAYER_SELECT = f"config.schema:{CREDITS_SCHEMA}"
 MARTS_LAYER_SELECT = f"config.schema:{MARTS_SCHEMA}"
+# The revenue mart is built in a step of its own: when ERROR ledger checks are set to block it
+# (CREDITS_BLOCK_REVENUE_ON_ERROR), only this step waits on the reconciliation, and the other marts
+# are built whatever the checks found.
+REVENUE_MODEL_SELECT = "revenue_attribution"
 # dbt node statuses that mean a step itself went wrong (a failing test is "fail" or "warn").
 DBT_ERROR_STATUSES = frozenset({"error", "runtime error"})
 
@@ -121,12 +125,25 @@ def dbt_credit_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     project=DBT_PROJECT,
     dagster_dbt_translator=DBT_TRANSLATOR,
     select=MARTS_LAYER_SELECT,
+    exclude=REVENUE_MODEL_SELECT,
     name="dbt_mart_models",
 )
 def dbt_mart_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Build and test the analytics marts (`marts`)."""
+    """Build and test the analytics marts (`marts`), all but revenue."""
+    yield from build_layer(context, dbt)
+
+
+@dbt_assets(
+    manifest=DBT_MANIFEST,
+    project=DBT_PROJECT,
+    dagster_dbt_translator=DBT_TRANSLATOR,
+    select=REVENUE_MODEL_SELECT,
+    name="dbt_revenue_model",
+)
+def dbt_revenue_model(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Build and test `marts.revenue_attribution` (optionally held back by ERROR ledger checks)."""
     yield from build_layer(context, dbt)
 
 
 # Everything dbt builds, for `dg.Definitions(assets=[*dbt_credit_assets, ...])`.
-dbt_credit_assets: list[dg.AssetsDefinition] = [dbt_credit_models, dbt_mart_models]
+dbt_credit_assets: list[dg.AssetsDefinition] = [dbt_credit_models, dbt_mart_models, dbt_revenue_model]

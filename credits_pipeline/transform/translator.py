@@ -17,7 +17,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
-from credits_pipeline import names
+from credits_pipeline import names, settings
+from credits_pipeline.names import marts_key
 
 RAW_KEY_PREFIX = names.RAW_PREFIX
 CREDITS_GROUP = names.GROUP_CREDITS
@@ -27,6 +28,9 @@ CREDITS_SCHEMA = names.CREDITS_PREFIX
 MARTS_SCHEMA = names.MARTS_PREFIX
 ANALYTICS_OWNER = "team:analytics-engineering"
 WAREHOUSE_KINDS = {"duckdb": "duckdb", "bigquery": "bigquery"}
+
+REVENUE_KEY = marts_key("revenue_attribution")
+RECONCILIATION_MODELS = ("user_balance_reconciliation", "ledger_anomalies")
 
 _GROUP_BY_SCHEMA = {CREDITS_SCHEMA: CREDITS_GROUP, MARTS_SCHEMA: MARTS_GROUP}
 
@@ -90,4 +94,9 @@ class CreditsDbtTranslator(DagsterDbtTranslator):
             kinds.add("view")
         elif props.get("config", {}).get("materialized") == "table":
             kinds.add("table")
-        return spec.replace_attributes(kinds=kinds)
+        spec = spec.replace_attributes(kinds=kinds)
+        if spec.key == REVENUE_KEY and settings.block_revenue_on_error():
+            # With the setting on, an ERROR ledger check (blocking then) holds the revenue mart back:
+            # Dagster only blocks what is downstream of the checked asset.
+            spec = spec.merge_attributes(deps=[marts_key(name) for name in RECONCILIATION_MODELS])
+        return spec
