@@ -25,6 +25,7 @@ from credits_pipeline.transform import (
     dbt_credit_models,
     dbt_mart_models,
     dbt_resource,
+    dbt_revenue_model,
     prepare_manifest,
 )
 
@@ -63,8 +64,9 @@ def _upstream(asset_graph, key: dg.AssetKey) -> set[dg.AssetKey]:
 def test_the_dbt_assets_are_the_seed_views_and_the_six_marts_under_their_schemas():
     assert set(SEED_VIEWS) <= set(dbt_credit_models.keys)
     assert {k.path[0] for k in dbt_credit_models.keys} == {"credits"}
-    assert set(dbt_mart_models.keys) == set(MARTS)
-    for spec in [*dbt_credit_models.specs, *dbt_mart_models.specs]:
+    assert set(dbt_mart_models.keys) | set(dbt_revenue_model.keys) == set(MARTS)
+    assert set(dbt_revenue_model.keys) == {dg.AssetKey(["marts", "revenue_attribution"])}
+    for spec in [*dbt_credit_models.specs, *dbt_mart_models.specs, *dbt_revenue_model.specs]:
         expected = CREDITS_GROUP if spec.key.path[0] == "credits" else MARTS_GROUP
         assert spec.group_name == expected, spec.key
         assert spec.owners and spec.description and "dbt" in spec.kinds, spec.key
@@ -89,7 +91,7 @@ def test_the_ledger_flows_from_raw_through_credit_histories_into_every_mart(asse
 
 def test_no_check_on_what_the_reconciliation_reads_blocks_and_marts_block_on_their_own_keys():
     credits_checks = list(dbt_credit_models.check_specs)
-    mart_checks = list(dbt_mart_models.check_specs)
+    mart_checks = [*dbt_mart_models.check_specs, *dbt_revenue_model.check_specs]
     assert credits_checks and mart_checks
     # the credits layer feeds the reconciliation: nothing there may block (contract section 4)
     assert not [c.name for c in credits_checks if c.blocking]

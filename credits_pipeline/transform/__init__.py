@@ -9,6 +9,7 @@ from credits_pipeline.transform.assets import (
     dbt_credit_models,
     dbt_mart_models,
     dbt_resource,
+    dbt_revenue_model,
 )
 from credits_pipeline.transform.dbt_project import DBT_PROJECT, prepare_manifest
 from credits_pipeline.transform.translator import (
@@ -28,5 +29,6 @@ __all__ = [
     "dbt_credit_models",
     "dbt_mart_models",
     "dbt_resource",
+    "dbt_revenue_model",
     "prepare_manifest",
 ]

@@ -44,7 +44,10 @@ class CreditsDbtTranslator(DagsterDbtTranslator):
     """Maps the credits dbt project onto `raw/*`, `credits/*` and `marts/*`."""
 
     def __init__(self, settings: DagsterDbtTranslatorSettings | None = None):
-        super().__init__(settings or DagsterDbtTranslatorSettings(enable_asset_checks=True))
+        super().__init__(
+            settings
+            or DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
+        )
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         resource_type = dbt_resource_props["resource_type"]
