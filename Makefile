@@ -24,6 +24,8 @@ materialize: $(STAMP)
 	$(BIN)/credits-pipeline materialize
 
 test: $(STAMP)
+	bash .ci/install-browser      # Debian's chromium + chromium-driver (pytest -m browser)
+	bash .ci/install-bqemulator   # the BigQuery emulator in its own venv (pytest -m bigquery)
 	$(BIN)/pytest -n 2 --dist loadfile -ra
 
 ui: $(STAMP)

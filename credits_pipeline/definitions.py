@@ -8,6 +8,7 @@ written in code or shown in the UI.
 from __future__ import annotations
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -21,6 +22,7 @@ from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_
 from credits_pipeline.source.reader import SourceDatabase
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.assets import DBT_RESOURCE_KEY
+from credits_pipeline.warehouse.bigquery_warehouse import warehouse_from_env
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 
@@ -31,11 +33,14 @@ def build_resources() -> dict:
         if os.environ.get(settings.SOURCE_URL_VAR)
         else SourceDatabase()
     )
-    warehouse = (
-        DuckDBWarehouse(path=dg.EnvVar(settings.WAREHOUSE_PATH_VAR))
-        if os.environ.get(settings.WAREHOUSE_PATH_VAR)
-        else DuckDBWarehouse()
-    )
+    if settings.warehouse_kind() == "bigquery":
+        warehouse = warehouse_from_env()
+    else:
+        warehouse = (
+            DuckDBWarehouse(path=dg.EnvVar(settings.WAREHOUSE_PATH_VAR))
+            if os.environ.get(settings.WAREHOUSE_PATH_VAR)
+            else DuckDBWarehouse()
+        )
     return {"source": source, "warehouse": warehouse, DBT_RESOURCE_KEY: dbt_resource()}
 
 
@@ -61,17 +66,21 @@ def _with_freshness(assets: list) -> list:
 
 
 def build_definitions() -> dg.Definitions:
+    # Code references: each asset links to the function that computes it (dbt models also to their
+    # SQL file, see transform/translator.py; source tables to their contract entry). Not
+    # `dg.link_code_references_to_git`: it only builds GitHub/GitLab URLs, and this repository has
+    # no such remote, so the UI keeps the local file links.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta in 1.13
+        computed = dg.with_source_code_references(
+            [
+                *extraction_assets,
+                *dbt_credit_assets,
+                build_reconciliation_assets(blocking=blocking_from_settings()),
+            ]
+        )
     return dg.Definitions(
-        assets=[
-            *source_table_specs,
-            *_with_freshness(
-                [
-                    *extraction_assets,
-                    *dbt_credit_assets,
-                    build_reconciliation_assets(blocking=blocking_from_settings()),
-                ]
-            ),
-        ],
+        assets=[*source_table_specs, *_with_freshness(computed)],
         resources=build_resources(),
         asset_checks=[ledger_lag_check],
         jobs=[daily_job, lag_check_job],

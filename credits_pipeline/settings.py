@@ -106,3 +106,15 @@ def pinned_cutoff() -> dt.datetime | None:
 def demo_users() -> int:
     """How many users the embedded demo database gets when it is created on first use."""
     return int(os.environ.get(DEMO_USERS_VAR) or 500)
+
+
+# BigQuery (CREDITS_WAREHOUSE=bigquery): the project, the prefix of the raw/credits/marts datasets,
+# their location, and an optional base64 service-account key (else Application Default Credentials).
+BIGQUERY_PROJECT_VAR = "CREDITS_BIGQUERY_PROJECT"
+BIGQUERY_DATASET_PREFIX_VAR = "CREDITS_BIGQUERY_DATASET_PREFIX"
+BIGQUERY_LOCATION_VAR = "CREDITS_BIGQUERY_LOCATION"
+BIGQUERY_CREDENTIALS_VAR = "CREDITS_BIGQUERY_CREDENTIALS"
+
+
+def bigquery_dataset_prefix() -> str:
+    return os.environ.get(BIGQUERY_DATASET_PREFIX_VAR) or ""

@@ -214,3 +214,13 @@ def test_content_tables_merge_changed_rows_by_id_after_the_first_full_read(insta
     assert query(warehouse, "select id, status from raw.videos order by id") == [(1, "completed"), (2, "draft")]
     mat = result.asset_materializations_for_node("raw__videos")[0]
     assert mat.metadata["extraction_mode"].value == "incremental"
+
+
+def test_a_quarantined_ledger_row_is_quarantined_once_whatever_range_reads_it(instance, warehouse, sqlite_url):
+    ledger = clean_ledger()
+    ledger[2]["meta"] = "{broken"  # id 3, created on day 2
+    write_source(sqlite_url, ledger)
+    assert run_extraction(instance, sqlite_url, warehouse).success  # days 1..5
+    assert run_extraction(instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-03").success
+    assert run_extraction(instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-02").success
+    assert query(warehouse, "select id, _partition from raw.credit_histories__rejected") == [("3", "2025-01-02")]

@@ -14,7 +14,9 @@ Three shapes, chosen by how each table changes (contract section 1, `Table.strat
 
 import contextlib
 import datetime as dt
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
@@ -36,7 +38,9 @@ from credits_pipeline.names import (
     source_key,
 )
 from credits_pipeline.source.reader import SourceDatabase, SourceError, check_table, dialect_family
+from credits_pipeline.source import tables as tables_module
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, USERS, Table
+from credits_pipeline.warehouse.bigquery_raw_tables import stager_for as Stager
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline.warehouse.raw_tables import (
     CUTOFF_TABLE as CUTOFF_RELATION,
@@ -44,7 +48,6 @@ from credits_pipeline.warehouse.raw_tables import (
 from credits_pipeline.warehouse.raw_tables import (
     OPEN_LEDGER,
     OPEN_PARTITION_LABEL,
-    Stager,
     closed_ledger_bounds,
     staged_watermark,
     watermark,
@@ -69,6 +72,16 @@ def warehouse_kinds() -> set[str]:
     return {"duckdb", "pandera"} if settings.warehouse_kind() == "duckdb" else {"bigquery", "pandera"}
 
 
+def watermark_metadata(newest_at: dt.datetime | None, newest_id: int | None, column: str) -> dict:
+    """Where an extraction has got to: the newest `column` value and the highest id loaded."""
+    meta = {}
+    if newest_at is not None:
+        meta[f"watermark_{column}"] = dg.MetadataValue.timestamp(newest_at.replace(tzinfo=dt.UTC))
+    if newest_id is not None:
+        meta["watermark_max_id"] = dg.MetadataValue.int(int(newest_id))
+    return meta
+
+
 @contextlib.contextmanager
 def source_errors_as_failure() -> Iterator[None]:
     """Turn a SourceError into a Dagster Failure: one clear message, no traceback in the UI."""
@@ -78,6 +91,32 @@ def source_errors_as_failure() -> Iterator[None]:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
+def table_code_reference(table: Table) -> dg.CodeReferencesMetadataValue:
+    """Where a source table's columns are written down: its `Table(...)` in source/tables.py.
+
+    External specs have no function for `dg.with_source_code_references` to point at, so the
+    reference is built here, at the line that opens the table's definition.
+    """
+    path = Path(tables_module.__file__).resolve()
+    opening = f'    "{table.name}",'
+    lines = path.read_text().splitlines()
+    line = next(
+        (i for i in range(1, len(lines)) if lines[i] == opening and lines[i - 1].endswith("= Table(")),
+        None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta in 1.13
+        return dg.CodeReferencesMetadataValue(
+            code_references=[
+                dg.LocalFileCodeReference(
+                    file_path=str(path),
+                    line_number=line,  # the `X = Table(` line (1-based: index of the next line)
+                    label=f"contract table syllaby_v2.{table.name}",
+                )
+            ]
+        )
+
+
 source_table_specs = [
     dg.AssetSpec(
         key=source_key(t.name),
@@ -85,7 +124,10 @@ source_table_specs = [
         description=f"`syllaby_v2.{t.name}` in the operational database (read only). {t.description}",
         kinds={source_kind()},
         owners=[OWNER_DATA_ENGINEERING],
-        metadata={"dagster/table_name": f"syllaby_v2.{t.name}"},
+        metadata={
+            "dagster/table_name": f"syllaby_v2.{t.name}",
+            "dagster/code_references": table_code_reference(t),
+        },
     )
     for t in TABLES
 ]
@@ -133,6 +175,10 @@ def raw_credit_histories(
         )
         per_day = stager.swap_ledger_range(start, end)
         finish_tally(tally, stager)
+        # the closed ledger's watermark: how far the daily partitions reach, in time and in id
+        newest_created_at, newest_id = con.execute(
+            f"select max(created_at), max(id) from raw.{CREDIT_HISTORIES.name}"
+        ).fetchone()
         metadata = extraction_metadata(
             tally,
             CREDIT_HISTORIES,
@@ -143,6 +189,7 @@ def raw_credit_histories(
             extra={
                 "partition_range": dg.MetadataValue.text(f"[{start}, {end})"),
                 "partitions_replaced": dg.MetadataValue.int(len(per_day)),
+                **watermark_metadata(newest_created_at, newest_id, "created_at"),
                 "rows_outside_partitions": dg.MetadataValue.text(
                     "NULL, pre-start and open-day rows are extracted by raw/credit_histories__open "
                     "at the consistent cut"
@@ -312,8 +359,8 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
                 stager.replace_whole()
             finish_tally(tally, stager)
             extra = {"extraction_mode": dg.MetadataValue.text("incremental" if previous else "full")}
-            if new_mark and new_mark[0]:
-                extra["watermark_updated_at"] = dg.MetadataValue.timestamp(new_mark[0].replace(tzinfo=dt.UTC))
+            if new_mark:
+                extra.update(watermark_metadata(new_mark[0], new_mark[1], "updated_at"))
             metadata = extraction_metadata(tally, table, extracted_at, con, f"raw.{table.name}", extra=extra)
         yield dg.MaterializeResult(metadata=metadata)
         yield validation_check_result(tally, key)

@@ -4,17 +4,17 @@ Both relations come from one pass over the ledger, so they are one `@dg.multi_as
 materializes both, whatever it finds: they are the report, and a report must never be hidden by
 the problems it reports (contract section 4). The wiring stays thin: expose the warehouse under
 the reconciliation's input names, call `reconcile()`, replace both tables in one transaction, and
-emit materialization metadata plus the 13 rule checks from the same result. (The compute
-function's `context` is left unannotated: under `from __future__ import annotations` Dagster cannot
-resolve the annotation of a function defined inside a builder.)
+emit materialization metadata plus the 13 rule checks from the same result. The metadata tells
+the run's story in the UI (`report.py`): users ok / drifting / broken, credits at stake per rule,
+both column schemas, a preview, and a chart of daily anomalies per rule over the last 90 days.
 """
-
-from __future__ import annotations
 
 from collections.abc import Iterator
 
 import dagster as dg
 
+from credits_pipeline import settings
+from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.checks import (
     ANOMALIES_KEY,
@@ -33,10 +33,28 @@ from credits_pipeline.ledger.reconcile import (
     reconcile,
     write_reconciliation,
 )
+from credits_pipeline.names import OWNER_DATA_ENGINEERING
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 ASSET_NAME = "ledger_reconciliation"
-KINDS = {"duckdb", "python"}
+COMPUTE_KIND = "python"  # the replay (numba) and the rules run in Python over the warehouse
+RECONCILIATION_DESCRIPTION = (
+    "One row per user in `users`, as of the run's extraction cut-off: the subscription and purchased "
+    "pools the ledger replay ends with (`ledger_*_balance`) next to the ones the application stores "
+    "(`recorded_*_balance`: `remaining_credit_amount`, `extra_credits`), `drift` (recorded minus "
+    "ledger, both pools summed), `chain_breaks` and the first one, `forfeited_credits` (breakage "
+    "from monthly resets), `written_off_credits` (overdrafts), and a `status`: `broken_chain`, "
+    "`drift` or `ok`. Recomputed whole on every run; checks never hold it back. Checks: "
+    "`ledger_rule_chain_break`, `ledger_rule_balance_drift`."
+)
+ANOMALIES_DESCRIPTION = (
+    "One row per violation of the 13 ledger rules (contract section 3), as of the run's extraction "
+    "cut-off: `rule`, `user_id`, `credit_history_id` (NULL for rules about a user or a content row), "
+    "`entity_type` / `entity_id`, `expected`, `actual`, `detail` (a sentence for a human), `credits` "
+    "and `detected_at` (the cut-off, so a re-run on unchanged data gives identical rows). Alerts, "
+    "dashboards and acceptance checks read it; one `ledger_rule_*` check per rule."
+)
+TREND_METADATA_KEY = f"anomalies_last_{report.TREND_WINDOW_DAYS}_days"
 UPSTREAM_KEYS: tuple[dg.AssetKey, ...] = (
     dg.AssetKey(["credits", "credit_histories"]),
     dg.AssetKey(["credits", "credit_events"]),
@@ -52,14 +70,21 @@ UPSTREAM_KEYS: tuple[dg.AssetKey, ...] = (
 def summary_markdown(result: ReconciliationResult) -> str:
     """A human summary of a run: users by status and a line per rule."""
     s = result.status_counts
+    at_stake = {
+        severity: sum(result.summaries[r.code].credits for r in rc.RULES if r.severity == severity)
+        for severity in ("ERROR", "WARN")
+    }
     lines = [
         f"**Ledger reconciliation** as of {result.cutoff_at.isoformat()}Z over "
         f"{result.ledger_rows:,} ledger rows and {result.reconciliation.num_rows:,} users.",
         "",
-        f"Users: {s.get(rc.STATUS_OK, 0):,} ok, {s.get(rc.STATUS_DRIFT, 0):,} drift, "
+        f"Users: {s.get(rc.STATUS_OK, 0):,} ok, {s.get(rc.STATUS_DRIFT, 0):,} drifting, "
         f"{s.get(rc.STATUS_BROKEN_CHAIN, 0):,} broken chain.",
         "",
-        "| rule | severity | violations | credits involved |",
+        f"Credits at stake: {at_stake['ERROR']:,} in ERROR (money) rules, "
+        f"{at_stake['WARN']:,} in WARN (hygiene) rules.",
+        "",
+        "| rule | severity | violations | credits at stake |",
         "|---|---|---:|---:|",
     ]
     for rule in rc.RULES:
@@ -70,8 +95,13 @@ def summary_markdown(result: ReconciliationResult) -> str:
     return "\n".join(lines)
 
 
-def _metadata(result: ReconciliationResult) -> dict[str, dg.RawMetadataValue]:
-    meta: dict[str, dg.RawMetadataValue] = {
+def reconciliation_kinds() -> set[str]:
+    """The warehouse the reports land in (duckdb or bigquery) and how they are computed."""
+    return {settings.warehouse_kind(), COMPUTE_KIND}
+
+
+def _metadata(result: ReconciliationResult) -> dict[str, dg.MetadataValue]:
+    meta: dict[str, dg.MetadataValue] = {
         "detected_at": dg.MetadataValue.text(result.cutoff_at.isoformat() + "Z"),
         "ledger_rows": dg.MetadataValue.int(result.ledger_rows),
         "users_ok": dg.MetadataValue.int(result.status_counts.get(rc.STATUS_OK, 0)),
@@ -104,29 +134,33 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
                 RECONCILIATION_KEY,
                 deps=list(UPSTREAM_KEYS),
                 group_name=rc.GROUP_NAME,
-                kinds=set(KINDS),
-                description="One row per user: the replayed pools next to the stored ones, "
-                "chain breaks, breakage and write-offs, and a status (ok / drift / broken_chain).",
+                kinds=reconciliation_kinds(),
+                owners=[OWNER_DATA_ENGINEERING],
+                description=RECONCILIATION_DESCRIPTION,
             ),
             dg.AssetSpec(
                 ANOMALIES_KEY,
                 deps=list(UPSTREAM_KEYS),
                 group_name=rc.GROUP_NAME,
-                kinds=set(KINDS),
-                description="One row per violation of the 13 ledger rules, as of the extraction "
-                "cut-off.",
+                kinds=reconciliation_kinds(),
+                owners=[OWNER_DATA_ENGINEERING],
+                description=ANOMALIES_DESCRIPTION,
             ),
         ],
         check_specs=reconciliation_check_specs(blocking=blocking),
     )
     def ledger_reconciliation(
-        context, warehouse: DuckDBWarehouse  # context unannotated: see the module docstring
+        context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         with warehouse.transaction() as con:
             create_warehouse_inputs(con)
             cutoff_at = read_cutoff(con)
             result = reconcile(con, cutoff_at)
             write_reconciliation(con, result)
+            # while the ledger input is still there: the anomalies' days and the newest anomalies
+            trend = report.anomaly_trend(con, result.anomalies, result.cutoff_at)
+            anomalies_preview = report.anomalies_preview(con, result.anomalies)
+            reconciliation_preview = report.reconciliation_preview(con, result.reconciliation)
             drop_working_tables(con)
             drop_warehouse_inputs(con)
         context.log.info(
@@ -135,14 +169,35 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             result.cutoff_at.isoformat(),
             ", ".join(f"{c}={s.count}" for c, s in result.summaries.items() if s.count),
         )
+        # the story first (the UI lists metadata in this order), the per-rule numbers after
         meta = _metadata(result)
+        story = {
+            "summary": meta.pop("summary"),
+            TREND_METADATA_KEY: dg.MetadataValue.md(report.trend_markdown(trend)),
+        }
         yield dg.MaterializeResult(
             asset_key=RECONCILIATION_KEY,
-            metadata={**meta, "dagster/row_count": result.reconciliation.num_rows},
+            metadata={
+                **story,
+                "preview": dg.MetadataValue.md(reconciliation_preview),
+                "dagster/row_count": result.reconciliation.num_rows,
+                "dagster/column_schema": report.table_schema(
+                    result.reconciliation, report.RECONCILIATION_COLUMN_DOCS
+                ),
+                **meta,
+            },
         )
         yield dg.MaterializeResult(
             asset_key=ANOMALIES_KEY,
-            metadata={**meta, "dagster/row_count": result.anomalies.num_rows},
+            metadata={
+                **story,
+                "preview": dg.MetadataValue.md(anomalies_preview),
+                "dagster/row_count": result.anomalies.num_rows,
+                "dagster/column_schema": report.table_schema(
+                    result.anomalies, report.ANOMALY_COLUMN_DOCS
+                ),
+                **meta,
+            },
         )
         yield from check_results(result)
 

@@ -178,7 +178,7 @@ class Stager:
             return
         names = self.table.extracted_names
         rejected = batch.rejected[[*names, FAILED_COLUMN, REASON_COLUMN]].copy()
-        rejected[PARTITION_COLUMN] = partition_label
+        rejected[PARTITION_COLUMN] = rejected_partition_labels(self.table, self.target, rejected, partition_label)
         rejected = rejected.astype(object).where(rejected.notna(), None)
         self.con.register("_rejected_batch", rejected)
         self.con.execute(f"insert into {self.stage_rejected} select * from _rejected_batch")
@@ -325,6 +325,21 @@ class Stager:
             con.execute(f"insert into {target} select {names}{partition} from {self.stage} order by id")
             self._insert_rejected(f"{PARTITION_COLUMN} = ?", [partition_label])
             self._drop_stage()
+
+
+def rejected_partition_labels(
+    table: Table, target: str, rejected: pd.DataFrame, fallback: str | None
+) -> list[str | None]:
+    """The partition a quarantined row belongs to: its own UTC day for closed ledger rows.
+
+    Labelling a rejected ledger row by the day of its `created_at` (not by the start of the range
+    that happened to read it) keeps re-runs of narrower or wider ranges from quarantining the same
+    row twice: each range replaces exactly the quarantine rows of its own days.
+    """
+    if table is not CREDIT_HISTORIES or target != CREDIT_HISTORIES.name or "created_at" not in rejected:
+        return [fallback] * len(rejected)
+    days = pd.to_datetime(rejected["created_at"], format="mixed", errors="coerce")
+    return [fallback if pd.isna(d) else d.date().isoformat() for d in days]
 
 
 def loaded_ledger_partitions(con: duckdb.DuckDBPyConnection) -> list[dt.date]:

@@ -1,0 +1,305 @@
+"""The Dagster UI as a data engineer meets it, driven through headless Chromium.
+
+The other tests prove what the pipeline computes; this one proves that a person can *see* it: after
+a full materialization of the `--anomalies` demo, the webserver shows the asset graph in the order
+the data flows, the lineage from the raw ledger down to the reconciliation, the reconciliation's
+story (summary, daily anomaly chart) and its failing ledger-rule checks. It walks those pages the
+way a person would — asset page, lineage, click through to the reconciliation, its checks — waits
+on text rather than time, and leaves a screenshot of each page in `docs/screenshots/` for the
+README. Debian's Chromium and chromedriver are used as installed (`.ci/install-browser`); Selenium
+Manager is kept offline.
+"""
+
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from credits_pipeline import settings
+from credits_pipeline.ledger import report
+from credits_pipeline.ledger import rules_catalog as rc
+from credits_pipeline.ledger.assets import TREND_METADATA_KEY
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+VIEWPORT_WIDTH, VIEWPORT_HEIGHT = 1400, 900
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    f"--window-size={VIEWPORT_WIDTH},{VIEWPORT_HEIGHT}",
+)
+
+DEMO_USERS = 90
+DEMO_SEED = 11
+DEMO_MONTHS = 6
+PARTITION_DAYS = 100
+MATERIALIZE_TIMEOUT_S = 600
+SERVER_START_TIMEOUT_S = 180
+PAGE_TIMEOUT_S = 60
+# Downstream hops from raw/credit_histories to the reconciliation (via credits/credit_histories).
+LINEAGE_DEPTH = 2
+
+LEDGER_PATH = "raw/credit_histories"
+RECONCILIATION_PATH = f"{rc.MARTS_SCHEMA}/{rc.RECONCILIATION_TABLE}"
+# The reconciliation relation's checks; the --anomalies demo breaks chains and drifts balances.
+FAILING_RECONCILIATION_CHECKS = (rc.CHECK_CHAIN_BREAK, rc.CHECK_BALANCE_DRIFT)
+TREND_HEADING = f"Anomalies per day, last {report.TREND_WINDOW_DAYS} days"
+# The UI's "join the community" prompt (shown on 127.0.0.1) is dismissed through its own flag.
+COMMUNITY_PROMPT_STORAGE_KEY = "communityNux"
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pipeline_env(tmp_path: Path, source_url: str) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    today = dt.datetime.now(dt.UTC).date()
+    return {
+        **os.environ,
+        settings.SOURCE_URL_VAR: source_url,
+        settings.WAREHOUSE_PATH_VAR: str(tmp_path / "warehouse.duckdb"),
+        settings.LEDGER_START_DATE_VAR: (today - dt.timedelta(days=PARTITION_DAYS)).isoformat(),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_DISABLE_TELEMETRY": "yes",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+@pytest.fixture(scope="module")
+def ui_url() -> Iterator[str]:
+    """A webserver on a free port over an instance holding one full run of the --anomalies demo.
+
+    The webserver starts while the materialization runs (both only read the definitions; the
+    webserver reads the instance live), which saves its start-up time.
+    """
+    from credits_pipeline.source.demo import generate
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="credits_browser_"))
+    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    generate(url, users=DEMO_USERS, seed=DEMO_SEED, months=DEMO_MONTHS, anomalies=True)
+    env = _pipeline_env(tmp_path, url)
+    port = _free_port()
+    log_path = tmp_path / "webserver.log"
+    webserver = Path(sys.executable).parent / "dagster-webserver"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its code-server child goes down with it
+        )
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=MATERIALIZE_TIMEOUT_S,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_server(base, server, log_path)
+        yield base
+    finally:
+        _stop(server)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _wait_for_server(base: str, server: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"dagster-webserver exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)  # polling a port, not waiting on the page: nothing to wait on yet
+    pytest.fail(f"dagster-webserver did not answer in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(ui_url: str) -> Iterator:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        if _ci():
+            pytest.fail(f"{CHROMIUM} or {CHROMEDRIVER} missing in CI: run .ci/install-browser")
+        pytest.skip("Chromium and chromedriver are not installed (.ci/install-browser)")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a driver or browser
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="credits_chromium_")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        # the screenshot is the viewport: make it exactly 1400x900, whatever the window chrome
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": VIEWPORT_WIDTH, "height": VIEWPORT_HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
+        driver.get(f"{ui_url}/server_info")  # same origin: settle the community prompt up front
+        driver.execute_script(
+            "window.localStorage.setItem(arguments[0], JSON.stringify('1'));", COMMUNITY_PROMPT_STORAGE_KEY
+        )
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class Page:
+    """Waits on what a person would look for, and saves what they would see."""
+
+    def __init__(self, driver, base: str):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver, self.base, self.By = driver, base, By
+        self.wait = WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.2)
+
+    def open(self, path: str) -> None:
+        self.driver.get(f"{self.base}{path}")
+
+    def body_text(self) -> str:
+        return self.driver.find_element(self.By.TAG_NAME, "body").text
+
+    def wait_for_text(self, *texts: str) -> None:
+        def all_present(driver) -> bool:
+            body = driver.find_element(self.By.TAG_NAME, "body").text
+            return all(t in body for t in texts)
+
+        self.wait.until(all_present, f"{texts} not on {self.driver.current_url}")
+
+    def wait_until_loaded(self) -> None:
+        """No "Loading…" placeholder left (graph nodes fill in their status asynchronously)."""
+        self.wait.until(lambda d: "Loading" not in d.find_element(self.By.TAG_NAME, "body").text)
+
+    def click(self, xpath: str) -> None:
+        from selenium.webdriver.support import expected_conditions as ec
+
+        self.wait.until(ec.element_to_be_clickable((self.By.XPATH, xpath))).click()
+
+    def screenshot(self, name: str) -> Path:
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOT_DIR / f"{name}.png"
+        assert self.driver.save_screenshot(str(path)), path
+        return path
+
+
+def _asset_tab(label: str) -> str:
+    """The tab of an asset page (the navigation bar has links of the same names)."""
+    return f"//a[normalize-space()='{label}' and contains(@href, '/assets/')]"
+
+
+def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_checks(browser, ui_url):
+    page = Page(browser, ui_url)
+
+    # 1. the asset graph: the five groups, in the order the data flows
+    page.open("/asset-groups")
+    page.wait_for_text("syllaby_v2", "raw", "credits", "marts", "reconciliation")
+    page.wait_until_loaded()
+    page.screenshot("01-asset-graph")
+
+    # 2. the raw ledger's asset page: description, kinds, owners, schema from the contract
+    page.open(f"/assets/{LEDGER_PATH}")
+    page.wait_for_text("Closed days of the credit ledger", "data-engineering", "DuckDB", "Pandera", "created_at")
+    page.screenshot("02-raw-credit-histories")
+
+    # 3. its lineage, downstream far enough to reach the reconciliation
+    page.click(_asset_tab("Lineage"))
+    page.click("//button[contains(normalize-space(), 'Downstream')]")
+    for _ in range(LINEAGE_DEPTH):
+        if f"lineageDepth={LINEAGE_DEPTH}" in browser.current_url:
+            break
+        page.click("//button[.//*[@aria-label='add']]")
+    page.wait.until(lambda d: f"lineageDepth={LINEAGE_DEPTH}" in d.current_url, "graph depth not raised")
+    page.wait_for_text(rc.RECONCILIATION_TABLE, rc.ANOMALIES_TABLE, "int_credit_replay")
+    page.wait_until_loaded()
+    page.screenshot("03-lineage-raw-ledger-to-reconciliation")
+
+    # 4. click through to the reconciliation: its story in the materialization metadata
+    page.click(f"//*[text()='{rc.RECONCILIATION_TABLE}']")
+    page.wait.until(
+        lambda d: d.current_url.split("?")[0].endswith(f"/assets/{RECONCILIATION_PATH}"),
+        "clicking the reconciliation node did not open its asset page",
+    )
+    page.click(_asset_tab("Events"))  # the latest materialization, its metadata at full width
+    page.wait_for_text("Users:", "drifting", "broken chain", "Credits at stake", TREND_METADATA_KEY)
+    summary = browser.find_element(page.By.XPATH, "//tr[.//*[normalize-space()='summary']]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", summary)
+    page.screenshot("04-reconciliation-summary")
+
+    # 5. the daily anomalies per rule over the last 90 days: a chart the UI renders
+    row = f"//tr[.//*[normalize-space()='{TREND_METADATA_KEY}']]"
+    page.click(f"{row}//a[normalize-space()='[Show Markdown]']")
+    page.wait_for_text(TREND_HEADING)
+    chart = page.wait.until(
+        lambda d: next(
+            (img for img in d.find_elements(page.By.XPATH, "//img[starts-with(@src, 'data:image/svg+xml')]")
+             if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)),
+            None,
+        ),
+        "the anomaly chart did not render",
+    )
+    assert chart.size["width"] > 0
+    page.screenshot("05-reconciliation-anomaly-trend")
+    page.click("//button[normalize-space()='Close']")
+    page.wait.until(lambda d: TREND_HEADING not in page.body_text(), "the chart dialog did not close")
+
+    # 6. the checks tab: the ledger rules the --anomalies demo breaks have failed
+    page.click(_asset_tab("Checks"))
+    page.wait_for_text(*FAILING_RECONCILIATION_CHECKS, "Failed")
+    page.click(f"//*[normalize-space()='{rc.CHECK_CHAIN_BREAK}']")
+    page.wait_for_text("chain_break violation(s) involving", "worst_users")
+    checks_list = page.body_text()
+    for check in FAILING_RECONCILIATION_CHECKS:
+        assert check in checks_list
+    page.screenshot("06-reconciliation-failing-checks")
