@@ -688,3 +688,20 @@ def test_a_key_a_mart_duplicates_fails_its_blocking_check_and_blocks_nothing_ups
     assert set(dbt_credit_assets[0].keys) | {dg.AssetKey("reads_credit_histories")} <= materialized
     failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
     assert failed_steps == {"dbt_mart_models"}
+
+
+def test_every_dbt_materialization_carries_a_preview_of_its_newest_rows_and_a_row_count(clean_run):
+    _, result = clean_run
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        if event.asset_key.path[0] not in ("credits", "marts"):
+            continue
+        assert "dagster/row_count" in metadata, event.asset_key
+        preview = metadata["preview"].value
+        assert preview.startswith("|") or preview == "_no rows_", event.asset_key
+        assert "email" not in preview
+    daily = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["marts", "user_credit_daily"])
+    )
+    header = daily.materialization.metadata["preview"].value.splitlines()[0]
+    assert "balance_date" in header and "closing_balance" in header

@@ -15,8 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 
+from credits_pipeline import settings
+from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
 from credits_pipeline.transform.dbt_project import (
     DBT_PROJECT,
     dbt_cli_resource,
@@ -56,19 +59,73 @@ def build_layer(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Itera
     try:
         # column schemas, without sqlglot's column lineage: it cannot resolve the models'
         # `select *` import CTEs and would log a traceback per model
-        yield from (
+        events = list(
             invocation.stream()
             .fetch_row_counts()
             .fetch_column_metadata(with_column_lineage=False)
         )
     finally:
         release_warehouse_connections(invocation)
+    yield from with_previews(context, events)
     errored = errored_nodes(invocation)
     if errored:
         raise dg.Failure(
             description=f"dbt build errored on {len(errored)} node(s): {', '.join(errored)}",
             metadata={"dbt errors": dg.MetadataValue.md(_error_markdown(invocation, errored))},
         )
+
+
+PREVIEW_ROWS = 5
+# Columns that say how new a row is, in the order they are preferred for "newest rows first".
+RECENCY_SUFFIXES = ("created_at", "_at", "_date", "_month")
+
+
+def recency_column(columns: list[str]) -> str:
+    """The column a preview sorts by: a timestamp or period column if the model has one."""
+    for suffix in RECENCY_SUFFIXES:
+        for column in columns:
+            if column.endswith(suffix):
+                return column
+    return columns[0]
+
+
+def with_previews(context: dg.AssetExecutionContext, events: list) -> Iterator[Any]:
+    """Attach to each built model a Markdown preview of its newest rows (and a row count to views).
+
+    Read after dbt has finished and released the DuckDB file; marts and the seed's views hold no
+    personal data (it is never extracted). On BigQuery the events pass through unchanged.
+    """
+    if settings.warehouse_kind() != "duckdb" or not settings.warehouse_path().exists():
+        yield from events
+        return
+    con = duckdb.connect(str(settings.warehouse_path()), read_only=True)
+    try:
+        for event in events:
+            if isinstance(event, dg.Output):
+                event = event.with_metadata({**event.metadata, **_preview(con, context.asset_key_for_output(event.output_name))})
+            yield event
+    finally:
+        con.close()
+
+
+def _preview(con: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]:
+    schema, name = key.path[0], key.path[-1]
+    columns = [
+        r[0]
+        for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
+            "order by ordinal_position",
+            [schema, name],
+        ).fetchall()
+    ]
+    if not columns:
+        return {}
+    relation = f"{schema}.{name}"
+    metadata: dict[str, Any] = {
+        "preview": dg.MetadataValue.md(newest_rows_markdown(con, relation, recency_column(columns), PREVIEW_ROWS))
+    }
+    metadata["dagster/row_count"] = dg.MetadataValue.int(con.execute(f"select count(*) from {relation}").fetchone()[0])
+    return metadata
 
 
 def errored_nodes(invocation: DbtCliInvocation) -> list[str]:

@@ -389,12 +389,4 @@ def newest_rows_markdown(con: duckdb.DuckDBPyConnection, relation: str, order_by
     ).fetchdf()
     if frame.empty:
         return "_no rows_"
-    return frame.to_markdown(index=False) if _has_tabulate() else frame.to_string(index=False)
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return frame.to_markdown(index=False)
