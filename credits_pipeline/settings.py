@@ -118,3 +118,11 @@ BIGQUERY_CREDENTIALS_VAR = "CREDITS_BIGQUERY_CREDENTIALS"
 
 def bigquery_dataset_prefix() -> str:
     return os.environ.get(BIGQUERY_DATASET_PREFIX_VAR) or ""
+
+
+DUCKDB_MEMORY_LIMIT_VAR = "CREDITS_DUCKDB_MEMORY_LIMIT"
+
+
+def duckdb_memory_limit() -> str:
+    """How much memory DuckDB may use per connection before spilling (`CREDITS_DUCKDB_MEMORY_LIMIT`)."""
+    return os.environ.get(DUCKDB_MEMORY_LIMIT_VAR) or "2GB"

@@ -116,7 +116,7 @@ class Stager:
             self.append_arrow(batch, partition_label)
             return
         if len(batch.clean):
-            self._ids_ascending = False  # not tracked for pandas batches: keep sorting
+            self._note_id_order(pa.chunked_array([pa.array(batch.clean["id"], type=pa.int64())]))
             casts = ", ".join(f"cast({n} as {t})" for n, t in column_types(self.table))
             self.con.register("_clean_batch", batch.clean[names])
             self.con.execute(f"insert into {self.stage} select {casts} from _clean_batch")
