@@ -5,7 +5,9 @@ once per test session on free ports from its own virtualenv (`.ci/install-bqemul
 `.bqemulator-venv/` next to the repository: the emulator pins its own duckdb). Every workaround
 the emulator needs lives here, never in the product code:
 - it accepts only resumable uploads, so load jobs are forced onto them (`_MAX_MULTIPART_SIZE`);
-- it needs no credentials: the warehouse gets `api_endpoint` and uses anonymous credentials.
+- it needs no credentials: the warehouse gets `api_endpoint` and uses anonymous credentials;
+  dbt (method `oauth-secrets`) gets a dummy token and the endpoint (`emulator_env`);
+- a `credits-pipeline` subprocess gets the upload setting through `SUBPROCESS_PRELUDE`.
 In CI (`CI=true`) a missing emulator is a failure; on a laptop the tests are skipped.
 """
 
@@ -27,6 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EMULATOR_BIN = REPO_ROOT / ".bqemulator-venv" / "bin" / "bqemulator"
 PROJECT = "test-project"
 START_TIMEOUT_SECONDS = 60
+# Run first by a Python subprocess of the pipeline (`python -c PRELUDE; ...`): the emulator rejects
+# multipart uploads, so every load job is sent as a resumable upload (as the fixture does here).
+SUBPROCESS_PRELUDE = "import google.cloud.bigquery.client as c; c._MAX_MULTIPART_SIZE = 0"
 STOP_TIMEOUT_SECONDS = 10
 
 
@@ -98,3 +103,20 @@ def emulator_warehouse(endpoint: str, prefix: str | None = None):
     from credits_pipeline.warehouse.bigquery_warehouse import BigQueryWarehouse
 
     return BigQueryWarehouse(project=PROJECT, api_endpoint=endpoint, dataset_prefix=prefix or unique_prefix())
+
+
+def emulator_env(endpoint: str, prefix: str) -> dict[str, str]:
+    """Environment of a pipeline subprocess (and of the dbt it starts) on the emulator."""
+    from credits_pipeline import settings
+    from credits_pipeline.warehouse.bigquery_warehouse import EMULATOR_HOST_VAR
+
+    return {
+        settings.WAREHOUSE_VAR: "bigquery",
+        settings.BIGQUERY_PROJECT_VAR: PROJECT,
+        settings.BIGQUERY_DATASET_PREFIX_VAR: prefix,
+        EMULATOR_HOST_VAR: endpoint,
+        # dbt-bigquery: an access token (any string: the emulator checks none) and the endpoint
+        "CREDITS_BIGQUERY_METHOD": "oauth-secrets",
+        "CREDITS_BIGQUERY_TOKEN": "emulator",
+        "CREDITS_BIGQUERY_API_ENDPOINT": endpoint,
+    }

@@ -9,6 +9,9 @@ a unique prefix on one emulator per session (see bigquery_emulator.py).
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import duckdb
@@ -19,9 +22,16 @@ from credits_pipeline.extract.assets import extraction_assets, source_table_spec
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger.fixtures import BASE_TIME, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
-from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.ledger.reconcile import reconcile, write_reconciliation
 from credits_pipeline.source.reader import SourceDatabase
-from credits_pipeline_tests.bigquery_emulator import bigquery_emulator, emulator_warehouse  # noqa: F401
+from credits_pipeline import settings
+from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
+    SUBPROCESS_PRELUDE,
+    bigquery_emulator,
+    emulator_env,
+    emulator_warehouse,
+    unique_prefix,
+)
 from credits_pipeline_tests.harness import (
     clean_ledger,
     ledger_row,
@@ -166,3 +176,126 @@ def test_a_failure_inside_a_bigquery_transaction_leaves_the_previous_rows(bigque
             raise RuntimeError("crash mid-swap")
     with warehouse.connect(read_only=True) as con:
         assert con.execute("select id from raw.t order by id").fetchall() == [(1,), (2,)]
+
+
+DEMO_USERS = 60
+DEMO_MONTHS = 6
+PARTITION_DAYS = 100  # as test_end_to_end: daily partitions for the last 100 days, older rows open
+REPORTS = ("marts.user_balance_reconciliation", "marts.ledger_anomalies")
+# What dbt builds on BigQuery, compared with floats rounded (sums of doubles may add up in another order).
+DBT_RELATIONS = ("credits.int_credit_replay", "marts.user_credit_daily", "marts.user_credit_trends",
+                 "marts.service_efficiency", "marts.plan_utilization", "marts.revenue_attribution",
+                 "marts.credit_cohorts")
+FLOAT_DIGITS = 9
+
+
+def _materialize(workdir, source_url: str, cutoff_at: dt.datetime, **extra_env: str) -> subprocess.CompletedProcess:
+    """`credits-pipeline materialize` in a subprocess, as test_end_to_end.py runs it."""
+    workdir.mkdir()
+    today = dt.datetime.now(dt.UTC).date()
+    env = {
+        **os.environ,
+        settings.SOURCE_URL_VAR: source_url,
+        settings.WAREHOUSE_PATH_VAR: str(workdir / "warehouse.duckdb"),
+        settings.LEDGER_START_DATE_VAR: (today - dt.timedelta(days=PARTITION_DAYS)).isoformat(),
+        settings.CUTOFF_AT_VAR: cutoff_at.isoformat(),
+        "DAGSTER_HOME": str(workdir / "dagster_home"),
+        **extra_env,
+    }
+    code = (
+        f"{SUBPROCESS_PRELUDE}\n"
+        "from credits_pipeline.cli import main\n"
+        "raise SystemExit(main(['materialize', '--log-level', 'WARNING']))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200
+    )
+
+
+def _rounded(rows: list[tuple]) -> list[tuple]:
+    return sorted(
+        (tuple(round(v, FLOAT_DIGITS) if isinstance(v, float) else v for v in row) for row in rows), key=repr
+    )
+
+
+def _duckdb_rows(path, relation: str) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return sorted(con.execute(f"select * from {relation}").fetchall(), key=repr)
+    finally:
+        con.close()
+
+
+def test_the_anomalies_demo_through_extraction_dbt_and_reconciliation_on_bigquery_reports_as_duckdb(
+    bigquery_emulator, tmp_path  # noqa: F811
+):
+    from credits_pipeline.source.demo import generate
+
+    source_url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    generate(source_url, users=DEMO_USERS, seed=11, months=DEMO_MONTHS, anomalies=True)
+    # the demo writes nothing at or after today's midnight: the same pinned cut-off for both runs
+    cutoff_at = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time())
+    duck = _materialize(tmp_path / "duckdb", source_url, cutoff_at)
+    assert duck.returncode == 0, duck.stdout[-3000:] + duck.stderr[-3000:]
+    prefix = unique_prefix()
+    bq = _materialize(tmp_path / "bigquery", source_url, cutoff_at, **emulator_env(bigquery_emulator, prefix))
+    assert bq.returncode == 0, bq.stdout[-3000:] + bq.stderr[-3000:]
+    assert "dbt build errored" not in bq.stdout + bq.stderr
+
+    warehouse = emulator_warehouse(bigquery_emulator, prefix)
+    for relation in REPORTS:
+        expected = _duckdb_rows(tmp_path / "duckdb" / "warehouse.duckdb", relation)
+        with warehouse.connect(read_only=True) as con:
+            actual = sorted(con.execute(f"select * from {relation}").fetchall(), key=repr)
+        assert len(expected) > 0, relation
+        assert actual == expected, relation
+    for relation in DBT_RELATIONS:
+        expected = _duckdb_rows(tmp_path / "duckdb" / "warehouse.duckdb", relation)
+        with warehouse.connect(read_only=True) as con:
+            actual = con.execute(f"select * from {relation}").fetchall()
+        assert len(expected) > 0, relation
+        assert _rounded(actual) == _rounded(expected), relation
+    rules = {row[0] for row in _duckdb_rows(tmp_path / "duckdb" / "warehouse.duckdb", "marts.ledger_anomalies")}
+    assert len(rules) >= 10
+
+
+def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigquery_emulator):  # noqa: F811
+    # BigQuery forbids DDL on permanent tables inside a transaction; the emulator does not: record it
+    duck = duckdb.connect()
+    duck.execute("set timezone = 'UTC'")
+    load_inputs(duck, rows=[row(1, 1, "subscribe_to_trial", 500, 0), row(2, 1, "idea_discovered", 15, 400)],
+                users=((1, 485, 0), (2, 0, 0)))
+    result = reconcile(duck, dt.datetime(2025, 6, 1))
+    warehouse = emulator_warehouse(bigquery_emulator)
+    ddl_in_transaction: list[str] = []
+    with warehouse.transaction() as con:
+        query, client = con.query, con.client
+
+        def recording_query(statement, query_params=None):
+            words = statement.lower().split(None, 4)
+            temporary = "temp" in words or "temporary" in words  # a session temp table: allowed
+            if con.in_transaction and words[0] in ("create", "drop", "alter") and not temporary:
+                ddl_in_transaction.append(statement)
+            return query(statement, query_params)
+
+        def recording(name):
+            method = getattr(client, name)
+
+            def call(*args, **kwargs):
+                if con.in_transaction:
+                    ddl_in_transaction.append(name)
+                return method(*args, **kwargs)
+
+            return call
+
+        con.query = recording_query
+        client.create_table, client.delete_table = recording("create_table"), recording("delete_table")
+        con.execute("create or replace temp table _earlier_work (id bigint)")
+        write_reconciliation(con, result)
+        write_reconciliation(con, result)  # a second write replaces the rows, it does not add to them
+    assert ddl_in_transaction == []
+    with warehouse.connect(read_only=True) as con:
+        reconciliation = con.execute("select * from marts.user_balance_reconciliation order by user_id").fetchall()
+        anomalies = con.execute("select count(*) from marts.ledger_anomalies").fetchone()[0]
+    assert reconciliation == [tuple(r.values()) for r in result.reconciliation.to_pylist()]
+    assert anomalies == result.anomalies.num_rows > 0

@@ -29,6 +29,7 @@ from credits_pipeline.ledger.replay import (
     replay,
     resolve_effects,
 )
+from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection, replace_table_schema
 
 RULES_TABLE = "_recon_rules"
 REPLAY_ROWS_TABLE = "_recon_replay_rows"
@@ -419,7 +420,11 @@ def write_reconciliation(
 
     Why from the result rather than the temp tables: the result is what the checks and metadata
     describe, so what is stored is exactly what was reported, row for row and in the same order.
+    On BigQuery see `_write_reconciliation_bigquery`.
     """
+    if isinstance(con, BigQueryConnection):
+        _write_reconciliation_bigquery(con, result, schema)
+        return
     con.execute(f"create schema if not exists {schema}")
     for name, table in (
         (rc.RECONCILIATION_TABLE, result.reconciliation),
@@ -428,3 +433,34 @@ def write_reconciliation(
         con.register("_recon_out_arrow", table)
         con.execute(f"create or replace table {schema}.{name} as select * from _recon_out_arrow")
         con.unregister("_recon_out_arrow")
+
+
+def _write_reconciliation_bigquery(con: BigQueryConnection, result: ReconciliationResult, schema: str) -> None:
+    """Both report tables replaced in one BigQuery transaction (the tables are created before it).
+
+    BigQuery allows no DDL on permanent tables inside a transaction: each table is created (or,
+    when its columns changed, recreated) first, and one transaction then deletes and inserts the
+    rows of both. Called inside the caller's transaction (the asset's, which so far only changed
+    session temp tables), that one is committed first and the write's own is left open for the
+    caller to commit or roll back; outside one, the write commits its own.
+    """
+    outputs = ((rc.RECONCILIATION_TABLE, result.reconciliation), (rc.ANOMALIES_TABLE, result.anomalies))
+    in_caller_transaction = con.in_transaction
+    if in_caller_transaction:
+        con.execute("commit")
+    for name, table in outputs:
+        replace_table_schema(con, schema, name, table)
+        con.register(f"_recon_out_{name}", table)
+    con.execute("begin transaction")
+    try:
+        for name, _ in outputs:
+            con.execute(f"delete from {schema}.{name} where true", dialect="bigquery")
+            con.execute(f"insert into {schema}.{name} select * from _recon_out_{name}", dialect="bigquery")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    if not in_caller_transaction:
+        con.execute("commit")
+        for name, _ in outputs:
+            con.unregister(f"_recon_out_{name}")
+    # else the staged rows stay until the session closes, after the caller's commit

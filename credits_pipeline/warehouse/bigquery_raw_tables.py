@@ -29,6 +29,7 @@ from credits_pipeline.warehouse.raw_tables import (
     WHOLE_TABLE_LABEL,
     ensure_raw_tables,
     rejected_name,
+    rejected_partition_labels,
 )
 
 BIGQUERY_TYPES = {
@@ -138,7 +139,7 @@ class BigQueryStager:
         if len(batch.rejected):
             names = self.table.extracted_names
             rejected = batch.rejected[[*names, FAILED_COLUMN, REASON_COLUMN]].copy()
-            rejected[PARTITION_COLUMN] = partition_label
+            rejected[PARTITION_COLUMN] = rejected_partition_labels(self.table, self.target, rejected, partition_label)
             rejected = rejected.astype(object).where(rejected.notna(), None)
             text = pa.table(
                 {c: pa.array([None if v is None else str(v) for v in rejected[c]], pa.string()) for c in rejected.columns}

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import sqlglot
 from dagster_gcp import BigQueryResource
 from google.api_core.client_options import ClientOptions
-from google.api_core.exceptions import GoogleAPICallError
+from google.api_core.exceptions import GoogleAPICallError, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from pydantic import Field
@@ -291,6 +291,26 @@ def arrow_schema(table: pa.Table) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(f.name, _bigquery_type(f.type)) for f in table.schema]
 
 
+# Legacy type names the tables API reports, as the standard SQL names of `_bigquery_type`.
+LEGACY_TYPE_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+def replace_table_schema(con: "BigQueryConnection", schema: str, name: str, table: pa.Table) -> None:
+    """Make `<schema>.<name>` exist with the columns of `table`: kept when they match, else recreated.
+
+    DDL, so never inside a transaction: a writer calls it first, then changes rows in one.
+    """
+    ref = con.table_ref(schema, name)
+    wanted = arrow_schema(table)
+    try:
+        current = [(f.name, LEGACY_TYPE_NAMES.get(f.field_type, f.field_type)) for f in con.client.get_table(ref).schema]
+    except NotFound:
+        current = None
+    if current != [(f.name, f.field_type) for f in wanted]:
+        con.client.delete_table(ref, not_found_ok=True)
+        con.client.create_table(bigquery.Table(ref, schema=wanted))
+
+
 class BigQueryResult:
     """The fetch methods of a DuckDB result, over one finished BigQuery query."""
 
@@ -349,6 +369,7 @@ class BigQueryConnection:
         self._registered: dict[str, str] = {}
         self._session_id: str | None = None
         self.bytes_processed = 0
+        self.in_transaction = False  # between `begin` and `commit`/`rollback` of this session
 
     # -- SQL ----------------------------------------------------------------------------------
 
@@ -366,6 +387,8 @@ class BigQueryConnection:
         dialect: str = "duckdb",
     ) -> BigQueryResult:
         sql = self.translate(statement, dialect)
+        if sql in ("begin transaction", "commit transaction", "rollback transaction"):
+            self.in_transaction = sql == "begin transaction"
         if isinstance(params, Mapping):
             query_params = [_param(k, v) for k, v in params.items()]
         else:

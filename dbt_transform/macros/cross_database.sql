@@ -17,7 +17,11 @@
 {%- endmacro %}
 
 
-{#- A continuous percentile as an aggregate (BigQuery has it only as a window: approximate there). -#}
+{#-
+    A continuous percentile as an aggregate. BigQuery has percentile_cont only as a window function:
+    there it runs over the group's values, gathered with array_agg (exact, as on DuckDB; NULLs are
+    ignored on both, and a group without values gives NULL).
+-#}
 {% macro percentile(expression, fraction) -%}
     {{ return(adapter.dispatch('percentile', 'credits_transform')(expression, fraction)) }}
 {%- endmacro %}
@@ -27,7 +31,11 @@
 {%- endmacro %}
 
 {% macro bigquery__percentile(expression, fraction) -%}
-    approx_quantiles({{ expression }}, 100)[offset({{ (fraction * 100) | int }})]
+    (
+        select percentile_cont(cast(percentile_value as float64), {{ fraction }}) over ()
+        from unnest(array_agg({{ expression }} ignore nulls)) as percentile_value
+        limit 1
+    )
 {%- endmacro %}
 
 

@@ -33,7 +33,8 @@ cohort_ages as (
     select
         cohort_sizes.signup_month,
         cohort_sizes.cohort_users,
-        month_offsets.generated_number - 1 as months_since_signup
+        -- dbt.generate_series builds its numbers with power(): FLOAT64 on BigQuery
+        cast(month_offsets.generated_number as {{ dbt.type_bigint() }}) - 1 as months_since_signup
     from cohort_sizes
     cross join ({{ dbt.generate_series(600) }}) as month_offsets
     cross join extraction_cutoff
