@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pytest
 
+from credits_pipeline.warehouse.raw_tables import DUCKDB_TYPES
 from credits_pipeline import settings
 from credits_pipeline.ledger.replay import EFFECT_CODES, replay, resolve_effects
 from credits_pipeline.source.catalog import CATALOG
@@ -33,15 +34,7 @@ D = dt.date
 CUTOFF = T(2025, 3, 31, 3, 0, 0)
 CLOSED_BEFORE = T(2025, 3, 31, 0, 0, 0)
 
-RAW_TYPES = {
-    "id": "BIGINT",
-    "int": "BIGINT",
-    "float": "DOUBLE",
-    "str": "VARCHAR",
-    "ts": "TIMESTAMP",
-    "json": "VARCHAR",
-    "bool": "BOOLEAN",
-}
+RAW_TYPES = DUCKDB_TYPES  # the fixture writes raw tables exactly as the extraction types them
 
 CREDIT_EVENTS = [
     # ids deliberately out of the catalog's order: the models join the catalog by name
