@@ -123,6 +123,11 @@ def bigquery_dataset_prefix() -> str:
 DUCKDB_MEMORY_LIMIT_VAR = "CREDITS_DUCKDB_MEMORY_LIMIT"
 
 
-def duckdb_memory_limit() -> str:
-    """How much memory DuckDB may use per connection before spilling (`CREDITS_DUCKDB_MEMORY_LIMIT`)."""
-    return os.environ.get(DUCKDB_MEMORY_LIMIT_VAR) or "2GB"
+def duckdb_memory_limit() -> str | None:
+    """`CREDITS_DUCKDB_MEMORY_LIMIT`, e.g. '4GB': how much DuckDB may use before spilling.
+
+    Unset, DuckDB's own default applies (80% of RAM). Measured at 100,000 users (6.6 M ledger rows):
+    a 2 GB limit made the reconciliation's row checks fail with an out-of-memory error, so a limit is
+    an operator's choice for the machine at hand, not a default.
+    """
+    return os.environ.get(DUCKDB_MEMORY_LIMIT_VAR) or None

@@ -37,9 +37,9 @@ class DuckDBWarehouse(dg.ConfigurableResource):
         con = duckdb.connect(str(path), read_only=read_only)
         try:
             con.execute("set timezone = 'UTC'")
-            # Bounded memory: large sorts and swaps spill to a temp directory next to the file
-            # instead of growing with the ledger.
-            con.execute("set memory_limit = ?", [settings.duckdb_memory_limit()])
+            # An operator may bound DuckDB's memory (it then spills sorts and swaps to disk).
+            if settings.duckdb_memory_limit():
+                con.execute("set memory_limit = ?", [settings.duckdb_memory_limit()])
             if not read_only:
                 for schema in SCHEMAS:
                     con.execute(f"create schema if not exists {schema}")
