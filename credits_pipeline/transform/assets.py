@@ -165,41 +165,40 @@ def release_warehouse_connections(invocation: Any) -> None:
         close_all()
 
 
-@dbt_assets(
-    manifest=DBT_MANIFEST,
-    project=DBT_PROJECT,
-    dagster_dbt_translator=DBT_TRANSLATOR,
-    select=CREDITS_LAYER_SELECT,
-    name="dbt_credit_models",
+def dbt_layer(name: str, select: str, description: str, exclude: str | None = None) -> dg.AssetsDefinition:
+    """One `dbt build` step over part of the project; the layers differ only in their selection."""
+
+    @dbt_assets(
+        manifest=DBT_MANIFEST,
+        project=DBT_PROJECT,
+        dagster_dbt_translator=DBT_TRANSLATOR,
+        select=select,
+        exclude=exclude,
+        name=name,
+    )
+    def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from build_layer(context, dbt)
+
+    _build.__doc__ = description
+    return _build
+
+
+dbt_credit_models = dbt_layer(
+    "dbt_credit_models",
+    CREDITS_LAYER_SELECT,
+    "Build and test the seed's credit models, the event catalog and the replay (`credits`).",
 )
-def dbt_credit_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Build and test the seed's credit models, the event catalog and the replay (`credits`)."""
-    yield from build_layer(context, dbt)
-
-
-@dbt_assets(
-    manifest=DBT_MANIFEST,
-    project=DBT_PROJECT,
-    dagster_dbt_translator=DBT_TRANSLATOR,
-    select=MARTS_LAYER_SELECT,
+dbt_mart_models = dbt_layer(
+    "dbt_mart_models",
+    MARTS_LAYER_SELECT,
+    "Build and test the analytics marts (`marts`), all but revenue.",
     exclude=REVENUE_MODEL_SELECT,
-    name="dbt_mart_models",
 )
-def dbt_mart_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Build and test the analytics marts (`marts`), all but revenue."""
-    yield from build_layer(context, dbt)
-
-
-@dbt_assets(
-    manifest=DBT_MANIFEST,
-    project=DBT_PROJECT,
-    dagster_dbt_translator=DBT_TRANSLATOR,
-    select=REVENUE_MODEL_SELECT,
-    name="dbt_revenue_model",
+dbt_revenue_model = dbt_layer(
+    "dbt_revenue_model",
+    REVENUE_MODEL_SELECT,
+    "Build and test `marts.revenue_attribution` (optionally held back by ERROR ledger checks).",
 )
-def dbt_revenue_model(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Build and test `marts.revenue_attribution` (optionally held back by ERROR ledger checks)."""
-    yield from build_layer(context, dbt)
 
 
 # Everything dbt builds, for `dg.Definitions(assets=[*dbt_credit_assets, ...])`.
