@@ -131,3 +131,20 @@ def duckdb_memory_limit() -> str | None:
     an operator's choice for the machine at hand, not a default.
     """
     return os.environ.get(DUCKDB_MEMORY_LIMIT_VAR) or None
+
+
+REPLAY_VAR = "CREDITS_REPLAY"
+REPLAY_MODES = ("resume", "full")
+
+
+def replay_forced_full() -> bool:
+    """`CREDITS_REPLAY=full` replays the whole ledger even when the stored state allows resuming.
+
+    Default `resume`: the reconciliation replays only the rows above the previous run's checkpoint
+    (and the users whose past rows changed), with the same result. `full` is for an operator who
+    wants to rebuild the stored replay state from scratch, e.g. after restoring a warehouse backup.
+    """
+    raw = (os.environ.get(REPLAY_VAR) or "resume").strip().lower()
+    if raw not in REPLAY_MODES:
+        raise ValueError(f"{REPLAY_VAR} must be one of {', '.join(REPLAY_MODES)}, not {raw!r}")
+    return raw == "full"

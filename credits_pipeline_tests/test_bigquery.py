@@ -19,6 +19,7 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from credits_pipeline.extract.assets import extraction_assets, source_table_specs
+from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger.fixtures import BASE_TIME, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
@@ -32,6 +33,7 @@ from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
     emulator_warehouse,
     unique_prefix,
 )
+from credits_pipeline_tests.test_ledger_resume import ledger_rows, random_ledger
 from credits_pipeline_tests.harness import (
     clean_ledger,
     ledger_row,
@@ -162,6 +164,39 @@ def test_the_ledger_rules_and_the_replay_give_identical_relations_on_bigquery_an
     assert _as_rows(actual) == _as_rows(expected)
     assert actual.summaries == expected.summaries
     assert actual.status_counts == expected.status_counts
+
+
+def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_reports(bigquery_emulator):  # noqa: F811
+    """Two daily runs on the emulator: the second resumes from the state the first stored there."""
+    everything = ledger_rows(random_ledger(21, n_rows=300, n_users=10))
+    users = [(u, 50, 0) for u in range(1, 12)]
+    day_one = [r for r in everything if r["id"] <= 700]
+    changed = next(r for r in day_one if r["user_id"] == 4) | {"amount": 77}
+    day_two = [changed if r["id"] == changed["id"] else r for r in everything]
+    day_two.append(row(2000, 11, "custom_credit_purchased", 40, 40))
+    cutoff = dt.datetime(2025, 6, 1)
+    warehouse = emulator_warehouse(bigquery_emulator)
+    results = []
+    for rows_now in (day_one, day_two):
+        duck = duckdb.connect()
+        duck.execute("set timezone = 'UTC'")
+        load_inputs(duck, rows=rows_now, users=users)
+        expected = reconcile(duck, cutoff)
+        with warehouse.transaction() as con:  # as the asset runs it
+            _inputs_to_bigquery(duck, con)
+            actual = reconcile(con, cutoff, keep_state=True)
+            write_reconciliation(con, actual)
+        assert _as_rows(actual) == _as_rows(expected)
+        results.append(actual)
+    first, second = results
+    assert first.replay_mode == rs.MODE_FULL
+    assert second.replay_mode == rs.MODE_RESUMED and second.dirty_users == 1
+    assert 0 < second.replayed_rows < len(day_two) / 2
+    with warehouse.connect(read_only=True) as con:
+        stored = con.execute("select * from marts.user_balance_reconciliation order by user_id").fetchall()
+        checkpoint = con.execute(f"select through_id, mode from credits.{rs.CHECKPOINT_TABLE}").fetchall()
+    assert [tuple(r.values()) for r in second.reconciliation.to_pylist()] == [tuple(r) for r in stored]
+    assert checkpoint == [(2000, rs.MODE_RESUMED)]
 
 
 def test_a_failure_inside_a_bigquery_transaction_leaves_the_previous_rows(bigquery_emulator):  # noqa: F811

@@ -153,10 +153,19 @@ def test_rerunning_on_unchanged_data_gives_identical_rows(warehouse, tmp_path):
             return (con.execute("select * from marts.ledger_anomalies").fetchall(),
                     con.execute("select * from marts.user_balance_reconciliation").fetchall())
 
-    materialize(reconciliation_assets, warehouse, tmp_path)
+    def replay_metadata(result):
+        mats = {m.asset_key: m for m in result.get_asset_materialization_events()}
+        meta = mats[RECONCILIATION_KEY].materialization.metadata
+        return meta["replay_mode"].value, meta["replayed_rows"].value, meta["ledger_rows"].value
+
+    first_run = materialize(reconciliation_assets, warehouse, tmp_path)
     first = snapshot()
-    materialize(reconciliation_assets, warehouse, tmp_path / "again")
+    again = materialize(reconciliation_assets, warehouse, tmp_path / "again")
     assert snapshot() == first
+    # the second run resumed from the state the first stored, and had nothing new to replay
+    mode, replayed, total = replay_metadata(first_run)
+    assert (mode, replayed) == ("full", total) and total > 0
+    assert replay_metadata(again) == ("resumed", 0, total)
 
 
 def test_checks_are_non_blocking_by_default_and_blocking_only_for_money_rules_on_request():

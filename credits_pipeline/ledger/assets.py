@@ -7,6 +7,8 @@ the reconciliation's input names, call `reconcile()`, replace both tables in one
 emit materialization metadata plus the 13 rule checks from the same result. The metadata tells
 the run's story in the UI (`report.py`): users ok / drifting / broken, credits at stake per rule,
 both column schemas, a preview, and a chart of daily anomalies per rule over the last 90 days.
+The replay resumes from the state the previous run stored (`replay_state.py`); the metadata says
+whether it did (`replay_mode`, `replay_reason`, `replayed_rows`).
 """
 
 from collections.abc import Iterator
@@ -78,6 +80,8 @@ def summary_markdown(result: ReconciliationResult) -> str:
         f"**Ledger reconciliation** as of {result.cutoff_at.isoformat()}Z over "
         f"{result.ledger_rows:,} ledger rows and {result.reconciliation.num_rows:,} users.",
         "",
+        f"Replay: {result.replay_mode}, {result.replayed_rows:,} rows replayed ({result.replay_reason}).",
+        "",
         f"Users: {s.get(rc.STATUS_OK, 0):,} ok, {s.get(rc.STATUS_DRIFT, 0):,} drifting, "
         f"{s.get(rc.STATUS_BROKEN_CHAIN, 0):,} broken chain.",
         "",
@@ -104,6 +108,10 @@ def _metadata(result: ReconciliationResult) -> dict[str, dg.MetadataValue]:
     meta: dict[str, dg.MetadataValue] = {
         "detected_at": dg.MetadataValue.text(result.cutoff_at.isoformat() + "Z"),
         "ledger_rows": dg.MetadataValue.int(result.ledger_rows),
+        "replay_mode": dg.MetadataValue.text(result.replay_mode),
+        "replay_reason": dg.MetadataValue.text(result.replay_reason),
+        "replayed_rows": dg.MetadataValue.int(result.replayed_rows),
+        "users_replayed_again": dg.MetadataValue.int(result.dirty_users),
         "users_ok": dg.MetadataValue.int(result.status_counts.get(rc.STATUS_OK, 0)),
         "users_drift": dg.MetadataValue.int(result.status_counts.get(rc.STATUS_DRIFT, 0)),
         "users_broken_chain": dg.MetadataValue.int(
@@ -155,7 +163,9 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         with warehouse.transaction() as con:
             create_warehouse_inputs(con)
             cutoff_at = read_cutoff(con)
-            result = reconcile(con, cutoff_at)
+            result = reconcile(
+                con, cutoff_at, keep_state=True, force_full_replay=settings.replay_forced_full()
+            )
             write_reconciliation(con, result)
             # while the ledger input is still there: the anomalies' days and the newest anomalies
             trend = report.anomaly_trend(con, result.anomalies, result.cutoff_at)
@@ -164,9 +174,12 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             drop_working_tables(con)
             drop_warehouse_inputs(con)
         context.log.info(
-            "reconciled %s ledger rows as of %s: %s",
+            "reconciled %s ledger rows as of %s (replay %s, %s rows replayed: %s): %s",
             result.ledger_rows,
             result.cutoff_at.isoformat(),
+            result.replay_mode,
+            result.replayed_rows,
+            result.replay_reason,
             ", ".join(f"{c}={s.count}" for c, s in result.summaries.items() if s.count),
         )
         # the story first (the UI lists metadata in this order), the per-rule numbers after

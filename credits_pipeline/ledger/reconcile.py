@@ -5,7 +5,9 @@ relations and this cut-off, what are the two report relations and how bad is it?
 caring where the inputs came from. `reconcile()` is that single entry point: it resolves the ledger
 once into a sorted working table, runs the compiled replay over it, runs the set-based rules in
 SQL, and returns both relations (pyarrow, deterministic order) with per-rule summaries.
-`write_reconciliation()` stores a result into the warehouse's `marts` schema.
+`write_reconciliation()` stores a result into the warehouse's `marts` schema. With
+`keep_state=True` the replay resumes from the state the previous run left in the warehouse and
+prepares the next one (`replay_state.py`), which `write_reconciliation()` stores with the reports.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from credits_pipeline.ledger import rules as sql
+from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.replay import (
     EFFECT_PURCHASE,
@@ -26,6 +29,7 @@ from credits_pipeline.ledger.replay import (
     FLAG_CHAIN_BREAK,
     FLAG_OVERDRAFT,
     NULL_INT,
+    ReplayState,
     replay,
     resolve_effects,
 )
@@ -34,6 +38,12 @@ from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection, re
 RULES_TABLE = "_recon_rules"
 REPLAY_ROWS_TABLE = "_recon_replay_rows"
 USER_POOLS_TABLE = "_recon_user_pools"
+REPLAYED_STATE_TABLE = "_recon_replayed_state"
+ALL_STATE_TABLE = "_recon_state_all"
+REPLAY_ROWS_COLUMNS = (
+    "id, user_id, flags, is_purchase, amount, previous_amount, expected_previous, available, "
+    "previous_created_s, created_s"
+)
 ANOMALIES_WORK_TABLE = "_recon_anomalies"
 RECONCILIATION_WORK_TABLE = "_recon_reconciliation"
 WORST_LIMIT = 10
@@ -72,6 +82,11 @@ class ReconciliationResult:
     status_counts: dict[str, int]
     ledger_rows: int
     timings: dict[str, float]
+    replay_mode: str = rs.MODE_FULL
+    replay_reason: str = ""
+    replayed_rows: int = 0
+    dirty_users: int = 0
+    state_kept: bool = False
 
 
 def naive_utc(value: dt.datetime) -> dt.datetime:
@@ -89,21 +104,59 @@ def _plain(a: np.ndarray | np.ma.MaskedArray) -> np.ndarray:
     return a.filled(NULL_INT) if isinstance(a, np.ma.MaskedArray) else a
 
 
-def _replay_outputs(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -> int:
-    """Run the compiled replay over the working rows; register what it found as temp tables."""
-    fetched = con.execute(sql.REPLAY_INPUT_SQL, sql.used_params(sql.REPLAY_INPUT_SQL, params))
-    arrays = {k: _plain(v) for k, v in fetched.fetchnumpy().items()}
+@dataclass(frozen=True)
+class ReplayRun:
+    """How the replay went: how many rows it walked, from scratch or resumed, and the ledger's size."""
+
+    plan: rs.ResumePlan
+    replayed_rows: int
+    ledger_rows: int
+
+
+def _register_as(
+    con: duckdb.DuckDBPyConnection,
+    table: pa.Table,
+    name: str,
+    union: str = "",
+    params: dict[str, object] | None = None,
+) -> None:
+    """Create temp table `name` from an Arrow table, followed (`union all`) by another select."""
+    con.register(f"{name}_arrow", table)
+    statement = f"create or replace temp table {name} as select * from {name}_arrow"
+    if union:
+        statement += f" union all {union}"
+    con.execute(statement, sql.used_params(statement, params or {}))
+    con.unregister(f"{name}_arrow")
+
+
+def _replay_outputs(
+    con: duckdb.DuckDBPyConnection, params: dict[str, object], keep_state: bool, force_full: bool
+) -> ReplayRun:
+    """Run the compiled replay over the working rows; register what it found as temp tables.
+
+    With `keep_state` the replay resumes from the warehouse's stored state where that is safe
+    (`replay_state.plan_replay`) and the next state is left in temp tables for
+    `write_reconciliation`; the relations it registers are the same as a full replay's.
+    """
     events = con.execute(sql.EVENT_EFFECTS_SQL).fetchnumpy()
-    effect = resolve_effects(
-        arrays.pop("credit_events_id"), arrays.pop("event_type"),
-        _plain(events["id"]), _plain(events["effect_code"]),
-    )
+    event_ids, event_effects = _plain(events["id"]), _plain(events["effect_code"])
+    digest_of_events = rs.events_digest(event_ids, event_effects)
+    if keep_state:
+        plan = rs.plan_replay(con, params["cutoff_at"], digest_of_events, params, force_full)
+    else:
+        plan = rs.ResumePlan(rs.MODE_FULL, "the replay state is not kept", -1, ReplayState.empty())
+    params = params | {"through_id": plan.through_id, "events_digest": digest_of_events, "mode": plan.mode}
+    statement = sql.replay_input_sql(rs.RESUMED_ROWS_FILTER if plan.resumed else "")
+    fetched = con.execute(statement, sql.used_params(statement, params))
+    arrays = {k: _plain(v) for k, v in fetched.fetchnumpy().items()}
+    effect = resolve_effects(arrays.pop("credit_events_id"), arrays.pop("event_type"), event_ids, event_effects)
     arrays["effect_code"] = effect
     n = len(arrays["id"])
     res = replay(
         arrays["user_id"], arrays["id"], effect, arrays["amount"],
         arrays["previous_amount"], arrays["created_s"],
         order=np.arange(n, dtype=np.int64),  # already sorted; the kernel verifies it
+        start=plan.start,
     )
     flagged = np.flatnonzero(res.flags)
     prev = arrays["previous_amount"][flagged]
@@ -120,25 +173,25 @@ def _replay_outputs(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -
         "previous_created_s": pa.array(prev_created, pa.int64()),
         "created_s": pa.array(arrays["created_s"][flagged], pa.int64()),
     })
-    first = res.first_break_id
-    pools = pa.table({
-        "user_id": pa.array(res.user_id, pa.int64()),
-        "ledger_subscription_balance": pa.array(res.subscription, pa.int64()),
-        "ledger_purchased_balance": pa.array(res.purchased, pa.int64()),
-        "chain_breaks": pa.array(res.chain_breaks, pa.int64()),
-        "first_break_history_id": pa.array(first, pa.int64(), mask=first == NULL_INT),
-        "forfeited_credits": pa.array(res.forfeited, pa.int64()),
-        "written_off_credits": pa.array(res.written_off, pa.int64()),
-    })
+    replayed_state = pa.table({k: pa.array(v, pa.int64()) for k, v in res.state().columns().items()})
     del arrays, res
-    con.register("_recon_flagged_arrow", flagged_rows)
-    con.execute(f"create or replace temp table {REPLAY_ROWS_TABLE} as "
-                "select * from _recon_flagged_arrow")
-    con.unregister("_recon_flagged_arrow")
-    con.register("_recon_pools_arrow", pools)
-    con.execute(f"create or replace temp table {USER_POOLS_TABLE} as "
-                "select * from _recon_pools_arrow")
-    con.unregister("_recon_pools_arrow")
+    _register_as(con, flagged_rows, REPLAY_ROWS_TABLE,
+                 rs.untouched_flags_sql(plan, REPLAY_ROWS_COLUMNS, f"{REPLAY_ROWS_TABLE}_arrow"), params)
+    _register_as(con, replayed_state, REPLAYED_STATE_TABLE)
+    con.execute(
+        f"create or replace temp table {ALL_STATE_TABLE} as "
+        f"select * from {REPLAYED_STATE_TABLE} union all "
+        + rs.untouched_state_sql(plan, REPLAYED_STATE_TABLE)
+    )
+    con.execute(
+        f"create or replace temp table {USER_POOLS_TABLE} as select "
+        "user_id, subscription as ledger_subscription_balance, "
+        "purchased as ledger_purchased_balance, chain_breaks, "
+        "case when first_break_id = $null_int then null else first_break_id end as first_break_history_id, "
+        "forfeited as forfeited_credits, written_off as written_off_credits "
+        f"from {ALL_STATE_TABLE}",
+        {"null_int": NULL_INT},
+    )
     con.execute(
         f"create or replace temp table {sql.TS_PREVIOUS_TABLE} as "
         "select id, user_id, amount, make_timestamp(created_s * 1000000) as created_at, "
@@ -146,7 +199,12 @@ def _replay_outputs(con: duckdb.DuckDBPyConnection, params: dict[str, object]) -
         f"from {REPLAY_ROWS_TABLE} where flags & $bit <> 0",
         {"bit": FLAG_BEFORE_PREVIOUS},
     )
-    return n
+    ledger_rows = n
+    if keep_state:
+        con.execute(rs.next_state_sql(ALL_STATE_TABLE))
+        _run(con, rs.NEXT_CHECKPOINT_SQL, params)
+        ledger_rows = int(con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0])
+    return ReplayRun(plan, n, ledger_rows)
 
 
 RECONCILIATION_SQL = f"""
@@ -319,12 +377,20 @@ order by rule, rank
 """
 
 
-def reconcile(con: duckdb.DuckDBPyConnection, cutoff_at: dt.datetime) -> ReconciliationResult:
+def reconcile(
+    con: duckdb.DuckDBPyConnection,
+    cutoff_at: dt.datetime,
+    keep_state: bool = False,
+    force_full_replay: bool = False,
+) -> ReconciliationResult:
     """Replay the ledger and evaluate all 13 rules over the input relations of `rules.INPUT_RELATIONS`.
 
     The connection must expose those relations (tables or views, e.g. temp views); working tables
     named `_recon_*` are created as temp tables on it. `cutoff_at` is the extraction cut-off: it
     decides `timestamp_order`'s "after the extraction" and is every anomaly's `detected_at`.
+    `keep_state` resumes the replay from the state stored in `credits._replay_*` (when safe; a full
+    replay otherwise, or always with `force_full_replay`) and prepares the next state; the result
+    is the same either way.
     """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -356,7 +422,7 @@ def reconcile(con: duckdb.DuckDBPyConnection, cutoff_at: dt.datetime) -> Reconci
                     [(r.code, i, r.severity) for i, r in enumerate(rc.RULES)])
     _run(con, sql.EVENTS_SQL, params)
     _run(con, sql.ROWS_SQL, params)
-    n_rows = _replay_outputs(con, params)
+    run = _replay_outputs(con, params, keep_state, force_full_replay)
     lap("replay")
     _run(con, sql.ROW_CHECKS_SQL, params)
     lap("row_checks")
@@ -398,8 +464,13 @@ def reconcile(con: duckdb.DuckDBPyConnection, cutoff_at: dt.datetime) -> Reconci
         anomalies=anomalies,
         summaries=summaries,
         status_counts=status_counts,
-        ledger_rows=n_rows,
+        ledger_rows=run.ledger_rows,
         timings=timings,
+        replay_mode=run.plan.mode,
+        replay_reason=run.plan.reason,
+        replayed_rows=run.replayed_rows,
+        dirty_users=run.plan.dirty_users,
+        state_kept=keep_state,
     )
 
 
@@ -409,8 +480,10 @@ def drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
     for name in (
         sql.ROW_CHECKS_TABLE, sql.CREDITED_TABLE, sql.CATALOG_TABLE, sql.EVENTS_TABLE, sql.TS_PREVIOUS_TABLE, RULES_TABLE,
         REPLAY_ROWS_TABLE, USER_POOLS_TABLE, ANOMALIES_WORK_TABLE, RECONCILIATION_WORK_TABLE,
+        REPLAYED_STATE_TABLE, ALL_STATE_TABLE,
     ):
         con.execute(f"drop table if exists {name}")
+    rs.drop_working_tables(con)
 
 
 def write_reconciliation(
@@ -420,7 +493,10 @@ def write_reconciliation(
 
     Why from the result rather than the temp tables: the result is what the checks and metadata
     describe, so what is stored is exactly what was reported, row for row and in the same order.
-    On BigQuery see `_write_reconciliation_bigquery`.
+    A result computed with `keep_state` also stores the next replay state (from the run's temp
+    tables, so call this before `drop_working_tables`), in the same transaction as the reports: the
+    state always describes the reports stored with it. On BigQuery see
+    `_write_reconciliation_bigquery`.
     """
     if isinstance(con, BigQueryConnection):
         _write_reconciliation_bigquery(con, result, schema)
@@ -433,34 +509,50 @@ def write_reconciliation(
         con.register("_recon_out_arrow", table)
         con.execute(f"create or replace table {schema}.{name} as select * from _recon_out_arrow")
         con.unregister("_recon_out_arrow")
+    if result.state_kept:
+        con.execute(f"create schema if not exists {rs.STATE_SCHEMA}")
+        for name, source in _state_sources().items():
+            con.execute(f"create or replace table {rs.STATE_SCHEMA}.{name} as select * from {source}")
+
+
+def _state_sources() -> dict[str, str]:
+    """Each persisted replay-state table and the temp table of this run that replaces it."""
+    return {**rs.PERSIST_SOURCES, rs.FLAGS_TABLE: REPLAY_ROWS_TABLE}
 
 
 def _write_reconciliation_bigquery(con: BigQueryConnection, result: ReconciliationResult, schema: str) -> None:
-    """Both report tables replaced in one BigQuery transaction (the tables are created before it).
+    """Both report tables (and the replay state) replaced in one BigQuery transaction.
 
     BigQuery allows no DDL on permanent tables inside a transaction: each table is created (or,
     when its columns changed, recreated) first, and one transaction then deletes and inserts the
-    rows of both. Called inside the caller's transaction (the asset's, which so far only changed
-    session temp tables), that one is committed first and the write's own is left open for the
-    caller to commit or roll back; outside one, the write commits its own.
+    rows of all of them. Called inside the caller's transaction (the asset's, which so far only
+    changed session temp tables), that one is committed first and the write's own is left open for
+    the caller to commit or roll back; outside one, the write commits its own.
     """
-    outputs = ((rc.RECONCILIATION_TABLE, result.reconciliation), (rc.ANOMALIES_TABLE, result.anomalies))
+    outputs = [(schema, rc.RECONCILIATION_TABLE, result.reconciliation), (schema, rc.ANOMALIES_TABLE, result.anomalies)]
+    sources = {(schema, name): f"_recon_out_{name}" for _, name, _ in outputs}
+    if result.state_kept:
+        for name, temp in _state_sources().items():
+            # the columns of the session temp table, as an empty Arrow table for the DDL
+            outputs.append((rs.STATE_SCHEMA, name, con.execute(f"select * from {temp} limit 0").fetch_arrow_table()))
+            sources[(rs.STATE_SCHEMA, name)] = temp
     in_caller_transaction = con.in_transaction
     if in_caller_transaction:
         con.execute("commit")
-    for name, table in outputs:
-        replace_table_schema(con, schema, name, table)
+    for target_schema, name, table in outputs:
+        replace_table_schema(con, target_schema, name, table)
+    for name, table in ((rc.RECONCILIATION_TABLE, result.reconciliation), (rc.ANOMALIES_TABLE, result.anomalies)):
         con.register(f"_recon_out_{name}", table)
     con.execute("begin transaction")
     try:
-        for name, _ in outputs:
-            con.execute(f"delete from {schema}.{name} where true", dialect="bigquery")
-            con.execute(f"insert into {schema}.{name} select * from _recon_out_{name}", dialect="bigquery")
+        for (target_schema, name), source in sources.items():
+            con.execute(f"delete from {target_schema}.{name} where true", dialect="bigquery")
+            con.execute(f"insert into {target_schema}.{name} select * from {source}", dialect="bigquery")
     except BaseException:
         con.execute("rollback")
         raise
     if not in_caller_transaction:
         con.execute("commit")
-        for name, _ in outputs:
+        for name in (rc.RECONCILIATION_TABLE, rc.ANOMALIES_TABLE):
             con.unregister(f"_recon_out_{name}")
     # else the staged rows stay until the session closes, after the caller's commit

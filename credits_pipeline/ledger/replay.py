@@ -7,6 +7,11 @@ SQL query, and a Python loop over millions of rows is far too slow: the walk is 
 pass over flat numpy arrays sorted by (user_id, id). The same pass also compares each row's
 `created_at` with the user's previous row (the sequential half of `timestamp_order`), because it
 already visits the rows in exactly that order. Nothing here knows about DuckDB or Dagster.
+
+The walk can also *resume*: given each user's state after the rows already replayed
+(`ReplayState`: both pools, counters, the last id and its `created_at`), it replays only the newer
+rows and ends exactly where a replay of the whole history would. That is what makes a daily
+reconciliation cost one day of rows instead of the whole ledger (`ledger/replay_state.py`).
 """
 
 from __future__ import annotations
@@ -65,11 +70,98 @@ class ReplayResult:
     first_break_id: np.ndarray
     forfeited: np.ndarray
     written_off: np.ndarray
+    last_id: np.ndarray
+    last_created_s: np.ndarray
+    rows: np.ndarray
+
+    def state(self) -> "ReplayState":
+        """Each replayed user's state after its last row: where a later replay resumes."""
+        return ReplayState(
+            user_id=self.user_id,
+            subscription=self.subscription,
+            purchased=self.purchased,
+            chain_breaks=self.chain_breaks,
+            first_break_id=self.first_break_id,
+            forfeited=self.forfeited,
+            written_off=self.written_off,
+            last_id=self.last_id,
+            last_created_s=self.last_created_s,
+            rows=self.rows,
+        )
 
 
-@numba.njit((_I64, _I64, _I64, _I8, _I64, _I64, _I64), cache=True, nogil=True)
-def _replay_kernel(order, user_id, row_id, effect, amount, previous, created_s):  # pragma: no cover
+@dataclass(frozen=True)
+class ReplayState:
+    """Every user's replay state after the rows replayed so far, one entry per user by user_id.
+
+    `last_id` is the user's last replayed row (a resumed replay accepts only rows above it),
+    `last_created_s` that row's created_at (epoch s, NULL_INT when NULL: `timestamp_order` compares
+    the next row with it), `rows` how many rows were replayed. Arrays are int64, `user_id` strictly
+    ascending. Why arrays and not a dict: a state covers millions of users and is read and written
+    as one Arrow table.
+    """
+
+    user_id: np.ndarray
+    subscription: np.ndarray
+    purchased: np.ndarray
+    chain_breaks: np.ndarray
+    first_break_id: np.ndarray
+    forfeited: np.ndarray
+    written_off: np.ndarray
+    last_id: np.ndarray
+    last_created_s: np.ndarray
+    rows: np.ndarray
+
+    FIELDS = (
+        "user_id", "subscription", "purchased", "chain_breaks", "first_break_id", "forfeited",
+        "written_off", "last_id", "last_created_s", "rows",
+    )
+
+    @classmethod
+    def empty(cls) -> "ReplayState":
+        return cls(**{f: np.zeros(0, dtype=np.int64) for f in cls.FIELDS})
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, np.ndarray]) -> "ReplayState":
+        """A state from columns in any user order (e.g. read back from the warehouse)."""
+        arrays = {f: np.ascontiguousarray(columns[f], dtype=np.int64) for f in cls.FIELDS}
+        order = np.argsort(arrays["user_id"], kind="stable")
+        arrays = {f: a[order] for f, a in arrays.items()}
+        if len(order) > 1 and not np.all(np.diff(arrays["user_id"]) > 0):
+            raise ValueError("a replay state holds each user once")
+        return cls(**arrays)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def without(self, user_ids: np.ndarray) -> "ReplayState":
+        """The state minus some users: they will be replayed again from their first row."""
+        keep = ~np.isin(self.user_id, np.asarray(user_ids, dtype=np.int64))
+        return ReplayState(**{f: a[keep] for f, a in self.columns().items()})
+
+    def advanced(self, newer: "ReplayState") -> "ReplayState":
+        """This state updated by a replay of newer rows: users in `newer` take its entries."""
+        keep = ~np.isin(self.user_id, newer.user_id)
+        merged = {f: np.concatenate([a[keep], getattr(newer, f)]) for f, a in self.columns().items()}
+        return ReplayState.from_columns(merged)
+
+
+@numba.njit(
+    (_I64, _I64, _I64, _I8, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
+     _I64),
+    cache=True,
+    nogil=True,
+)
+def _replay_kernel(
+    order, user_id, row_id, effect, amount, previous, created_s,
+    s_user, s_sub, s_pur, s_breaks, s_first, s_forfeit, s_writeoff, s_last_id, s_last_created,
+    s_rows,
+):  # pragma: no cover
     n = user_id.shape[0]
+    m = s_user.shape[0]
     flags = np.zeros(n, dtype=np.uint8)
     expected_previous = np.zeros(n, dtype=np.int64)
     available = np.zeros(n, dtype=np.int64)
@@ -86,6 +178,9 @@ def _replay_kernel(order, user_id, row_id, effect, amount, previous, created_s):
     u_first = np.full(n_users, NULL_INT, dtype=np.int64)
     u_forfeit = np.zeros(n_users, dtype=np.int64)
     u_writeoff = np.zeros(n_users, dtype=np.int64)
+    u_last_id = np.zeros(n_users, dtype=np.int64)
+    u_last_created = np.full(n_users, NULL_INT, dtype=np.int64)
+    u_rows = np.zeros(n_users, dtype=np.int64)
 
     u = -1
     sub = 0
@@ -106,6 +201,21 @@ def _replay_kernel(order, user_id, row_id, effect, amount, previous, created_s):
             sub = 0
             pur = 0
             last_created = NULL_INT
+            k = np.searchsorted(s_user, user_id[i])
+            if k < m and s_user[k] == user_id[i]:
+                # resume where the previous replay of this user ended
+                if row_id[i] <= s_last_id[k]:
+                    raise ValueError("a resumed replay takes only rows above each user's last id")
+                sub = s_sub[k]
+                pur = s_pur[k]
+                last_created = s_last_created[k]
+                u_breaks[u] = s_breaks[k]
+                u_first[u] = s_first[k]
+                u_forfeit[u] = s_forfeit[k]
+                u_writeoff[u] = s_writeoff[k]
+                u_rows[u] = s_rows[k]
+        u_last_id[u] = row_id[i]
+        u_rows[u] += 1
 
         # timestamp_order, sequential half: the user's previous row by id, both non-NULL.
         c = created_s[i]
@@ -113,6 +223,7 @@ def _replay_kernel(order, user_id, row_id, effect, amount, previous, created_s):
             flags[i] |= FLAG_BEFORE_PREVIOUS
             previous_created_s[i] = last_created
         last_created = c
+        u_last_created[u] = c
 
         e = effect[i]
         if e == EFFECT_SKIP:
@@ -174,6 +285,9 @@ def _replay_kernel(order, user_id, row_id, effect, amount, previous, created_s):
         u_first,
         u_forfeit,
         u_writeoff,
+        u_last_id,
+        u_last_created,
+        u_rows,
     )
 
 
@@ -288,6 +402,7 @@ def replay(
     previous: np.ndarray,
     created_s: np.ndarray | None = None,
     order: np.ndarray | None = None,
+    start: ReplayState | None = None,
 ) -> ReplayResult:
     """Replay a ledger given as flat arrays, in any row order.
 
@@ -296,6 +411,11 @@ def replay(
     expected). `order` is the (user_id, id) sort permutation (`sort_order`), computed when not
     given; row outputs are aligned with the input rows, not with `order`. Why arrays: the caller
     fetches them straight from DuckDB (`fetchnumpy`), with no Python object per row.
+
+    `start` resumes: a user found in it continues from its pools, counters and last row (its rows
+    here must all have larger ids, or ValueError), a user not in it starts from zero. The user
+    arrays of the result cover only the users in these rows; `start.advanced(result.state())` is
+    the state after them.
     """
     n = len(user_id)
     if created_s is None:
@@ -305,6 +425,8 @@ def replay(
     if order is None:
         order = sort_order(uid, rid)
     order = np.ascontiguousarray(order, dtype=np.int64)
+    if start is None:
+        start = ReplayState.empty()
     return ReplayResult(*_replay_kernel(
         order,
         uid,
@@ -313,4 +435,5 @@ def replay(
         np.ascontiguousarray(amount, dtype=np.int64),
         np.ascontiguousarray(previous, dtype=np.int64),
         np.ascontiguousarray(created_s, dtype=np.int64),
+        *(np.ascontiguousarray(a, dtype=np.int64) for a in start.columns().values()),
     ))

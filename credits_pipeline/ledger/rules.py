@@ -219,9 +219,14 @@ left join {EVENTS_TABLE} as e on e.id = r.credit_events_id
 # What the replay reads: the few columns it needs, sorted by (user_id, id) by DuckDB (a parallel,
 # cache-friendly sort: cheaper than sorting in Python and then walking rows in random order).
 # Effects are resolved on the arrays afterwards (replay.resolve_effects), not by a join here.
-REPLAY_INPUT_SQL = f"""
+def replay_input_sql(row_filter: str = "") -> str:
+    """The replay's input in (user_id, id) order; `row_filter` (a where clause) narrows a resumed one.
+
+    A NULL user_id sorts first as NULL_INT, exactly where the replay's arrays put it.
+    """
+    return f"""
 select
-    user_id,
+    coalesce(user_id, $null_int) as user_id,
     id,
     coalesce(credit_events_id, $null_int) as credit_events_id,
     coalesce(event_type, $null_int) as event_type,
@@ -229,8 +234,12 @@ select
     coalesce(cast(previous_amount as bigint), $null_int) as previous_amount,
     coalesce(epoch_ms(created_at) // 1000, $null_int) as created_s
 from {LEDGER_ROWS}
-order by user_id, id
+{row_filter}
+order by coalesce(user_id, $null_int), id
 """
+
+
+REPLAY_INPUT_SQL = replay_input_sql()
 
 # Each credit_events row with its catalog effect code (EFFECT_SKIP when its name is not listed).
 EVENT_EFFECTS_SQL = f"""

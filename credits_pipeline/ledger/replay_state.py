@@ -1,0 +1,261 @@
+"""Where the daily replay resumes from: each user's replay state at the previous cut-off.
+
+Replaying the whole ledger every day makes the reconciliation's cost grow with the history; the
+replay only needs each user's state after the rows it has already seen (`replay.ReplayState`)
+and the rows above them. This module keeps that state in the warehouse, next to the reports it
+produced: `credits._replay_state` (one row per user: pools, counters, last id, and a fingerprint of
+the user's replayed rows), `credits._replay_flags` (every row the replay flagged so far: the
+chain breaks, overdrafts and out-of-order timestamps the report must keep listing) and
+`credits._replay_checkpoint` (one row: the highest id replayed, the cut-off, the event catalog's
+effects). A run resumes only when that is safe, and says why when it does not:
+
+- no checkpoint yet, a cut-off earlier than the checkpoint's, or a changed event catalog (a row's
+  effect comes from it) → a full replay;
+- otherwise each user's rows at or below the checkpoint's id are compared with the stored
+  fingerprint (row count, sum of ids, sum of a per-row fingerprint of the columns the replay
+  reads); a user whose past rows changed, appeared late below the checkpoint or vanished is
+  replayed again from its first row, every other user resumes from its stored state with the
+  rows above the checkpoint only.
+
+The fingerprint is plain integer arithmetic modulo a prime, so DuckDB and BigQuery compute the same
+numbers from the same SQL. All SQL here is DuckDB's dialect (transpiled on BigQuery) and takes
+values as bound parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from credits_pipeline.ledger import rules as sql
+from credits_pipeline.ledger.replay import ReplayState
+
+STATE_SCHEMA = "credits"
+STATE_TABLE = "_replay_state"
+FLAGS_TABLE = "_replay_flags"
+CHECKPOINT_TABLE = "_replay_checkpoint"
+PERSISTED_TABLES = (STATE_TABLE, FLAGS_TABLE, CHECKPOINT_TABLE)
+
+# Working tables of one run (temp tables on the reconciliation's connection).
+DIGEST_TABLE = "_recon_user_digest"
+DIRTY_USERS_TABLE = "_recon_dirty_users"
+NEXT_STATE_TABLE = "_recon_next_state"
+NEXT_CHECKPOINT_TABLE = "_recon_next_checkpoint"
+
+MODE_FULL = "full"
+MODE_RESUMED = "resumed"
+
+# The fingerprint of a row: a weighted sum of the replay's inputs modulo a Mersenne prime. Every
+# term stays below 2^58 and the six of them below 2^61, so nothing overflows a BIGINT / INT64.
+FINGERPRINT_PRIME = 2_147_483_647
+_FINGERPRINT_TERMS = (
+    ("id", 16_807),
+    ("credit_events_id", 48_271),
+    ("event_type", 69_621),
+    ("cast(amount as bigint)", 39_373),
+    ("cast(previous_amount as bigint)", 62_089_911),
+    ("epoch_ms(created_at) // 1000", 40_692),
+)
+ROW_FINGERPRINT = "mod(" + " + ".join(
+    f"mod(coalesce({expr}, -1) + 2, {FINGERPRINT_PRIME}) * {weight}"
+    for expr, weight in _FINGERPRINT_TERMS
+) + f", {FINGERPRINT_PRIME})"
+USER_KEY = "coalesce(user_id, $null_int)"
+
+DIGEST_SQL = f"""
+create or replace temp table {DIGEST_TABLE} as
+with fingerprinted as (
+    select
+        {USER_KEY} as user_id,
+        id,
+        {ROW_FINGERPRINT} as fingerprint,
+        id <= $through_id as replayed_before
+    from {sql.LEDGER_ROWS}
+)
+select
+    user_id,
+    count(*) as rows_now,
+    sum(id) as id_sum_now,
+    sum(fingerprint) as digest_now,
+    sum(case when replayed_before then 1 else 0 end) as rows_before,
+    sum(case when replayed_before then id else 0 end) as id_sum_before,
+    sum(case when replayed_before then fingerprint else 0 end) as digest_before,
+    max(id) as last_id
+from fingerprinted
+group by user_id
+"""
+
+DIRTY_USERS_SQL = f"""
+create or replace temp table {DIRTY_USERS_TABLE} as
+select coalesce(d.user_id, s.user_id) as user_id
+from (select * from {DIGEST_TABLE} where rows_before > 0) as d
+full outer join {STATE_SCHEMA}.{STATE_TABLE} as s on s.user_id = d.user_id
+where d.user_id is null
+    or s.user_id is null
+    or d.rows_before <> s.rows
+    or d.id_sum_before <> s.id_sum
+    or d.digest_before <> s.digest
+"""
+
+START_STATE_SQL = f"""
+select {", ".join(f"s.{f}" for f in ReplayState.FIELDS)}
+from {STATE_SCHEMA}.{STATE_TABLE} as s
+where s.user_id in (
+        select user_id from {DIGEST_TABLE} where rows_now > rows_before and rows_before > 0
+    )
+    and s.user_id not in (select user_id from {DIRTY_USERS_TABLE})
+"""
+
+# The rows a resumed run replays: the new ones, and every row of a user whose past changed.
+RESUMED_ROWS_FILTER = f"""
+where id > $through_id
+    or {USER_KEY} in (select user_id from {DIRTY_USERS_TABLE})
+"""
+
+CHECKPOINT_SQL = f"""
+select through_id, cutoff_at, events_digest
+from {STATE_SCHEMA}.{CHECKPOINT_TABLE}
+"""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the previous run replayed: rows up to `through_id`, as of `cutoff_at`."""
+
+    through_id: int
+    cutoff_at: dt.datetime
+    events_digest: str
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """How this run replays: from scratch, or resuming `start` with the rows above `through_id`."""
+
+    mode: str
+    reason: str
+    through_id: int
+    start: ReplayState
+    dirty_users: int = 0
+
+    @property
+    def resumed(self) -> bool:
+        return self.mode == MODE_RESUMED
+
+
+def events_digest(event_ids: np.ndarray, effect_codes: np.ndarray) -> str:
+    """A digest of the event catalog's effects: a changed effect changes every past row's replay."""
+    pairs = sorted(zip(np.asarray(event_ids).tolist(), np.asarray(effect_codes).tolist(), strict=True))
+    return hashlib.sha256(repr(pairs).encode()).hexdigest()
+
+
+def _tables(con) -> set[str]:
+    """The names of the persisted state tables that exist in the warehouse."""
+    found = set()
+    for name in PERSISTED_TABLES:
+        try:
+            con.execute(f"select 1 from {STATE_SCHEMA}.{name} limit 1").fetchall()
+        except Exception:  # noqa: BLE001 - a missing table is the normal first run
+            continue
+        found.add(name)
+    return found
+
+
+def read_checkpoint(con) -> Checkpoint | None:
+    """The previous run's checkpoint, or None when there is none (or its tables are incomplete)."""
+    if _tables(con) != set(PERSISTED_TABLES):
+        return None
+    row = con.execute(CHECKPOINT_SQL).fetchone()
+    if row is None or row[0] is None:
+        return None
+    cutoff = row[1] if isinstance(row[1], dt.datetime) else dt.datetime.fromisoformat(str(row[1]))
+    return Checkpoint(int(row[0]), cutoff.replace(tzinfo=None), str(row[2]))
+
+
+def plan_replay(
+    con, cutoff_at: dt.datetime, digest_of_events: str, params: dict[str, object], force_full: bool = False
+) -> ResumePlan:
+    """Decide how to replay, and leave the per-user digest (and dirty users) as temp tables."""
+    checkpoint = None if force_full else read_checkpoint(con)
+    reason = ""
+    if force_full:
+        reason = "a full replay was asked for"
+    elif checkpoint is None:
+        reason = "no previous replay state in the warehouse"
+    elif checkpoint.events_digest != digest_of_events:
+        reason = "the event catalog's effects changed since the previous run"
+    elif checkpoint.cutoff_at > cutoff_at:
+        reason = f"the cut-off is earlier than the previous run's ({checkpoint.cutoff_at.isoformat()})"
+    through_id = checkpoint.through_id if checkpoint is not None and not reason else -1
+    con.execute(DIGEST_SQL, sql.used_params(DIGEST_SQL, params | {"through_id": through_id}))
+    if reason:
+        return ResumePlan(MODE_FULL, reason, through_id, ReplayState.empty())
+    con.execute(DIRTY_USERS_SQL)
+    dirty = int(con.execute(f"select count(*) from {DIRTY_USERS_TABLE}").fetchone()[0])
+    fetched = con.execute(START_STATE_SQL).fetchnumpy()
+    start = ReplayState.from_columns({k: np.asarray(v) for k, v in fetched.items()})
+    return ResumePlan(
+        MODE_RESUMED,
+        f"resumed after ledger id {through_id}; {dirty} user(s) replayed again from their first row",
+        through_id,
+        start,
+        dirty,
+    )
+
+
+def untouched_state_sql(plan: ResumePlan, replayed_users_table: str) -> str:
+    """Stored state of the users this run did not replay (none on a full replay)."""
+    columns = ", ".join(ReplayState.FIELDS)
+    if not plan.resumed:
+        return f"select {columns} from {replayed_users_table} where false"
+    return (
+        f"select {columns} from {STATE_SCHEMA}.{STATE_TABLE} "
+        f"where user_id not in (select user_id from {replayed_users_table}) "
+        f"and user_id not in (select user_id from {DIRTY_USERS_TABLE})"
+    )
+
+
+def untouched_flags_sql(plan: ResumePlan, flags_columns: str, empty_from: str) -> str:
+    """Stored flagged rows that stay valid: those of users whose past did not change."""
+    if not plan.resumed:
+        return f"select {flags_columns} from {empty_from} where false"
+    return (
+        f"select {flags_columns} from {STATE_SCHEMA}.{FLAGS_TABLE} "
+        f"where id <= $through_id and user_id not in (select user_id from {DIRTY_USERS_TABLE})"
+    )
+
+
+def next_state_sql(state_table: str) -> str:
+    """The state to store: every replayed user's state with the fingerprint of all its rows."""
+    columns = ", ".join(f"s.{f}" for f in ReplayState.FIELDS)
+    return f"""
+create or replace temp table {NEXT_STATE_TABLE} as
+select {columns}, d.id_sum_now as id_sum, d.digest_now as digest
+from {state_table} as s
+join {DIGEST_TABLE} as d on d.user_id = s.user_id
+"""
+
+
+NEXT_CHECKPOINT_SQL = f"""
+create or replace temp table {NEXT_CHECKPOINT_TABLE} as
+select
+    cast(coalesce(max(last_id), -1) as bigint) as through_id,
+    cast($cutoff_at as timestamp) as cutoff_at,
+    cast($events_digest as varchar) as events_digest,
+    cast($mode as varchar) as mode,
+    cast(coalesce(sum(rows_now), 0) as bigint) as ledger_rows
+from {DIGEST_TABLE}
+"""
+
+# What each persisted table is replaced with, from this run's temp tables.
+PERSIST_SOURCES = {
+    STATE_TABLE: NEXT_STATE_TABLE,
+    CHECKPOINT_TABLE: NEXT_CHECKPOINT_TABLE,
+}
+
+
+def drop_working_tables(con) -> None:
+    for name in (DIGEST_TABLE, DIRTY_USERS_TABLE, NEXT_STATE_TABLE, NEXT_CHECKPOINT_TABLE):
+        con.execute(f"drop table if exists {name}")
