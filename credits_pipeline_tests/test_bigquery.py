@@ -300,10 +300,11 @@ def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigque
     duck.execute("set timezone = 'UTC'")
     load_inputs(duck, rows=[row(1, 1, "subscribe_to_trial", 500, 0), row(2, 1, "idea_discovered", 15, 400)],
                 users=((1, 485, 0), (2, 0, 0)))
-    result = reconcile(duck, dt.datetime(2025, 6, 1))
     warehouse = emulator_warehouse(bigquery_emulator)
     ddl_in_transaction: list[str] = []
     with warehouse.transaction() as con:
+        _inputs_to_bigquery(duck, con)
+        result = reconcile(con, dt.datetime(2025, 6, 1), keep_state=True)  # the replay state too
         query, client = con.query, con.client
 
         def recording_query(statement, query_params=None):
@@ -332,5 +333,8 @@ def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigque
     with warehouse.connect(read_only=True) as con:
         reconciliation = con.execute("select * from marts.user_balance_reconciliation order by user_id").fetchall()
         anomalies = con.execute("select count(*) from marts.ledger_anomalies").fetchone()[0]
+        state = con.execute(f"select user_id, rows from credits.{rs.STATE_TABLE}").fetchall()
+        checkpoint = con.execute(f"select through_id from credits.{rs.CHECKPOINT_TABLE}").fetchall()
     assert reconciliation == [tuple(r.values()) for r in result.reconciliation.to_pylist()]
     assert anomalies == result.anomalies.num_rows > 0
+    assert state == [(1, 2)] and checkpoint == [(2,)]
