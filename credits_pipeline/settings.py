@@ -148,3 +148,21 @@ def replay_forced_full() -> bool:
     if raw not in REPLAY_MODES:
         raise ValueError(f"{REPLAY_VAR} must be one of {', '.join(REPLAY_MODES)}, not {raw!r}")
     return raw == "full"
+
+
+REPLAY_BATCH_ROWS_VAR = "CREDITS_REPLAY_BATCH_ROWS"
+
+
+def replay_batch_rows() -> int | None:
+    """`CREDITS_REPLAY_BATCH_ROWS`: ledger rows the replay holds in memory at once (None: 2,000,000).
+
+    The replay streams its input in batches of this size; lower it on a small worker, raise it to
+    spend fewer round trips on a large one. The result does not depend on it.
+    """
+    raw = os.environ.get(REPLAY_BATCH_ROWS_VAR)
+    if not raw:
+        return None
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"{REPLAY_BATCH_ROWS_VAR} must be a positive number of rows, not {raw!r}")
+    return value

@@ -184,7 +184,8 @@ def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_repor
         expected = reconcile(duck, cutoff)
         with warehouse.transaction() as con:  # as the asset runs it
             _inputs_to_bigquery(duck, con)
-            actual = reconcile(con, cutoff, keep_state=True)
+            # pages of 40 rows: the replay streams its input from BigQuery in bounded batches
+            actual = reconcile(con, cutoff, keep_state=True, batch_rows=40)
             write_reconciliation(con, actual)
         assert _as_rows(actual) == _as_rows(expected)
         results.append(actual)

@@ -276,3 +276,29 @@ def test_a_changed_event_catalog_or_an_earlier_cutoff_replays_everything_again(w
 
     earlier = reconcile_into(warehouse_con, rows, users, events=events, cutoff=CUTOFF - dt.timedelta(days=1))
     assert earlier.replay_mode == rs.MODE_FULL and "earlier" in earlier.replay_reason
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 250])
+def test_streaming_the_replay_in_small_batches_reports_what_one_batch_reports(batch_rows):
+    rows = ledger_rows(random_ledger(14, n_rows=500, n_users=9))
+    users = [(u, 0, 0) for u in range(1, 10)]
+    con = duckdb.connect()
+    con.execute("set timezone = 'UTC'")
+    load_inputs(con, rows=rows, users=users)
+    batched = reconcile(con, CUTOFF, batch_rows=batch_rows)
+    whole = full_reconciliation(rows, users)
+    assert_same_report(batched, whole)
+    assert whole.summaries[rc.CHAIN_BREAK].count > 0 and whole.summaries[rc.TIMESTAMP_ORDER].count > 0
+
+
+def test_a_resumed_run_streamed_in_batches_equals_a_full_replay(warehouse_con):
+    everything = ledger_rows(random_ledger(15, n_rows=800, n_users=12))
+    users = [(u, 0, 0) for u in range(1, 13)]
+    load_inputs(warehouse_con, rows=[r for r in everything if r["id"] <= 1500], users=users)
+    first = reconcile(warehouse_con, CUTOFF, keep_state=True, batch_rows=13)
+    write_reconciliation(warehouse_con, first)
+    drop_working_tables(warehouse_con)
+    load_inputs(warehouse_con, rows=everything, users=users)
+    resumed = reconcile(warehouse_con, CUTOFF, keep_state=True, batch_rows=13)
+    assert resumed.replay_mode == rs.MODE_RESUMED
+    assert_same_report(resumed, full_reconciliation(everything, users))

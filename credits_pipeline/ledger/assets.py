@@ -164,7 +164,11 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             create_warehouse_inputs(con)
             cutoff_at = read_cutoff(con)
             result = reconcile(
-                con, cutoff_at, keep_state=True, force_full_replay=settings.replay_forced_full()
+                con,
+                cutoff_at,
+                keep_state=True,
+                force_full_replay=settings.replay_forced_full(),
+                batch_rows=settings.replay_batch_rows(),
             )
             write_reconciliation(con, result)
             # while the ledger input is still there: the anomalies' days and the newest anomalies

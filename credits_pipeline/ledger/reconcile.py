@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -29,6 +30,7 @@ from credits_pipeline.ledger.replay import (
     FLAG_CHAIN_BREAK,
     FLAG_OVERDRAFT,
     NULL_INT,
+    ReplayResult,
     ReplayState,
     replay,
     resolve_effects,
@@ -47,6 +49,8 @@ REPLAY_ROWS_COLUMNS = (
 ANOMALIES_WORK_TABLE = "_recon_anomalies"
 RECONCILIATION_WORK_TABLE = "_recon_reconciliation"
 WORST_LIMIT = 10
+# Ledger rows the replay holds at once (~60 bytes each as numpy columns, ~120 MB per batch).
+DEFAULT_BATCH_ROWS = 2_000_000
 
 RECONCILIATION_COLUMNS = (
     "user_id", "ledger_subscription_balance", "recorded_subscription_balance",
@@ -129,8 +133,93 @@ def _register_as(
     con.unregister(f"{name}_arrow")
 
 
+def _input_batches(
+    con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, object], batch_rows: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """The replay's input as numpy columns, `batch_rows` rows at a time (a streamed result)."""
+    if isinstance(con, BigQueryConnection):
+        batches: Iterable[pa.RecordBatch] = con.stream(statement, params, batch_rows)
+    else:
+        batches = con.execute(statement, params).fetch_record_batch(batch_rows)
+    for batch in batches:
+        if batch.num_rows:
+            yield {
+                name: np.ascontiguousarray(batch.column(i).to_numpy(zero_copy_only=False, writable=True), dtype=np.int64)
+                for i, name in enumerate(batch.schema.names)
+            }
+
+
+FLAGGED_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("user_id", pa.int64()), ("flags", pa.int16()), ("is_purchase", pa.bool_()),
+    ("amount", pa.int64()), ("previous_amount", pa.int64()), ("expected_previous", pa.int64()),
+    ("available", pa.int64()), ("previous_created_s", pa.int64()), ("created_s", pa.int64()),
+])
+
+
+def _flagged_rows(arrays: dict[str, np.ndarray], effect: np.ndarray, res: ReplayResult) -> pa.Table:
+    """The rows the replay flagged, with what the rules need to describe them."""
+    flagged = np.flatnonzero(res.flags)
+    prev = arrays["previous_amount"][flagged]
+    return pa.table({
+        "id": pa.array(arrays["id"][flagged], pa.int64()),
+        "user_id": pa.array(arrays["user_id"][flagged], pa.int64()),
+        "flags": pa.array(res.flags[flagged].astype(np.int16), pa.int16()),
+        "is_purchase": pa.array(effect[flagged] == EFFECT_PURCHASE, pa.bool_()),
+        "amount": pa.array(arrays["amount"][flagged], pa.int64()),
+        "previous_amount": pa.array(prev, pa.int64(), mask=prev == NULL_INT),
+        "expected_previous": pa.array(res.expected_previous[flagged], pa.int64()),
+        "available": pa.array(res.available[flagged], pa.int64()),
+        "previous_created_s": pa.array(res.previous_created_s[flagged], pa.int64()),
+        "created_s": pa.array(arrays["created_s"][flagged], pa.int64()),
+    }, schema=FLAGGED_SCHEMA)
+
+
+def _replay_in_batches(
+    batches: Iterable[dict[str, np.ndarray]],
+    start: ReplayState,
+    event_ids: np.ndarray,
+    event_effects: np.ndarray,
+) -> tuple[pa.Table, ReplayState, int]:
+    """Replay rows that arrive in (user_id, id) order, batch after batch, with bounded memory.
+
+    Each batch resumes from `start` and from the state of the previous batch's last user (a user's
+    rows may straddle two batches), so the outcome is the replay of all rows at once; only the
+    flagged rows and one state entry per user are kept. Returns the flagged rows, the state of
+    every user seen (or resumed) and the number of rows replayed.
+    """
+    flagged_parts: list[pa.Table] = []
+    state_parts: list[ReplayState] = []
+    carry = ReplayState.empty()
+    n = 0
+    for arrays in batches:
+        effect = resolve_effects(arrays["credit_events_id"], arrays["event_type"], event_ids, event_effects)
+        rows = len(arrays["id"])
+        res = replay(
+            arrays["user_id"], arrays["id"], effect, arrays["amount"],
+            arrays["previous_amount"], arrays["created_s"],
+            order=np.arange(rows, dtype=np.int64),  # already sorted; the kernel verifies it
+            start=start.advanced(carry) if len(carry) else start,
+        )
+        flagged_parts.append(_flagged_rows(arrays, effect, res))
+        batch_state = res.state()
+        state_parts.append(batch_state)
+        carry = ReplayState(**{f: a[-1:] for f, a in batch_state.columns().items()})
+        n += rows
+    flagged = pa.concat_tables(flagged_parts) if flagged_parts else FLAGGED_SCHEMA.empty_table()
+    if not state_parts:
+        return flagged, ReplayState.empty(), 0
+    merged = {f: np.concatenate([getattr(p, f) for p in state_parts]) for f in ReplayState.FIELDS}
+    # a user split across two batches appears twice in a row: the later entry is its final state
+    last = np.append(merged["user_id"][1:] != merged["user_id"][:-1], True)
+    return flagged, ReplayState(**{f: a[last] for f, a in merged.items()}), n
+
+
 def _replay_outputs(
-    con: duckdb.DuckDBPyConnection, params: dict[str, object], keep_state: bool, force_full: bool
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, object],
+    keep_state: bool,
+    force_full: bool,
+    batch_rows: int,
 ) -> ReplayRun:
     """Run the compiled replay over the working rows; register what it found as temp tables.
 
@@ -147,34 +236,9 @@ def _replay_outputs(
         plan = rs.ResumePlan(rs.MODE_FULL, "the replay state is not kept", -1, ReplayState.empty())
     params = params | {"through_id": plan.through_id, "events_digest": digest_of_events, "mode": plan.mode}
     statement = sql.replay_input_sql(rs.RESUMED_ROWS_FILTER if plan.resumed else "")
-    fetched = con.execute(statement, sql.used_params(statement, params))
-    arrays = {k: _plain(v) for k, v in fetched.fetchnumpy().items()}
-    effect = resolve_effects(arrays.pop("credit_events_id"), arrays.pop("event_type"), event_ids, event_effects)
-    arrays["effect_code"] = effect
-    n = len(arrays["id"])
-    res = replay(
-        arrays["user_id"], arrays["id"], effect, arrays["amount"],
-        arrays["previous_amount"], arrays["created_s"],
-        order=np.arange(n, dtype=np.int64),  # already sorted; the kernel verifies it
-        start=plan.start,
-    )
-    flagged = np.flatnonzero(res.flags)
-    prev = arrays["previous_amount"][flagged]
-    prev_created = res.previous_created_s[flagged]
-    flagged_rows = pa.table({
-        "id": pa.array(arrays["id"][flagged], pa.int64()),
-        "user_id": pa.array(arrays["user_id"][flagged], pa.int64()),
-        "flags": pa.array(res.flags[flagged].astype(np.int16), pa.int16()),
-        "is_purchase": pa.array(arrays["effect_code"][flagged] == EFFECT_PURCHASE, pa.bool_()),
-        "amount": pa.array(arrays["amount"][flagged], pa.int64()),
-        "previous_amount": pa.array(prev, pa.int64(), mask=prev == NULL_INT),
-        "expected_previous": pa.array(res.expected_previous[flagged], pa.int64()),
-        "available": pa.array(res.available[flagged], pa.int64()),
-        "previous_created_s": pa.array(prev_created, pa.int64()),
-        "created_s": pa.array(arrays["created_s"][flagged], pa.int64()),
-    })
-    replayed_state = pa.table({k: pa.array(v, pa.int64()) for k, v in res.state().columns().items()})
-    del arrays, res
+    batches = _input_batches(con, statement, sql.used_params(statement, params), batch_rows)
+    flagged_rows, state, n = _replay_in_batches(batches, plan.start, event_ids, event_effects)
+    replayed_state = pa.table({k: pa.array(v, pa.int64()) for k, v in state.columns().items()})
     _register_as(con, flagged_rows, REPLAY_ROWS_TABLE,
                  rs.untouched_flags_sql(plan, REPLAY_ROWS_COLUMNS, f"{REPLAY_ROWS_TABLE}_arrow"), params)
     _register_as(con, replayed_state, REPLAYED_STATE_TABLE)
@@ -382,6 +446,7 @@ def reconcile(
     cutoff_at: dt.datetime,
     keep_state: bool = False,
     force_full_replay: bool = False,
+    batch_rows: int | None = None,
 ) -> ReconciliationResult:
     """Replay the ledger and evaluate all 13 rules over the input relations of `rules.INPUT_RELATIONS`.
 
@@ -390,7 +455,8 @@ def reconcile(
     decides `timestamp_order`'s "after the extraction" and is every anomaly's `detected_at`.
     `keep_state` resumes the replay from the state stored in `credits._replay_*` (when safe; a full
     replay otherwise, or always with `force_full_replay`) and prepares the next state; the result
-    is the same either way.
+    is the same either way. The replay streams its input `batch_rows` rows at a time
+    (default `DEFAULT_BATCH_ROWS`): memory stays bounded however long the ledger.
     """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -422,7 +488,7 @@ def reconcile(
                     [(r.code, i, r.severity) for i, r in enumerate(rc.RULES)])
     _run(con, sql.EVENTS_SQL, params)
     _run(con, sql.ROWS_SQL, params)
-    run = _replay_outputs(con, params, keep_state, force_full_replay)
+    run = _replay_outputs(con, params, keep_state, force_full_replay, batch_rows or DEFAULT_BATCH_ROWS)
     lap("replay")
     _run(con, sql.ROW_CHECKS_SQL, params)
     lap("row_checks")

@@ -401,6 +401,12 @@ class BigQueryConnection:
 
     def query(self, sql: str, query_params: list | None = None) -> BigQueryResult:
         """Run BigQuery SQL as is (datasets already qualified) in this connection's session."""
+        job, rows = self._run(sql, query_params)
+        arrow = rows.to_arrow(create_bqstorage_client=False) if job.statement_type == "SELECT" or rows.schema else None
+        return BigQueryResult(arrow, job)
+
+    def _run(self, sql: str, query_params: list | None, page_size: int | None = None) -> tuple:
+        """Start a query job in this connection's session and wait for it; errors name the statement."""
         config = bigquery.QueryJobConfig(query_parameters=query_params or [])
         if self._session_id is None:
             config.create_session = True
@@ -408,15 +414,28 @@ class BigQueryConnection:
             config.connection_properties = [bigquery.ConnectionProperty("session_id", self._session_id)]
         job = self.client.query(sql, job_config=config, location=self.location)
         try:
-            rows = job.result()
+            rows = job.result(page_size=page_size)
         except GoogleAPICallError as exc:
             exc.message = f"{exc.message}\nstatement: {sql[:STATEMENT_IN_ERRORS]}"
             raise
         if self._session_id is None and job.session_info is not None:
             self._session_id = job.session_info.session_id
         self.bytes_processed += int(job.total_bytes_processed or 0)
-        arrow = rows.to_arrow(create_bqstorage_client=False) if job.statement_type == "SELECT" or rows.schema else None
-        return BigQueryResult(arrow, job)
+        return job, rows
+
+    def stream(
+        self, statement: str, params: Mapping[str, object], batch_rows: int, dialect: str = "duckdb"
+    ) -> Iterator[pa.RecordBatch]:
+        """A SELECT's rows as Arrow record batches of at most `batch_rows`, fetched page by page.
+
+        Why: the replay reads a result far larger than a worker's memory on a full replay; pages
+        of the query's result keep what is held at once bounded (DuckDB's `fetch_record_batch`).
+        """
+        _, rows = self._run(self.translate(statement, dialect), [_param(k, v) for k, v in params.items()], batch_rows)
+        for batch in rows.to_arrow_iterable():
+            # a page may exceed batch_rows when the service ignores the page size
+            for offset in range(0, batch.num_rows, batch_rows):
+                yield batch.slice(offset, batch_rows)
 
     # -- Arrow and pandas tables as relations ---------------------------------------------------
 
