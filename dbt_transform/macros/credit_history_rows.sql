@@ -1,0 +1,124 @@
+{#-
+    The seed's `credit_histories` rows (the staging model of the same name is exactly this, over
+    every closed partition). `closed_partitions_from` (a SQL date literal, or none) limits the
+    closed rows read to the partitions `_partition >= closed_partitions_from`: the incremental
+    replay (int_credit_replay) reads only the partitions a run may not have seen, so that on
+    BigQuery it scans those partitions of raw.credit_histories, not the whole history. The open
+    snapshot is always read whole (it is small: the open day, late and NULL-dated rows).
+-#}
+{% macro credit_history_rows(closed_partitions_from=none) -%}
+with
+
+extraction_cutoff as (
+
+    select * from {{ source('raw', 'extraction_cutoff') }}
+
+),
+
+open_rows as (
+
+    select * from {{ source('raw', 'credit_histories__open') }}
+
+),
+
+closed_rows as (
+
+    select closed.*
+    from {{ source('raw', 'credit_histories') }} as closed
+    cross join extraction_cutoff
+    where closed.created_at < extraction_cutoff.ledger_closed_before
+        {%- if closed_partitions_from is not none %}
+        and closed._partition >= {{ closed_partitions_from }}
+        {%- endif %}
+        and not exists (
+            select 1
+            from open_rows
+            where open_rows.id = closed.id
+        )
+
+),
+
+ledger_rows as (
+
+    {%- set ledger_columns = [
+        'id', 'user_id', 'credit_events_id', 'creditable_type', 'creditable_id', 'description',
+        'label', 'calculative_index', 'event_value', 'amount', 'previous_amount', 'event_type',
+        'meta', 'created_at', 'updated_at',
+    ] %}
+
+    select {{ ledger_columns | join(', ') }} from closed_rows
+    union all
+    select {{ ledger_columns | join(', ') }} from open_rows
+
+),
+
+source_events as (
+
+    select id, name from {{ source('raw', 'credit_events') }}
+
+),
+
+event_catalog as (
+
+    select name, effect, service from {{ ref('event_catalog') }}
+
+),
+
+ledger_with_events as (
+
+    select
+        ledger_rows.*,
+        source_events.name as event_name,
+        event_catalog.effect as catalog_effect,
+        event_catalog.service as catalog_service
+    from ledger_rows
+    left join source_events
+        on ledger_rows.credit_events_id = source_events.id
+    left join event_catalog
+        on source_events.name = event_catalog.name
+
+),
+
+ledger_with_effects as (
+
+    select
+        *,
+        case
+            when catalog_effect is not null then catalog_effect
+            when event_type = 1 then 'add'
+            when event_type = 2 then 'spend'
+        end as effect
+    from ledger_with_events
+
+)
+
+select
+    id as credit_history_id,
+    user_id,
+    credit_events_id as credit_event_id,
+    event_name,
+    creditable_type,
+    creditable_id,
+    description,
+    label,
+    calculative_index,
+    event_value,
+    case
+        when event_type = 1 then cast(amount as {{ type_double() }})
+        when event_type = 2 then -cast(amount as {{ type_double() }})
+    end as amount,
+    cast(amount as {{ dbt.type_bigint() }}) as unsigned_amount,
+    cast(previous_amount as {{ type_double() }}) as previous_amount,
+    event_type,
+    case
+        when event_type = 1 then 'credit'
+        when event_type = 2 then 'debit'
+    end as direction,
+    effect,
+    catalog_service as service,
+    case when effect = 'purchase' then 'purchased' else 'subscription' end as pool,
+    meta as meta_data,
+    created_at,
+    updated_at
+from ledger_with_effects
+{%- endmacro %}
