@@ -11,6 +11,7 @@ keeps — the replay, the daily mart and the marts built from them — must equa
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 from pathlib import Path
 
@@ -102,10 +103,28 @@ def dbt_build(warehouse: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> d
     return statuses
 
 
-def rows(warehouse: Path, relation: str, order_by: str) -> list[tuple]:
+# Bookkeeping columns: when a row was (re)computed differs between runs by design.
+RUN_COLUMNS = ("replayed_at",)
+
+
+def rows(warehouse: Path, relation: str, order_by: str, with_run_columns: bool = False) -> list[tuple]:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        return con.execute(f"select * from {relation} order by {order_by}").fetchall()
+        columns = [c[0] for c in con.execute(f"select * from {relation} limit 0").description]
+        kept = [c for c in columns if with_run_columns or c not in RUN_COLUMNS]
+        return con.execute(f"select {', '.join(kept)} from {relation} order by {order_by}").fetchall()
+    finally:
+        con.close()
+
+
+def latest_delta_ids(warehouse: Path) -> list[int]:
+    """The ledger ids the newest replay run (re)computed, from the delta's log."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return [r[0] for r in con.execute(
+            "select credit_history_id from credits.int_credit_replay_delta"
+            " where replayed_at = (select max(replayed_at) from credits.int_credit_replay_delta)"
+            " order by 1").fetchall()]
     finally:
         con.close()
 
@@ -149,7 +168,7 @@ def test_an_incremental_replay_after_new_rows_equals_a_full_rebuild(day_1, tmp_p
     replay = {r[0]: r for r in rows(day_1, "credits.int_credit_replay", "credit_history_id")}
     # the future-dated row counts on the cut-off's day; the overdraft writes off 100
     assert replay[115][10] == dt.date(2025, 4, 1)
-    assert replay[402][-1] == 100
+    assert replay[402][18] == 100
     # the late commit is replayed in its place: user 2's rows after it are numbered after it
     assert [replay[i][11] for i in (150, 201, 206)] == [1, 2, 7]
 
@@ -173,12 +192,10 @@ def test_an_incremental_run_replays_only_the_new_rows_and_the_users_it_must_repl
     daily_before = rows(day_1, "marts.user_credit_daily", "user_id, balance_date")
     advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
     dbt_build(day_1, monkeypatch)
-    delta = rows(day_1, "credits.int_credit_replay_delta", "credit_history_id")
     user_2_ids = [r[0] for r in before if r[1] == 2]
     # user 1 resumes from its last row: only its new rows; user 2 (late commit) is replayed from
     # its first row; user 4 is new. Nothing else is read again.
-    assert sorted(r[0] for r in delta) == sorted(
-        [112, 113, 114, 115, 150, 401, 402, *user_2_ids])
+    assert latest_delta_ids(day_1) == sorted([112, 113, 114, 115, 150, 401, 402, *user_2_ids])
     # the stored rows of user 1 are untouched
     after = {r[0]: r for r in rows(day_1, "credits.int_credit_replay", "credit_history_id")}
     assert [after[r[0]] for r in before if r[1] == 1] == [r for r in before if r[1] == 1]
@@ -191,11 +208,29 @@ def test_an_incremental_run_replays_only_the_new_rows_and_the_users_it_must_repl
 
 
 def test_a_run_without_new_rows_reads_nothing_again_and_changes_nothing(day_1, monkeypatch):
-    before = {relation: rows(day_1, relation, order_by) for relation, order_by in COMPARED.items()}
+    before = {relation: rows(day_1, relation, order_by, with_run_columns=True)
+              for relation, order_by in COMPARED.items()}
+    log_before = rows(day_1, "credits.int_credit_replay_delta", "credit_history_id", with_run_columns=True)
     dbt_build(day_1, monkeypatch)
-    assert rows(day_1, "credits.int_credit_replay_delta", "credit_history_id") == []
+    # the run appended nothing to the replay's log, and no stored row was recomputed
+    assert rows(day_1, "credits.int_credit_replay_delta", "credit_history_id",
+                with_run_columns=True) == log_before
     for relation, order_by in COMPARED.items():
-        assert rows(day_1, relation, order_by) == before[relation], relation
+        assert rows(day_1, relation, order_by, with_run_columns=True) == before[relation], relation
+
+
+def test_a_daily_mart_build_that_was_missed_is_caught_up_by_the_next_run(day_1, tmp_path, monkeypatch):
+    """Day 2's replay runs but its mart build does not (a failed step, a retry of the replay
+    alone); day 3's run must still take in day 2's changes, the late commit's above all."""
+    advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
+    dbt_build(day_1, monkeypatch, "--exclude", "user_credit_daily+")
+    dbt_build(day_1, monkeypatch, "--select", "+int_credit_replay")  # a retry: nothing new
+    advance_to(day_1, DAY_3_CUTOFF, DAY_3_ROWS)
+    dbt_build(day_1, monkeypatch)
+    assert_equal_to_a_full_rebuild(day_1, tmp_path, monkeypatch)
+    # without the log the mart would have missed user 2's late commit: its days moved
+    daily = rows(day_1, "marts.user_credit_daily", "user_id, balance_date")
+    assert any(r[0] == 2 and r[1] == dt.date(2025, 3, 31) for r in daily)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,14 +264,13 @@ def _bigquery_dbt_build(endpoint: str, prefix: str, monkeypatch, *args: str) -> 
                          profiles_dir=str(settings.DBT_PROJECT_DIR), target="bigquery",
                          dbt_executable=dbt_executable())
     # models only: the tests are the DuckDB suite's (raw types here come from a DuckDB copy)
-    # The replay only: bqemulator 1.4.0 cannot parse the `merge ... when not matched by source ...
-    # then delete` of dbt-bigquery's insert_overwrite script (user_credit_daily), valid BigQuery.
-    invocation = dbt.cli(["build", "--select", "+int_credit_replay", "--exclude-resource-type", "test",
+    invocation = dbt.cli(["build", "--select", "+user_credit_daily", "--exclude-resource-type", "test",
                           *args], raise_on_error=False)
     invocation.wait()
     results = invocation.get_artifact("run_results.json")["results"]
     errors = {r["unique_id"]: r.get("message") for r in results if r["status"] in ("error", "fail")}
     assert invocation.is_successful() and not errors, errors or invocation.get_error()
+    return invocation.target_path
 
 
 @pytest.mark.bigquery
@@ -251,16 +285,28 @@ def test_an_incremental_replay_on_bigquery_equals_a_full_rebuild(
     incremental, full = unique_prefix(), unique_prefix()
     _raw_to_bigquery(duck_path, emulator_warehouse(endpoint, incremental))
     _bigquery_dbt_build(endpoint, incremental, monkeypatch)
+    with emulator_warehouse(endpoint, incremental).connect(read_only=True) as con:
+        user_2_days = {str(d) for (d,) in con.execute(
+            "select distinct balance_date from credits.int_credit_replay where user_id = 2").fetchall()}
     advance_to(duck_path, DAY_2_CUTOFF, DAY_2_ROWS)
     for prefix in (incremental, full):
         _raw_to_bigquery(duck_path, emulator_warehouse(endpoint, prefix))
-    _bigquery_dbt_build(endpoint, incremental, monkeypatch)
+    target_path = _bigquery_dbt_build(endpoint, incremental, monkeypatch)
     _bigquery_dbt_build(endpoint, full, monkeypatch, "--full-refresh")
-    compared = {"credits.int_credit_replay": "credit_history_id"}
+    compared = {"credits.int_credit_replay": "credit_history_id",
+                "marts.user_credit_daily": "user_id, balance_date"}
     for relation, order_by in compared.items():
         found = {}
         for prefix in (incremental, full):
             with emulator_warehouse(endpoint, prefix).connect(read_only=True) as con:
-                found[prefix] = con.execute(f"select * from {relation} order by {order_by}").fetchall()
+                found[prefix] = con.execute(
+                    f"select * except ({', '.join(RUN_COLUMNS)}) from {relation} order by {order_by}",
+                    dialect="bigquery").fetchall()
         assert found[incremental], relation
         assert found[incremental] == found[full], relation
+    # the merge read only the days the replaced rows were stored on: user 2's of day 1 (its late
+    # commit replays it again), not user 1's nor user 3's
+    merge_sql = next(Path(target_path, "run").rglob("int_credit_replay.sql")).read_text()
+    pruned = re.search(r"DBT_INTERNAL_DEST\.balance_date in \(([^)]*\))*\)", merge_sql)
+    assert pruned, merge_sql
+    assert set(re.findall(r"'(\d{4}-\d{2}-\d{2})'", pruned.group(0))) == user_2_days

@@ -1,13 +1,14 @@
 {#-
     The replayed ledger (int_credit_replay_delta has the replay itself), kept incrementally: each
-    run takes in the rows the delta (re)computed, replacing their stored copies by
-    credit_history_id (a full run, first build or --full-refresh, takes in the delta's full
-    replay).
+    run takes in the rows the delta (re)computed in this dbt invocation, replacing their stored
+    copies by credit_history_id. A full run (first build or --full-refresh) takes the newest
+    version of every row in the delta's log.
 
     On BigQuery the table is partitioned by balance_date and clustered by user_id; the run is a
     merge on credit_history_id (exact: a row that moves to another day is updated in place, no
-    stale copy is left on the old day). Its cost is the merge's scan of the target, see
-    docs/deployment.md ("Bytes a daily run scans") for what this means and what would narrow it. On DuckDB it is a delete+insert on credit_history_id.
+    stale copy is left on the old day) whose target is narrowed to the days the replaced rows are
+    stored on (`prune_merge_to_replaced_days`, macros/incremental_runs.sql): a day of new rows
+    reads no stored partition at all. On DuckDB it is a delete+insert on credit_history_id.
 -#}
 {{ config(
     materialized='incremental',
@@ -16,9 +17,33 @@
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
-    on_schema_change='ignore',
+    prune_merge_to_replaced_days=true,
+    on_schema_change='fail',
 ) }}
 
+with
+
+replayed_rows as (
+
+    select *
+    from {{ ref('int_credit_replay_delta') }}
+    {%- if is_incremental() %}
+    where {{ rows_of_this_replay_run() }}
+    {%- endif %}
+
+),
+
+newest_versions as (
+
+    select
+        *,
+        row_number() over (
+            partition by credit_history_id
+            order by replayed_at desc
+        ) as version_from_newest
+    from replayed_rows
+
+)
 
 select
     credit_history_id,
@@ -39,5 +64,7 @@ select
     purchased_after,
     balance_after,
     forfeited_credits,
-    written_off_credits
-from {{ ref('int_credit_replay_delta') }}
+    written_off_credits,
+    replayed_at
+from newest_versions
+where version_from_newest = 1

@@ -25,7 +25,20 @@
     What it does not see: a ledger row deleted or rewritten in a closed partition older than
     `replayed_through`, or a row moved to another user (a re-extraction of old days needs a
     `--full-refresh`; docs/deployment.md).
+
+    The model is a log: each run appends the rows it (re)computed, stamped with the run's time
+    (`replayed_at`, macros/incremental_runs.sql), so that the daily mart can take in every run it
+    has not seen yet. On BigQuery it is partitioned by that time's day (`replayed_on`: a run reads
+    only its own partition) and appended with a merge that matches nothing.
 -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='merge' if target.type == 'bigquery' else 'append',
+    partition_by={'field': 'replayed_on', 'data_type': 'date', 'granularity': 'day'}
+        if target.type == 'bigquery' else none,
+    cluster_by=['user_id'] if target.type == 'bigquery' else none,
+    on_schema_change='fail',
+) }}
 {%- set replay_relation = adapter.get_relation(
     database=this.database, schema=this.schema, identifier='int_credit_replay') -%}
 {%- set resume = execute and replay_relation is not none and not flags.FULL_REFRESH -%}
@@ -434,5 +447,7 @@ select
     subscription_after + purchased_after as balance_after,
     forfeited_credits,
     written_off_credits,
-    replaced_balance_date
+    replaced_balance_date,
+    {{ replay_run_timestamp() }} as replayed_at,
+    {{ replay_run_day() }} as replayed_on
 from ledger_with_days

@@ -1,37 +1,34 @@
 {#-
     One row per user and day with ledger activity, kept incrementally. A run recomputes only the
-    users the replay touched (int_credit_replay_delta), from each one's first touched day (the
-    earliest day of a re-replayed row, before or after the run): the day's flows and closing
-    balances from int_credit_replay, the opening balance of the first recomputed day from the
-    user's stored previous day. A full run (first build or --full-refresh) aggregates the whole
-    replay.
+    users whose replayed rows changed in the replay runs the mart has not taken in yet (the delta's
+    log after the newest `replayed_at` the mart stores, macros/incremental_runs.sql), from each
+    one's first touched day (the earliest day of a re-replayed row, before or after the run): the
+    day's flows and closing balances from int_credit_replay, the opening balance of the first
+    recomputed day from the user's stored previous day. A full run (first build or --full-refresh)
+    aggregates the whole replay.
 
     Rows may move to a later day (a late commit, a capped day), so the touched users' stored days
-    from their first touched day are replaced, not merged:
-    - on DuckDB a pre-hook deletes them and the recomputed rows are appended, in one transaction;
-    - on BigQuery (partitioned by balance_date, clustered by user_id) whole day partitions are
-      replaced (insert_overwrite): the recomputed rows plus the stored rows of the other users on
-      those days. A day on which only touched users had rows, and none of them has rows any more,
-      is not replaced (limitation documented in docs/deployment.md).
+    from their first touched day are deleted by a pre-hook and the recomputed rows appended: in one
+    transaction on DuckDB; on BigQuery (partitioned by balance_date, clustered by user_id) the
+    delete reads only the partitions from the first touched day, and a failed append leaves an
+    older watermark, so the next run recomputes the same users again. A mart build that failed or
+    was skipped is likewise caught up by the next one.
 -#}
 -- depends_on: {{ ref('int_credit_replay_delta') }}
 {{ config(
     materialized='incremental',
-    incremental_strategy='insert_overwrite' if target.type == 'bigquery' else 'append',
+    incremental_strategy='merge' if target.type == 'bigquery' else 'append',
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
-    pre_hook=[] if target.type == 'bigquery' else ['{{ delete_touched_user_days() }}'],
+    pre_hook=['{{ delete_touched_user_days() }}'],
     on_schema_change='fail',
 ) }}
+{%- set watermark = daily_mart_watermark() -%}
 {%- set touched_from = none -%}
-{%- if execute and is_incremental() -%}
-    {%- set first_touched = run_query(
-        'select min(case when replaced_balance_date < balance_date then replaced_balance_date'
-        ~ ' else balance_date end) from ' ~ ref('int_credit_replay_delta')
-    ).columns[0].values()[0] -%}
-    {#- nothing touched: a day no row can be on, so that the run replaces nothing -#}
-    {%- set touched_from = "cast('" ~ (first_touched or '9999-12-31') ~ "' as date)" -%}
+{%- if watermark is not none -%}
+    {#- nothing touched: a day no row can be on, so that the run recomputes nothing -#}
+    {%- set touched_from = first_touched_day_since(watermark) or date_literal('9999-12-31') -%}
 {%- endif -%}
 with
 
@@ -45,17 +42,10 @@ replayed_rows as (
 
 {%- else %}
 
--- the users the replay touched, from the first day it touched (rows moved from one day to
--- another count on both)
+-- the users the replay touched since the mart's watermark, from the first day it touched
 touched_users as (
 
-    select
-        user_id,
-        min(
-            case when replaced_balance_date < balance_date then replaced_balance_date else balance_date end
-        ) as first_touched_day
-    from {{ ref('int_credit_replay_delta') }}
-    group by user_id
+    {{ touched_users_since(watermark) | indent(4) }}
 
 ),
 
@@ -70,12 +60,6 @@ replayed_rows as (
 
 ),
 
-stored_days as (
-
-    select * from {{ this }}
-
-),
-
 previous_closing_balances as (
 
     select user_id, closing_balance as previous_closing_balance
@@ -87,7 +71,7 @@ previous_closing_balances as (
                 partition by stored_days.user_id
                 order by stored_days.balance_date desc
             ) as recency
-        from stored_days
+        from {{ this }} as stored_days
         inner join touched_users
             on stored_days.user_id = touched_users.user_id
             and stored_days.balance_date < touched_users.first_touched_day
@@ -128,7 +112,8 @@ daily_flows as (
         end) as {{ dbt.type_bigint() }}) as spent_other,
         cast(sum(case when effect = 'spend' then amount else 0 end) as {{ dbt.type_bigint() }}) as credits_spent,
         cast(sum(forfeited_credits) as {{ dbt.type_bigint() }}) as credits_forfeited,
-        cast(sum(written_off_credits) as {{ dbt.type_bigint() }}) as credits_written_off
+        cast(sum(written_off_credits) as {{ dbt.type_bigint() }}) as credits_written_off,
+        max(replayed_at) as replayed_at
     from replayed_rows
     group by user_id, balance_date
 
@@ -181,9 +166,7 @@ daily_balances as (
         on daily_flows.user_id = previous_closing_balances.user_id
     {%- endif %}
 
-),
-
-daily_rows as (
+)
 
 select
     user_id,
@@ -208,47 +191,6 @@ select
     closing_subscription_balance,
     closing_purchased_balance,
     closing_balance,
-    ledger_rows
+    ledger_rows,
+    replayed_at
 from daily_balances
-
-)
-
-{%- if touched_from is none or target.type != 'bigquery' %}
-
-select * from daily_rows
-
-{%- else %}
-
-,
-
--- every day the run replaces: the recomputed ones and those the touched users' rows left
-replaced_days as (
-
-    select balance_date from daily_rows
-
-    union all
-
-    select stored_days.balance_date
-    from stored_days
-    inner join touched_users
-        on stored_days.user_id = touched_users.user_id
-        and stored_days.balance_date >= touched_users.first_touched_day
-    where stored_days.balance_date >= {{ touched_from }}
-
-)
-
-select * from daily_rows
-
-union all
-
--- the rest of those days: the stored rows of the users the run did not touch there
-select stored_days.*
-from stored_days
-left join touched_users
-    on stored_days.user_id = touched_users.user_id
-    and stored_days.balance_date >= touched_users.first_touched_day
-where stored_days.balance_date >= {{ touched_from }}
-    and stored_days.balance_date in (select balance_date from replaced_days)
-    and touched_users.user_id is null
-
-{%- endif %}
