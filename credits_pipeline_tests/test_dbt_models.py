@@ -625,10 +625,11 @@ def test_dbt_build_on_a_messy_ledger_only_warns_and_agrees_with_the_python_repla
     }
     assert closing == {u: s + p for u, (s, p, _, _) in sql_pools.items()}
     # the hand-checked users are untouched by the others, and re-running gives the same rows
-    for mart, users in (("user_credit_daily", "user_id in (1, 2)"),
-                        ("user_credit_trends", "user_id in (1, 2, 3)")):
-        before = query(built_warehouse, f"select * from marts.{mart} where {users} order by all")
-        after = query(warehouse, f"select * from marts.{mart} where {users} order by all")
+    # (replayed_at, when a row was computed, differs between the two builds by design)
+    for mart, columns, users in (("user_credit_daily", "* exclude (replayed_at)", "user_id in (1, 2)"),
+                                 ("user_credit_trends", "*", "user_id in (1, 2, 3)")):
+        before = query(built_warehouse, f"select {columns} from marts.{mart} where {users} order by all")
+        after = query(warehouse, f"select {columns} from marts.{mart} where {users} order by all")
         assert before == after, mart
 
 
