@@ -218,6 +218,21 @@ class Page:
 
         self.wait.until(all_present, f"{texts} not on {self.driver.current_url}")
 
+    def wait_for_nodes(self, *names: str) -> None:
+        """Graph nodes by name; a zoomed-out graph shortens long names to "<head>…<tail>"."""
+
+        def shortened(line: str, name: str) -> bool:
+            head, _, tail = line.partition("…")
+            return line.count("…") == 1 and name.startswith(head) and name.endswith(tail) and len(line) < len(name)
+
+        def shown(body: str, name: str) -> bool:
+            return name in body or any(shortened(line, name) for line in body.splitlines())
+
+        self.wait.until(
+            lambda d: all(shown(d.find_element(self.By.TAG_NAME, "body").text, n) for n in names),
+            f"graph nodes {names} not on {self.driver.current_url}",
+        )
+
     def wait_until_loaded(self) -> None:
         """No "Loading…" placeholder left (graph nodes fill in their status asynchronously)."""
         self.wait.until(lambda d: "Loading" not in d.find_element(self.By.TAG_NAME, "body").text)
@@ -261,12 +276,15 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
             break
         page.click("//button[.//*[@aria-label='add']]")
     page.wait.until(lambda d: f"lineageDepth={LINEAGE_DEPTH}" in d.current_url, "graph depth not raised")
-    page.wait_for_text(rc.RECONCILIATION_TABLE, rc.ANOMALIES_TABLE, "int_credit_replay")
+    page.wait_for_nodes(rc.RECONCILIATION_TABLE, rc.ANOMALIES_TABLE, "int_credit_replay")
     page.wait_until_loaded()
     page.screenshot("03-lineage-raw-ledger-to-reconciliation")
 
     # 4. click through to the reconciliation: its story in the materialization metadata
-    page.click(f"//*[text()='{rc.RECONCILIATION_TABLE}']")
+    # the node, by its full or its shortened name ("user_bal…ciliation")
+    head, tail = rc.RECONCILIATION_TABLE[:8], rc.RECONCILIATION_TABLE[-9:]
+    page.click(f"//*[text()='{rc.RECONCILIATION_TABLE}' or (starts-with(text(), '{head}') "
+               f"and contains(text(), '…{tail}'))]")
     page.wait.until(
         lambda d: d.current_url.split("?")[0].endswith(f"/assets/{RECONCILIATION_PATH}"),
         "clicking the reconciliation node did not open its asset page",
