@@ -310,3 +310,40 @@ def test_an_incremental_replay_on_bigquery_equals_a_full_rebuild(
     pruned = re.search(r"DBT_INTERNAL_DEST\.balance_date in \(([^)]*\))*\)", merge_sql)
     assert pruned, merge_sql
     assert set(re.findall(r"'(\d{4}-\d{2}-\d{2})'", pruned.group(0))) == user_2_days
+
+
+def test_a_full_refresh_asked_for_in_the_run_config_rebuilds_the_replay_and_its_log(
+    day_1, tmp_path, monkeypatch
+):
+    import dagster as dg
+
+    from credits_pipeline.transform import dbt_credit_models
+
+    advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
+    dbt_build(day_1, monkeypatch)  # the log now holds two runs
+    runs = "select count(distinct replayed_at) from credits.int_credit_replay_delta"
+    assert duckdb_value(day_1, runs) == 2
+    monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(day_1))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [dbt_credit_models], instance=instance, resources={"dbt": dbt_resource()},
+            run_config={"ops": {"dbt_credit_models": {"config": {"full_refresh": True}}}},
+            raise_on_error=False,
+        )
+    assert result.success
+    # one run in the log: the whole ledger replayed again, as a fresh build would
+    assert duckdb_value(day_1, runs) == 1
+    full = full_rebuild_of(day_1, tmp_path, monkeypatch)
+    assert rows(day_1, "credits.int_credit_replay", "credit_history_id") == rows(
+        full, "credits.int_credit_replay", "credit_history_id")
+
+
+def duckdb_value(warehouse: Path, sql: str):
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()

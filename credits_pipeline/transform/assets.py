@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
+from pydantic import Field
 
 from credits_pipeline import settings
 from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
@@ -47,7 +48,27 @@ def dbt_resource() -> DbtCliResource:
     return dbt_cli_resource(DBT_PROJECT)
 
 
-def build_layer(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+class DbtBuildConfig(dg.Config):
+    """Run configuration of a dbt step, set in the launchpad ("Materialize" with config)."""
+
+    full_refresh: bool = Field(
+        default=False,
+        description=(
+            "Rebuild the incremental models (the replay, its log, the daily mart) from the whole "
+            "ledger instead of resuming (`dbt build --full-refresh`): after a re-extraction of old "
+            "days, or to trim the replay's log (docs/deployment.md)."
+        ),
+    )
+
+
+def build_args(config: DbtBuildConfig) -> list[str]:
+    """The dbt command a step runs for its run configuration."""
+    return ["build", "--full-refresh"] if config.full_refresh else ["build"]
+
+
+def build_layer(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig | None = None
+) -> Iterator[Any]:
     """`dbt build` the selected part of a layer, streaming its events; raise only on real errors.
 
     Test failures are reported as asset-check results (a failed `error` test becomes a failed
@@ -55,7 +76,7 @@ def build_layer(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Itera
     the step fail with dbt's own message.
     """
     with dbt_environment():
-        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+        invocation = dbt.cli(build_args(config or DbtBuildConfig()), context=context, raise_on_error=False)
     try:
         # column schemas, without sqlglot's column lineage: it cannot resolve the models'
         # `select *` import CTEs and would log a traceback per model
@@ -176,8 +197,8 @@ def dbt_layer(name: str, select: str, description: str, exclude: str | None = No
         exclude=exclude,
         name=name,
     )
-    def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-        yield from build_layer(context, dbt)
+    def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
+        yield from build_layer(context, dbt, config)
 
     _build.__doc__ = description
     return _build
