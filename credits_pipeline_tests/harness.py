@@ -8,6 +8,7 @@ assets through Dagster. Nothing here fakes a component.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
 
 import dagster as dg
@@ -157,3 +158,27 @@ def warehouse_fingerprint(warehouse_path: str) -> dict[str, list[tuple]]:
         return {n: sorted(map(repr, con.execute(f"select * from raw.{n}").fetchall())) for n in names}
     finally:
         con.close()
+
+
+FLOAT_REL_TOL = 1e-9
+
+
+def assert_same_rows(actual: list[tuple], expected: list[tuple], label: str) -> None:
+    """The same rows in any order, floats equal to 9 significant digits.
+
+    Why not exact or rounded floats: a sum of doubles depends on the order the engine adds them,
+    which differs between builds (parallel aggregation, an incremental run), and rounding to fixed
+    decimals still splits two nearly equal values that straddle a rounding boundary.
+    """
+
+    def sort_key(row: tuple) -> str:
+        return repr(tuple(f"{v:.6g}" if isinstance(v, float) else v for v in row))
+
+    assert len(actual) == len(expected), f"{label}: {len(actual)} rows, expected {len(expected)}"
+    for a, e in zip(sorted(actual, key=sort_key), sorted(expected, key=sort_key), strict=True):
+        same = len(a) == len(e) and all(
+            math.isclose(x, y, rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_REL_TOL)
+            if isinstance(x, float) and isinstance(y, float) else x == y
+            for x, y in zip(a, e, strict=True)
+        )
+        assert same, f"{label}: {a} != {e}"

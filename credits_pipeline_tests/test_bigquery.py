@@ -35,6 +35,7 @@ from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
 )
 from credits_pipeline_tests.test_ledger_resume import ledger_rows, random_ledger
 from credits_pipeline_tests.harness import (
+    assert_same_rows,
     clean_ledger,
     ledger_row,
     run_extraction,
@@ -222,7 +223,6 @@ REPORTS = ("marts.user_balance_reconciliation", "marts.ledger_anomalies")
 DBT_RELATIONS = ("credits.int_credit_replay", "marts.user_credit_daily", "marts.user_credit_trends",
                  "marts.service_efficiency", "marts.plan_utilization", "marts.revenue_attribution",
                  "marts.credit_cohorts")
-FLOAT_DIGITS = 9
 # When a row was (re)computed: a run's own time, different in every run by design.
 RUN_COLUMNS = {"credits.int_credit_replay": "replayed_at", "marts.user_credit_daily": "replayed_at"}
 
@@ -247,12 +247,6 @@ def _materialize(workdir, source_url: str, cutoff_at: dt.datetime, **extra_env: 
     )
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200
-    )
-
-
-def _rounded(rows: list[tuple]) -> list[tuple]:
-    return sorted(
-        (tuple(round(v, FLOAT_DIGITS) if isinstance(v, float) else v for v in row) for row in rows), key=repr
     )
 
 
@@ -294,7 +288,7 @@ def test_the_anomalies_demo_through_extraction_dbt_and_reconciliation_on_bigquer
         with warehouse.connect(read_only=True) as con:
             actual = con.execute(f"select {columns} from {relation}", dialect="bigquery").fetchall()
         assert len(expected) > 0, relation
-        assert _rounded(actual) == _rounded(expected), relation
+        assert_same_rows(actual, expected, relation)
     rules = {row[0] for row in _duckdb_rows(tmp_path / "duckdb" / "warehouse.duckdb", "marts.ledger_anomalies")}
     assert len(rules) >= 10
 
