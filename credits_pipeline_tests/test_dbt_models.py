@@ -581,8 +581,8 @@ def python_replay(path: Path) -> dict[int, tuple[int, int, int, int]]:
     result = replay(user, row_id, effect, amount, previous)
     return {
         int(u): (int(s), int(p), int(f), int(w))
-        for u, s, p, f, w in zip(result.user_id, result.subscription, result.purchased,
-                                 result.forfeited, result.written_off)
+        for u, s, p, f, w in zip(result.state.user_id, result.state.subscription, result.state.purchased,
+                                 result.state.forfeited, result.state.written_off)
     }
 
 

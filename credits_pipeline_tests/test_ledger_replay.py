@@ -297,9 +297,9 @@ def test_the_replay_accepts_rows_in_any_order_and_sorts_by_user_then_id():
     order = sort_order(user_id, row_id)
     assert row_id[order].tolist() == [1, 3, 5, 2, 4]
     res = replay(user_id, row_id, effect, amount, previous)
-    assert res.user_id.tolist() == [1, 2]
-    assert res.subscription.tolist() == [80, 0]
-    assert res.purchased.tolist() == [0, 15]
+    assert res.state.user_id.tolist() == [1, 2]
+    assert res.state.subscription.tolist() == [80, 0]
+    assert res.state.purchased.tolist() == [0, 15]
     assert not (res.flags & FLAG_CHAIN_BREAK).any()
 
 
@@ -310,7 +310,7 @@ def test_a_null_previous_amount_is_a_chain_break_and_the_replay_continues_from_w
         np.array([100, 10, 10]), np.array([0, NULL_INT, 90]),
     )
     assert (res.flags & FLAG_CHAIN_BREAK).tolist() == [0, 1, 0]
-    assert res.subscription.tolist() == [80]
+    assert res.state.subscription.tolist() == [80]
 
 
 def test_effects_come_from_the_catalog_then_from_event_type():

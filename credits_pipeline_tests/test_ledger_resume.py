@@ -95,9 +95,9 @@ def test_resuming_at_any_id_equals_one_full_replay(seed):
     cut = int(np.random.default_rng(100 + seed).integers(1, ledger["row_id"].max()))
     before = ledger["row_id"] <= cut
     first = replay_rows(ledger, before)
-    second = replay_rows(ledger, ~before, start=first.state())
+    second = replay_rows(ledger, ~before, start=first.state)
 
-    assert_same_state(first.state().advanced(second.state()), full.state())
+    assert_same_state(first.state.advanced(second.state), full.state)
     # every row's flags and details, whichever run replayed it
     for name in ("flags", "expected_previous", "available", "previous_created_s"):
         combined = np.empty_like(getattr(full, name))
@@ -118,8 +118,8 @@ def test_a_chain_of_daily_resumes_equals_one_full_replay():
         day = (ledger["row_id"] > low) & (ledger["row_id"] <= high)
         result = replay_rows(ledger, day, start=state)
         flags[day] = result.flags
-        state = state.advanced(result.state())
-    assert_same_state(state, full.state())
+        state = state.advanced(result.state)
+    assert_same_state(state, full.state)
     np.testing.assert_array_equal(flags, full.flags)
 
 
@@ -134,7 +134,7 @@ def test_resuming_from_zero_state_differs_from_resuming_from_the_real_one():
 
 def test_a_resumed_replay_refuses_a_row_below_the_users_last_id():
     ledger = random_ledger(1, n_rows=200, n_users=5)
-    state = replay_rows(ledger, np.ones(200, dtype=bool)).state()
+    state = replay_rows(ledger, np.ones(200, dtype=bool)).state
     with pytest.raises(ValueError, match="above each user's last id"):
         replay_rows(ledger, ledger["row_id"] < 30, start=state)
 
@@ -146,12 +146,12 @@ def test_a_user_dropped_from_the_state_is_replayed_again_from_its_first_row():
     first = replay_rows(ledger, ledger["row_id"] <= 1500)
     dirty = np.array([3, 5], dtype=np.int64)
     again = (ledger["row_id"] > 1500) | np.isin(ledger["user_id"], dirty)
-    resumed = replay_rows(ledger, again, start=first.state().without(dirty))
-    assert_same_state(first.state().advanced(resumed.state()), full.state())
+    resumed = replay_rows(ledger, again, start=first.state.without(dirty))
+    assert_same_state(first.state.advanced(resumed.state), full.state)
 
 
 def test_a_state_read_back_in_any_order_is_the_same_state():
-    state = replay_rows(random_ledger(4, 500, 20), np.ones(500, dtype=bool)).state()
+    state = replay_rows(random_ledger(4, 500, 20), np.ones(500, dtype=bool)).state
     shuffled = np.random.default_rng(0).permutation(len(state))
     again = ReplayState.from_columns({k: v[shuffled] for k, v in state.columns().items()})
     assert_same_state(again, state)

@@ -201,7 +201,7 @@ def _replay_in_batches(
             start=start.advanced(carry) if len(carry) else start,
         )
         flagged_parts.append(_flagged_rows(arrays, effect, res))
-        batch_state = res.state()
+        batch_state = res.state
         state_parts.append(batch_state)
         carry = ReplayState(**{f: a[-1:] for f, a in batch_state.columns().items()})
         n += rows

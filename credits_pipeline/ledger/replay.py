@@ -50,47 +50,6 @@ FLAG_BEFORE_PREVIOUS = 4
 
 
 @dataclass(frozen=True)
-class ReplayResult:
-    """What the replay found, as numpy arrays.
-
-    Row arrays are aligned with the input rows; only flagged rows carry meaning
-    in `expected_previous` (chain_break: the pool the replay expected), `available` (overdraft: both
-    pools before the spend) and `previous_created_s` (the previous row's created_at, epoch s).
-    User arrays have one entry per distinct `user_id` of the ledger, in ascending order.
-    """
-
-    flags: np.ndarray
-    expected_previous: np.ndarray
-    available: np.ndarray
-    previous_created_s: np.ndarray
-    user_id: np.ndarray
-    subscription: np.ndarray
-    purchased: np.ndarray
-    chain_breaks: np.ndarray
-    first_break_id: np.ndarray
-    forfeited: np.ndarray
-    written_off: np.ndarray
-    last_id: np.ndarray
-    last_created_s: np.ndarray
-    rows: np.ndarray
-
-    def state(self) -> "ReplayState":
-        """Each replayed user's state after its last row: where a later replay resumes."""
-        return ReplayState(
-            user_id=self.user_id,
-            subscription=self.subscription,
-            purchased=self.purchased,
-            chain_breaks=self.chain_breaks,
-            first_break_id=self.first_break_id,
-            forfeited=self.forfeited,
-            written_off=self.written_off,
-            last_id=self.last_id,
-            last_created_s=self.last_created_s,
-            rows=self.rows,
-        )
-
-
-@dataclass(frozen=True)
 class ReplayState:
     """Every user's replay state after the rows replayed so far, one entry per user by user_id.
 
@@ -147,6 +106,24 @@ class ReplayState:
         keep = ~np.isin(self.user_id, newer.user_id)
         merged = {f: np.concatenate([a[keep], getattr(newer, f)]) for f, a in self.columns().items()}
         return ReplayState.from_columns(merged)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What the replay found, as numpy arrays.
+
+    Row arrays are aligned with the input rows; only flagged rows carry meaning
+    in `expected_previous` (chain_break: the pool the replay expected), `available` (overdraft: both
+    pools before the spend) and `previous_created_s` (the previous row's created_at, epoch s).
+    `state` holds one entry per distinct `user_id` of these rows, in ascending order: each user's
+    pools and counters after its last row, where a later replay resumes.
+    """
+
+    flags: np.ndarray
+    expected_previous: np.ndarray
+    available: np.ndarray
+    previous_created_s: np.ndarray
+    state: ReplayState
 
 
 @numba.njit(
@@ -414,8 +391,8 @@ def replay(
 
     `start` resumes: a user found in it continues from its pools, counters and last row (its rows
     here must all have larger ids, or ValueError), a user not in it starts from zero. The user
-    arrays of the result cover only the users in these rows; `start.advanced(result.state())` is
-    the state after them.
+    state of the result covers only the users in these rows; `start.advanced(result.state)` is the
+    state after them.
     """
     n = len(user_id)
     if created_s is None:
@@ -427,7 +404,7 @@ def replay(
     order = np.ascontiguousarray(order, dtype=np.int64)
     if start is None:
         start = ReplayState.empty()
-    return ReplayResult(*_replay_kernel(
+    flags, expected_previous, available, previous_created_s, *users = _replay_kernel(
         order,
         uid,
         rid,
@@ -436,4 +413,5 @@ def replay(
         np.ascontiguousarray(previous, dtype=np.int64),
         np.ascontiguousarray(created_s, dtype=np.int64),
         *(np.ascontiguousarray(a, dtype=np.int64) for a in start.columns().values()),
-    ))
+    )
+    return ReplayResult(flags, expected_previous, available, previous_created_s, ReplayState(*users))

@@ -69,6 +69,19 @@
 ) if resume else none -%}
 {#- rendered at parse time too, so that its sources and refs are dependencies of this model -#}
 {%- set seen_ledger_rows = credit_history_rows(closed_partitions_from=rows_from) -%}
+{#- the ledger's columns as the replay reads them (credits.credit_histories' names) -#}
+{%- set ledger_columns_replayed -%}
+credit_history_id,
+        user_id,
+        event_name,
+        effect,
+        service,
+        creditable_type,
+        creditable_id,
+        unsigned_amount as amount,
+        cast(previous_amount as {{ dbt.type_bigint() }}) as recorded_pool,
+        created_at
+{%- endset -%}
 {%- set replayed_columns = [
     'credit_history_id', 'user_id', 'event_name', 'effect', 'service', 'creditable_type',
     'creditable_id', 'amount', 'recorded_pool', 'created_at',
@@ -87,16 +100,7 @@ extraction_cutoff as (
 replay_input as (
 
     select
-        credit_history_id,
-        user_id,
-        event_name,
-        effect,
-        service,
-        creditable_type,
-        creditable_id,
-        unsigned_amount as amount,
-        cast(previous_amount as {{ dbt.type_bigint() }}) as recorded_pool,
-        created_at,
+        {{ ledger_columns_replayed }},
         cast(0 as {{ dbt.type_bigint() }}) as start_row_number,
         cast(0 as {{ dbt.type_bigint() }}) as start_subscription,
         cast(0 as {{ dbt.type_bigint() }}) as start_purchased,
@@ -111,16 +115,7 @@ replay_input as (
 seen_rows as (
 
     select
-        credit_history_id,
-        user_id,
-        event_name,
-        effect,
-        service,
-        creditable_type,
-        creditable_id,
-        unsigned_amount as amount,
-        cast(previous_amount as {{ dbt.type_bigint() }}) as recorded_pool,
-        created_at
+        {{ ledger_columns_replayed }}
     from (
         {{ seen_ledger_rows | indent(8) }}
     ) as seen_ledger
