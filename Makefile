@@ -1,5 +1,8 @@
 # The two commands of the README, each installing what it needs into .venv first.
 #   make materialize   full materialization on the embedded defaults (SQLite demo source, DuckDB)
+#   make ui            the Dagster UI on the same code location
+# Only these two commands fall back to the embedded demo source (CREDITS_SOURCE_URL=demo) when
+# CREDITS_SOURCE_URL is unset; the code location itself refuses to load without a URL.
 #   make test          the whole test suite (what CI runs)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -21,7 +24,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 materialize: $(STAMP)
-	$(BIN)/credits-pipeline materialize
+	CREDITS_SOURCE_URL=$${CREDITS_SOURCE_URL:-demo} $(BIN)/credits-pipeline materialize
 
 test: $(STAMP)
 	bash .ci/install-browser      # Debian's chromium + chromium-driver (pytest -m browser)
@@ -29,6 +32,7 @@ test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile -ra
 
 ui: $(STAMP)
+	CREDITS_SOURCE_URL=$${CREDITS_SOURCE_URL:-demo} \
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/data/dagster_home} $(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)

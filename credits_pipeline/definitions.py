@@ -27,12 +27,14 @@ from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 
 def build_resources() -> dict:
-    """Resources from the environment; secrets stay EnvVars so Dagster never displays them."""
-    source = (
-        SourceDatabase(url=dg.EnvVar(settings.SOURCE_URL_VAR))
-        if os.environ.get(settings.SOURCE_URL_VAR)
-        else SourceDatabase()
-    )
+    """Resources from the environment; secrets stay EnvVars so Dagster never displays them.
+
+    The environment is checked first, as a whole: a missing `CREDITS_SOURCE_URL` (there is no
+    silent demo; `demo` must be chosen) or any malformed variable fails the code location's load
+    with one line per problem instead of a traceback from deep inside a resource.
+    """
+    settings.raise_for_configuration()
+    source = SourceDatabase(url=dg.EnvVar(settings.SOURCE_URL_VAR))
     if settings.warehouse_kind() == "bigquery":
         warehouse = warehouse_from_env()
     else:

@@ -1,16 +1,23 @@
-"""Every environment variable the pipeline reads, in one place, with its default.
+"""Every environment variable the pipeline reads, in one place, with its default and its check.
 
 Configuration comes only from the environment so that the same code location runs on a laptop
-(embedded SQLite source, DuckDB warehouse under `data/`) and in production (MySQL, BigQuery,
+(embedded SQLite demo source, DuckDB warehouse under `data/`) and in production (MySQL, BigQuery,
 PostgreSQL-backed Dagster) without edits. Secrets (database passwords inside `CREDITS_SOURCE_URL`,
 webhook URLs, SMTP passwords) are read here and handed to resources through `dg.EnvVar` where
 Dagster builds the resource, never printed: use `redact_url` before anything reaches a log.
+
+Why each variable has a parser of its own (`parse_*`): the getters used at run time and
+`configuration_problems`, which checks the whole environment once before any work starts, must
+accept and refuse exactly the same values — a value the start-up check lets through must not crash
+90 seconds into a run, and the message must name the variable, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,6 +35,188 @@ UI_BASE_URL_VAR = "CREDITS_UI_BASE_URL"
 BLOCK_REVENUE_ON_ERROR_VAR = "CREDITS_BLOCK_REVENUE_ON_ERROR"
 
 DEFAULT_LEDGER_START_DATE = "2025-01-01"
+# `CREDITS_SOURCE_URL=demo`: the embedded SQLite demo database, created on first use. Only an
+# explicit choice (the README's `make materialize` / `make ui` set it): a deployment that forgot
+# the variable must fail to load, not reconcile demo users.
+DEMO_SOURCE = "demo"
+SOURCE_BACKENDS = ("mysql", "mariadb", "postgresql", "sqlite")
+WAREHOUSE_KINDS = ("duckdb", "bigquery")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class ConfigurationError(ValueError):
+    """The environment or an argument holds a value the pipeline cannot use; one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _problem(var: str, raw: str, allowed: str) -> ConfigurationError:
+    """One line: the variable, the value as given, what is allowed."""
+    return ConfigurationError([f"{var}={raw!r} is not valid: {allowed}"])
+
+
+def parse_source_url(raw: str | None) -> str:
+    """`CREDITS_SOURCE_URL`: a SQLAlchemy URL of a supported engine, or `demo`; never unset."""
+    raw = (raw or "").strip()
+    if not raw:
+        raise ConfigurationError([
+            f"{SOURCE_URL_VAR} is not set: set it to the source database's SQLAlchemy URL "
+            f"(e.g. mysql+pymysql://reader@db-host/syllaby_v2) or to '{DEMO_SOURCE}' for the "
+            "embedded demo database"
+        ])
+    if raw == DEMO_SOURCE:
+        return f"sqlite:///{default_source_path()}"
+    allowed = (
+        f"a SQLAlchemy URL such as mysql+pymysql://user@host/syllaby_v2 or "
+        f"postgresql+psycopg://user@host/syllaby_v2 (engines: {', '.join(SOURCE_BACKENDS)}), "
+        f"or '{DEMO_SOURCE}'"
+    )
+    try:
+        parsed = sa.engine.make_url(raw)
+    except Exception:
+        # the value may hold a password: never echo an unparseable URL
+        raise ConfigurationError([f"{SOURCE_URL_VAR}=<unparseable URL> is not valid: {allowed}"]) from None
+    if parsed.get_backend_name() not in SOURCE_BACKENDS:
+        raise _problem(SOURCE_URL_VAR, redact_url(raw), allowed)
+    if not parsed.database:
+        raise _problem(SOURCE_URL_VAR, redact_url(raw), "the URL must name a database; " + allowed)
+    return raw
+
+
+def parse_warehouse_kind(raw: str | None) -> str:
+    kind = (raw or "duckdb").strip().lower()
+    if kind not in WAREHOUSE_KINDS:
+        raise _problem(WAREHOUSE_VAR, raw or "", " or ".join(repr(k) for k in WAREHOUSE_KINDS))
+    return kind
+
+
+def parse_ledger_start_date(raw: str | None) -> dt.date:
+    value = (raw or DEFAULT_LEDGER_START_DATE).strip()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise _problem(LEDGER_START_DATE_VAR, value, "an ISO date YYYY-MM-DD, e.g. 2025-01-01") from None
+
+
+def parse_ui_base_url(raw: str | None) -> str:
+    value = (raw or "http://127.0.0.1:3000").strip()
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise _problem(UI_BASE_URL_VAR, value, "an http:// or https:// URL of the Dagster UI")
+    return value.rstrip("/")
+
+
+def parse_flag(var: str, raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in ("", *FALSE_WORDS):
+        return False
+    if value in TRUE_WORDS:
+        return True
+    raise _problem(var, raw or "", f"one of {', '.join(TRUE_WORDS + FALSE_WORDS)} (or unset)")
+
+
+def parse_positive_int(var: str, raw: str | None, what: str) -> int | None:
+    value = (raw or "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise _problem(var, raw or "", f"a positive whole number of {what}")
+    return number
+
+
+def parse_cutoff(raw: str | None) -> dt.datetime | None:
+    value = (raw or "").strip()
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _problem(
+            CUTOFF_AT_VAR, value, "an ISO timestamp in UTC, e.g. 2026-03-01T02:00:00 or 2026-03-01T02:00:00Z"
+        ) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed.replace(microsecond=0)
+
+
+MEMORY_LIMIT_PATTERN = re.compile(r"\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|k|m|g|t)", re.IGNORECASE)
+
+
+def parse_memory_limit(raw: str | None) -> str | None:
+    value = (raw or "").strip()
+    if not value:
+        return None
+    if not MEMORY_LIMIT_PATTERN.fullmatch(value):
+        raise _problem(DUCKDB_MEMORY_LIMIT_VAR, value, "an amount with a unit, e.g. 4GB, 512MB or 8GiB")
+    return value
+
+
+def parse_replay(raw: str | None) -> str:
+    value = (raw or "resume").strip().lower()
+    if value not in REPLAY_MODES:
+        raise _problem(REPLAY_VAR, raw or "", f"one of {', '.join(REPLAY_MODES)}")
+    return value
+
+
+def configuration_problems(environ: Mapping[str, str] | None = None, today: dt.date | None = None) -> list[str]:
+    """Every problem of the environment, one line each (variable, value, what is allowed).
+
+    Pure: reads only `environ` (default `os.environ`) and `today` (default: today, UTC), so the
+    CLI can refuse a bad configuration before any work and the code location can refuse to load.
+    """
+    env = os.environ if environ is None else environ
+    today = today or dt.datetime.now(dt.UTC).date()
+    checks: list[Callable[[], object]] = [
+        lambda: parse_source_url(env.get(SOURCE_URL_VAR)),
+        lambda: parse_warehouse_kind(env.get(WAREHOUSE_VAR)),
+        lambda: _check_start_date(parse_ledger_start_date(env.get(LEDGER_START_DATE_VAR)), today),
+        lambda: parse_ui_base_url(env.get(UI_BASE_URL_VAR)),
+        lambda: parse_flag(BLOCK_REVENUE_ON_ERROR_VAR, env.get(BLOCK_REVENUE_ON_ERROR_VAR)),
+        lambda: parse_cutoff(env.get(CUTOFF_AT_VAR)),
+        lambda: parse_positive_int(DEMO_USERS_VAR, env.get(DEMO_USERS_VAR), "users"),
+        lambda: parse_memory_limit(env.get(DUCKDB_MEMORY_LIMIT_VAR)),
+        lambda: parse_replay(env.get(REPLAY_VAR)),
+        lambda: parse_positive_int(REPLAY_BATCH_ROWS_VAR, env.get(REPLAY_BATCH_ROWS_VAR), "rows"),
+    ]
+    problems: list[str] = []
+    for check in checks:
+        try:
+            check()
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+    return problems
+
+
+def _check_start_date(start: dt.date, today: dt.date) -> None:
+    if start > today:
+        raise _problem(LEDGER_START_DATE_VAR, start.isoformat(), f"a date not after today ({today} UTC)")
+
+
+def raise_for_configuration(environ: Mapping[str, str] | None = None) -> None:
+    """Raise one `ConfigurationError` listing every problem (the code location's load check)."""
+    problems = configuration_problems(environ)
+    if problems:
+        raise ConfigurationError(problems)
+
+
+def partition_problem(value: str, first: dt.date, last: dt.date | None) -> str | None:
+    """Why `--partition value` cannot run (None when it can): a real day between first and last."""
+    allowed = f"a day YYYY-MM-DD from {first} ({LEDGER_START_DATE_VAR})"
+    allowed += f" to {last} (the last closed UTC day)" if last else " (no closed day yet)"
+    try:
+        day = dt.date.fromisoformat(value.strip())
+    except ValueError:
+        return f"--partition {value!r} is not valid: {allowed}"
+    if last is None or not first <= day <= last:
+        when = "in the future" if last is not None and day > last else "outside the ledger's partitions"
+        return f"--partition {value!r} is {when}: {allowed}"
+    return None
 
 
 def data_dir() -> Path:
@@ -40,19 +229,28 @@ def default_source_path() -> Path:
 
 
 def source_url_is_default() -> bool:
-    return not os.environ.get(SOURCE_URL_VAR)
+    """Whether the source is the embedded demo database (`CREDITS_SOURCE_URL=demo`)."""
+    return (os.environ.get(SOURCE_URL_VAR) or "").strip() == DEMO_SOURCE
 
 
 def source_url() -> str:
-    """The operational database: `CREDITS_SOURCE_URL`, or the embedded SQLite demo database."""
-    return os.environ.get(SOURCE_URL_VAR) or f"sqlite:///{default_source_path()}"
+    """The operational database: `CREDITS_SOURCE_URL` (`demo`: the embedded SQLite demo database).
+
+    Raises `ConfigurationError` when it is unset or malformed: there is no silent default.
+    """
+    return parse_source_url(os.environ.get(SOURCE_URL_VAR))
+
+
+def configured_source_url() -> str | None:
+    """`source_url()`, or None when it is unset or malformed (for labels computed at import)."""
+    try:
+        return source_url()
+    except ConfigurationError:
+        return None
 
 
 def warehouse_kind() -> str:
-    kind = (os.environ.get(WAREHOUSE_VAR) or "duckdb").strip().lower()
-    if kind not in ("duckdb", "bigquery"):
-        raise ValueError(f"{WAREHOUSE_VAR} must be 'duckdb' or 'bigquery', not {kind!r}")
-    return kind
+    return parse_warehouse_kind(os.environ.get(WAREHOUSE_VAR))
 
 
 def warehouse_path() -> Path:
@@ -62,12 +260,11 @@ def warehouse_path() -> Path:
 
 def ledger_start_date() -> dt.date:
     """First day of the ledger's daily partitions (`CREDITS_LEDGER_START_DATE`, ISO date)."""
-    raw = os.environ.get(LEDGER_START_DATE_VAR) or DEFAULT_LEDGER_START_DATE
-    return dt.date.fromisoformat(raw)
+    return parse_ledger_start_date(os.environ.get(LEDGER_START_DATE_VAR))
 
 
 def ui_base_url() -> str:
-    return (os.environ.get(UI_BASE_URL_VAR) or "http://127.0.0.1:3000").rstrip("/")
+    return parse_ui_base_url(os.environ.get(UI_BASE_URL_VAR))
 
 
 def block_revenue_on_error() -> bool:
@@ -94,18 +291,12 @@ def pinned_cutoff() -> dt.datetime | None:
     Only for re-running a frozen source reproducibly (tests, demos): in production the cut-off is
     the moment of the consistent snapshot.
     """
-    raw = os.environ.get(CUTOFF_AT_VAR)
-    if not raw:
-        return None
-    value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.replace(microsecond=0)
+    return parse_cutoff(os.environ.get(CUTOFF_AT_VAR))
 
 
 def demo_users() -> int:
     """How many users the embedded demo database gets when it is created on first use."""
-    return int(os.environ.get(DEMO_USERS_VAR) or 500)
+    return parse_positive_int(DEMO_USERS_VAR, os.environ.get(DEMO_USERS_VAR), "users") or 500
 
 
 # BigQuery (CREDITS_WAREHOUSE=bigquery): the project, the prefix of the raw/credits/marts datasets,
@@ -130,7 +321,7 @@ def duckdb_memory_limit() -> str | None:
     a 2 GB limit made the reconciliation's row checks fail with an out-of-memory error, so a limit is
     an operator's choice for the machine at hand, not a default.
     """
-    return os.environ.get(DUCKDB_MEMORY_LIMIT_VAR) or None
+    return parse_memory_limit(os.environ.get(DUCKDB_MEMORY_LIMIT_VAR))
 
 
 REPLAY_VAR = "CREDITS_REPLAY"
@@ -144,10 +335,7 @@ def replay_forced_full() -> bool:
     (and the users whose past rows changed), with the same result. `full` is for an operator who
     wants to rebuild the stored replay state from scratch, e.g. after restoring a warehouse backup.
     """
-    raw = (os.environ.get(REPLAY_VAR) or "resume").strip().lower()
-    if raw not in REPLAY_MODES:
-        raise ValueError(f"{REPLAY_VAR} must be one of {', '.join(REPLAY_MODES)}, not {raw!r}")
-    return raw == "full"
+    return parse_replay(os.environ.get(REPLAY_VAR)) == "full"
 
 
 REPLAY_BATCH_ROWS_VAR = "CREDITS_REPLAY_BATCH_ROWS"
@@ -159,10 +347,4 @@ def replay_batch_rows() -> int | None:
     The replay streams its input in batches of this size; lower it on a small worker, raise it to
     spend fewer round trips on a large one. The result does not depend on it.
     """
-    raw = os.environ.get(REPLAY_BATCH_ROWS_VAR)
-    if not raw:
-        return None
-    value = int(raw)
-    if value < 1:
-        raise ValueError(f"{REPLAY_BATCH_ROWS_VAR} must be a positive number of rows, not {raw!r}")
-    return value
+    return parse_positive_int(REPLAY_BATCH_ROWS_VAR, os.environ.get(REPLAY_BATCH_ROWS_VAR), "rows")

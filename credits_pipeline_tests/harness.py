@@ -16,6 +16,7 @@ import duckdb
 import sqlalchemy as sa
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from credits_pipeline import settings
 from credits_pipeline.cli import failure_message
 from credits_pipeline.extract.assets import extraction_assets, source_table_specs
 from credits_pipeline.source.reader import SourceDatabase
@@ -104,6 +105,18 @@ def extraction_definitions(source_url: str, warehouse_path: str, batch_size: int
         },
         executor=dg.in_process_executor,
     )
+
+
+def code_location_definitions(monkeypatch) -> dg.Definitions:
+    """The code location as `make ui` loads it: on the embedded demo, chosen explicitly.
+
+    Without `CREDITS_SOURCE_URL` the code location refuses to load (there is no silent demo), so a
+    test that only inspects the definitions says which source it means.
+    """
+    import importlib
+
+    monkeypatch.setenv(settings.SOURCE_URL_VAR, settings.DEMO_SOURCE)
+    return importlib.import_module("credits_pipeline.definitions").build_definitions()
 
 
 def run_extraction(

@@ -125,7 +125,8 @@ def test_the_manifest_is_prepared_from_a_fresh_clone(tmp_path):
     assert manifest.stat().st_size > 0
 
 
-def test_the_code_location_carries_the_extraction_assets_the_dbt_sources_point_at():
+def test_the_code_location_carries_the_extraction_assets_the_dbt_sources_point_at(monkeypatch):
+    monkeypatch.setenv(settings.SOURCE_URL_VAR, settings.DEMO_SOURCE)  # no silent demo: chosen here
     try:
         definitions = importlib.import_module("credits_pipeline.definitions")
     except ModuleNotFoundError as exc:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pytest
 
-from credits_pipeline.definitions import defs
 from credits_pipeline.extract.lag import ledger_lag
 from credits_pipeline.schedules import (
     DAILY_CRON,
@@ -15,9 +15,15 @@ from credits_pipeline.schedules import (
     FRESHNESS_FAIL_WINDOW,
     previous_partition_key,
 )
+from credits_pipeline_tests.harness import code_location_definitions
 
 
-def test_the_schedule_runs_at_three_utc_for_the_previous_utc_day():
+@pytest.fixture
+def defs(monkeypatch) -> dg.Definitions:
+    return code_location_definitions(monkeypatch)
+
+
+def test_the_schedule_runs_at_three_utc_for_the_previous_utc_day(defs):
     schedule = defs.resolve_schedule_def(DAILY_SCHEDULE_NAME)
     assert schedule.cron_schedule == DAILY_CRON == "0 3 * * *"
     assert schedule.execution_timezone == "UTC"
@@ -34,7 +40,7 @@ def test_a_scheduled_time_given_in_another_zone_is_read_in_utc():
     assert previous_partition_key(dt.datetime(2026, 3, 1, 8, 30, tzinfo=tokyo)) == "2026-02-27"  # 23:30 UTC
 
 
-def test_the_daily_job_covers_extraction_and_is_partitioned_by_ledger_day():
+def test_the_daily_job_covers_extraction_and_is_partitioned_by_ledger_day(defs):
     job = defs.resolve_job_def(DAILY_JOB_NAME)
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert {"raw/credit_histories", "raw/users", "raw/credit_histories__open", "raw/plans"} <= keys
@@ -42,7 +48,7 @@ def test_the_daily_job_covers_extraction_and_is_partitioned_by_ledger_day():
     assert job.partitions_def is not None
 
 
-def test_the_raw_ledger_and_every_mart_carry_a_26_hour_freshness_policy():
+def test_the_raw_ledger_and_every_mart_carry_a_26_hour_freshness_policy(defs):
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)

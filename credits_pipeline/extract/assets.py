@@ -64,7 +64,8 @@ LEDGER_PARTITIONS = dg.DailyPartitionsDefinition(
 
 def source_kind() -> str:
     """The Dagster kind tag of the configured source: mysql, postgres or sqlite."""
-    family = dialect_family(settings.source_url())
+    url = settings.configured_source_url()  # unset or malformed: refused when the location loads
+    family = dialect_family(url) if url else "sqlite"
     return {"postgresql": "postgres"}.get(family, family)
 
 

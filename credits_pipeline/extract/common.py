@@ -31,6 +31,12 @@ from credits_pipeline.warehouse.raw_tables import (
 
 MAX_REJECTED_EXAMPLES = 10
 
+# Metadata keys of every extraction's materialization, read back by the CLI's summary.
+ROWS_READ_METADATA = "rows_read"
+ROWS_LOADED_METADATA = "rows_loaded"
+ROWS_QUARANTINED_METADATA = "rows_quarantined"
+QUARANTINE_RELATION_METADATA = "quarantine_relation"
+
 
 @dataclass
 class ExtractionTally:
@@ -88,10 +94,10 @@ def extraction_metadata(
     total = con.execute(f"select count(*) from {relation}").fetchone()[0]
     meta = {
         "dagster/row_count": dg.MetadataValue.int(int(total)),
-        "rows_read": dg.MetadataValue.int(tally.rows_read),
-        "rows_loaded": dg.MetadataValue.int(tally.rows_loaded),
-        "rows_quarantined": dg.MetadataValue.int(tally.rows_rejected),
-        "quarantine_relation": dg.MetadataValue.text(f"raw.{rejected_name(table.name)}"),
+        ROWS_READ_METADATA: dg.MetadataValue.int(tally.rows_read),
+        ROWS_LOADED_METADATA: dg.MetadataValue.int(tally.rows_loaded),
+        ROWS_QUARANTINED_METADATA: dg.MetadataValue.int(tally.rows_rejected),
+        QUARANTINE_RELATION_METADATA: dg.MetadataValue.text(f"raw.{rejected_name(table.name)}"),
         "extraction_cutoff": dg.MetadataValue.timestamp(cutoff.replace(tzinfo=dt.UTC)),
         "dagster/column_schema": table_schema(table, with_partition),
         "preview": dg.MetadataValue.md(newest_rows_markdown(con, relation, "id")),
@@ -117,9 +123,9 @@ def validation_check_result(tally: ExtractionTally, asset_key: dg.AssetKey) -> d
         severity=dg.AssetCheckSeverity.WARN,
         description=description,
         metadata={
-            "rows_read": dg.MetadataValue.int(tally.rows_read),
-            "rows_loaded": dg.MetadataValue.int(tally.rows_loaded),
-            "rows_quarantined": dg.MetadataValue.int(tally.rows_rejected),
+            ROWS_READ_METADATA: dg.MetadataValue.int(tally.rows_read),
+            ROWS_LOADED_METADATA: dg.MetadataValue.int(tally.rows_loaded),
+            ROWS_QUARANTINED_METADATA: dg.MetadataValue.int(tally.rows_rejected),
             "quarantined_examples": dg.MetadataValue.md(examples),
             "domain_warnings": dg.MetadataValue.md(warnings),
         },

@@ -53,12 +53,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 class SourceDatabase(dg.ConfigurableResource):
-    """The operational database `syllaby_v2` (`CREDITS_SOURCE_URL`; default: the SQLite demo)."""
+    """The operational database `syllaby_v2` (`CREDITS_SOURCE_URL`; `demo`: the SQLite demo)."""
 
     url: str = ""
     batch_size: int = DEFAULT_BATCH_SIZE
 
+    def uses_demo(self) -> bool:
+        """The embedded demo database, only ever by explicit choice (`url` or the variable `demo`)."""
+        return self.url == settings.DEMO_SOURCE or (not self.url and settings.source_url_is_default())
+
     def resolved_url(self) -> str:
+        if self.uses_demo():
+            return settings.parse_source_url(settings.DEMO_SOURCE)
         return self.url or settings.source_url()
 
     def display_name(self) -> str:
@@ -69,7 +75,7 @@ class SourceDatabase(dg.ConfigurableResource):
 
     def engine(self) -> sa.Engine:
         url = self.resolved_url()
-        if not self.url and settings.source_url_is_default():
+        if self.uses_demo():
             _ensure_demo_source(url)
         return create_source_engine(url)
 
@@ -217,7 +223,7 @@ def _object_frame(rows: list, names: list[str]) -> pd.DataFrame:
 
 
 def _ensure_demo_source(url: str) -> None:
-    """Create the embedded SQLite demo database on first use (the default source)."""
+    """Create the embedded SQLite demo database on first use (`CREDITS_SOURCE_URL=demo`)."""
     path = settings.default_source_path()
     if path.exists():
         return

@@ -31,14 +31,34 @@ from credits_pipeline.source.demo.simulation import (
     Sink,
 )
 from credits_pipeline.source.demo.timeutil import DAY, TimestampFormatter, add_months, epoch
-from credits_pipeline.source.demo.writer import MYSQL, SQLITE, BulkWriter, make_engine
+from credits_pipeline.source.demo.writer import (
+    MYSQL,
+    SQLITE,
+    BulkWriter,
+    contract_rows_present,
+    make_engine,
+)
 
-__all__ = ["GenerationSummary", "generate", "default_manifest_path", "RULES"]
+__all__ = ["GenerationSummary", "TargetNotEmpty", "generate", "default_manifest_path", "RULES"]
 
 RULES = faults.RULES
 MANIFEST_SUFFIX = ".anomalies.json"
 MANIFEST_ROW_KEYS = ("rule", "user_id", "credit_history_id", "entity_type", "entity_id")
 CATALOG_SEEDED_DAYS_BEFORE = 30
+
+
+class TargetNotEmpty(Exception):
+    """The target database already holds contract rows and `replace` was not given.
+
+    Generating drops and recreates the contract tables: on a real database that is data loss, so
+    it happens only when the caller says so, and the caller can say what it drops (`counts`).
+    """
+
+    def __init__(self, url: str, counts: dict[str, int]) -> None:
+        self.url = url
+        self.counts = dict(counts)
+        held = ", ".join(f"{table} {n:,} rows" for table, n in counts.items())
+        super().__init__(f"{url} already holds contract tables with rows ({held})")
 
 
 @dataclass
@@ -51,6 +71,7 @@ class GenerationSummary:
     manifest_path: Path | None = None
     anomalies: list[dict] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
+    replaced: dict[str, int] = field(default_factory=dict)  # rows dropped per table (replace=True)
 
     @property
     def total_rows(self) -> int:
@@ -134,12 +155,15 @@ def generate(
     manifest_path: str | Path | None = None,
     months: int = 12,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    replace: bool = False,
 ) -> GenerationSummary:
     """(Re)create the contract tables at `url` and fill them with `months` of history before `end`.
 
     `end` defaults to today's UTC date; no row is created at or after its midnight except the
     deliberately future-dated anomaly. The manifest is written when `anomalies` is set (to
     `manifest_path`, else next to a SQLite file) or whenever `manifest_path` is given.
+    A database whose contract tables hold rows is left untouched (`TargetNotEmpty`) unless
+    `replace` is set; the summary's `replaced` then lists the rows dropped per table.
     """
     import time
 
@@ -154,6 +178,9 @@ def generate(
 
     engine = make_engine(url)
     try:
+        held = contract_rows_present(engine)
+        if held and not replace:
+            raise TargetNotEmpty(engine.url.render_as_string(hide_password=True), held)
         writer = BulkWriter(engine)
         ts = TimestampFormatter(fractional=writer.family == SQLITE)
         seeded = start_ts - CATALOG_SEEDED_DAYS_BEFORE * DAY
@@ -190,7 +217,7 @@ def generate(
     )
     summary = GenerationSummary(url=engine.url.render_as_string(hide_password=True),
                                 counts=counts, seconds=0.0, anomalies=anomaly_rows,
-                                quarantined=list(sim.quarantined))
+                                quarantined=list(sim.quarantined), replaced=held)
     target = Path(manifest_path) if manifest_path is not None else (
         default_manifest_path(url) if anomalies else None)
     if target is not None:

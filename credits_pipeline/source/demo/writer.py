@@ -53,6 +53,25 @@ def _tsv_field(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def contract_rows_present(engine: sa.Engine) -> dict[str, int]:
+    """Rows held by each contract table that exists at `engine` and is not empty.
+
+    Why: writing the demo drops and recreates the contract tables, so the generator must know
+    what it would destroy before it touches anything (a real `syllaby_v2` must never be wiped by
+    a mistyped URL). Table names come from the contract, quoted by the dialect.
+    """
+    present = {name.lower() for name in sa.inspect(engine).get_table_names()}
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        for table in TABLES:
+            if table.name.lower() in present:
+                n = conn.execute(sa.text(f"SELECT COUNT(*) FROM {quote(table.name)}")).scalar_one()
+                if n:
+                    counts[table.name] = int(n)
+    return counts
+
+
 def column_names(table: str) -> list[str]:
     return [c.name for c in TABLES_BY_NAME[table].columns]
 
