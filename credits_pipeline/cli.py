@@ -1,27 +1,220 @@
 """`credits-pipeline`: the commands a data engineer runs from a terminal.
 
-`demo-data` writes a realistic `syllaby_v2` database anywhere SQLAlchemy reaches; `materialize`
-runs the whole graph through Dagster — every ledger partition the source needs in one run, then
-everything downstream — recording the run in the instance at `DAGSTER_HOME` so the UI shows it, and
-ends with a summary. It exits 0 when every asset materialized, even when checks found anomalies
-(checks never hide the report, contract section 4), and 1 with the step's own message when a step
-errors.
+`demo-data` writes a realistic `syllaby_v2` database anywhere SQLAlchemy reaches — never over a
+database that already holds contract rows unless `--replace` says so. `materialize` runs the whole
+graph through Dagster — every ledger partition the source needs in one run, then everything
+downstream — as a run of the `credits_pipeline` code location of `workspace.yaml`, so the UI shows
+it on its timeline and can re-execute it, and ends with a summary table: what was built, what was
+not and why, rows moved and quarantined, failed checks.
+
+Exit codes: 0 when every step ran, even when checks found anomalies (checks never hide the
+report, contract section 4); 1 when a step errored, with its cause printed once; 2 for a usage or
+configuration error, one line per problem, before any work.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import datetime as dt
+import io
 import os
+import socket
 import sys
-from collections import Counter
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
 
 from credits_pipeline import settings
+from credits_pipeline.run_tags import (
+    FAILED_ERROR_CHECKS_TAG,
+    FAILED_WARN_CHECKS_TAG,
+    HOST_TAG,
+    PID_TAG,
+    TRIGGER_CLI,
+    TRIGGER_TAG,
+    run_process_is_gone,
+)
 
 EXIT_OK = 0
 EXIT_STEP_FAILED = 1
 EXIT_USAGE = 2
+PROG = "credits-pipeline"
+WORKSPACE_FILE = settings.PROJECT_ROOT / "workspace.yaml"
+QUIET_LOG_LEVEL = "CRITICAL"  # Dagster's console logger without --verbose: progress shows instead
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+WIDE_OUTPUT = 200  # columns when stdout is not a terminal (CI logs, pipes): no wrapped names
+
+
+class UsageProblem(Exception):
+    """A usage or configuration error: printed one line per problem, exit code 2."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(
+        file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else WIDE_OUTPUT
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("credits_pipeline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+app = typer.Typer(
+    name=PROG,
+    help=__doc__.split("\n\n")[0].split(": ", 1)[1],
+    epilog="Examples:  credits-pipeline demo-data --url sqlite:///data/syllaby_demo.sqlite --anomalies"
+    "  ·  CREDITS_SOURCE_URL=demo credits-pipeline materialize  ·  credits-pipeline materialize"
+    " --partition 2026-03-01",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"{PROG} {_version()}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Extract, validate, reconcile and model the syllaby_v2 credit ledger (Dagster + dbt)."""
+
+
+# -- demo-data ------------------------------------------------------------------------------------
+
+
+@app.command(
+    "demo-data",
+    epilog="Examples:  credits-pipeline demo-data --url sqlite:///data/syllaby_demo.sqlite"
+    " --users 500 --anomalies  ·  credits-pipeline demo-data --url"
+    " mysql+pymysql://root@127.0.0.1/syllaby_demo --replace",
+)
+def demo_data(
+    url: Annotated[
+        str,
+        typer.Option(
+            help="SQLAlchemy URL of the database to write, named for the demo, e.g. "
+            "sqlite:///data/syllaby_demo.sqlite or mysql+pymysql://root@127.0.0.1/syllaby_demo."
+        ),
+    ],
+    users: Annotated[int, typer.Option(help="Number of users to simulate.", min=1)] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed: the same arguments give the same database.")] = 7,
+    end: Annotated[
+        str | None, typer.Option(help="Last day of history, YYYY-MM-DD.", show_default="today, UTC")
+    ] = None,
+    months: Annotated[int, typer.Option(help="Months of history before --end.", min=1)] = 12,
+    anomalies: Annotated[
+        bool, typer.Option("--anomalies", help="Inject violations of every ledger rule (and a manifest).")
+    ] = False,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the JSON manifest of injected anomalies.",
+            show_default="next to a SQLite file, with --anomalies",
+        ),
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Drop and rewrite the contract tables even when they hold rows (says what it drops).",
+        ),
+    ] = False,
+) -> None:
+    """Write a realistic, deterministic syllaby_v2 database (refuses a populated one)."""
+    from credits_pipeline.source.demo import TargetNotEmpty, generate
+
+    end_day = _parse_end(end)
+    out = _console()
+    try:
+        summary = generate(
+            url, users=users, seed=seed, end=end_day, anomalies=anomalies, manifest_path=manifest,
+            months=months, replace=replace,
+        )
+    except TargetNotEmpty as exc:
+        held = ", ".join(f"{table} {n:,}" for table, n in exc.counts.items())
+        raise UsageProblem([
+            f"refused: {settings.redact_url(url)} already holds contract tables with rows ({held}); "
+            "demo-data would drop them — point --url at a database named for the demo, or pass "
+            "--replace to drop and rewrite them"
+        ]) from None
+    except ValueError as exc:
+        raise UsageProblem([str(exc)]) from None
+    if summary.replaced:
+        dropped = ", ".join(f"{table} ({n:,} rows)" for table, n in summary.replaced.items())
+        out.print(f"replaced (--replace): dropped {dropped}")
+    counts = ", ".join(f"{table} {n}" for table, n in summary.counts.items())
+    out.print(f"demo data written to {settings.redact_url(url)} in {summary.seconds:.1f} s: {counts}")
+    if summary.manifest_path:
+        out.print(f"manifest of injected anomalies: {summary.manifest_path}")
+
+
+def _parse_end(end: str | None) -> dt.date | None:
+    if end is None:
+        return None
+    try:
+        return dt.date.fromisoformat(end)
+    except ValueError:
+        raise UsageProblem([f"--end {end!r} is not valid: a day YYYY-MM-DD"]) from None
+
+
+# -- materialize ----------------------------------------------------------------------------------
+
+
+@app.command(
+    "materialize",
+    epilog="Examples:  CREDITS_SOURCE_URL=demo credits-pipeline materialize  ·  credits-pipeline"
+    " materialize --partition 2026-03-01  ·  credits-pipeline materialize --verbose --log-level DEBUG",
+)
+def materialize(
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this ledger partition (YYYY-MM-DD, a closed UTC day).",
+            show_default="every partition the source needs, in one run",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Dagster's raw log lines instead of progress.")
+    ] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(help=f"Level of Dagster's log lines with --verbose: {', '.join(LOG_LEVELS)}."),
+    ] = "INFO",
+) -> None:
+    """Materialize every asset through Dagster, then print a summary (source: CREDITS_SOURCE_URL)."""
+    problems = settings.configuration_problems()
+    if log_level.upper() not in LOG_LEVELS:
+        problems.append(f"--log-level {log_level!r} is not valid: one of {', '.join(LOG_LEVELS)}")
+    if problems:
+        raise UsageProblem(problems)
+    code = _materialize(partition, verbose, log_level.upper())
+    raise typer.Exit(code)
 
 
 def _default_dagster_home() -> Path:
@@ -38,127 +231,316 @@ def _default_dagster_home() -> Path:
     return path
 
 
-def cmd_demo_data(args: argparse.Namespace) -> int:
-    from credits_pipeline.source.demo import generate
-
-    end = dt.date.fromisoformat(args.end) if args.end else None
-    summary = generate(
-        args.url,
-        users=args.users,
-        seed=args.seed,
-        end=end,
-        anomalies=args.anomalies,
-        manifest_path=args.manifest,
-        months=args.months,
-    )
-    counts = ", ".join(f"{table} {n}" for table, n in summary.counts.items())
-    print(f"demo data written to {settings.redact_url(args.url)} in {summary.seconds:.1f} s: {counts}")
-    if summary.manifest_path:
-        print(f"manifest of injected anomalies: {summary.manifest_path}")
-    return EXIT_OK
-
-
-def _partition_range() -> tuple[str, str] | None:
+def _window(partition: str | None) -> tuple[str, str] | None:
+    """The ledger partitions of the run; a bad --partition is a usage problem (one line)."""
     from credits_pipeline.extract.assets import LEDGER_PARTITIONS
 
+    first = LEDGER_PARTITIONS.get_first_partition_key()
     last = LEDGER_PARTITIONS.get_last_partition_key()
-    if last is None:
-        return None
-    return LEDGER_PARTITIONS.get_first_partition_key(), last
+    if partition is not None:
+        problem = settings.partition_problem(
+            partition, settings.ledger_start_date(), dt.date.fromisoformat(last) if last else None
+        )
+        if problem:
+            raise UsageProblem([problem])
+        return partition, partition
+    return (first, last) if last else None
 
 
-def cmd_materialize(args: argparse.Namespace) -> int:
+def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
     import dagster as dg
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+        PARTITION_NAME_TAG,
+    )
 
-    _default_dagster_home()
-    from credits_pipeline.definitions import defs, prepare_for_run
     from credits_pipeline.schedules import DAILY_JOB_NAME
 
-    prepare_for_run()
-    job = defs.resolve_job_def(DAILY_JOB_NAME)
-    tags: dict[str, str] = {"credits/trigger": "cli"}
-    window = _partition_range()
-    if args.partition:
-        tags["dagster/partition"] = args.partition
-        window = (args.partition, args.partition)
+    window = _window(partition)
+    _default_dagster_home()
+    out = _console()
+    instance = dg.DagsterInstance.get()
+    for line in mark_interrupted_runs_failed(instance):
+        out.print(line)
+
+    tags = {TRIGGER_TAG: TRIGGER_CLI, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    if partition:
+        tags[PARTITION_NAME_TAG] = partition
     elif window:
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = window
-    print(
-        f"materializing every asset of {DAILY_JOB_NAME}: ledger partitions {window[0]} .. {window[1]} "
-        f"in one run; source {settings.redact_url(settings.source_url())}; "
-        f"warehouse {settings.warehouse_path() if settings.warehouse_kind() == 'duckdb' else 'bigquery'}",
-        flush=True,
+    source = settings.redact_url(settings.source_url())
+    warehouse = settings.warehouse_path() if settings.warehouse_kind() == "duckdb" else "bigquery"
+    span = f"ledger partitions {window[0]} .. {window[1]}" if window else "no closed ledger partition yet"
+    out.print(
+        f"materializing every asset of {DAILY_JOB_NAME}: {span} in one run; source {source}; "
+        f"warehouse {warehouse}"
     )
-    instance = dg.DagsterInstance.get()
-    result = job.execute_in_process(
-        instance=instance,
-        tags=tags,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-    )
-    return _report(result)
+    level = log_level if verbose else QUIET_LOG_LEVEL
+    run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+    launched = launch_in_code_location(instance, DAILY_JOB_NAME, run_config, tags)
+    progress = Progress(out, launched.plan, show=not verbose)
+    events = list(progress.follow(launched.events()))
+    return report(instance, launched.run_id, events, launched.plan)
 
 
-def _report(result) -> int:
-    """Print what moved, which checks failed, and return the exit code."""
+@dataclass
+class LaunchedRun:
+    run_id: str
+    plan: object  # run_summary.PlanShape
+    events: object  # () -> Iterator[DagsterEvent]
+
+
+def _workspace_location() -> tuple[str, str]:
+    """(module, location name) of the code location `workspace.yaml` declares: one truth for both."""
+    import yaml
+
+    spec = yaml.safe_load(WORKSPACE_FILE.read_text())
+    [entry] = spec["load_from"]
+    module = entry["python_module"]
+    return module["module_name"], module["location_name"]
+
+
+def launch_in_code_location(instance, job_name: str, run_config: dict, tags: dict) -> LaunchedRun:
+    """Create the run as the UI would (with the code location's origin), then execute it here.
+
+    Why not `job.execute_in_process`: such a run has no code location origin, so the UI's
+    timeline does not list it and cannot re-execute it. Loading `workspace.yaml`'s module as an
+    in-process code location gives the run a remote job origin under the same location name as the
+    webserver's; the steps still execute in this process, streaming their events to the progress
+    display.
+    """
+    from dagster._core.execution.api import execute_run_iterator
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._utils.hosted_user_process import recon_job_from_origin
+
+    from credits_pipeline.definitions import prepare_for_run
+    from credits_pipeline.run_summary import PlanShape
+
+    prepare_for_run()
+    module, location_name = _workspace_location()
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(
+            executable_path=sys.executable,
+            module_name=module,
+            working_directory=str(settings.PROJECT_ROOT),
+        ),
+        location_name=location_name,
+    )
+    location = origin.create_location(instance)
+    [repo] = location.get_repositories().values()
+    remote_job = repo.get_full_job(job_name)
+    plan = location.get_execution_plan(
+        remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance
+    )
+    snapshot = plan.execution_plan_snapshot
+    run = instance.create_run(
+        job_name=job_name,
+        run_id=None,
+        run_config=run_config,
+        resolved_op_selection=None,
+        step_keys_to_execute=snapshot.step_keys_to_execute,
+        op_selection=None,
+        status=None,
+        root_run_id=None,
+        parent_run_id=None,
+        tags={**remote_job.tags, **tags},
+        job_snapshot=remote_job.job_snapshot,
+        execution_plan_snapshot=snapshot,
+        parent_job_snapshot=remote_job.parent_job_snapshot,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+        asset_selection=None,
+        asset_check_selection=None,
+        asset_graph=repo.asset_graph,
+    )
+    recon_job = recon_job_from_origin(remote_job.get_python_origin())
+
+    def events():
+        try:
+            yield from execute_run_iterator(recon_job, run, instance)
+        finally:
+            location.cleanup()
+
+    return LaunchedRun(run.run_id, PlanShape.from_snapshot(snapshot), events)
+
+
+def mark_interrupted_runs_failed(instance) -> list[str]:
+    """Runs this CLI started whose process is gone (killed) are marked failed; one line each."""
     import dagster as dg
 
-    materialized: list[str] = []
-    rows_moved = 0
-    failed_checks: list[str] = []
-    severities: Counter = Counter()
-    step_failures: list[str] = []
-    blocked_by_checks: list[str] = []
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            mat = event.event_specific_data.materialization
-            key = mat.asset_key.to_user_string()
-            loaded = mat.metadata.get("rows_loaded")
-            # a ranged run records one materialization per partition, all with the run's totals
-            if loaded is not None and key not in materialized:
-                rows_moved += int(loaded.value)
-            materialized.append(key)
-        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                severity = evaluation.severity.value if evaluation.severity else "ERROR"
-                failed_checks.append(f"{name} ({severity})")
-                severities[severity] += 1
-        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            if _is_blocking_check_failure(event):
-                # the step's assets materialized; its ERROR checks held back what is downstream
-                blocked_by_checks.append(event.step_key)
-            else:
-                step_failures.append(f"{event.step_key}: {failure_message(event)}")
-    print("\n=== credits-pipeline materialize: summary ===")
-    print(f"run id: {result.run_id}  (open it in the UI: {settings.ui_base_url()}/runs/{result.run_id})")
-    print(f"assets materialized: {len(set(materialized))}")
-    print(f"rows moved into raw: {rows_moved}")
-    if failed_checks:
-        print(f"checks failed: {len(failed_checks)} ({', '.join(f'{v} {k}' for k, v in sorted(severities.items()))})")
-        for name in failed_checks:
-            print(f"  - {name}")
+    host = socket.gethostname()
+    unfinished = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    lines = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=unfinished, tags={TRIGGER_TAG: TRIGGER_CLI})):
+        if run_process_is_gone(run.tags, host):
+            message = (
+                f"its process {run.tags.get(PID_TAG)} on {host} ended without finishing the run "
+                "(killed or crashed); marked failed by the next credits-pipeline start"
+            )
+            instance.report_run_failed(run, message=message)
+            lines.append(f"run {run.run_id} was interrupted ({run.status.value}): {message}")
+    return lines
+
+
+class _Discard(io.TextIOBase):
+    """A text stream that keeps nothing (dbt's lines are in the run's logs already)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+class Progress:
+    """One line per finished step (assets, rows, seconds) and a spinner while a step runs."""
+
+    def __init__(self, console: Console, plan, show: bool = True) -> None:
+        self.console = console
+        self.plan = plan
+        self.show = show
+        self.started: dict[str, float] = {}
+        self.rows: dict[str, int] = {}
+
+    def follow(self, events):
+        """Show progress while passing every event through."""
+        status = self.console.status("starting the run…") if self.show else None
+        quiet = contextlib.redirect_stdout(_Discard()) if self.show else contextlib.nullcontext()
+        if status is not None:
+            status.start()
+        seen_assets: set[str] = set()
+        try:
+            # without --verbose, what steps print (dbt's own log lines) stays in the run's logs
+            with quiet:
+                yield from self._follow(events, status, seen_assets)
+        finally:
+            if status is not None:
+                status.stop()
+
+    def _follow(self, events, status, seen_assets):
+        import dagster as dg
+
+        from credits_pipeline.extract.common import ROWS_LOADED_METADATA
+
+        for event in events:
+            kind = event.event_type
+            if kind == dg.DagsterEventType.STEP_START:
+                self.started[event.step_key] = time.perf_counter()
+                if status is not None:
+                    status.update(f"running {event.step_key}…")
+            elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                mat = event.event_specific_data.materialization
+                key = mat.asset_key.to_user_string()
+                loaded = mat.metadata.get(ROWS_LOADED_METADATA)
+                if loaded is not None and key not in seen_assets:
+                    self.rows[event.step_key] = self.rows.get(event.step_key, 0) + int(loaded.value)
+                seen_assets.add(key)
+            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+                if self.show:
+                    self._finished(event.step_key, kind == dg.DagsterEventType.STEP_SUCCESS)
+            yield event
+
+    def _finished(self, step: str, ok: bool) -> None:
+        seconds = time.perf_counter() - self.started.get(step, time.perf_counter())
+        assets = ", ".join(self.plan.step_assets.get(step, ())) or step
+        if len(assets) > 70:
+            assets = f"{step} ({len(self.plan.step_assets.get(step, ()))} assets)"
+        rows = f"{self.rows[step]:,} rows" if step in self.rows else ""
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        self.console.print(f"  {mark} {assets:<70} {rows:>14} {seconds:7.1f} s")
+
+
+def report(instance, run_id: str, events: list, plan) -> int:
+    """Print the summary, tag the run with its failed check counts, return the exit code."""
+    from credits_pipeline.run_summary import ERROR, WARN, summarize
+
+    summary = summarize(events, plan, failure_message)
+    instance.add_run_tags(
+        run_id,
+        {
+            FAILED_ERROR_CHECKS_TAG: str(summary.failed_check_count(ERROR)),
+            FAILED_WARN_CHECKS_TAG: str(summary.failed_check_count(WARN)),
+        },
+    )
+    out = _console()
+    link = f"{settings.ui_base_url()}/runs/{run_id}"
+    out.print(f"\n=== {PROG} materialize: summary ===")
+    out.print(f"run id: {run_id}  (open it in the UI: {link})")
+    out.print(f"assets materialized: {len(summary.materialized)}")
+    out.print(f"rows moved into raw: {summary.rows_moved}")
+    out.print(_assets_table(summary, plan))
+    errors, warns = summary.failed_check_count(ERROR), summary.failed_check_count(WARN)
+    if summary.failed_checks:
+        out.print(f"checks failed: {len(summary.failed_checks)} ({errors} ERROR, {warns} WARN)")
+        out.print(_checks_table(summary))
     else:
-        print("checks failed: 0")
-    if blocked_by_checks:
-        print(
+        out.print("checks failed: 0")
+    if summary.blocked_by_checks:
+        out.print(
             f"held back by blocking ERROR checks ({settings.BLOCK_REVENUE_ON_ERROR_VAR}): "
-            f"everything downstream of {', '.join(blocked_by_checks)}"
+            f"everything downstream of {', '.join(summary.blocked_by_checks)}"
         )
-    if step_failures:
-        print("\nFAILED: a step errored, the warehouse keeps its previous state for that step:", file=sys.stderr)
-        for failure in step_failures:
-            print(f"  - {failure}", file=sys.stderr)
+    if summary.failures:
+        err = _console(stderr=True)
+        err.print("\nFAILED: a step errored; the warehouse keeps its previous state for that step:")
+        hints: list[str] = []
+        for message, failures in summary.failures_by_cause():
+            where = "; ".join(f"{', '.join(f.assets) or f.step} (step {f.step})" for f in failures)
+            err.print(f"  - {where}: {message}", markup=False)
+            hint = what_to_do(message)
+            if hint not in hints:
+                hints.append(hint)
+        for hint in hints:
+            err.print(f"what to do: {hint}", markup=False)
+        err.print(f"the run in the UI: {link}", markup=False)
         return EXIT_STEP_FAILED
     return EXIT_OK
 
 
-def _is_blocking_check_failure(event) -> bool:
-    """A step that failed only because blocking checks failed: its assets did materialize."""
-    error = event.event_specific_data.error
-    return error is not None and error.cls_name == "DagsterAssetCheckFailedError"
+def _assets_table(summary, plan) -> Table:
+    table = Table(title="assets", title_justify="left", show_lines=False)
+    table.add_column("asset", no_wrap=True)
+    table.add_column("status", overflow="fold", ratio=1)
+    table.add_column("rows loaded", justify="right", no_wrap=True, min_width=11)
+    table.add_column("quarantined", justify="right", no_wrap=True, min_width=11)
+    table.add_column("quarantine relation", no_wrap=True)
+    failed_assets = {a for f in summary.failures for a in f.assets}
+    for step, assets in plan.step_assets.items():
+        for asset in assets:
+            if asset in failed_assets:
+                status = "[red]FAILED[/] (cause below)"
+            elif asset in summary.not_built:
+                status = f"[yellow]not built[/] — {summary.not_built[asset]}"
+            else:
+                status = "[green]materialized[/]"
+            rows = summary.rows_loaded.get(asset)
+            quarantined, relation = summary.quarantined.get(asset, (None, ""))
+            table.add_row(
+                asset,
+                status,
+                f"{rows:,}" if rows is not None else "",
+                f"{quarantined:,}" if quarantined is not None else "",
+                relation if quarantined else "",
+            )
+    return table
+
+
+def _checks_table(summary) -> Table:
+    table = Table(show_lines=False)
+    table.add_column("failed check", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("what it found", overflow="ellipsis", no_wrap=True, max_width=90)
+    for check in sorted(summary.failed_checks, key=lambda c: (c.severity != "ERROR", c.name)):
+        table.add_row(check.name, check.severity, check.description)
+    return table
+
+
+def what_to_do(message: str) -> str:
+    """The next step for a failure's cause: fix the source, the configuration, or read the log."""
+    if "cannot connect to the source database" in message:
+        return f"check {settings.SOURCE_URL_VAR} and that the database server is reachable, then re-run."
+    if message.startswith("syllaby_v2."):
+        return "fix the source table named above (or the contract), then re-run."
+    return f"re-run with --verbose for Dagster's full log, or open the run in the UI."
 
 
 def failure_message(event) -> str:
@@ -180,34 +562,38 @@ def _root_message(error) -> str:
     return useful[-1] if useful else "unknown error"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="credits-pipeline", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo-data", help="write a realistic, deterministic syllaby_v2 database")
-    demo.add_argument("--url", required=True, help="SQLAlchemy URL, e.g. sqlite:///data/demo.sqlite")
-    demo.add_argument("--users", type=int, default=200)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--end", help="last day of history, YYYY-MM-DD (default: today, UTC)")
-    demo.add_argument("--months", type=int, default=12, help="months of history before --end")
-    demo.add_argument("--anomalies", action="store_true", help="inject violations of every ledger rule")
-    demo.add_argument("--manifest", help="where to write the manifest of injected anomalies (JSON)")
-    demo.set_defaults(func=cmd_demo_data)
-
-    mat = sub.add_parser("materialize", help="materialize every asset through Dagster")
-    mat.add_argument("--partition", help="only this ledger partition (YYYY-MM-DD) instead of all")
-    mat.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    mat.set_defaults(func=cmd_materialize)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (usage and configuration problems: 2, one line each)."""
     import warnings
+
+    from typer._click.exceptions import NoArgsIsHelpError
 
     # Dagster flags beta parameters on every import; a terminal user cannot act on that.
     warnings.filterwarnings("ignore", message=r".*(beta|preview).*", category=Warning)
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        result = typer.main.get_command(app).main(args=args, prog_name=PROG, standalone_mode=False)
+    except UsageProblem as exc:
+        for problem in exc.problems:
+            print(f"{PROG}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except settings.ConfigurationError as exc:
+        for problem in exc.problems:
+            print(f"{PROG}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print(f"{PROG}: aborted", file=sys.stderr)
+        return EXIT_STEP_FAILED
+    except NoArgsIsHelpError as exc:
+        print(exc.format_message())
+        return EXIT_USAGE
+    except typer.TyperException as exc:  # click's usage errors: one line, no traceback
+        message = " ".join(exc.format_message().split())
+        print(f"{PROG}: {message} (see {PROG} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    return result if isinstance(result, int) else EXIT_OK
 
 
 if __name__ == "__main__":

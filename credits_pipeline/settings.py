@@ -214,7 +214,7 @@ def partition_problem(value: str, first: dt.date, last: dt.date | None) -> str |
     except ValueError:
         return f"--partition {value!r} is not valid: {allowed}"
     if last is None or not first <= day <= last:
-        when = "in the future" if last is not None and day > last else "outside the ledger's partitions"
+        when = "before the ledger start" if day < first else "in the future"
         return f"--partition {value!r} is {when}: {allowed}"
     return None
 

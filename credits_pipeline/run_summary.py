@@ -1,0 +1,208 @@
+"""What one run did, read from its Dagster events: the facts behind the CLI's summary.
+
+The events of a run say what materialized, which checks failed, which steps errored and what
+each extraction quarantined; the run's execution plan says what *should* have been built. Only
+both together answer the morning's questions — what was not built, and because of which failed
+step — so this module folds the events into one `RunSummary` against the plan. It is pure (no
+printing, no instance access) so the rules are unit-tested directly, and the run tags and the
+terminal summary read the same counts (one truth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from credits_pipeline.extract.common import (
+    QUARANTINE_RELATION_METADATA,
+    ROWS_LOADED_METADATA,
+    ROWS_QUARANTINED_METADATA,
+)
+
+ROW_COUNT_METADATA = "dagster/row_count"
+BLOCKING_CHECK_ERROR = "DagsterAssetCheckFailedError"
+ERROR = "ERROR"
+WARN = "WARN"
+
+
+@dataclass(frozen=True)
+class PlanShape:
+    """The run's plan: which assets each step builds, and which steps each step reads from."""
+
+    step_assets: Mapping[str, tuple[str, ...]]
+    step_upstream: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def from_snapshot(cls, snapshot) -> PlanShape:
+        """From an `ExecutionPlanSnapshot` (stored with every run)."""
+        assets: dict[str, tuple[str, ...]] = {}
+        upstream: dict[str, frozenset[str]] = {}
+        for step in snapshot.steps:
+            keys = []
+            for output in step.outputs:
+                props = output.properties
+                if props is not None and props.asset_key is not None and props.asset_check_key is None:
+                    keys.append(props.asset_key.to_user_string())
+            assets[step.key] = tuple(dict.fromkeys(keys))
+            upstream[step.key] = frozenset(
+                handle.step_key for inp in step.inputs for handle in inp.upstream_output_handles
+            )
+        return cls(assets, upstream)
+
+
+@dataclass
+class StepFailure:
+    step: str
+    assets: tuple[str, ...]
+    message: str
+
+
+@dataclass
+class FailedCheck:
+    name: str  # asset/key:check_name
+    severity: str  # ERROR or WARN
+    description: str = ""
+
+
+@dataclass
+class RunSummary:
+    """Everything the end-of-run summary shows, and the exit code it implies."""
+
+    materialized: list[str] = field(default_factory=list)  # asset keys, in order, unique
+    rows_loaded: dict[str, int] = field(default_factory=dict)  # asset -> rows the run loaded
+    row_counts: dict[str, int] = field(default_factory=dict)  # asset -> rows the relation holds
+    quarantined: dict[str, tuple[int, str]] = field(default_factory=dict)  # asset -> (rows, relation)
+    failed_checks: list[FailedCheck] = field(default_factory=list)
+    failures: list[StepFailure] = field(default_factory=list)
+    blocked_by_checks: list[str] = field(default_factory=list)  # steps whose ERROR checks blocked
+    not_built: dict[str, str] = field(default_factory=dict)  # asset -> why
+
+    @property
+    def rows_moved(self) -> int:
+        return sum(self.rows_loaded.values())
+
+    def failed_check_count(self, severity: str) -> int:
+        return sum(1 for c in self.failed_checks if c.severity == severity)
+
+    def failures_by_cause(self) -> list[tuple[str, list[StepFailure]]]:
+        """Failures grouped by their message: one cause printed once, with every step it hit."""
+        grouped: dict[str, list[StepFailure]] = {}
+        for failure in self.failures:
+            grouped.setdefault(failure.message, []).append(failure)
+        return list(grouped.items())
+
+
+def summarize(events: Iterable, plan: PlanShape, failure_message) -> RunSummary:
+    """Fold a run's `DagsterEvent`s into a `RunSummary`; `failure_message(event)` gives a cause.
+
+    A partitioned asset gets one materialization per partition, all carrying the step's totals,
+    so counts are taken once per asset (the first materialization).
+    """
+    summary = RunSummary()
+    started: set[str] = set()
+    failed_steps: set[str] = set()
+    for event in events:
+        kind = event.event_type
+        if kind == dg.DagsterEventType.STEP_START:
+            started.add(event.step_key)
+        elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            _record_materialization(summary, event.event_specific_data.materialization)
+        elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                severity = evaluation.severity.value if evaluation.severity else ERROR
+                summary.failed_checks.append(
+                    FailedCheck(
+                        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
+                        severity,
+                        (evaluation.description or "").strip().splitlines()[0]
+                        if (evaluation.description or "").strip()
+                        else "",
+                    )
+                )
+        elif kind == dg.DagsterEventType.STEP_FAILURE:
+            error = event.event_specific_data.error
+            if error is not None and error.cls_name == BLOCKING_CHECK_ERROR:
+                summary.blocked_by_checks.append(event.step_key)
+            else:
+                failed_steps.add(event.step_key)
+                summary.failures.append(
+                    StepFailure(event.step_key, plan.step_assets.get(event.step_key, ()), failure_message(event))
+                )
+    summary.not_built = not_built(plan, started, failed_steps, set(summary.blocked_by_checks),
+                                  set(summary.materialized))
+    return summary
+
+
+def _record_materialization(summary: RunSummary, mat) -> None:
+    key = mat.asset_key.to_user_string()
+    if key in summary.materialized:
+        return
+    summary.materialized.append(key)
+    meta = mat.metadata
+    if ROWS_LOADED_METADATA in meta:
+        summary.rows_loaded[key] = int(meta[ROWS_LOADED_METADATA].value)
+    if ROW_COUNT_METADATA in meta:
+        summary.row_counts[key] = int(meta[ROW_COUNT_METADATA].value)
+    if ROWS_QUARANTINED_METADATA in meta:
+        relation = meta.get(QUARANTINE_RELATION_METADATA)
+        summary.quarantined[key] = (
+            int(meta[ROWS_QUARANTINED_METADATA].value),
+            str(relation.value) if relation is not None else "",
+        )
+
+
+def not_built(
+    plan: PlanShape,
+    started: set[str],
+    failed: set[str],
+    blocked: set[str],
+    materialized: set[str],
+) -> dict[str, str]:
+    """Each planned asset that did not materialize, and why: the failed step(s) upstream of it.
+
+    A step that never started was skipped because something upstream failed (or was held back by
+    a blocking ERROR check); the reason names the nearest such upstream assets, which is where a
+    data engineer starts.
+    """
+    reasons: dict[str, str] = {}
+    for step, assets in plan.step_assets.items():
+        missing = [a for a in assets if a not in materialized]
+        if not missing:
+            continue
+        if step in failed:
+            why = "its step failed (cause below)"
+        elif step not in started:
+            culprits = _failed_upstream(plan, step, failed | blocked)
+            names = sorted({a for s in culprits for a in plan.step_assets.get(s, ()) or (s,)})
+            blocked_only = culprits and culprits <= blocked
+            if blocked_only:
+                why = f"held back: blocking ERROR checks failed on {', '.join(names)}"
+            elif names:
+                why = f"skipped: upstream {', '.join(names)} failed"
+            else:
+                why = "skipped: not executed"
+        else:
+            why = "not materialized by its step"
+        for asset in missing:
+            reasons[asset] = why
+    return reasons
+
+
+def _failed_upstream(plan: PlanShape, step: str, failed: set[str]) -> set[str]:
+    """The failed steps nearest to `step` upstream (not those behind another failed step)."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = list(plan.step_upstream.get(step, ()))
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in failed:
+            found.add(current)
+        else:
+            todo.extend(plan.step_upstream.get(current, ()))
+    return found
