@@ -7,7 +7,6 @@ import datetime as dt
 import pytest
 
 from credits_pipeline import settings
-from credits_pipeline.run_tags import HOST_TAG, PID_TAG, TRIGGER_CLI, TRIGGER_TAG, run_process_is_gone
 
 TODAY = dt.date(2026, 3, 10)
 VALID = {settings.SOURCE_URL_VAR: "mysql+pymysql://reader:s3cret@db.internal:3306/syllaby_v2"}
@@ -119,12 +118,3 @@ def test_a_partition_must_be_a_closed_day_between_the_ledger_start_and_yesterday
 def test_a_closed_day_is_a_valid_partition():
     assert settings.partition_problem("2026-03-09", dt.date(2025, 1, 1), dt.date(2026, 3, 9)) is None
     assert settings.partition_problem("2025-01-01", dt.date(2025, 1, 1), dt.date(2026, 3, 9)) is None
-
-
-def test_only_a_cli_run_of_this_host_whose_process_is_gone_counts_as_interrupted():
-    tags = {TRIGGER_TAG: TRIGGER_CLI, HOST_TAG: "h1", PID_TAG: "4242"}
-    assert run_process_is_gone(tags, "h1", alive=lambda pid: False)
-    assert not run_process_is_gone(tags, "h1", alive=lambda pid: True)
-    assert not run_process_is_gone(tags, "other-host", alive=lambda pid: False)
-    assert not run_process_is_gone({**tags, TRIGGER_TAG: "schedule"}, "h1", alive=lambda pid: False)
-    assert not run_process_is_gone({TRIGGER_TAG: TRIGGER_CLI, HOST_TAG: "h1"}, "h1", alive=lambda pid: False)
