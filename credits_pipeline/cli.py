@@ -77,7 +77,8 @@ def _version() -> str:
 app = typer.Typer(
     name=PROG,
     help=__doc__.split("\n\n")[0].split(": ", 1)[1],
-    epilog="Examples:  credits-pipeline demo-data --url sqlite:///data/syllaby_demo.sqlite --anomalies"
+    epilog="Examples:  credits-pipeline demo-data --url sqlite:///data/syllaby_demo.sqlite"
+    " --anomalies"
     "  ·  CREDITS_SOURCE_URL=demo credits-pipeline materialize  ·  credits-pipeline materialize"
     " --partition 2026-03-01",
     no_args_is_help=True,
@@ -98,7 +99,10 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
         ),
     ] = False,
 ) -> None:
@@ -123,13 +127,18 @@ def demo_data(
         ),
     ],
     users: Annotated[int, typer.Option(help="Number of users to simulate.", min=1)] = 200,
-    seed: Annotated[int, typer.Option(help="Random seed: the same arguments give the same database.")] = 7,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same arguments give the same database.")
+    ] = 7,
     end: Annotated[
         str | None, typer.Option(help="Last day of history, YYYY-MM-DD.", show_default="today, UTC")
     ] = None,
     months: Annotated[int, typer.Option(help="Months of history before --end.", min=1)] = 12,
     anomalies: Annotated[
-        bool, typer.Option("--anomalies", help="Inject violations of every ledger rule (and a manifest).")
+        bool,
+        typer.Option(
+            "--anomalies", help="Inject violations of every ledger rule (and a manifest)."
+        ),
     ] = False,
     manifest: Annotated[
         Path | None,
@@ -142,7 +151,8 @@ def demo_data(
         bool,
         typer.Option(
             "--replace",
-            help="Drop and rewrite the contract tables even when they hold rows (says what it drops).",
+            help="Drop and rewrite the contract tables even when they hold rows "
+            "(says what it drops).",
         ),
     ] = False,
 ) -> None:
@@ -153,23 +163,34 @@ def demo_data(
     out = _console()
     try:
         summary = generate(
-            url, users=users, seed=seed, end=end_day, anomalies=anomalies, manifest_path=manifest,
-            months=months, replace=replace,
+            url,
+            users=users,
+            seed=seed,
+            end=end_day,
+            anomalies=anomalies,
+            manifest_path=manifest,
+            months=months,
+            replace=replace,
         )
     except TargetNotEmpty as exc:
         held = ", ".join(f"{table} {n:,}" for table, n in exc.counts.items())
-        raise UsageProblem([
-            f"refused: {settings.redact_url(url)} already holds contract tables with rows ({held}); "
-            "demo-data would drop them — point --url at a database named for the demo, or pass "
-            "--replace to drop and rewrite them"
-        ]) from None
+        raise UsageProblem(
+            [
+                f"refused: {settings.redact_url(url)} already holds contract tables with rows "
+                f"({held}); "
+                "demo-data would drop them — point --url at a database named for the demo, or pass "
+                "--replace to drop and rewrite them"
+            ]
+        ) from None
     except ValueError as exc:
         raise UsageProblem([str(exc)]) from None
     if summary.replaced:
         dropped = ", ".join(f"{table} ({n:,} rows)" for table, n in summary.replaced.items())
         out.print(f"replaced (--replace): dropped {dropped}")
     counts = ", ".join(f"{table} {n}" for table, n in summary.counts.items())
-    out.print(f"demo data written to {settings.redact_url(url)} in {summary.seconds:.1f} s: {counts}")
+    out.print(
+        f"demo data written to {settings.redact_url(url)} in {summary.seconds:.1f} s: {counts}"
+    )
     if summary.manifest_path:
         out.print(f"manifest of injected anomalies: {summary.manifest_path}")
 
@@ -189,7 +210,8 @@ def _parse_end(end: str | None) -> dt.date | None:
 @app.command(
     "materialize",
     epilog="Examples:  CREDITS_SOURCE_URL=demo credits-pipeline materialize  ·  credits-pipeline"
-    " materialize --partition 2026-03-01  ·  credits-pipeline materialize --verbose --log-level DEBUG",
+    " materialize --partition 2026-03-01  ·  credits-pipeline materialize --verbose"
+    " --log-level DEBUG",
 )
 def materialize(
     partition: Annotated[
@@ -200,14 +222,15 @@ def materialize(
         ),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Dagster's raw log lines instead of progress.")
+        bool,
+        typer.Option("--verbose", "-v", help="Show Dagster's raw log lines instead of progress."),
     ] = False,
     log_level: Annotated[
         str,
         typer.Option(help=f"Level of Dagster's log lines with --verbose: {', '.join(LOG_LEVELS)}."),
     ] = "INFO",
 ) -> None:
-    """Materialize every asset through Dagster, then print a summary (source: CREDITS_SOURCE_URL)."""
+    """Materialize every asset with Dagster, then print a summary (source: CREDITS_SOURCE_URL)."""
     problems = settings.configuration_problems()
     if log_level.upper() not in LOG_LEVELS:
         problems.append(f"--log-level {log_level!r} is not valid: one of {', '.join(LOG_LEVELS)}")
@@ -218,7 +241,7 @@ def materialize(
 
 
 def _default_dagster_home() -> Path:
-    """Use `DAGSTER_HOME`, or a persistent instance under the data directory, so runs show in the UI."""
+    """`DAGSTER_HOME`, or a persistent instance under the data directory, so runs show in the UI."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         home = str(settings.data_dir() / "dagster_home")
@@ -271,7 +294,11 @@ def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = window
     source = settings.redact_url(settings.source_url())
     warehouse = settings.warehouse_path() if settings.warehouse_kind() == "duckdb" else "bigquery"
-    span = f"ledger partitions {window[0]} .. {window[1]}" if window else "no closed ledger partition yet"
+    span = (
+        f"ledger partitions {window[0]} .. {window[1]}"
+        if window
+        else "no closed ledger partition yet"
+    )
     out.print(
         f"materializing every asset of {DAILY_JOB_NAME}: {span} in one run; source {source}; "
         f"warehouse {warehouse}"
@@ -292,7 +319,7 @@ class LaunchedRun:
 
 
 def _workspace_location() -> tuple[str, str]:
-    """(module, location name) of the code location `workspace.yaml` declares: one truth for both."""
+    """(module, location name) of the code location `workspace.yaml` declares (one truth)."""
     import yaml
 
     spec = yaml.safe_load(WORKSPACE_FILE.read_text())
@@ -371,9 +398,15 @@ def mark_interrupted_runs_failed(instance) -> list[str]:
     import dagster as dg
 
     host = socket.gethostname()
-    unfinished = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    unfinished = [
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.NOT_STARTED,
+    ]
     lines = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=unfinished, tags={TRIGGER_TAG: TRIGGER_CLI})):
+    for run in instance.get_runs(
+        filters=dg.RunsFilter(statuses=unfinished, tags={TRIGGER_TAG: TRIGGER_CLI})
+    ):
         if run_process_is_gone(run.tags, host):
             message = (
                 f"its process {run.tags.get(PID_TAG)} on {host} ended without finishing the run "
@@ -441,7 +474,7 @@ class Progress:
 
     def _finished(self, step: str, ok: bool) -> None:
         seconds = time.perf_counter() - self.started.get(step, time.perf_counter())
-        assets = ", ".join(self.plan.step_assets.get(step, ())) or step
+        assets = ", ".join(self.plan.step_assets.get(step, ())) or f"{step} (checks)"
         if len(assets) > 70:
             assets = f"{step} ({len(self.plan.step_assets.get(step, ()))} assets)"
         rows = f"{self.rows[step]:,} rows" if step in self.rows else ""
@@ -537,10 +570,10 @@ def _checks_table(summary) -> Table:
 def what_to_do(message: str) -> str:
     """The next step for a failure's cause: fix the source, the configuration, or read the log."""
     if "cannot connect to the source database" in message:
-        return f"check {settings.SOURCE_URL_VAR} and that the database server is reachable, then re-run."
+        return f"check {settings.SOURCE_URL_VAR} and that the database server is reachable; re-run."
     if message.startswith("syllaby_v2."):
         return "fix the source table named above (or the contract), then re-run."
-    return f"re-run with --verbose for Dagster's full log, or open the run in the UI."
+    return "re-run with --verbose for Dagster's full log, or open the run in the UI."
 
 
 def failure_message(event) -> str:

@@ -46,7 +46,7 @@ FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class ConfigurationError(ValueError):
-    """The environment or an argument holds a value the pipeline cannot use; one line per problem."""
+    """The environment or an argument holds a value the pipeline cannot use; a line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
@@ -78,7 +78,8 @@ def parse_source_url(raw: str | None) -> str:
         parsed = sa.engine.make_url(raw)
     except Exception:
         # the value may hold a password: never echo an unparseable URL
-        raise ConfigurationError([f"{SOURCE_URL_VAR}=<unparseable URL> is not valid: {allowed}"]) from None
+        problem = f"{SOURCE_URL_VAR}=<unparseable URL> is not valid: {allowed}"
+        raise ConfigurationError([problem]) from None
     if parsed.get_backend_name() not in SOURCE_BACKENDS:
         raise _problem(SOURCE_URL_VAR, redact_url(raw), allowed)
     if not parsed.database:
@@ -98,7 +99,8 @@ def parse_ledger_start_date(raw: str | None) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise _problem(LEDGER_START_DATE_VAR, value, "an ISO date YYYY-MM-DD, e.g. 2025-01-01") from None
+        allowed = "an ISO date YYYY-MM-DD, e.g. 2025-01-01"
+        raise _problem(LEDGER_START_DATE_VAR, value, allowed) from None
 
 
 def parse_ui_base_url(raw: str | None) -> str:
@@ -137,15 +139,16 @@ def parse_cutoff(raw: str | None) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _problem(
-            CUTOFF_AT_VAR, value, "an ISO timestamp in UTC, e.g. 2026-03-01T02:00:00 or 2026-03-01T02:00:00Z"
-        ) from None
+        allowed = "an ISO timestamp in UTC, e.g. 2026-03-01T02:00:00 or 2026-03-01T02:00:00Z"
+        raise _problem(CUTOFF_AT_VAR, value, allowed) from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed.replace(microsecond=0)
 
 
-MEMORY_LIMIT_PATTERN = re.compile(r"\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|k|m|g|t)", re.IGNORECASE)
+MEMORY_LIMIT_PATTERN = re.compile(
+    r"\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib|k|m|g|t)", re.IGNORECASE
+)
 
 
 def parse_memory_limit(raw: str | None) -> str | None:
@@ -153,7 +156,8 @@ def parse_memory_limit(raw: str | None) -> str | None:
     if not value:
         return None
     if not MEMORY_LIMIT_PATTERN.fullmatch(value):
-        raise _problem(DUCKDB_MEMORY_LIMIT_VAR, value, "an amount with a unit, e.g. 4GB, 512MB or 8GiB")
+        allowed = "an amount with a unit, e.g. 4GB, 512MB or 8GiB"
+        raise _problem(DUCKDB_MEMORY_LIMIT_VAR, value, allowed)
     return value
 
 
@@ -164,7 +168,9 @@ def parse_replay(raw: str | None) -> str:
     return value
 
 
-def configuration_problems(environ: Mapping[str, str] | None = None, today: dt.date | None = None) -> list[str]:
+def configuration_problems(
+    environ: Mapping[str, str] | None = None, today: dt.date | None = None
+) -> list[str]:
     """Every problem of the environment, one line each (variable, value, what is allowed).
 
     Pure: reads only `environ` (default `os.environ`) and `today` (default: today, UTC), so the
@@ -195,7 +201,8 @@ def configuration_problems(environ: Mapping[str, str] | None = None, today: dt.d
 
 def _check_start_date(start: dt.date, today: dt.date) -> None:
     if start > today:
-        raise _problem(LEDGER_START_DATE_VAR, start.isoformat(), f"a date not after today ({today} UTC)")
+        allowed = f"a date not after today ({today} UTC)"
+        raise _problem(LEDGER_START_DATE_VAR, start.isoformat(), allowed)
 
 
 def raise_for_configuration(environ: Mapping[str, str] | None = None) -> None:

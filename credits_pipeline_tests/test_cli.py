@@ -25,14 +25,22 @@ import pytest
 import sqlalchemy as sa
 
 from credits_pipeline import settings
-from credits_pipeline.cli import EXIT_USAGE, PROG, _workspace_location, main, mark_interrupted_runs_failed
+from credits_pipeline.cli import (
+    EXIT_USAGE,
+    PROG,
+    _workspace_location,
+    main,
+    mark_interrupted_runs_failed,
+)
 from credits_pipeline.run_tags import FAILED_ERROR_CHECKS_TAG, FAILED_WARN_CHECKS_TAG
 from credits_pipeline.source.tables import TABLES
 
 PARTITION_DAYS = 30
 SMALL_USERS = 60  # enough for --anomalies (one user per injected fault)
 HISTORY_MONTHS = 6
-KILL_DEADLINE_SECONDS = 600  # how long to wait for a run to start before giving up (not a timing assertion)
+KILL_DEADLINE_SECONDS = (
+    600  # how long to wait for a run to start before giving up (not a timing assertion)
+)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -82,7 +90,16 @@ def test_the_help_shows_every_command_option_default_and_examples(capsys):
 
     assert main(["demo-data", "--help"]) == 0
     demo = capsys.readouterr().out
-    for option in ("--url", "--users", "--seed", "--end", "--months", "--anomalies", "--manifest", "--replace"):
+    for option in (
+        "--url",
+        "--users",
+        "--seed",
+        "--end",
+        "--months",
+        "--anomalies",
+        "--manifest",
+        "--replace",
+    ):
         assert option in demo, option
     assert "[default: 200]" in demo and "[default: 7]" in demo and "syllaby_demo" in demo
 
@@ -104,7 +121,10 @@ def test_version_prints_the_package_version(capsys):
 
 BAD_ENVIRONMENTS = [
     ({settings.WAREHOUSE_VAR: "bogus"}, settings.WAREHOUSE_VAR),
-    ({settings.SOURCE_URL_VAR: "mysql+pymysql://reader:hunter2@db:port/syllaby_v2"}, settings.SOURCE_URL_VAR),
+    (
+        {settings.SOURCE_URL_VAR: "mysql+pymysql://reader:hunter2@db:port/syllaby_v2"},
+        settings.SOURCE_URL_VAR,
+    ),
     ({settings.LEDGER_START_DATE_VAR: "2025-02-30"}, settings.LEDGER_START_DATE_VAR),
     ({settings.CUTOFF_AT_VAR: "yesterday"}, settings.CUTOFF_AT_VAR),
     ({settings.REPLAY_VAR: "fast"}, settings.REPLAY_VAR),
@@ -129,20 +149,41 @@ def test_each_bad_variable_exits_2_with_exactly_one_line_naming_it(tmp_path, bad
 
 @pytest.mark.parametrize(
     ("partition", "says"),
-    [("2026-13-45", "is not valid"), ("2999-01-01", "is in the future"), ("2001-01-01", "is before the ledger start")],
+    [
+        ("2026-13-45", "is not valid"),
+        ("2999-01-01", "is in the future"),
+        ("2001-01-01", "is before the ledger start"),
+    ],
 )
-def test_a_bad_partition_exits_2_with_one_line_saying_which_days_are_allowed(tmp_path, partition, says):
-    run = _cli(tmp_path, "materialize", "--partition", partition, **{settings.SOURCE_URL_VAR: settings.DEMO_SOURCE})
+def test_a_bad_partition_exits_2_with_one_line_saying_which_days_are_allowed(
+    tmp_path, partition, says
+):
+    run = _cli(
+        tmp_path,
+        "materialize",
+        "--partition",
+        partition,
+        **{settings.SOURCE_URL_VAR: settings.DEMO_SOURCE},
+    )
     assert run.returncode == EXIT_USAGE
     [line] = run.stderr.strip().splitlines()
-    assert line.startswith(f"{PROG}: --partition '{partition}' {says}") and settings.LEDGER_START_DATE_VAR in line
+    assert (
+        line.startswith(f"{PROG}: --partition '{partition}' {says}")
+        and settings.LEDGER_START_DATE_VAR in line
+    )
 
 
 def test_a_usage_error_of_the_command_line_is_one_line_too(tmp_path):
-    for args in (["demo-data"], ["demo-data", "--url", "sqlite://", "--users", "0"], ["materialise"]):
+    for args in (
+        ["demo-data"],
+        ["demo-data", "--url", "sqlite://", "--users", "0"],
+        ["materialise"],
+    ):
         run = _cli(tmp_path, *args)
         assert run.returncode == EXIT_USAGE, args
-        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, (
+            run.stderr
+        )
 
 
 # -- no silent demo -------------------------------------------------------------------------------
@@ -156,14 +197,19 @@ def test_without_a_source_url_nothing_uses_the_demo(tmp_path):
 
     load = subprocess.run(
         [sys.executable, "-c", "import credits_pipeline.definitions"],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert load.returncode != 0
     assert f"ConfigurationError: {settings.SOURCE_URL_VAR} is not set" in load.stderr
     assert not (tmp_path / "data").exists(), "no demo database was created"
 
 
-def test_a_source_resource_without_a_url_refuses_instead_of_creating_the_demo(tmp_path, monkeypatch):
+def test_a_source_resource_without_a_url_refuses_instead_of_creating_the_demo(
+    tmp_path, monkeypatch
+):
     from credits_pipeline.source.reader import SourceDatabase
 
     monkeypatch.delenv(settings.SOURCE_URL_VAR, raising=False)
@@ -177,7 +223,10 @@ def test_only_the_readme_commands_choose_the_demo_when_no_url_is_set():
     makefile = (settings.PROJECT_ROOT / "Makefile").read_text()
     for target in ("materialize", "ui"):
         recipe = makefile.split(f"\n{target}: ")[1].split("\n\n")[0]
-        assert f"{settings.SOURCE_URL_VAR}=$${{{settings.SOURCE_URL_VAR}:-{settings.DEMO_SOURCE}}}" in recipe
+        assert (
+            f"{settings.SOURCE_URL_VAR}=$${{{settings.SOURCE_URL_VAR}:-{settings.DEMO_SOURCE}}}"
+            in recipe
+        )
 
 
 # -- demo-data never wipes a populated database ---------------------------------------------------
@@ -187,7 +236,10 @@ def _row_counts(url: str) -> dict[str, int]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return {t.name: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t.name}")).scalar_one() for t in TABLES}
+            return {
+                t.name: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t.name}")).scalar_one()
+                for t in TABLES
+            }
     finally:
         engine.dispose()
 
@@ -198,13 +250,25 @@ def _refuses_then_replaces(url: str, capsys) -> None:
     before = _row_counts(url)
     assert before["credit_histories"] > 0
 
-    assert main(["demo-data", "--url", url, "--users", "5", "--months", "1", "--seed", "4"]) == EXIT_USAGE
+    assert (
+        main(["demo-data", "--url", url, "--users", "5", "--months", "1", "--seed", "4"])
+        == EXIT_USAGE
+    )
     err = capsys.readouterr().err
     [line] = err.strip().splitlines()
-    assert "refused" in line and "--replace" in line and f"credit_histories {before['credit_histories']:,}" in line
+    assert (
+        "refused" in line
+        and "--replace" in line
+        and f"credit_histories {before['credit_histories']:,}" in line
+    )
     assert _row_counts(url) == before, "a refused demo-data left every row"
 
-    assert main(["demo-data", "--url", url, "--users", "5", "--months", "1", "--seed", "4", "--replace"]) == 0
+    assert (
+        main(
+            ["demo-data", "--url", url, "--users", "5", "--months", "1", "--seed", "4", "--replace"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for table, n in before.items():
         if n:
@@ -238,6 +302,13 @@ def test_an_empty_contract_table_is_no_reason_to_refuse(fresh_sqlite_url, capsys
 # -- a real materialization -----------------------------------------------------------------------
 
 
+def _instance(home: Path) -> dg.DagsterInstance:
+    """The persistent instance the CLI subprocess wrote, opened from its directory."""
+    from dagster._core.instance.ref import InstanceRef
+
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+
+
 def _warehouse(tmp_path: Path, sql: str) -> list[tuple]:
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     try:
@@ -259,26 +330,34 @@ def test_materialize_shows_progress_and_a_summary_table_of_the_warehouses_own_nu
 
     users = _warehouse(tmp_path, "select count(*) from raw.users")[0][0]
     # progress: one line per step with its rows; no raw Dagster or dbt log lines by default
-    assert re.search(rf"✓ raw/credit_histories__open, raw/extraction_cutoff, raw/users +[\d,]+ rows +[\d.]+ s", run.stdout)
+    assert re.search(
+        r"✓ raw/credit_histories__open, raw/extraction_cutoff, raw/users +[\d,]+ rows +[\d.]+ s",
+        run.stdout,
+    )
     assert " - dagster - " not in run.stdout + run.stderr and "Running with dbt=" not in run.stdout
     # summary table: one line per asset, rows loaded as in the warehouse
     asset, status, loaded, quarantined, _ = _table_row(run.stdout, "raw/users")
     assert status == "materialized" and int(loaded.replace(",", "")) == users
     assert _table_row(run.stdout, "marts/user_balance_reconciliation")[1] == "materialized"
     moved = int(re.search(r"rows moved into raw: (\d+)", run.stdout).group(1))
-    loaded_cells = [_table_row(run.stdout, a)[2] for a in ("raw/users", "raw/credit_histories", "raw/plans")]
-    assert all(cells for cells in loaded_cells) and moved >= sum(int(c.replace(",", "")) for c in loaded_cells)
+    loaded_cells = [
+        _table_row(run.stdout, a)[2] for a in ("raw/users", "raw/credit_histories", "raw/plans")
+    ]
+    assert all(cells for cells in loaded_cells) and moved >= sum(
+        int(c.replace(",", "")) for c in loaded_cells
+    )
 
     # the run belongs to the workspace's code location and carries its failed check counts
     module, location = _workspace_location()
     run_id = re.search(r"run id: ([0-9a-f-]{36})", run.stdout).group(1)
-    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(tmp_path / "dagster_home"))) as instance:
+    with _instance(tmp_path / "dagster_home") as instance:
         record = instance.get_run_by_id(run_id)
         origin = record.remote_job_origin
         assert origin is not None and origin.location_name == location == "credits_pipeline"
         assert record.job_code_origin.repository_origin.code_pointer.module == module
         failed = [
-            e.asset_check_evaluation for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            e.asset_check_evaluation
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
         ]
         failed = [ev for ev in failed if not ev.passed]
         errors = sum(1 for ev in failed if ev.severity == dg.AssetCheckSeverity.ERROR)
@@ -302,13 +381,17 @@ def test_the_summary_names_what_was_not_built_and_why_and_where_rows_were_quaran
     assert "raw/plans (step raw__plans)" in run.stderr and "what to do:" in run.stderr
     assert _table_row(run.stdout, "raw/plans")[1].startswith("FAILED")
     skipped = [
-        a for a in ("marts/plan_utilization", "marts/revenue_attribution")
-        if "skipped: upstream" in _table_row(run.stdout, a)[1] and "raw/plans" in _table_row(run.stdout, a)[1]
+        a
+        for a in ("marts/plan_utilization", "marts/revenue_attribution")
+        if "skipped: upstream" in _table_row(run.stdout, a)[1]
+        and "raw/plans" in _table_row(run.stdout, a)[1]
     ]
     assert skipped, run.stdout[-4000:]
 
     # quarantined rows per table, with the relation that holds them, as the warehouse holds them
-    rejected = _warehouse(tmp_path, "select count(distinct id) from raw.credit_histories__rejected")[0][0]
+    rejected = _warehouse(
+        tmp_path, "select count(distinct id) from raw.credit_histories__rejected"
+    )[0][0]
     assert rejected > 0
     shown = 0
     for asset in ("raw/credit_histories", "raw/credit_histories__open"):
@@ -324,7 +407,8 @@ def test_a_run_left_started_by_a_killed_process_is_marked_failed_on_the_next_sta
     proc = subprocess.Popen(
         [sys.executable, "-m", "credits_pipeline.cli", "materialize"],
         env=_env(tmp_path, **{settings.SOURCE_URL_VAR: url}),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     home = tmp_path / "dagster_home"
     try:
@@ -333,8 +417,10 @@ def test_a_run_left_started_by_a_killed_process_is_marked_failed_on_the_next_sta
         while not started and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
             if (home / "dagster.yaml").exists():
-                with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home))) as instance:
-                    started = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                with _instance(home) as instance:
+                    started = instance.get_runs(
+                        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+                    )
         assert started, "the run never started"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -342,7 +428,7 @@ def test_a_run_left_started_by_a_killed_process_is_marked_failed_on_the_next_sta
             proc.kill()
         proc.wait()
 
-    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home))) as instance:
+    with _instance(home) as instance:
         [run] = started
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
         [line] = mark_interrupted_runs_failed(instance)

@@ -1,9 +1,15 @@
-"""The rules behind the CLI's summary: what was not built and why, one cause once, which runs died."""
+"""The rules behind the CLI's summary: what was not built and why, a cause once, which runs died."""
 
 from __future__ import annotations
 
 from credits_pipeline.run_summary import PlanShape, RunSummary, StepFailure, not_built
-from credits_pipeline.run_tags import HOST_TAG, PID_TAG, TRIGGER_CLI, TRIGGER_TAG, run_process_is_gone
+from credits_pipeline.run_tags import (
+    HOST_TAG,
+    PID_TAG,
+    TRIGGER_CLI,
+    TRIGGER_TAG,
+    run_process_is_gone,
+)
 
 # raw__users ─┐
 #             ├─► dbt ─► marts__revenue
@@ -29,19 +35,29 @@ EVERYTHING_ELSE = {"raw/users", "credits/credit_histories", "marts/user_credit_d
 
 def test_an_asset_skipped_behind_a_failed_step_names_that_failed_upstream_asset():
     reasons = not_built(
-        PLAN, started={"raw__users", "raw__plans"}, failed={"raw__plans"}, blocked=set(),
+        PLAN,
+        started={"raw__users", "raw__plans"},
+        failed={"raw__plans"},
+        blocked=set(),
         materialized={"raw/users"},
     )
     assert reasons["raw/plans"] == "its step failed (cause below)"
     # the nearest failure is named, not every step on the way
-    for asset in ("credits/credit_histories", "marts/revenue_attribution", "marts/ledger_anomalies"):
+    for asset in (
+        "credits/credit_histories",
+        "marts/revenue_attribution",
+        "marts/ledger_anomalies",
+    ):
         assert reasons[asset] == "skipped: upstream raw/plans failed"
     assert "raw/users" not in reasons
 
 
 def test_an_asset_held_back_by_a_blocking_check_says_so_and_nothing_built_is_listed():
     reasons = not_built(
-        PLAN, started={"raw__users", "raw__plans", "dbt", "ledger"}, failed=set(), blocked={"dbt"},
+        PLAN,
+        started={"raw__users", "raw__plans", "dbt", "ledger"},
+        failed=set(),
+        blocked={"dbt"},
         materialized=EVERYTHING_ELSE | {"raw/plans", "marts/ledger_anomalies"},
     )
     assert reasons == {
@@ -71,4 +87,6 @@ def test_only_a_cli_run_of_this_host_whose_process_is_gone_counts_as_interrupted
     assert not run_process_is_gone(tags, "h1", alive=lambda pid: True)
     assert not run_process_is_gone(tags, "other-host", alive=lambda pid: False)
     assert not run_process_is_gone({**tags, TRIGGER_TAG: "schedule"}, "h1", alive=lambda pid: False)
-    assert not run_process_is_gone({TRIGGER_TAG: TRIGGER_CLI, HOST_TAG: "h1"}, "h1", alive=lambda pid: False)
+    assert not run_process_is_gone(
+        {TRIGGER_TAG: TRIGGER_CLI, HOST_TAG: "h1"}, "h1", alive=lambda pid: False
+    )

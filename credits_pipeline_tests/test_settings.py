@@ -1,4 +1,4 @@
-"""The configuration check: every variable settings.py reads, one line per bad value, no silent demo."""
+"""The configuration check: every variable settings.py reads, a line per bad value, no demo."""
 
 from __future__ import annotations
 
@@ -59,7 +59,10 @@ def test_each_bad_variable_gives_one_line_naming_it_and_what_is_allowed(var, val
 def test_a_bad_url_never_shows_its_password():
     env = {settings.SOURCE_URL_VAR: "oracle://reader:hunter2@db/syllaby_v2"}
     unparseable = {settings.SOURCE_URL_VAR: "mysql+pymysql://reader:hunter2@db:port/x"}
-    for problems in (settings.configuration_problems(env), settings.configuration_problems(unparseable)):
+    for problems in (
+        settings.configuration_problems(env),
+        settings.configuration_problems(unparseable),
+    ):
         assert problems and not any("hunter2" in p for p in problems)
 
 
@@ -67,7 +70,9 @@ def test_several_bad_variables_are_all_reported_at_once():
     env = {settings.WAREHOUSE_VAR: "bogus", settings.REPLAY_VAR: "fast"}
     problems = settings.configuration_problems(env, today=TODAY)
     assert [p.split("=")[0].split(" ")[0] for p in problems] == [
-        settings.SOURCE_URL_VAR, settings.WAREHOUSE_VAR, settings.REPLAY_VAR,
+        settings.SOURCE_URL_VAR,
+        settings.WAREHOUSE_VAR,
+        settings.REPLAY_VAR,
     ]
 
 
@@ -81,7 +86,9 @@ def test_without_a_source_url_there_is_no_silent_demo(monkeypatch):
     assert settings.configured_source_url() is None
 
 
-def test_the_demo_is_chosen_explicitly_and_resolves_to_the_embedded_sqlite_file(monkeypatch, tmp_path):
+def test_the_demo_is_chosen_explicitly_and_resolves_to_the_embedded_sqlite_file(
+    monkeypatch, tmp_path
+):
     monkeypatch.setenv(settings.SOURCE_URL_VAR, settings.DEMO_SOURCE)
     monkeypatch.setenv(settings.DATA_DIR_VAR, str(tmp_path))
     assert settings.source_url_is_default()
@@ -111,10 +118,16 @@ def test_the_getters_refuse_what_the_check_refuses(monkeypatch):
 )
 def test_a_partition_must_be_a_closed_day_between_the_ledger_start_and_yesterday(value, fragment):
     problem = settings.partition_problem(value, dt.date(2025, 1, 1), TODAY - dt.timedelta(days=1))
-    assert problem is not None and problem.startswith(f"--partition {value!r}") and fragment in problem
+    assert (
+        problem is not None and problem.startswith(f"--partition {value!r}") and fragment in problem
+    )
     assert "2025-01-01" in problem and "2026-03-09" in problem
 
 
 def test_a_closed_day_is_a_valid_partition():
-    assert settings.partition_problem("2026-03-09", dt.date(2025, 1, 1), dt.date(2026, 3, 9)) is None
-    assert settings.partition_problem("2025-01-01", dt.date(2025, 1, 1), dt.date(2026, 3, 9)) is None
+    assert (
+        settings.partition_problem("2026-03-09", dt.date(2025, 1, 1), dt.date(2026, 3, 9)) is None
+    )
+    assert (
+        settings.partition_problem("2025-01-01", dt.date(2025, 1, 1), dt.date(2026, 3, 9)) is None
+    )
