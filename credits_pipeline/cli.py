@@ -157,6 +157,8 @@ def demo_data(
     ] = False,
 ) -> None:
     """Write a realistic, deterministic syllaby_v2 database (refuses a populated one)."""
+    import sqlalchemy as sa
+
     from credits_pipeline.source.demo import TargetNotEmpty, generate
 
     end_day = _parse_end(end)
@@ -182,6 +184,14 @@ def demo_data(
                 "--replace to drop and rewrite them"
             ]
         ) from None
+    except sa.exc.ArgumentError:
+        raise UsageProblem([f"--url {settings.redact_url(url)} is not a valid SQLAlchemy URL"]) from None
+    except sa.exc.SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _console(stderr=True).print(
+            f"{PROG}: writing the demo to {settings.redact_url(url)} failed: {first}", markup=False
+        )
+        raise typer.Exit(EXIT_STEP_FAILED) from None
     except ValueError as exc:
         raise UsageProblem([str(exc)]) from None
     if summary.replaced:

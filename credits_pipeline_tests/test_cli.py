@@ -178,12 +178,22 @@ def test_a_usage_error_of_the_command_line_is_one_line_too(tmp_path):
         ["demo-data"],
         ["demo-data", "--url", "sqlite://", "--users", "0"],
         ["materialise"],
+        ["demo-data", "--url", "not a url"],
     ):
         run = _cli(tmp_path, *args)
         assert run.returncode == EXIT_USAGE, args
         assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, (
             run.stderr
         )
+
+
+@pytest.mark.mysql
+def test_demo_data_on_an_unreachable_server_fails_with_one_line_and_no_password(tmp_path):
+    url = "mysql+pymysql://root:hunter2@127.0.0.1:1/syllaby_demo"
+    run = _cli(tmp_path, "demo-data", "--url", url, "--users", "5", "--months", "1")
+    assert run.returncode == 1
+    [line] = run.stderr.strip().splitlines()
+    assert "mysql+pymysql://127.0.0.1:1/syllaby_demo" in line and "hunter2" not in line
 
 
 # -- no silent demo -------------------------------------------------------------------------------
