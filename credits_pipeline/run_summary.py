@@ -43,7 +43,11 @@ class PlanShape:
             keys = []
             for output in step.outputs:
                 props = output.properties
-                if props is not None and props.asset_key is not None and props.asset_check_key is None:
+                if (
+                    props is not None
+                    and props.asset_key is not None
+                    and props.asset_check_key is None
+                ):
                     keys.append(props.asset_key.to_user_string())
             assets[step.key] = tuple(dict.fromkeys(keys))
             upstream[step.key] = frozenset(
@@ -73,7 +77,9 @@ class RunSummary:
     materialized: list[str] = field(default_factory=list)  # asset keys, in order, unique
     rows_loaded: dict[str, int] = field(default_factory=dict)  # asset -> rows the run loaded
     row_counts: dict[str, int] = field(default_factory=dict)  # asset -> rows the relation holds
-    quarantined: dict[str, tuple[int, str]] = field(default_factory=dict)  # asset -> (rows, relation)
+    quarantined: dict[str, tuple[int, str]] = field(
+        default_factory=dict
+    )  # asset -> (rows, relation)
     failed_checks: list[FailedCheck] = field(default_factory=list)
     failures: list[StepFailure] = field(default_factory=list)
     blocked_by_checks: list[str] = field(default_factory=list)  # steps whose ERROR checks blocked
@@ -129,10 +135,15 @@ def summarize(events: Iterable, plan: PlanShape, failure_message) -> RunSummary:
             else:
                 failed_steps.add(event.step_key)
                 summary.failures.append(
-                    StepFailure(event.step_key, plan.step_assets.get(event.step_key, ()), failure_message(event))
+                    StepFailure(
+                        event.step_key,
+                        plan.step_assets.get(event.step_key, ()),
+                        failure_message(event),
+                    )
                 )
-    summary.not_built = not_built(plan, started, failed_steps, set(summary.blocked_by_checks),
-                                  set(summary.materialized))
+    summary.not_built = not_built(
+        plan, started, failed_steps, set(summary.blocked_by_checks), set(summary.materialized)
+    )
     return summary
 
 
