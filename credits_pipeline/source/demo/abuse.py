@@ -101,7 +101,7 @@ class RefundFarmer(Abuse):
     story = "most generations reported failed and refunded"
 
     def prepare(self, sim, u):
-        u.failure_rate = 0.6
+        u.failure_rate = 0.75
         u.rate = 2.5
 
 
