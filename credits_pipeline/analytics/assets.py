@@ -34,6 +34,7 @@ CHURN_UPSTREAM = (
     raw_key("plans"), raw_key("extraction_cutoff"),
 )
 RULE_VARS = ("churn_inactive_days", "churn_declining_ratio", "churn_subscription_ending_days")
+STALE_VAR = "source_stale_after_hours"
 
 # Metadata keys of the churn assets.
 MODEL_AUC_KEY = "held_out_auc_model"
@@ -61,11 +62,16 @@ RULE_FLAGS_SQL = f"select user_id, churn_risk from {MARTS_PREFIX}.user_credit_tr
 STORED_MODEL_SQL = f"select * from {MARTS_PREFIX}.{CHURN_MODEL_TABLE} order by position"
 
 
-def rule_of_thumb_vars() -> dict:
-    """The dbt vars of the rule of thumb, read from dbt_project.yml (spelled once, there)."""
+def dbt_vars() -> dict:
+    """The dbt vars the churn model shares with the marts, read from dbt_project.yml (spelled
+    once, there): the rule of thumb's and when the source counts as stale."""
     with open(settings.DBT_PROJECT_DIR / "dbt_project.yml") as f:
         variables = yaml.safe_load(f).get("vars", {})
-    return {name: variables[name] for name in RULE_VARS}
+    return {name: variables[name] for name in (*RULE_VARS, STALE_VAR)}
+
+
+def stale_after() -> dt.timedelta:
+    return dt.timedelta(hours=float(dbt_vars()[STALE_VAR]))
 
 
 def _timestamp(value) -> pd.Timestamp | None:
@@ -92,9 +98,9 @@ def read_inputs(con) -> tuple[churn.Inputs, pd.Timestamp, pd.Timestamp | None]:
     subscriptions = _naive(con.execute(SUBSCRIPTIONS_SQL).fetchdf(),
                            ("trial_ends_at", "ends_at", "created_at"))
     plans = con.execute(PLANS_SQL).fetchdf()
-    stale = fresh is None or cutoff - fresh > churn.STALE_AFTER
+    stale = fresh is None or cutoff - fresh > stale_after()
     data_end = fresh if (stale and fresh is not None) else cutoff
-    inputs = churn.Inputs(daily, subscriptions, plans, data_end, rule_of_thumb_vars())
+    inputs = churn.Inputs(daily, subscriptions, plans, data_end, dbt_vars())
     return inputs, cutoff, fresh
 
 
@@ -204,7 +210,7 @@ def churn_model_assets(context: dg.AssetExecutionContext, config: ChurnConfig,
                        warehouse: DuckDBWarehouse) -> Iterator[dg.MaterializeResult]:
     with warehouse.transaction() as con:
         inputs, cutoff, fresh = read_inputs(con)
-        stale = fresh is None or cutoff - fresh > churn.STALE_AFTER
+        stale = fresh is None or cutoff - fresh > stale_after()
         stored = _read_stored_model(con)
         retrain = config.force_retrain or needs_retraining(stored[1] if stored else None, inputs.data_end)
         if retrain:

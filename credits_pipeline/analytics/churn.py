@@ -30,7 +30,6 @@ MIN_HISTORY_DAYS = 56  # the first snapshot leaves this much history for the usa
 MIN_POSITIVES = 10  # fewer cancellations than this in a split: no figure can show a signal
 TOP_FRACTION = 0.1  # precision at the top decile
 Z_95 = 1.96
-STALE_AFTER = dt.timedelta(days=2)  # the source's newest row older than this at the cut-off
 REGULARIZATION_C = 1.0
 RANDOM_STATE = 0
 

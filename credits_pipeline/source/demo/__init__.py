@@ -6,9 +6,10 @@ plans, users, Cashier subscriptions, purchases, content and millions of ledger r
 Laravel application writes them, into SQLite, MariaDB/MySQL or PostgreSQL. The same arguments always
 give the same content. A clean database reconciles perfectly; with `anomalies=True` it also carries
 deliberate application faults, and a JSON manifest lists exactly the violations the contract's
-rules must find. With `abuse=True` (by default, whenever `anomalies` is set) a handful of users
-behave abusively, one kind of abuse each (`abuse.py`), and the manifest's `abusers` names them for
-the usage-risk signals; subscribers who will cancel use the product less in the weeks before. This package models the application independently of the pipeline's own catalog
+rules must find. With `abuse=True` (by default with `anomalies`, given enough users) a handful
+of users behave abusively, one kind of abuse each (`abuse.py`), and the manifest's `abusers` names
+them for the usage-risk signals; subscribers who will cancel use the product less in the weeks
+before. This package models the application independently of the pipeline's own catalog
 and replay (it imports neither), so tests that compare the two can fail.
 """
 
@@ -149,13 +150,14 @@ def generate(
     `end` defaults to today's UTC date; no row is created at or after its midnight except the
     deliberately future-dated anomaly. The manifest is written when `anomalies` is set (to
     `manifest_path`, else next to a SQLite file) or whenever `manifest_path` is given. `abuse`
-    (default: as `anomalies`) adds the abusive users; `abuse=False` gives a demo without any.
+    adds the abusive users (default: with `anomalies`, when `users` leaves room for both);
+    `abuse=False` gives a demo without any.
     """
     import time
 
     started = time.perf_counter()
-    if abuse is None:
-        abuse = anomalies
+    if abuse is None:  # with the faults, when there are users enough for both
+        abuse = anomalies and users >= faults.INJECTION_COUNT + abusive.ABUSER_COUNT + 10
     _check_arguments(users, months, anomalies, abuse)
     _prepare_sqlite_file(url)
     if end is None:

@@ -11,8 +11,8 @@
 {%- set spike_baseline_weeks = 8 -%}
 {%- set spike_min_history_weeks = 4 -%}
 {%- set spike_min_robust_z = 6 -%}
-{%- set spike_min_excess_credits = 500 -%}
-{%- set spike_min_ratio_to_busiest_week = 2 -%}
+{%- set spike_min_excess_credits = 1000 -%}
+{%- set spike_min_ratio_to_busiest_week = 3 -%}
 {#- refund_ratio, purchase_then_drain, admin grants, overdrafts, shared content: 90 days -#}
 {%- set window_days = 90 -%}
 {%- set refund_min_ratio = 0.35 -%}
