@@ -312,8 +312,9 @@ class LogisticModel:
 
 
 def fit(train: pd.DataFrame, features: tuple[str, ...] = FEATURES) -> LogisticModel:
-    """Standardize, then an L2 logistic regression (scikit-learn), balanced classes so the rare
-    cancellations are not drowned out; a single class gives a constant model."""
+    """Standardize, then an L2 logistic regression (scikit-learn). Classes are not re-weighted:
+    the output must stay a probability (re-weighting would inflate it; the ranking, which AUC and
+    precision measure, barely moves). A single class gives a constant model."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -326,7 +327,7 @@ def fit(train: pd.DataFrame, features: tuple[str, ...] = FEATURES) -> LogisticMo
         logit = math.log(max(rate, 1e-6) / max(1 - rate, 1e-6))
         return LogisticModel(tuple(features), tuple(scaler.mean_), tuple(scales),
                              tuple(0.0 for _ in features), logit)
-    model = LogisticRegression(C=REGULARIZATION_C, class_weight="balanced", max_iter=2000,
+    model = LogisticRegression(C=REGULARIZATION_C, max_iter=2000,
                                random_state=RANDOM_STATE)
     model.fit((x - scaler.mean_) / scales, y)
     return LogisticModel(tuple(features), tuple(float(m) for m in scaler.mean_),

@@ -86,22 +86,22 @@ content_items as (
     -- completed: a faceless by its render video's status, the others by their own
     select
         'faceless' as creditable_type, facelesses.id as creditable_id, facelesses.user_id,
-        'faceless_video' as content_type, 'faceless_video' as service,
+        'faceless_video' as service,
         coalesce(videos.status = 'completed', false) as is_completed
     from {{ source('raw', 'facelesses') }} as facelesses
     left join {{ source('raw', 'videos') }} as videos
         on facelesses.video_id = videos.id
     union all
     select
-        'real-clone', id, user_id, 'real_clone', 'real_clone', coalesce(status = 'completed', false)
+        'real-clone', id, user_id, 'real_clone', coalesce(status = 'completed', false)
     from {{ source('raw', 'real_clones') }}
     union all
     select
-        'speech', id, user_id, 'speech', 'voice_synthesis', coalesce(status = 'completed', false)
+        'speech', id, user_id, 'voice_synthesis', coalesce(status = 'completed', false)
     from {{ source('raw', 'speeches') }}
     union all
     select
-        'video', id, user_id, 'custom_video', 'video_render', coalesce(status = 'completed', false)
+        'video', id, user_id, 'video_render', coalesce(status = 'completed', false)
     from {{ source('raw', 'videos') }}
     where type = 'custom'
 
@@ -112,7 +112,6 @@ item_costs as (
     -- every charge on a completed item, any service (a faceless's AI images count toward the
     -- faceless), net of refunds; the item counts in the month of its first charge
     select
-        content_items.content_type,
         content_items.service,
         content_items.creditable_type,
         content_items.creditable_id,
@@ -127,8 +126,7 @@ item_costs as (
         and content_items.creditable_id = charges_with_refunds.creditable_id
         and content_items.user_id = charges_with_refunds.user_id
     where content_items.is_completed
-    group by content_items.content_type, content_items.service, content_items.creditable_type,
-        content_items.creditable_id
+    group by content_items.service, content_items.creditable_type, content_items.creditable_id
 
 ),
 
@@ -137,7 +135,6 @@ item_costs_per_month as (
     select
         service,
         usage_month,
-        max(content_type) as content_type,
         count(*) as completed_items,
         {{ safe_divide('sum(net_credits)', 'count(*)') }} as credits_per_completed_item_mean,
         {{ percentile('net_credits', 0.5) }} as credits_per_completed_item_median,
@@ -181,7 +178,12 @@ select
     service_months.credits_refunded,
     service_months.users,
     service_months.list_price_per_credit,
-    item_costs_per_month.content_type,
+    case service_months.service
+        when 'faceless_video' then 'faceless_video'
+        when 'real_clone' then 'real_clone'
+        when 'voice_synthesis' then 'speech'
+        when 'video_render' then 'custom_video'
+    end as content_type,
     coalesce(item_costs_per_month.completed_items, 0) as completed_items,
     item_costs_per_month.credits_per_completed_item_mean,
     item_costs_per_month.credits_per_completed_item_median,

@@ -144,7 +144,8 @@ user_trends_with_risk as (
         {{ safe_divide('credits_spent_last_30_days', 'monthly_credit_amount') }}
             as monthly_allocation_used_share,
         case
-            -- on a stale source, silence is the source's, not the user's: never `inactive`
+            -- on a stale source, silence is the source's, not the user's: never `inactive` nor
+            -- `declining_usage`
             when not source_is_stale
                 and (last_activity_at is null or days_since_last_activity > {{ inactive_days }})
                 and (
@@ -152,7 +153,8 @@ user_trends_with_risk as (
                     or signed_up_at <= {{ shift_timestamp('day', -inactive_days, 'cutoff_at') }}
                 )
                 then 'inactive'
-            when credits_spent_last_30_days > 0
+            when not source_is_stale
+                and credits_spent_last_30_days > 0
                 and daily_burn_7_days < {{ declining_ratio }} * daily_burn_30_days
                 then 'declining_usage'
             when subscription_ends_at > cutoff_at
