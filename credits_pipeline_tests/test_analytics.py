@@ -6,11 +6,11 @@ trained on looks better than it is, and nothing downstream would notice.
 
 from __future__ import annotations
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
-import dagster as dg
 from credits_pipeline.analytics import churn, signals
 from credits_pipeline.analytics.assets import needs_retraining
 
@@ -23,26 +23,58 @@ def _daily(rows: list[tuple]) -> pd.DataFrame:
     full = [(*r, *(0,) * (7 - len(r))) for r in rows]
     return pd.DataFrame(
         [(u, START + d * DAY, s, a, f, r, c) for u, d, s, a, f, r, c in full],
-        columns=["user_id", "balance_date", "credits_spent", "credits_allocated",
-                 "credits_forfeited", "credits_refunded", "closing_balance"])
+        columns=[
+            "user_id",
+            "balance_date",
+            "credits_spent",
+            "credits_allocated",
+            "credits_forfeited",
+            "credits_refunded",
+            "closing_balance",
+        ],
+    )
 
 
-PLANS = pd.DataFrame([
-    dict(id=1, parent_id=None, plan_id="prod_basic", name="Basic", type="product", meta=None),
-    dict(id=2, parent_id=1, plan_id="price_basic_month", name="Basic", type="month",
-         meta='{"full_credits": 500}'),
-    dict(id=3, parent_id=None, plan_id="prod_pro", name="Pro", type="product", meta=None),
-    dict(id=4, parent_id=3, plan_id="price_pro_year", name="Pro", type="year",
-         meta='{"full_credits": 18000}'),
-])
+PLANS = pd.DataFrame(
+    [
+        dict(id=1, parent_id=None, plan_id="prod_basic", name="Basic", type="product", meta=None),
+        dict(
+            id=2,
+            parent_id=1,
+            plan_id="price_basic_month",
+            name="Basic",
+            type="month",
+            meta='{"full_credits": 500}',
+        ),
+        dict(id=3, parent_id=None, plan_id="prod_pro", name="Pro", type="product", meta=None),
+        dict(
+            id=4,
+            parent_id=3,
+            plan_id="price_pro_year",
+            name="Pro",
+            type="year",
+            meta='{"full_credits": 18000}',
+        ),
+    ]
+)
 
 
 def _subscriptions(rows: list[tuple]) -> pd.DataFrame:
     """(id, user_id, status, price, created offset, ends offset or None)."""
     return pd.DataFrame(
-        [dict(id=i, user_id=u, stripe_status=s, stripe_price=p, trial_ends_at=pd.NaT,
-              created_at=START + c * DAY, ends_at=(START + e * DAY) if e is not None else pd.NaT)
-         for i, u, s, p, c, e in rows])
+        [
+            dict(
+                id=i,
+                user_id=u,
+                stripe_status=s,
+                stripe_price=p,
+                trial_ends_at=pd.NaT,
+                created_at=START + c * DAY,
+                ends_at=(START + e * DAY) if e is not None else pd.NaT,
+            )
+            for i, u, s, p, c, e in rows
+        ]
+    )
 
 
 # -- the time split --------------------------------------------------------------------------------
@@ -63,8 +95,11 @@ def test_a_leaky_split_is_refused():
     dates = churn.snapshot_dates(START, START + 400 * DAY)
     honest = churn.split_snapshots(dates)
     # training on every snapshot before the evaluation start, ignoring the label horizon
-    leaky = churn.TimeSplit(tuple(d for d in dates if d < honest.evaluation_start),
-                            honest.evaluate, honest.evaluation_start)
+    leaky = churn.TimeSplit(
+        tuple(d for d in dates if d < honest.evaluation_start),
+        honest.evaluate,
+        honest.evaluation_start,
+    )
     with pytest.raises(churn.LeakageError, match="reaching into the evaluation period"):
         churn.assert_no_leakage(leaky)
 
@@ -83,7 +118,9 @@ def test_features_at_a_snapshot_ignore_everything_from_its_day_on():
     before = _daily([(1, 90, 40), (1, 95, 60)])
     after = _daily([(1, 90, 40), (1, 95, 60), (1, 100, 5000), (1, 130, 7000)])
     at = START + 100 * DAY
-    pd.testing.assert_frame_equal(churn.features_at(before, held, at), churn.features_at(after, held, at))
+    pd.testing.assert_frame_equal(
+        churn.features_at(before, held, at), churn.features_at(after, held, at)
+    )
     row = churn.features_at(before, held, at).iloc[0]
     assert row["log_spent_last_7_days"] == pytest.approx(np.log1p(60))
     assert row["days_since_last_spend"] == 5
@@ -91,12 +128,14 @@ def test_features_at_a_snapshot_ignore_everything_from_its_day_on():
 
 
 def test_the_label_is_a_cancellation_within_the_horizon_and_a_plan_change_is_not_one():
-    subs = _subscriptions([
-        (1, 1, "canceled", "price_basic_month", 0, 40),  # upgraded on day 40 ...
-        (2, 1, "canceled", "price_pro_year", 40, 90),  # ... and cancelled on day 90
-        (3, 2, "canceled", "price_basic_month", 0, 200),
-        (4, 3, "active", "price_basic_month", 0, None),
-    ])
+    subs = _subscriptions(
+        [
+            (1, 1, "canceled", "price_basic_month", 0, 40),  # upgraded on day 40 ...
+            (2, 1, "canceled", "price_pro_year", 40, 90),  # ... and cancelled on day 90
+            (3, 2, "canceled", "price_basic_month", 0, 200),
+            (4, 3, "active", "price_basic_month", 0, None),
+        ]
+    )
     cancelled = churn.cancellations(subs)
     assert dict(cancelled) == {1: START + 90 * DAY, 2: START + 200 * DAY}
     users = pd.Series([1, 2, 3])
@@ -126,7 +165,7 @@ def test_too_few_cancellations_or_a_chance_auc_is_reported_as_no_signal():
 
 
 def _population(users: int, seed: int) -> churn.Inputs:
-    """Monthly Basic subscribers over a year; a third cancel, spending less in the 3 weeks before."""
+    """Monthly Basic subscribers over a year; a third cancel, spending less 3 weeks before."""
     rng = np.random.default_rng(seed)
     rows, subs = [], []
     for u in range(1, users + 1):
@@ -137,8 +176,13 @@ def _population(users: int, seed: int) -> churn.Inputs:
             fading = cancel is not None and d >= cancel - 21
             if rng.random() < (0.1 if fading else 0.6):
                 rows.append((u, d, int(rng.integers(5, 40))))
-    return churn.Inputs(_daily(rows), _subscriptions(subs), PLANS, START + 365 * DAY,
-                        {"churn_inactive_days": 14, "churn_declining_ratio": 0.25})
+    return churn.Inputs(
+        _daily(rows),
+        _subscriptions(subs),
+        PLANS,
+        START + 365 * DAY,
+        {"churn_inactive_days": 14, "churn_declining_ratio": 0.25},
+    )
 
 
 def test_the_model_finds_engagement_that_fades_before_a_cancellation():
@@ -156,7 +200,7 @@ def test_a_stored_model_is_reused_for_a_week_then_retrained():
     assert needs_retraining(now + DAY, now)  # trained on data newer than the warehouse holds
 
 
-# -- usage-risk checks ------------------------------------------------------------------------------
+# -- usage-risk checks ----------------------------------------------------------------------------
 
 
 def test_each_signal_gets_a_warn_check_with_the_count_and_worst_users_the_alerts_read():
@@ -172,5 +216,7 @@ def test_each_signal_gets_a_warn_check_with_the_count_and_worst_users_the_alerts
     assert refund.metadata["count"].value == 2 and refund.metadata["credits"].value == 1200
     assert refund.metadata["worst_users"].value == "9, 7"  # highest score first
     assert refund.metadata["high_score_users"].value == 1
-    assert refund.metadata["rule"] == "refund_ratio" or refund.metadata["rule"].value == "refund_ratio"
+    assert (
+        refund.metadata["rule"] == "refund_ratio" or refund.metadata["rule"].value == "refund_ratio"
+    )
     assert results["usage_risk_spend_velocity_spike"].passed

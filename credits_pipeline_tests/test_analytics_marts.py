@@ -39,24 +39,85 @@ EVENTS = {
     "text_to_speech_generated": (18, 2, "calculative", 2.0, 7.0),
 }
 PLANS = [
-    dict(id=1, parent_id=None, plan_id="prod_basic", name="Basic", type="product", price=0.0,
-         slug="basic", active=True),
-    dict(id=2, parent_id=1, plan_id="price_basic_month", name="Basic", type="month", price=2900.0,
-         currency="usd", slug="basic-month", active=True, meta='{"full_credits": 500}'),
-    dict(id=3, parent_id=None, plan_id="prod_pro", name="Pro", type="product", price=0.0,
-         slug="pro", active=True),
-    dict(id=4, parent_id=3, plan_id="price_pro_month", name="Pro", type="month", price=7900.0,
-         currency="usd", slug="pro-month", active=True, meta='{"full_credits": 1500}'),
+    dict(
+        id=1,
+        parent_id=None,
+        plan_id="prod_basic",
+        name="Basic",
+        type="product",
+        price=0.0,
+        slug="basic",
+        active=True,
+    ),
+    dict(
+        id=2,
+        parent_id=1,
+        plan_id="price_basic_month",
+        name="Basic",
+        type="month",
+        price=2900.0,
+        currency="usd",
+        slug="basic-month",
+        active=True,
+        meta='{"full_credits": 500}',
+    ),
+    dict(
+        id=3,
+        parent_id=None,
+        plan_id="prod_pro",
+        name="Pro",
+        type="product",
+        price=0.0,
+        slug="pro",
+        active=True,
+    ),
+    dict(
+        id=4,
+        parent_id=3,
+        plan_id="price_pro_month",
+        name="Pro",
+        type="month",
+        price=7900.0,
+        currency="usd",
+        slug="pro-month",
+        active=True,
+        meta='{"full_credits": 1500}',
+    ),
 ]
 SUBSCRIPTIONS = [
-    dict(id=1, user_id=1, type="default", stripe_id="sub_1", stripe_status="canceled",
-         stripe_price="price_basic_month", quantity=1, created_at=T(2025, 1, 5, 10),
-         ends_at=UPGRADED_AT),
-    dict(id=2, user_id=1, type="default", stripe_id="sub_2", stripe_status="active",
-         stripe_price="price_pro_month", quantity=1, created_at=UPGRADED_AT),
+    dict(
+        id=1,
+        user_id=1,
+        type="default",
+        stripe_id="sub_1",
+        stripe_status="canceled",
+        stripe_price="price_basic_month",
+        quantity=1,
+        created_at=T(2025, 1, 5, 10),
+        ends_at=UPGRADED_AT,
+    ),
+    dict(
+        id=2,
+        user_id=1,
+        type="default",
+        stripe_id="sub_2",
+        stripe_status="active",
+        stripe_price="price_pro_month",
+        quantity=1,
+        created_at=UPGRADED_AT,
+    ),
 ]
-USERS = [dict(id=1, plan_id=4, subscription_provider=1, remaining_credit_amount=988,
-              monthly_credit_amount=1500, extra_credits=0, created_at=T(2025, 1, 5, 9))]
+USERS = [
+    dict(
+        id=1,
+        plan_id=4,
+        subscription_provider=1,
+        remaining_credit_amount=988,
+        monthly_credit_amount=1500,
+        extra_credits=0,
+        created_at=T(2025, 1, 5, 9),
+    )
+]
 # id, event, creditable_type, creditable_id, amount, previous_amount, created_at
 LEDGER = [
     (101, "subscription_amount_paid", None, None, 500, 0, T(2025, 1, 5, 10)),
@@ -73,12 +134,36 @@ LEDGER = [
     (112, "text_to_speech_generated", "speech", 4001, 20, 1008, T(2025, 2, 22, 9)),
 ]
 VIDEOS = [
-    dict(id=5001, user_id=1, title="f1", type="faceless", status="completed", exports=0,
-         retries=0, created_at=T(2025, 1, 10, 9)),
-    dict(id=5002, user_id=1, title="f2", type="faceless", status="completed", exports=0,
-         retries=0, created_at=T(2025, 2, 15, 9)),
-    dict(id=3001, user_id=1, title="c1", type="custom", status="completed", exports=0,
-         retries=0, created_at=T(2025, 2, 20, 9)),
+    dict(
+        id=5001,
+        user_id=1,
+        title="f1",
+        type="faceless",
+        status="completed",
+        exports=0,
+        retries=0,
+        created_at=T(2025, 1, 10, 9),
+    ),
+    dict(
+        id=5002,
+        user_id=1,
+        title="f2",
+        type="faceless",
+        status="completed",
+        exports=0,
+        retries=0,
+        created_at=T(2025, 2, 15, 9),
+    ),
+    dict(
+        id=3001,
+        user_id=1,
+        title="c1",
+        type="custom",
+        status="completed",
+        exports=0,
+        retries=0,
+        created_at=T(2025, 2, 20, 9),
+    ),
 ]
 FACELESSES = [
     dict(id=1001, user_id=1, type="ai_visuals", video_id=5001, created_at=T(2025, 1, 10, 9)),
@@ -94,8 +179,10 @@ SPEECHES = [dict(id=4001, user_id=1, status="completed", created_at=T(2025, 2, 2
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> None:
     for row in rows:
         names = ", ".join(row)
-        con.execute(f"insert into raw.{table} ({names}) values ({', '.join('?' * len(row))})",
-                    list(row.values()))
+        con.execute(
+            f"insert into raw.{table} ({names}) values ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
 
 
 def write_warehouse(path: Path) -> None:
@@ -111,13 +198,30 @@ def write_warehouse(path: Path) -> None:
                     con.execute(f"create table raw.{name} ({columns}, _partition DATE)")
             else:
                 con.execute(f"create table raw.{table.name} ({columns})")
-        con.execute("create table raw.extraction_cutoff "
-                    "(cutoff_at TIMESTAMP, ledger_closed_before TIMESTAMP, ledger_closed_max_id BIGINT)")
-        con.execute("insert into raw.extraction_cutoff values (?, ?, ?)",
-                    [CUTOFF, CUTOFF.replace(hour=0), LEDGER[-1][0]])
-        _insert(con, "credit_events", [
-            dict(id=i, name=name, type=kind, calculation_type=calc, value=value, min_amount=least,
-                 created_at=T(2024, 12, 1)) for name, (i, kind, calc, value, least) in EVENTS.items()])
+        con.execute(
+            "create table raw.extraction_cutoff "
+            "(cutoff_at TIMESTAMP, ledger_closed_before TIMESTAMP, ledger_closed_max_id BIGINT)"
+        )
+        con.execute(
+            "insert into raw.extraction_cutoff values (?, ?, ?)",
+            [CUTOFF, CUTOFF.replace(hour=0), LEDGER[-1][0]],
+        )
+        _insert(
+            con,
+            "credit_events",
+            [
+                dict(
+                    id=i,
+                    name=name,
+                    type=kind,
+                    calculation_type=calc,
+                    value=value,
+                    min_amount=least,
+                    created_at=T(2024, 12, 1),
+                )
+                for name, (i, kind, calc, value, least) in EVENTS.items()
+            ],
+        )
         _insert(con, "plans", PLANS)
         _insert(con, "subscriptions", SUBSCRIPTIONS)
         _insert(con, "users", USERS)
@@ -125,12 +229,29 @@ def write_warehouse(path: Path) -> None:
         _insert(con, "facelesses", FACELESSES)
         _insert(con, "real_clones", REAL_CLONES)
         _insert(con, "speeches", SPEECHES)
-        _insert(con, "credit_histories", [
-            dict(id=i, user_id=1, credit_events_id=EVENTS[event][0], creditable_type=ctype,
-                 creditable_id=cid, calculative_index=1, event_value=0, amount=amount,
-                 previous_amount=previous, event_type=EVENTS[event][1], meta="[]",
-                 created_at=created, updated_at=created, _partition=created.date())
-            for i, event, ctype, cid, amount, previous, created in LEDGER])
+        _insert(
+            con,
+            "credit_histories",
+            [
+                dict(
+                    id=i,
+                    user_id=1,
+                    credit_events_id=EVENTS[event][0],
+                    creditable_type=ctype,
+                    creditable_id=cid,
+                    calculative_index=1,
+                    event_value=0,
+                    amount=amount,
+                    previous_amount=previous,
+                    event_type=EVENTS[event][1],
+                    meta="[]",
+                    created_at=created,
+                    updated_at=created,
+                    _partition=created.date(),
+                )
+                for i, event, ctype, cid, amount, previous, created in LEDGER
+            ],
+        )
     finally:
         con.close()
 
@@ -164,12 +285,17 @@ def test_usage_before_an_upgrade_counts_under_the_plan_held_at_the_time(warehous
 
 
 def test_each_ledger_row_takes_the_plan_of_the_subscription_it_was_written_under(warehouse):
-    rows = query(warehouse, "select credit_history_id, plan_tier, price_per_credit"
-                            " from credits.int_ledger_row_plans order by credit_history_id")
+    rows = query(
+        warehouse,
+        "select credit_history_id, plan_tier, price_per_credit"
+        " from credits.int_ledger_row_plans order by credit_history_id",
+    )
     expected = {i: ("Basic" if i <= 106 else "Pro") for i, *_ in LEDGER}
     assert {r["credit_history_id"]: r["plan_tier"] for r in rows} == expected
     assert {r["plan_tier"]: r["price_per_credit"] for r in rows} == {
-        "Basic": approx(BASIC_PRICE_PER_CREDIT), "Pro": approx(PRO_PRICE_PER_CREDIT)}
+        "Basic": approx(BASIC_PRICE_PER_CREDIT),
+        "Pro": approx(PRO_PRICE_PER_CREDIT),
+    }
 
 
 def test_a_completed_item_costs_every_charge_on_it_and_a_failed_one_is_not_counted(warehouse):
@@ -184,33 +310,86 @@ def test_a_completed_item_costs_every_charge_on_it_and_a_failed_one_is_not_count
         # captions make no content item of their own: the custom video's captions count there
         ("captions", D(2025, 2, 1), 1, 2, None, 0, None, None, None),
         # the faceless video is its render (60) and its AI images (6): one item of 66 credits
-        ("faceless_video", D(2025, 1, 1), 2, 66, "faceless_video", 1, approx(66), approx(2),
-         approx(66 * BASIC_PRICE_PER_CREDIT)),
-        ("faceless_video", D(2025, 2, 1), 1, 40, "faceless_video", 1, approx(40), approx(1),
-         approx(40 * PRO_PRICE_PER_CREDIT)),
+        (
+            "faceless_video",
+            D(2025, 1, 1),
+            2,
+            66,
+            "faceless_video",
+            1,
+            approx(66),
+            approx(2),
+            approx(66 * BASIC_PRICE_PER_CREDIT),
+        ),
+        (
+            "faceless_video",
+            D(2025, 2, 1),
+            1,
+            40,
+            "faceless_video",
+            1,
+            approx(40),
+            approx(1),
+            approx(40 * PRO_PRICE_PER_CREDIT),
+        ),
         # the January clone failed and was refunded: a charge, but no completed item
         ("real_clone", D(2025, 1, 1), 1, 100, "real_clone", 0, None, None, None),
-        ("real_clone", D(2025, 2, 1), 1, 120, "real_clone", 1, approx(120), approx(1),
-         approx(120 * PRO_PRICE_PER_CREDIT)),
+        (
+            "real_clone",
+            D(2025, 2, 1),
+            1,
+            120,
+            "real_clone",
+            1,
+            approx(120),
+            approx(1),
+            approx(120 * PRO_PRICE_PER_CREDIT),
+        ),
         # the custom video: render 30 + captions 2
-        ("video_render", D(2025, 2, 1), 1, 30, "custom_video", 1, approx(32), approx(2),
-         approx(32 * PRO_PRICE_PER_CREDIT)),
-        ("voice_synthesis", D(2025, 2, 1), 1, 20, "speech", 1, approx(20), approx(1),
-         approx(20 * PRO_PRICE_PER_CREDIT)),
+        (
+            "video_render",
+            D(2025, 2, 1),
+            1,
+            30,
+            "custom_video",
+            1,
+            approx(32),
+            approx(2),
+            approx(32 * PRO_PRICE_PER_CREDIT),
+        ),
+        (
+            "voice_synthesis",
+            D(2025, 2, 1),
+            1,
+            20,
+            "speech",
+            1,
+            approx(20),
+            approx(1),
+            approx(20 * PRO_PRICE_PER_CREDIT),
+        ),
     ]
 
 
 def test_service_efficiency_names_its_per_charge_figures_per_charge(warehouse):
-    rows = query(warehouse, "select credits_per_charge_mean, list_price_per_credit"
-                            " from marts.service_efficiency where service = 'faceless_video'"
-                            " order by usage_month")
+    rows = query(
+        warehouse,
+        "select credits_per_charge_mean, list_price_per_credit"
+        " from marts.service_efficiency where service = 'faceless_video'"
+        " order by usage_month",
+    )
     assert [tuple(r.values()) for r in rows] == [
-        (approx(33), approx(BASIC_PRICE_PER_CREDIT)), (approx(40), approx(PRO_PRICE_PER_CREDIT))]
+        (approx(33), approx(BASIC_PRICE_PER_CREDIT)),
+        (approx(40), approx(PRO_PRICE_PER_CREDIT)),
+    ]
 
 
 def test_trends_state_a_fresh_source_and_call_users_inactive_only_on_one(warehouse):
-    rows = query(warehouse, "select source_fresh_as_of, source_is_stale, churn_risk_reason"
-                            " from marts.user_credit_trends")
+    rows = query(
+        warehouse,
+        "select source_fresh_as_of, source_is_stale, churn_risk_reason"
+        " from marts.user_credit_trends",
+    )
     # the newest row (02-22) is three weeks before the cut-off: read as fresh, the user would be
     # `inactive` (21 days without a row); the source is stale, so nobody is
     assert [tuple(r.values()) for r in rows] == [(T(2025, 2, 22, 9), True, None)]

@@ -8,7 +8,6 @@ new outcomes — retraining daily would change the weights by noise while costin
 every snapshot; scoring daily keeps the probabilities current with the day's usage.
 """
 
-
 import datetime as dt
 from collections.abc import Iterator
 
@@ -21,7 +20,13 @@ import yaml
 from credits_pipeline import settings
 from credits_pipeline.analytics import churn, signals
 from credits_pipeline.analytics.tables import replace_table
-from credits_pipeline.names import GROUP_MARTS, MARTS_PREFIX, OWNER_DATA_ENGINEERING, marts_key, raw_key
+from credits_pipeline.names import (
+    GROUP_MARTS,
+    MARTS_PREFIX,
+    OWNER_DATA_ENGINEERING,
+    marts_key,
+    raw_key,
+)
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 CHURN_RISK_KEY = marts_key("churn_risk")
@@ -30,8 +35,11 @@ CHURN_RISK_TABLE = CHURN_RISK_KEY.path[-1]
 CHURN_MODEL_TABLE = CHURN_MODEL_KEY.path[-1]
 RETRAIN_EVERY = dt.timedelta(days=7)
 CHURN_UPSTREAM = (
-    marts_key("user_credit_daily"), marts_key("user_credit_trends"), raw_key("subscriptions"),
-    raw_key("plans"), raw_key("extraction_cutoff"),
+    marts_key("user_credit_daily"),
+    marts_key("user_credit_trends"),
+    raw_key("subscriptions"),
+    raw_key("plans"),
+    raw_key("extraction_cutoff"),
 )
 RULE_VARS = ("churn_inactive_days", "churn_declining_ratio", "churn_subscription_ending_days")
 STALE_VAR = "source_stale_after_hours"
@@ -55,7 +63,9 @@ SUBSCRIPTIONS_SQL = """
 select id, user_id, stripe_status, stripe_price, trial_ends_at, ends_at, created_at
 from raw.subscriptions
 """
-PLANS_SQL = "select id, parent_id, plan_id, name, type, cast(meta as varchar) as meta from raw.plans"
+PLANS_SQL = (
+    "select id, parent_id, plan_id, name, type, cast(meta as varchar) as meta from raw.plans"
+)
 CUTOFF_SQL = "select max(cutoff_at) from raw.extraction_cutoff"
 FRESHNESS_SQL = "select max(created_at) from credits.credit_histories where created_at <= $cutoff"
 RULE_FLAGS_SQL = f"select user_id, churn_risk from {MARTS_PREFIX}.user_credit_trends"
@@ -95,8 +105,9 @@ def read_inputs(con) -> tuple[churn.Inputs, pd.Timestamp, pd.Timestamp | None]:
         raise RuntimeError("raw.extraction_cutoff holds no cutoff_at: run the extraction first")
     fresh = _timestamp(con.execute(FRESHNESS_SQL, {"cutoff": cutoff.to_pydatetime()}).fetchone()[0])
     daily = _naive(con.execute(DAILY_SQL).fetchdf(), ("balance_date",))
-    subscriptions = _naive(con.execute(SUBSCRIPTIONS_SQL).fetchdf(),
-                           ("trial_ends_at", "ends_at", "created_at"))
+    subscriptions = _naive(
+        con.execute(SUBSCRIPTIONS_SQL).fetchdf(), ("trial_ends_at", "ends_at", "created_at")
+    )
     plans = con.execute(PLANS_SQL).fetchdf()
     stale = fresh is None or cutoff - fresh > stale_after()
     data_end = fresh if (stale and fresh is not None) else cutoff
@@ -112,26 +123,33 @@ def model_to_table(result: churn.TrainingResult, trained_at: pd.Timestamp) -> pa
     def repeat(value):
         return [value] * n
 
-    return pa.table({
-        "position": list(range(1, n + 1)),
-        "feature": list(m.features),
-        "feature_mean": list(m.means),
-        "feature_scale": list(m.scales),
-        "weight": list(m.weights),
-        "intercept": repeat(m.intercept),
-        "trained_at": pa.array(repeat(trained_at.to_pydatetime()), pa.timestamp("us")),
-        "evaluation_start": pa.array(repeat(result.split.evaluation_start.to_pydatetime()),
-                                     pa.timestamp("us")),
-        "train_examples": repeat(result.train_examples),
-        "evaluation_examples": repeat(result.evaluation_examples),
-        "evaluation_cancellations": repeat(result.evaluation_positives),
-        "model_auc": pa.array(repeat(me.auc), pa.float64()),
-        "model_precision_top_decile": pa.array(repeat(me.precision_at_top_decile), pa.float64()),
-        "model_verdict": repeat(me.verdict),
-        "rule_auc": pa.array(repeat(re_.auc), pa.float64()),
-        "rule_precision_top_decile": pa.array(repeat(re_.precision_at_top_decile), pa.float64()),
-        "rule_verdict": repeat(re_.verdict),
-    })
+    return pa.table(
+        {
+            "position": list(range(1, n + 1)),
+            "feature": list(m.features),
+            "feature_mean": list(m.means),
+            "feature_scale": list(m.scales),
+            "weight": list(m.weights),
+            "intercept": repeat(m.intercept),
+            "trained_at": pa.array(repeat(trained_at.to_pydatetime()), pa.timestamp("us")),
+            "evaluation_start": pa.array(
+                repeat(result.split.evaluation_start.to_pydatetime()), pa.timestamp("us")
+            ),
+            "train_examples": repeat(result.train_examples),
+            "evaluation_examples": repeat(result.evaluation_examples),
+            "evaluation_cancellations": repeat(result.evaluation_positives),
+            "model_auc": pa.array(repeat(me.auc), pa.float64()),
+            "model_precision_top_decile": pa.array(
+                repeat(me.precision_at_top_decile), pa.float64()
+            ),
+            "model_verdict": repeat(me.verdict),
+            "rule_auc": pa.array(repeat(re_.auc), pa.float64()),
+            "rule_precision_top_decile": pa.array(
+                repeat(re_.precision_at_top_decile), pa.float64()
+            ),
+            "rule_verdict": repeat(re_.verdict),
+        }
+    )
 
 
 def model_from_rows(frame: pd.DataFrame) -> tuple[churn.LogisticModel, pd.Timestamp, dict] | None:
@@ -139,8 +157,12 @@ def model_from_rows(frame: pd.DataFrame) -> tuple[churn.LogisticModel, pd.Timest
     if frame.empty or tuple(frame["feature"]) != churn.FEATURES:
         return None
     model = churn.LogisticModel(
-        tuple(frame["feature"]), tuple(frame["feature_mean"]), tuple(frame["feature_scale"]),
-        tuple(frame["weight"]), float(frame["intercept"].iloc[0]))
+        tuple(frame["feature"]),
+        tuple(frame["feature_mean"]),
+        tuple(frame["feature_scale"]),
+        tuple(frame["weight"]),
+        float(frame["intercept"].iloc[0]),
+    )
     first = frame.iloc[0]
     return model, _timestamp(first["trained_at"]), first.to_dict()
 
@@ -158,36 +180,58 @@ def _read_stored_model(con):
         return None
 
 
-def scores_to_table(scored: pd.DataFrame, rule_flags: dict, scored_at: pd.Timestamp,
-                    fresh: pd.Timestamp | None, stale: bool, trained_at: pd.Timestamp) -> pa.Table:
+def scores_to_table(
+    scored: pd.DataFrame,
+    rule_flags: dict,
+    scored_at: pd.Timestamp,
+    fresh: pd.Timestamp | None,
+    stale: bool,
+    trained_at: pd.Timestamp,
+) -> pa.Table:
     n = len(scored)
-    return pa.table({
-        "user_id": pa.array(scored["user_id"].astype("int64"), pa.int64()),
-        "plan_tier": pa.array(scored["plan_tier"].astype(object).where(scored["plan_tier"].notna(), None),
-                              pa.string()),
-        "billing_interval": pa.array(
-            scored["billing_interval"].astype(object).where(scored["billing_interval"].notna(), None),
-            pa.string()),
-        "churn_probability": pa.array(scored["churn_probability"].astype(float), pa.float64()),
-        "risk_decile": pa.array(scored["risk_decile"].astype("int64"), pa.int64()),
-        "rule_of_thumb_churn_risk": pa.array(
-            [rule_flags.get(int(u)) for u in scored["user_id"]], pa.bool_()),
-        "credits_spent_last_30_days": pa.array(
-            np.rint(np.expm1(scored["log_spent_last_30_days"].astype(float))).astype("int64"),
-            pa.int64()),
-        "usage_trend_log_ratio": pa.array(scored["usage_trend_log_ratio"].astype(float), pa.float64()),
-        "days_since_last_spend": pa.array(scored["days_since_last_spend"].astype("int64"), pa.int64()),
-        "is_trialing": pa.array(scored["is_trialing"] > 0, pa.bool_()),
-        "scored_at": pa.array([scored_at.to_pydatetime()] * n, pa.timestamp("us")),
-        "source_fresh_as_of": pa.array([fresh.to_pydatetime() if fresh is not None else None] * n,
-                                       pa.timestamp("us")),
-        "source_is_stale": pa.array([stale] * n, pa.bool_()),
-        "model_trained_at": pa.array([trained_at.to_pydatetime()] * n, pa.timestamp("us")),
-    })
+    return pa.table(
+        {
+            "user_id": pa.array(scored["user_id"].astype("int64"), pa.int64()),
+            "plan_tier": pa.array(
+                scored["plan_tier"].astype(object).where(scored["plan_tier"].notna(), None),
+                pa.string(),
+            ),
+            "billing_interval": pa.array(
+                scored["billing_interval"]
+                .astype(object)
+                .where(scored["billing_interval"].notna(), None),
+                pa.string(),
+            ),
+            "churn_probability": pa.array(scored["churn_probability"].astype(float), pa.float64()),
+            "risk_decile": pa.array(scored["risk_decile"].astype("int64"), pa.int64()),
+            "rule_of_thumb_churn_risk": pa.array(
+                [rule_flags.get(int(u)) for u in scored["user_id"]], pa.bool_()
+            ),
+            "credits_spent_last_30_days": pa.array(
+                np.rint(np.expm1(scored["log_spent_last_30_days"].astype(float))).astype("int64"),
+                pa.int64(),
+            ),
+            "usage_trend_log_ratio": pa.array(
+                scored["usage_trend_log_ratio"].astype(float), pa.float64()
+            ),
+            "days_since_last_spend": pa.array(
+                scored["days_since_last_spend"].astype("int64"), pa.int64()
+            ),
+            "is_trialing": pa.array(scored["is_trialing"] > 0, pa.bool_()),
+            "scored_at": pa.array([scored_at.to_pydatetime()] * n, pa.timestamp("us")),
+            "source_fresh_as_of": pa.array(
+                [fresh.to_pydatetime() if fresh is not None else None] * n, pa.timestamp("us")
+            ),
+            "source_is_stale": pa.array([stale] * n, pa.bool_()),
+            "model_trained_at": pa.array([trained_at.to_pydatetime()] * n, pa.timestamp("us")),
+        }
+    )
 
 
 def _figure(value: float | None) -> dg.MetadataValue:
-    return dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.text("n/a")
+    return (
+        dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.text("n/a")
+    )
 
 
 class ChurnConfig(dg.Config):
@@ -196,62 +240,90 @@ class ChurnConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(CHURN_RISK_KEY, deps=list(CHURN_UPSTREAM), group_name=GROUP_MARTS,
-                     owners=[OWNER_DATA_ENGINEERING], kinds={"python", "scikit-learn"},
-                     description="For every active subscriber, the probability of cancelling within "
-                     f"{churn.HORIZON_DAYS} days (logistic regression on the ledger's history)."),
-        dg.AssetSpec(CHURN_MODEL_KEY, deps=list(CHURN_UPSTREAM), group_name=GROUP_MARTS,
-                     owners=[OWNER_DATA_ENGINEERING], kinds={"python", "scikit-learn"},
-                     description="The churn model: per-feature weights and its held-out figures "
-                     "next to the rule of thumb's; retrained weekly."),
+        dg.AssetSpec(
+            CHURN_RISK_KEY,
+            deps=list(CHURN_UPSTREAM),
+            group_name=GROUP_MARTS,
+            owners=[OWNER_DATA_ENGINEERING],
+            kinds={"python", "scikit-learn"},
+            description="For every active subscriber, the probability of cancelling within "
+            f"{churn.HORIZON_DAYS} days (logistic regression on the ledger's history).",
+        ),
+        dg.AssetSpec(
+            CHURN_MODEL_KEY,
+            deps=list(CHURN_UPSTREAM),
+            group_name=GROUP_MARTS,
+            owners=[OWNER_DATA_ENGINEERING],
+            kinds={"python", "scikit-learn"},
+            description="The churn model: per-feature weights and its held-out figures "
+            "next to the rule of thumb's; retrained weekly.",
+        ),
     ],
 )
-def churn_model_assets(context: dg.AssetExecutionContext, config: ChurnConfig,
-                       warehouse: DuckDBWarehouse) -> Iterator[dg.MaterializeResult]:
-    with warehouse.transaction() as con:
+def churn_model_assets(
+    context: dg.AssetExecutionContext, config: ChurnConfig, warehouse: DuckDBWarehouse
+) -> Iterator[dg.MaterializeResult]:
+    # read outside the write transaction: a first run has no stored model, and a failed query
+    # must not abort the transaction the tables are written in
+    with warehouse.connect() as con:
         inputs, cutoff, fresh = read_inputs(con)
-        stale = fresh is None or cutoff - fresh > stale_after()
         stored = _read_stored_model(con)
-        retrain = config.force_retrain or needs_retraining(stored[1] if stored else None, inputs.data_end)
-        if retrain:
-            result = churn.train_and_evaluate(inputs)
-            model, trained_at = result.final_model, inputs.data_end
-            model_table = model_to_table(result, trained_at)
-            replace_table(con, MARTS_PREFIX, CHURN_MODEL_TABLE, model_table)
-            card = model_table.slice(0, 1).to_pylist()[0] if model_table.num_rows else {}
-        else:
-            model, trained_at, card = stored
         rule_flags = {int(u): bool(f) for u, f in con.execute(RULE_FLAGS_SQL).fetchall()}
-        scored = churn.score_today(inputs, model, inputs.data_end)
-        replace_table(con, MARTS_PREFIX, CHURN_RISK_TABLE,
-                      scores_to_table(scored, rule_flags, inputs.data_end, fresh, stale, trained_at))
+    stale = fresh is None or cutoff - fresh > stale_after()
+    retrain = config.force_retrain or needs_retraining(
+        stored[1] if stored else None, inputs.data_end
+    )
+    if retrain:
+        result = churn.train_and_evaluate(inputs)
+        model, trained_at = result.final_model, inputs.data_end
+        model_table = model_to_table(result, trained_at)
+        card = model_table.slice(0, 1).to_pylist()[0] if model_table.num_rows else {}
+    else:
+        model, trained_at, card = stored
+    scored = churn.score_today(inputs, model, inputs.data_end)
+    scores = scores_to_table(scored, rule_flags, inputs.data_end, fresh, stale, trained_at)
+    with warehouse.transaction() as con:  # both tables, or (on DuckDB) neither
+        if retrain:
+            replace_table(con, MARTS_PREFIX, CHURN_MODEL_TABLE, model_table)
+        replace_table(con, MARTS_PREFIX, CHURN_RISK_TABLE, scores)
     weights = "\n".join(
         ["| feature | weight (per standard deviation) | meaning |", "|---|---|---|"]
-        + [f"| {f} | {w:+.3f} | {churn.FEATURE_DOCS[f]} |"
-           for f, w in sorted(zip(model.features, model.weights), key=lambda p: -abs(p[1]))])
+        + [
+            f"| {f} | {w:+.3f} | {churn.FEATURE_DOCS[f]} |"
+            for f, w in sorted(zip(model.features, model.weights), key=lambda p: -abs(p[1]))
+        ]
+    )
     figures = {
         MODEL_AUC_KEY: _figure(card.get("model_auc")),
         MODEL_PRECISION_KEY: _figure(card.get("model_precision_top_decile")),
         RULE_AUC_KEY: _figure(card.get("rule_auc")),
         RULE_PRECISION_KEY: _figure(card.get("rule_precision_top_decile")),
         VERDICT_KEY: dg.MetadataValue.text(
-            f"model: {card.get('model_verdict')}; rule of thumb: {card.get('rule_verdict')}"),
+            f"model: {card.get('model_verdict')}; rule of thumb: {card.get('rule_verdict')}"
+        ),
         "held_out_from": dg.MetadataValue.text(str(card.get("evaluation_start"))),
         "held_out_examples": dg.MetadataValue.int(int(card.get("evaluation_examples") or 0)),
-        "held_out_cancellations": dg.MetadataValue.int(int(card.get("evaluation_cancellations") or 0)),
+        "held_out_cancellations": dg.MetadataValue.int(
+            int(card.get("evaluation_cancellations") or 0)
+        ),
         "model_trained_at": dg.MetadataValue.text(str(trained_at)),
         RETRAINED_KEY: dg.MetadataValue.bool(bool(retrain)),
         WEIGHTS_KEY: dg.MetadataValue.md(weights),
     }
-    context.log.info("churn model %s: %s", "retrained" if retrain else "reused", figures[VERDICT_KEY].value)
+    context.log.info(
+        "churn model %s: %s", "retrained" if retrain else "reused", figures[VERDICT_KEY].value
+    )
     yield dg.MaterializeResult(asset_key=CHURN_MODEL_KEY, metadata=figures)
-    yield dg.MaterializeResult(asset_key=CHURN_RISK_KEY, metadata={
-        "dagster/row_count": dg.MetadataValue.int(len(scored)),
-        "scored_at": dg.MetadataValue.text(str(inputs.data_end)),
-        "source_fresh_as_of": dg.MetadataValue.text(str(fresh)),
-        "source_is_stale": dg.MetadataValue.bool(bool(stale)),
-        **figures,
-    })
+    yield dg.MaterializeResult(
+        asset_key=CHURN_RISK_KEY,
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(scored)),
+            "scored_at": dg.MetadataValue.text(str(inputs.data_end)),
+            "source_fresh_as_of": dg.MetadataValue.text(str(fresh)),
+            "source_is_stale": dg.MetadataValue.bool(bool(stale)),
+            **figures,
+        },
+    )
 
 
 @dg.multi_asset_check(specs=signals.check_specs)

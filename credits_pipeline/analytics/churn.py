@@ -16,7 +16,6 @@ inputs and writes the outputs.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass, field
 
@@ -53,7 +52,7 @@ FEATURES: tuple[str, ...] = (
 FEATURE_DOCS = {
     "log_spent_last_7_days": "log(1 + credits spent in the 7 days before)",
     "log_spent_last_30_days": "log(1 + credits spent in the 30 days before)",
-    "usage_trend_log_ratio": "log of the last 14 days' daily spend (+1) over the last 56 days' (+1)",
+    "usage_trend_log_ratio": "log of the 14 days' daily spend (+1) over the 56 days' (+1)",
     "days_since_last_spend": "days since the last day with a spend (90 when none in 90 days)",
     "active_days_last_30_days": "days with a spend in the 30 days before",
     "allocation_used_last_30_days": "credits spent in 30 days / the plan's monthly credits (<= 3)",
@@ -84,8 +83,11 @@ def plan_catalog(plans: pd.DataFrame) -> pd.DataFrame:
     import json
 
     products = plans.loc[plans["type"] == "product", ["id", "name"]].rename(
-        columns={"id": "parent_id", "name": "plan_tier"})
-    prices = plans.loc[plans["type"].isin(["month", "year"])].merge(products, on="parent_id", how="left")
+        columns={"id": "parent_id", "name": "plan_tier"}
+    )
+    prices = plans.loc[plans["type"].isin(["month", "year"])].merge(
+        products, on="parent_id", how="left"
+    )
 
     def monthly_credits(row) -> float:
         try:
@@ -97,7 +99,8 @@ def plan_catalog(plans: pd.DataFrame) -> pd.DataFrame:
     prices["monthly_credits"] = prices.apply(monthly_credits, axis=1) if len(prices) else []
     prices["plan_tier"] = prices["plan_tier"].fillna(prices["name"])
     return prices.rename(columns={"plan_id": "stripe_price", "type": "billing_interval"})[
-        ["stripe_price", "plan_tier", "billing_interval", "monthly_credits"]]
+        ["stripe_price", "plan_tier", "billing_interval", "monthly_credits"]
+    ]
 
 
 def cancellations(subscriptions: pd.DataFrame) -> pd.Series:
@@ -111,14 +114,19 @@ def cancellations(subscriptions: pd.DataFrame) -> pd.Series:
     return cancelled.set_index("user_id")["ends_at"]
 
 
-def subscriptions_at(subscriptions: pd.DataFrame, catalog: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+def subscriptions_at(
+    subscriptions: pd.DataFrame, catalog: pd.DataFrame, at: pd.Timestamp
+) -> pd.DataFrame:
     """The subscription each user held at `at` (point in time), with its plan; one row per user."""
-    held = subscriptions[(subscriptions["created_at"] <= at)
-                         & (subscriptions["ends_at"].isna() | (subscriptions["ends_at"] > at))]
+    held = subscriptions[
+        (subscriptions["created_at"] <= at)
+        & (subscriptions["ends_at"].isna() | (subscriptions["ends_at"] > at))
+    ]
     held = held.sort_values(["user_id", "created_at", "id"]).groupby("user_id").tail(1)
     first = subscriptions.groupby("user_id")["created_at"].min().rename("first_subscribed_at")
-    return (held.merge(catalog, on="stripe_price", how="left")
-                .merge(first, left_on="user_id", right_index=True, how="left"))
+    return held.merge(catalog, on="stripe_price", how="left").merge(
+        first, left_on="user_id", right_index=True, how="left"
+    )
 
 
 # -- features and labels --------------------------------------------------------------------------
@@ -136,16 +144,34 @@ def features_at(daily: pd.DataFrame, held: pd.DataFrame, at: pd.Timestamp) -> pd
     at = pd.Timestamp(at)
     day = at.normalize()
     past = daily[daily["balance_date"] < day]
-    out = held[["user_id", "plan_tier", "billing_interval", "monthly_credits", "trial_ends_at",
-                "first_subscribed_at"]].copy().set_index("user_id")
+    out = (
+        held[
+            [
+                "user_id",
+                "plan_tier",
+                "billing_interval",
+                "monthly_credits",
+                "trial_ends_at",
+                "first_subscribed_at",
+            ]
+        ]
+        .copy()
+        .set_index("user_id")
+    )
     s7 = _window_sums(past, day, 7, "credits_spent")
     s14 = _window_sums(past, day, 14, "credits_spent")
     s30 = _window_sums(past, day, 30, "credits_spent")
     s56 = _window_sums(past, day, 56, "credits_spent")
     s90 = _window_sums(past, day, 90, "credits_spent")
-    spend_days = past[(past["credits_spent"] > 0) & (past["balance_date"] >= day - pd.Timedelta(days=90))]
+    spend_days = past[
+        (past["credits_spent"] > 0) & (past["balance_date"] >= day - pd.Timedelta(days=90))
+    ]
     last_spend = spend_days.groupby("user_id")["balance_date"].max()
-    active30 = spend_days[spend_days["balance_date"] >= day - pd.Timedelta(days=30)].groupby("user_id").size()
+    active30 = (
+        spend_days[spend_days["balance_date"] >= day - pd.Timedelta(days=30)]
+        .groupby("user_id")
+        .size()
+    )
     forfeited = _window_sums(past, day, 90, "credits_forfeited")
     allocated = _window_sums(past, day, 90, "credits_allocated")
     refunded = _window_sums(past, day, 90, "credits_refunded")
@@ -163,8 +189,12 @@ def features_at(daily: pd.DataFrame, held: pd.DataFrame, at: pd.Timestamp) -> pd
     out["active_days_last_30_days"] = col(active30)
     out["allocation_used_last_30_days"] = (col(s30) / monthly).fillna(0).clip(upper=3)
     out["balance_left_share"] = (col(balance) / monthly).fillna(0).clip(lower=0, upper=5)
-    out["breakage_share_90_days"] = (col(forfeited) / col(allocated).where(col(allocated) > 0)).fillna(0)
-    out["refund_share_90_days"] = (col(refunded) / col(s90).where(col(s90) > 0)).fillna(0).clip(upper=3)
+    out["breakage_share_90_days"] = (
+        col(forfeited) / col(allocated).where(col(allocated) > 0)
+    ).fillna(0)
+    out["refund_share_90_days"] = (
+        (col(refunded) / col(s90).where(col(s90) > 0)).fillna(0).clip(upper=3)
+    )
     tenure = (at - out["first_subscribed_at"]).dt.total_seconds() / 86400
     out["log_tenure_days"] = np.log1p(tenure.fillna(0).clip(lower=0))
     out["is_trialing"] = (out["trial_ends_at"].notna() & (out["trial_ends_at"] > at)).astype(float)
@@ -174,7 +204,9 @@ def features_at(daily: pd.DataFrame, held: pd.DataFrame, at: pd.Timestamp) -> pd
     return out.reset_index()
 
 
-def rule_of_thumb_at(daily: pd.DataFrame, users: pd.Index, at: pd.Timestamp, rule: dict) -> pd.Series:
+def rule_of_thumb_at(
+    daily: pd.DataFrame, users: pd.Index, at: pd.Timestamp, rule: dict
+) -> pd.Series:
     """The `user_credit_trends` churn-risk rule as it would have fired at `at` (1.0 = at risk).
 
     `inactive` (no ledger row for `churn_inactive_days`; a user whose rows start within that
@@ -196,7 +228,9 @@ def rule_of_thumb_at(daily: pd.DataFrame, users: pd.Index, at: pd.Timestamp, rul
     return (inactive | declining).astype(float)
 
 
-def label(users: pd.Series, cancelled_at: pd.Series, at: pd.Timestamp, horizon_days: int = HORIZON_DAYS) -> np.ndarray:
+def label(
+    users: pd.Series, cancelled_at: pd.Series, at: pd.Timestamp, horizon_days: int = HORIZON_DAYS
+) -> np.ndarray:
     """1 when the user cancels within `horizon_days` after `at`, else 0."""
     when = users.map(cancelled_at)
     end = at + pd.Timedelta(days=horizon_days)
@@ -216,8 +250,9 @@ class TimeSplit:
     horizon_days: int = HORIZON_DAYS
 
 
-def snapshot_dates(first_day: pd.Timestamp, data_end: pd.Timestamp,
-                   horizon_days: int = HORIZON_DAYS) -> list[pd.Timestamp]:
+def snapshot_dates(
+    first_day: pd.Timestamp, data_end: pd.Timestamp, horizon_days: int = HORIZON_DAYS
+) -> list[pd.Timestamp]:
     """Weekly snapshot dates (midnights) whose label horizon ends by `data_end`, counted back
     from the latest one, leaving MIN_HISTORY_DAYS of history before the first."""
     last = (data_end - pd.Timedelta(days=horizon_days)).normalize()
@@ -230,8 +265,11 @@ def snapshot_dates(first_day: pd.Timestamp, data_end: pd.Timestamp,
     return sorted(dates)
 
 
-def split_snapshots(dates: list[pd.Timestamp], evaluation_days: int = EVALUATION_DAYS,
-                    horizon_days: int = HORIZON_DAYS) -> TimeSplit:
+def split_snapshots(
+    dates: list[pd.Timestamp],
+    evaluation_days: int = EVALUATION_DAYS,
+    horizon_days: int = HORIZON_DAYS,
+) -> TimeSplit:
     """The last `evaluation_days` of snapshots are held out; training keeps only snapshots whose
     label window (snapshot + horizon) ends at or before the first held-out snapshot."""
     if not dates:
@@ -254,7 +292,9 @@ def assert_no_leakage(split: TimeSplit) -> None:
     if late:
         raise LeakageError(
             f"{len(late)} training snapshot(s) have labels reaching into the evaluation period "
-            f"(from {split.evaluation_start:%Y-%m-%d}): first {late[0]:%Y-%m-%d} + {split.horizon_days} days")
+            f"(from {split.evaluation_start:%Y-%m-%d}): first {late[0]:%Y-%m-%d} "
+            f"+ {split.horizon_days} days"
+        )
 
 
 # -- examples, training, metrics ------------------------------------------------------------------
@@ -264,7 +304,9 @@ def assert_no_leakage(split: TimeSplit) -> None:
 class Inputs:
     """What the model reads from the warehouse, as DataFrames (see assets.py for the queries)."""
 
-    daily: pd.DataFrame  # user_id, balance_date, credits_spent/allocated/forfeited/refunded, closing_balance
+    daily: (
+        pd.DataFrame
+    )  # user_id, balance_date, credits_spent/allocated/forfeited/refunded, closing_balance
     subscriptions: pd.DataFrame  # raw.subscriptions
     plans: pd.DataFrame  # raw.plans
     data_end: pd.Timestamp  # the cut-off, or the source's newest row when the source is stale
@@ -284,7 +326,8 @@ def examples(inputs: Inputs, dates: tuple[pd.Timestamp, ...]) -> pd.DataFrame:
         frame["snapshot_at"] = at
         frame["label"] = label(frame["user_id"], cancelled, at)
         frame["rule_of_thumb"] = rule_of_thumb_at(
-            inputs.daily, pd.Index(frame["user_id"]), at, inputs.rule).to_numpy()
+            inputs.daily, pd.Index(frame["user_id"]), at, inputs.rule
+        ).to_numpy()
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["user_id", "snapshot_at", "label", "rule_of_thumb", *FEATURES])
@@ -307,8 +350,14 @@ class LogisticModel:
         return 1.0 / (1.0 + np.exp(-(z @ np.array(self.weights) + self.intercept)))
 
     def weight_table(self) -> pd.DataFrame:
-        return pd.DataFrame({"feature": self.features, "mean": self.means, "scale": self.scales,
-                             "weight": self.weights})
+        return pd.DataFrame(
+            {
+                "feature": self.features,
+                "mean": self.means,
+                "scale": self.scales,
+                "weight": self.weights,
+            }
+        )
 
 
 def fit(train: pd.DataFrame, features: tuple[str, ...] = FEATURES) -> LogisticModel:
@@ -325,17 +374,23 @@ def fit(train: pd.DataFrame, features: tuple[str, ...] = FEATURES) -> LogisticMo
     if len(np.unique(y)) < 2:
         rate = float(y.mean()) if len(y) else 0.0
         logit = math.log(max(rate, 1e-6) / max(1 - rate, 1e-6))
-        return LogisticModel(tuple(features), tuple(scaler.mean_), tuple(scales),
-                             tuple(0.0 for _ in features), logit)
-    model = LogisticRegression(C=REGULARIZATION_C, max_iter=2000,
-                               random_state=RANDOM_STATE)
+        return LogisticModel(
+            tuple(features), tuple(scaler.mean_), tuple(scales), tuple(0.0 for _ in features), logit
+        )
+    model = LogisticRegression(C=REGULARIZATION_C, max_iter=2000, random_state=RANDOM_STATE)
     model.fit((x - scaler.mean_) / scales, y)
-    return LogisticModel(tuple(features), tuple(float(m) for m in scaler.mean_),
-                         tuple(float(s) for s in scales), tuple(float(w) for w in model.coef_[0]),
-                         float(model.intercept_[0]))
+    return LogisticModel(
+        tuple(features),
+        tuple(float(m) for m in scaler.mean_),
+        tuple(float(s) for s in scales),
+        tuple(float(w) for w in model.coef_[0]),
+        float(model.intercept_[0]),
+    )
 
 
-def precision_at_top(y: np.ndarray, score: np.ndarray, fraction: float = TOP_FRACTION) -> float | None:
+def precision_at_top(
+    y: np.ndarray, score: np.ndarray, fraction: float = TOP_FRACTION
+) -> float | None:
     """Share of cancellations among the top `fraction` by score; tied scores at the boundary count
     by their average (so a yes/no rule is not credited with a lucky order)."""
     n = len(y)
@@ -363,8 +418,9 @@ def auc_standard_error(value: float, positives: int, negatives: int) -> float:
     """Hanley & McNeil's standard error of an AUC."""
     q1 = value / (2 - value)
     q2 = 2 * value * value / (1 + value)
-    var = (value * (1 - value) + (positives - 1) * (q1 - value ** 2)
-           + (negatives - 1) * (q2 - value ** 2)) / max(positives * negatives, 1)
+    var = (
+        value * (1 - value) + (positives - 1) * (q1 - value**2) + (negatives - 1) * (q2 - value**2)
+    ) / max(positives * negatives, 1)
     return math.sqrt(max(var, 0.0))
 
 
@@ -387,16 +443,27 @@ def evaluate(y: np.ndarray, score: np.ndarray) -> Evaluation:
     value = auc(y, score)
     precision = precision_at_top(y, score)
     if value is None or positives < MIN_POSITIVES:
-        return Evaluation(value, None, precision, False,
-                          f"no signal measurable: {positives} cancellations among {len(y)} "
-                          f"held-out examples (at least {MIN_POSITIVES} needed)")
+        return Evaluation(
+            value,
+            None,
+            precision,
+            False,
+            f"no signal measurable: {positives} cancellations among {len(y)} "
+            f"held-out examples (at least {MIN_POSITIVES} needed)",
+        )
     low = value - Z_95 * auc_standard_error(value, positives, negatives)
     if low <= 0.5:
-        return Evaluation(value, low, precision, False,
-                          f"no signal: AUC {value:.3f} is not distinguishable from chance "
-                          f"(95% lower bound {low:.3f})")
-    return Evaluation(value, low, precision, True,
-                      f"signal: AUC {value:.3f} (95% lower bound {low:.3f})")
+        return Evaluation(
+            value,
+            low,
+            precision,
+            False,
+            f"no signal: AUC {value:.3f} is not distinguishable from chance "
+            f"(95% lower bound {low:.3f})",
+        )
+    return Evaluation(
+        value, low, precision, True, f"signal: AUC {value:.3f} (95% lower bound {low:.3f})"
+    )
 
 
 @dataclass
@@ -429,9 +496,16 @@ def train_and_evaluate(inputs: Inputs) -> TrainingResult:
     rule_eval = evaluate(y, held_out["rule_of_thumb"].to_numpy(dtype=float))
     final_model = fit(pd.concat([train, held_out], ignore_index=True))
     return TrainingResult(
-        split=split, model=model, final_model=final_model, model_eval=model_eval,
-        rule_eval=rule_eval, train_examples=len(train), evaluation_examples=len(held_out),
-        evaluation_positives=int(y.sum()), base_rate=float(y.mean()) if len(y) else None)
+        split=split,
+        model=model,
+        final_model=final_model,
+        model_eval=model_eval,
+        rule_eval=rule_eval,
+        train_examples=len(train),
+        evaluation_examples=len(held_out),
+        evaluation_positives=int(y.sum()),
+        base_rate=float(y.mean()) if len(y) else None,
+    )
 
 
 def score_today(inputs: Inputs, model: LogisticModel, at: pd.Timestamp) -> pd.DataFrame:

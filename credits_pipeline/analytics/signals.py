@@ -25,8 +25,12 @@ ADMIN_GRANT_OUT_OF_PATTERN = "admin_grant_out_of_pattern"
 REPEATED_OVERDRAFT_WRITEOFFS = "repeated_overdraft_writeoffs"
 SHARED_CONTENT_PATTERN = "shared_content_pattern"
 SIGNALS: tuple[str, ...] = (
-    SPEND_VELOCITY_SPIKE, REFUND_RATIO, PURCHASE_THEN_DRAIN, ADMIN_GRANT_OUT_OF_PATTERN,
-    REPEATED_OVERDRAFT_WRITEOFFS, SHARED_CONTENT_PATTERN,
+    SPEND_VELOCITY_SPIKE,
+    REFUND_RATIO,
+    PURCHASE_THEN_DRAIN,
+    ADMIN_GRANT_OUT_OF_PATTERN,
+    REPEATED_OVERDRAFT_WRITEOFFS,
+    SHARED_CONTENT_PATTERN,
 )
 CHECK_PREFIX = "usage_risk_"
 HIGH_SCORE = 2.0  # twice the threshold: counted apart, for whoever triages the alert first
@@ -78,43 +82,57 @@ def _cell(value: object) -> str:
 def worst_markdown(signal: str, rows: list[FlaggedRow]) -> str:
     if not rows:
         return f"No user flagged by `{signal}`."
-    columns = ("user_id", "score", "observed_value", "baseline_value", "credits_involved",
-               "ledger_row_ids")
+    columns = (
+        "user_id",
+        "score",
+        "observed_value",
+        "baseline_value",
+        "credits_involved",
+        "ledger_row_ids",
+    )
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows[:WORST_ROWS]:
         lines.append("| " + " | ".join(_cell(getattr(row, c)) for c in columns) + " |")
     return "\n".join(lines)
 
 
-def signal_check_results(rows: list[FlaggedRow], asset_key: dg.AssetKey = USAGE_RISK_SIGNALS_KEY
-                         ) -> list[dg.AssetCheckResult]:
+def signal_check_results(
+    rows: list[FlaggedRow], asset_key: dg.AssetKey = USAGE_RISK_SIGNALS_KEY
+) -> list[dg.AssetCheckResult]:
     """One WARN check result per signal: failed when the signal flags anyone."""
     results = []
     for signal in SIGNALS:
-        flagged = sorted((r for r in rows if r.signal == signal), key=lambda r: (-r.score, r.user_id))
+        flagged = sorted(
+            (r for r in rows if r.signal == signal), key=lambda r: (-r.score, r.user_id)
+        )
         credits = sum(int(r.credits_involved or 0) for r in flagged)
         high = sum(1 for r in flagged if r.score >= HIGH_SCORE)
         measured = next((r.measured_at for r in flagged if r.measured_at is not None), None)
-        results.append(dg.AssetCheckResult(
-            asset_key=asset_key,
-            check_name=check_name(signal),
-            passed=not flagged,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"{len(flagged)} user(s) flagged by `{signal}` ({high} at twice the threshold or "
-                f"more), {credits} credits involved" if flagged else f"no user flagged by `{signal}`"
-            ),
-            metadata={
-                RULE_KEY: signal,
-                COUNT_KEY: dg.MetadataValue.int(len(flagged)),
-                CREDITS_KEY: dg.MetadataValue.int(credits),
-                HIGH_SCORE_KEY: dg.MetadataValue.int(high),
-                WORST_USERS_KEY: dg.MetadataValue.text(
-                    ", ".join(str(r.user_id) for r in flagged[:WORST_ROWS])),
-                WORST_KEY: dg.MetadataValue.md(worst_markdown(signal, flagged)),
-                MEASURED_AT_KEY: dg.MetadataValue.text(str(measured) if measured else ""),
-            },
-        ))
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=asset_key,
+                check_name=check_name(signal),
+                passed=not flagged,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    f"{len(flagged)} user(s) flagged by `{signal}` ({high} at twice the "
+                    f"threshold or more), {credits} credits involved"
+                    if flagged
+                    else f"no user flagged by `{signal}`"
+                ),
+                metadata={
+                    RULE_KEY: signal,
+                    COUNT_KEY: dg.MetadataValue.int(len(flagged)),
+                    CREDITS_KEY: dg.MetadataValue.int(credits),
+                    HIGH_SCORE_KEY: dg.MetadataValue.int(high),
+                    WORST_USERS_KEY: dg.MetadataValue.text(
+                        ", ".join(str(r.user_id) for r in flagged[:WORST_ROWS])
+                    ),
+                    WORST_KEY: dg.MetadataValue.md(worst_markdown(signal, flagged)),
+                    MEASURED_AT_KEY: dg.MetadataValue.text(str(measured) if measured else ""),
+                },
+            )
+        )
     return results
 
 

@@ -20,7 +20,13 @@ from __future__ import annotations
 import random
 
 from credits_pipeline.source.demo import catalog as cat
-from credits_pipeline.source.demo.simulation import COMPLETED, MONTHLY, VIDEO_CUSTOM, Simulation, User
+from credits_pipeline.source.demo.simulation import (
+    COMPLETED,
+    MONTHLY,
+    VIDEO_CUSTOM,
+    Simulation,
+    User,
+)
 from credits_pipeline.source.demo.timeutil import DAY, MINUTE
 
 SPEND_VELOCITY_SPIKE = "spend_velocity_spike"
@@ -32,8 +38,12 @@ SHARED_CONTENT_PATTERN = "shared_content_pattern"
 OVERDRAFT_WRITEOFF_RULE = "overdraft_writeoff"  # the ledger rule the racing spends violate
 
 SIGNALS: tuple[str, ...] = (
-    SPEND_VELOCITY_SPIKE, REFUND_RATIO, PURCHASE_THEN_DRAIN, ADMIN_GRANT_OUT_OF_PATTERN,
-    REPEATED_OVERDRAFT_WRITEOFFS, SHARED_CONTENT_PATTERN,
+    SPEND_VELOCITY_SPIKE,
+    REFUND_RATIO,
+    PURCHASE_THEN_DRAIN,
+    ADMIN_GRANT_OUT_OF_PATTERN,
+    REPEATED_OVERDRAFT_WRITEOFFS,
+    SHARED_CONTENT_PATTERN,
 )
 
 SHARED_TITLE = "Make $500 a day with AI - copy this faceless channel"
@@ -160,8 +170,15 @@ class RacingSpends(Abuse):
         vid = sim.new_video(u, t, VIDEO_CUSTOM, COMPLETED, t + 10 * MINUTE)
         sim.charge(u, t, cat.VIDEO_GENERATED, first, cat.ALIAS_VIDEO, vid)
         second = sim.new_video(u, t, VIDEO_CUSTOM, COMPLETED, t + 10 * MINUTE)
-        sim.charge(u, t, cat.VIDEO_GENERATED, sim.rng.randint(20, 40), cat.ALIAS_VIDEO, second,
-                   tag=OVERDRAFT_WRITEOFF_RULE)
+        sim.charge(
+            u,
+            t,
+            cat.VIDEO_GENERATED,
+            sim.rng.randint(20, 40),
+            cat.ALIAS_VIDEO,
+            second,
+            tag=OVERDRAFT_WRITEOFF_RULE,
+        )
 
 
 class ContentRing(Abuse):

@@ -28,7 +28,8 @@ plan_prices as (
             when plan_prices.billing_interval = 'month'
                 then cast({{ json_text('plans.meta', '$.full_credits') }} as {{ type_double() }})
             when plan_prices.billing_interval = 'year'
-                then cast({{ json_text('plans.meta', '$.full_credits') }} as {{ type_double() }}) / 12
+                then cast({{ json_text('plans.meta', '$.full_credits') }} as {{ type_double() }})
+                    / 12
         end as monthly_credits
     from {{ ref('int_plan_prices') }} as plan_prices
     inner join {{ source('raw', 'plans') }} as plans

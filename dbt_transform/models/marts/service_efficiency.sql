@@ -155,8 +155,10 @@ service_months as (
         {{ safe_divide('sum(amount)', 'count(*)') }} as credits_per_charge_mean,
         {{ percentile('amount', 0.5) }} as credits_per_charge_median,
         {{ percentile('amount', 0.95) }} as credits_per_charge_p95,
-        cast(sum(case when is_refunded then 1 else 0 end) as {{ dbt.type_bigint() }}) as refunded_charges,
-        {{ safe_divide('sum(case when is_refunded then 1 else 0 end)', 'count(*)') }} as refund_rate,
+        cast(sum(case when is_refunded then 1 else 0 end) as {{ dbt.type_bigint() }})
+            as refunded_charges,
+        {{ safe_divide('sum(case when is_refunded then 1 else 0 end)', 'count(*)') }}
+            as refund_rate,
         cast(sum(refunded_amount) as {{ dbt.type_bigint() }}) as credits_refunded,
         count(distinct user_id) as users,
         {{ safe_divide('sum(list_value)', 'sum(priced_amount)') }} as list_price_per_credit

@@ -143,7 +143,8 @@ baseline_deviations as (
 
     select
         baseline_weeks.user_id,
-        {{ percentile('abs(baseline_weeks.credits_spent - baseline_medians.median_weekly_credits)', 0.5) }}
+        {{ percentile(
+            'abs(baseline_weeks.credits_spent - baseline_medians.median_weekly_credits)', 0.5) }}
             as median_absolute_deviation
     from baseline_weeks
     inner join baseline_medians
@@ -170,10 +171,12 @@ spike_evidence as (
     select
         spike_candidates.user_id,
         cast(spike_candidates.observed_credits as {{ type_double() }}) as observed_credits,
-        cast(baseline_medians.median_weekly_credits as {{ type_double() }}) as median_weekly_credits,
+        cast(baseline_medians.median_weekly_credits as {{ type_double() }})
+            as median_weekly_credits,
         cast(baseline_deviations.median_absolute_deviation as {{ type_double() }})
             as median_absolute_deviation,
-        cast(baseline_medians.busiest_weekly_credits as {{ type_double() }}) as busiest_weekly_credits,
+        cast(baseline_medians.busiest_weekly_credits as {{ type_double() }})
+            as busiest_weekly_credits,
         spike_candidates.spend_rows,
         spike_rows.ledger_row_ids
     from spike_candidates
@@ -205,9 +208,11 @@ spike_signals as (
         observed_credits as observed_value,
         median_weekly_credits as baseline_value,
         'credits spent in the last 7 days vs the median week of the '
-            || cast(cast(median_absolute_deviation as {{ dbt.type_bigint() }}) as {{ dbt.type_string() }})
+            || cast(cast(median_absolute_deviation as {{ dbt.type_bigint() }})
+                as {{ dbt.type_string() }})
             || '-credit MAD, busiest '
-            || cast(cast(busiest_weekly_credits as {{ dbt.type_bigint() }}) as {{ dbt.type_string() }})
+            || cast(cast(busiest_weekly_credits as {{ dbt.type_bigint() }})
+                as {{ dbt.type_string() }})
             || ', over up to {{ spike_baseline_weeks }} trailing weeks' as evidence,
         ledger_row_ids,
         spend_rows as ledger_rows,
@@ -263,7 +268,7 @@ refund_signals as (
             || cast(refunds_and_charges.refunds as {{ dbt.type_string() }}) || ' refunds of '
             || cast(refunds_and_charges.credits_refunded as {{ dbt.type_string() }}) || ' / '
             || cast(refunds_and_charges.credits_charged as {{ dbt.type_string() }})
-            || ' credits) vs all users'' ratio' as evidence,
+            || ' credits) vs the ratio of all users' as evidence,
         refunds_and_charges.ledger_row_ids,
         refunds_and_charges.refunds as ledger_rows,
         cast(refunds_and_charges.credits_refunded as {{ dbt.type_bigint() }}) as credits_involved
@@ -406,7 +411,8 @@ grant_signals as (
         cast(grants_per_user.largest_grant as {{ type_double() }}) as observed_value,
         cast(usual_grant.median_grant_credits as {{ type_double() }}) as baseline_value,
         'largest of ' || cast(grants_per_user.grants as {{ dbt.type_string() }})
-            || ' admin grants in {{ window_days }} days vs the median grant of all users' as evidence,
+            || ' admin grants in {{ window_days }} days vs the median grant of all users'
+            as evidence,
         grants_per_user.ledger_row_ids,
         grants_per_user.grants as ledger_rows,
         cast(grants_per_user.credits_granted as {{ dbt.type_bigint() }}) as credits_involved
@@ -518,8 +524,8 @@ shared_content_signals as (
         cast(shared_per_user.accounts as {{ type_double() }}) / {{ shared_min_accounts }} as score,
         cast(shared_per_user.accounts as {{ type_double() }}) as observed_value,
         cast(null as {{ type_double() }}) as baseline_value,
-        'accounts that created a video with the same title in {{ window_days }} days (the'
-            || ' user''s charges for those videos listed)' as evidence,
+        'accounts that created a video with the same title in {{ window_days }} days (charges'
+            || ' of the user for those videos listed)' as evidence,
         shared_per_user.ledger_row_ids,
         shared_per_user.charges as ledger_rows,
         cast(shared_per_user.credits_charged as {{ dbt.type_bigint() }}) as credits_involved
