@@ -1,4 +1,4 @@
-{#- A scalar of a JSON text column as text (NULL when absent or not JSON). -#}
+{#- A scalar of a JSON text column as text (NULL when absent; invalid JSON is quarantined). -#}
 {% macro json_text(column, path) -%}
     {{ return(adapter.dispatch('json_text', 'credits_transform')(column, path)) }}
 {%- endmacro %}
@@ -8,5 +8,5 @@
 {%- endmacro %}
 
 {% macro bigquery__json_text(column, path) -%}
-    json_value(safe.parse_json({{ column }}), '{{ path }}')
+    json_value({{ column }}, '{{ path }}')
 {%- endmacro %}
