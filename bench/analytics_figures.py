@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", help="keep the source and warehouse here (default: a temp dir)")
+    parser.add_argument("--workdir", help="where the demo and warehouse go (default: a temp dir)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="analytics_figures_"))
     workdir.mkdir(parents=True, exist_ok=True)
