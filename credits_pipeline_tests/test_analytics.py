@@ -192,6 +192,23 @@ def test_the_model_finds_engagement_that_fades_before_a_cancellation():
     assert weights["log_spent_last_7_days"] < 0 or weights["usage_trend_log_ratio"] < 0
 
 
+def test_a_history_too_short_to_hold_a_period_out_says_so_and_scores_nobody():
+    inputs = _population(users=30, seed=3)
+    inputs.data_end = START + 100 * DAY  # 56 days of history, then too little for two labels
+    result = churn.train_and_evaluate(inputs)
+    assert result.model is None and not result.model_eval.has_signal
+    assert result.model_eval.verdict.startswith("no signal measurable")
+    scored = churn.score_today(inputs, result.final_model, inputs.data_end)
+    assert len(scored) and scored["churn_probability"].isna().all()
+
+
+def test_a_short_history_still_splits_in_time_without_leaking():
+    dates = churn.snapshot_dates(START, START + 182 * DAY)  # six months, as small demos have
+    split = churn.split_snapshots(dates)
+    assert split.train and split.evaluate
+    assert max(split.train) + pd.Timedelta(days=churn.HORIZON_DAYS) <= split.evaluation_start
+
+
 def test_a_stored_model_is_reused_for_a_week_then_retrained():
     now = pd.Timestamp("2025-06-30")
     assert needs_retraining(None, now)

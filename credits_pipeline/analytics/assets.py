@@ -115,41 +115,55 @@ def read_inputs(con) -> tuple[churn.Inputs, pd.Timestamp, pd.Timestamp | None]:
     return inputs, cutoff, fresh
 
 
-def model_to_table(result: churn.TrainingResult, trained_at: pd.Timestamp) -> pa.Table:
-    """The final model with the held-out figures of its evaluation, one row per feature."""
-    m, me, re_ = result.final_model, result.model_eval, result.rule_eval
-    n = len(m.features)
+def model_card(result: churn.TrainingResult, trained_at: pd.Timestamp) -> dict:
+    """What the training says about itself: when, on how much, and the held-out figures."""
+    me, re_ = result.model_eval, result.rule_eval
+    return {
+        "trained_at": trained_at.to_pydatetime(),
+        "evaluation_start": result.split.evaluation_start.to_pydatetime(),
+        "train_examples": result.train_examples,
+        "evaluation_examples": result.evaluation_examples,
+        "evaluation_cancellations": result.evaluation_positives,
+        "model_auc": me.auc,
+        "model_precision_top_decile": me.precision_at_top_decile,
+        "model_verdict": me.verdict,
+        "rule_auc": re_.auc,
+        "rule_precision_top_decile": re_.precision_at_top_decile,
+        "rule_verdict": re_.verdict,
+    }
 
-    def repeat(value):
-        return [value] * n
 
-    return pa.table(
-        {
-            "position": list(range(1, n + 1)),
-            "feature": list(m.features),
-            "feature_mean": list(m.means),
-            "feature_scale": list(m.scales),
-            "weight": list(m.weights),
-            "intercept": repeat(m.intercept),
-            "trained_at": pa.array(repeat(trained_at.to_pydatetime()), pa.timestamp("us")),
-            "evaluation_start": pa.array(
-                repeat(result.split.evaluation_start.to_pydatetime()), pa.timestamp("us")
-            ),
-            "train_examples": repeat(result.train_examples),
-            "evaluation_examples": repeat(result.evaluation_examples),
-            "evaluation_cancellations": repeat(result.evaluation_positives),
-            "model_auc": pa.array(repeat(me.auc), pa.float64()),
-            "model_precision_top_decile": pa.array(
-                repeat(me.precision_at_top_decile), pa.float64()
-            ),
-            "model_verdict": repeat(me.verdict),
-            "rule_auc": pa.array(repeat(re_.auc), pa.float64()),
-            "rule_precision_top_decile": pa.array(
-                repeat(re_.precision_at_top_decile), pa.float64()
-            ),
-            "rule_verdict": repeat(re_.verdict),
-        }
-    )
+CARD_TYPES = {
+    "trained_at": pa.timestamp("us"),
+    "evaluation_start": pa.timestamp("us"),
+    "train_examples": pa.int64(),
+    "evaluation_examples": pa.int64(),
+    "evaluation_cancellations": pa.int64(),
+    "model_auc": pa.float64(),
+    "model_precision_top_decile": pa.float64(),
+    "model_verdict": pa.string(),
+    "rule_auc": pa.float64(),
+    "rule_precision_top_decile": pa.float64(),
+    "rule_verdict": pa.string(),
+}
+
+
+def model_to_table(model: churn.LogisticModel | None, card: dict) -> pa.Table:
+    """The final model, one row per feature, each with the card of its training (no rows when
+    the history allowed no model)."""
+    features = model.features if model is not None else ()
+    n = len(features)
+    columns = {
+        "position": pa.array(range(1, n + 1), pa.int64()),
+        "feature": pa.array(features, pa.string()),
+        "feature_mean": pa.array(model.means if n else [], pa.float64()),
+        "feature_scale": pa.array(model.scales if n else [], pa.float64()),
+        "weight": pa.array(model.weights if n else [], pa.float64()),
+        "intercept": pa.array([model.intercept] * n if n else [], pa.float64()),
+    }
+    for name, kind in CARD_TYPES.items():
+        columns[name] = pa.array([card[name]] * n, kind)
+    return pa.table(columns)
 
 
 def model_from_rows(frame: pd.DataFrame) -> tuple[churn.LogisticModel, pd.Timestamp, dict] | None:
@@ -202,8 +216,10 @@ def scores_to_table(
                 .where(scored["billing_interval"].notna(), None),
                 pa.string(),
             ),
-            "churn_probability": pa.array(scored["churn_probability"].astype(float), pa.float64()),
-            "risk_decile": pa.array(scored["risk_decile"].astype("int64"), pa.int64()),
+            "churn_probability": pa.array(
+                scored["churn_probability"].astype(float), pa.float64(), from_pandas=True
+            ),
+            "risk_decile": pa.array(scored["risk_decile"].astype("Int64"), pa.int64()),
             "rule_of_thumb_churn_risk": pa.array(
                 [rule_flags.get(int(u)) for u in scored["user_id"]], pa.bool_()
             ),
@@ -229,9 +245,9 @@ def scores_to_table(
 
 
 def _figure(value: float | None) -> dg.MetadataValue:
-    return (
-        dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.text("n/a")
-    )
+    if value is None or pd.isna(value):
+        return dg.MetadataValue.text("n/a")
+    return dg.MetadataValue.float(float(value))
 
 
 class ChurnConfig(dg.Config):
@@ -276,8 +292,8 @@ def churn_model_assets(
     if retrain:
         result = churn.train_and_evaluate(inputs)
         model, trained_at = result.final_model, inputs.data_end
-        model_table = model_to_table(result, trained_at)
-        card = model_table.slice(0, 1).to_pylist()[0] if model_table.num_rows else {}
+        card = model_card(result, trained_at)
+        model_table = model_to_table(model, card)
     else:
         model, trained_at, card = stored
     scored = churn.score_today(inputs, model, inputs.data_end)
@@ -286,12 +302,14 @@ def churn_model_assets(
         if retrain:
             replace_table(con, MARTS_PREFIX, CHURN_MODEL_TABLE, model_table)
         replace_table(con, MARTS_PREFIX, CHURN_RISK_TABLE, scores)
-    weights = "\n".join(
-        ["| feature | weight (per standard deviation) | meaning |", "|---|---|---|"]
-        + [
-            f"| {f} | {w:+.3f} | {churn.FEATURE_DOCS[f]} |"
-            for f, w in sorted(zip(model.features, model.weights), key=lambda p: -abs(p[1]))
-        ]
+    ranked = sorted(zip(model.features, model.weights), key=lambda p: -abs(p[1])) if model else []
+    weights = (
+        "\n".join(
+            ["| feature | weight (per standard deviation) | meaning |", "|---|---|---|"]
+            + [f"| {f} | {w:+.3f} | {churn.FEATURE_DOCS[f]} |" for f, w in ranked]
+        )
+        if model
+        else "No model: " + str(card.get("model_verdict"))
     )
     figures = {
         MODEL_AUC_KEY: _figure(card.get("model_auc")),

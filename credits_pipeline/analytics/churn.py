@@ -68,6 +68,13 @@ FEATURE_DOCS = {
 TIER_FEATURES = {"Pro": "tier_pro", "Enterprise": "tier_enterprise"}
 
 
+NO_HISTORY_VERDICT = (
+    f"no signal measurable: the history holds no snapshot to train on before a held-out period "
+    f"({MIN_HISTORY_DAYS} days of history, then training and held-out snapshots, each followed "
+    f"by a {HORIZON_DAYS}-day label, are needed)"
+)
+
+
 class LeakageError(ValueError):
     """Training saw a label that reaches into the evaluation period."""
 
@@ -271,9 +278,13 @@ def split_snapshots(
     horizon_days: int = HORIZON_DAYS,
 ) -> TimeSplit:
     """The last `evaluation_days` of snapshots are held out; training keeps only snapshots whose
-    label window (snapshot + horizon) ends at or before the first held-out snapshot."""
+    label window (snapshot + horizon) ends at or before the first held-out snapshot. A history
+    too short for that holds out its second half after the horizon (half for training, half for
+    evaluation) instead."""
     if not dates:
         return TimeSplit((), (), pd.Timestamp.max, horizon_days)
+    usable = (dates[-1] - dates[0]).days - horizon_days
+    evaluation_days = max(min(evaluation_days, usable // 2), SNAPSHOT_EVERY_DAYS)
     evaluation_start = dates[-1] - pd.Timedelta(days=evaluation_days - 1)
     evaluate = tuple(d for d in dates if d >= evaluation_start)
     if evaluate:
@@ -360,13 +371,16 @@ class LogisticModel:
         )
 
 
-def fit(train: pd.DataFrame, features: tuple[str, ...] = FEATURES) -> LogisticModel:
+def fit(train: pd.DataFrame, features: tuple[str, ...] = FEATURES) -> LogisticModel | None:
     """Standardize, then an L2 logistic regression (scikit-learn). Classes are not re-weighted:
     the output must stay a probability (re-weighting would inflate it; the ranking, which AUC and
-    precision measure, barely moves). A single class gives a constant model."""
+    precision measure, barely moves). A single class gives a constant model; no example at all,
+    no model."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    if train.empty:
+        return None
     x = train[list(features)].to_numpy(dtype=float)
     y = train["label"].to_numpy(dtype=int)
     scaler = StandardScaler().fit(x)
@@ -472,8 +486,8 @@ class TrainingResult:
     refitted on every snapshot with a complete label (what scores today)."""
 
     split: TimeSplit
-    model: LogisticModel
-    final_model: LogisticModel
+    model: LogisticModel | None
+    final_model: LogisticModel | None
     model_eval: Evaluation
     rule_eval: Evaluation
     train_examples: int
@@ -492,7 +506,10 @@ def train_and_evaluate(inputs: Inputs) -> TrainingResult:
     held_out = examples(inputs, split.evaluate)
     model = fit(train)
     y = held_out["label"].to_numpy(dtype=int)
-    model_eval = evaluate(y, model.predict(held_out) if len(held_out) else np.array([]))
+    if model is None:
+        model_eval = Evaluation(None, None, None, False, NO_HISTORY_VERDICT)
+    else:
+        model_eval = evaluate(y, model.predict(held_out) if len(held_out) else np.array([]))
     rule_eval = evaluate(y, held_out["rule_of_thumb"].to_numpy(dtype=float))
     final_model = fit(pd.concat([train, held_out], ignore_index=True))
     return TrainingResult(
@@ -508,12 +525,16 @@ def train_and_evaluate(inputs: Inputs) -> TrainingResult:
     )
 
 
-def score_today(inputs: Inputs, model: LogisticModel, at: pd.Timestamp) -> pd.DataFrame:
+def score_today(inputs: Inputs, model: LogisticModel | None, at: pd.Timestamp) -> pd.DataFrame:
     """Every subscriber active at `at` with the probability of cancelling within HORIZON_DAYS and
-    their risk decile (1 = the tenth most at risk)."""
+    their risk decile (1 = the tenth most at risk); both NULL without a model."""
     held = subscriptions_at(inputs.subscriptions, plan_catalog(inputs.plans), at)
     frame = features_at(inputs.daily, held, at)
-    frame["churn_probability"] = model.predict(frame) if len(frame) else []
+    if model is None or frame.empty:
+        frame["churn_probability"] = np.nan
+        frame["risk_decile"] = pd.array([pd.NA] * len(frame), dtype="Int64")
+        return frame
+    frame["churn_probability"] = model.predict(frame)
     ranks = frame["churn_probability"].rank(method="first", ascending=False)
-    frame["risk_decile"] = (np.ceil(ranks / max(len(frame), 1) * 10)).clip(1, 10).astype("int64")
+    frame["risk_decile"] = (np.ceil(ranks / len(frame) * 10)).clip(1, 10).astype("Int64")
     return frame
