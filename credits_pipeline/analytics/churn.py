@@ -75,6 +75,11 @@ NO_HISTORY_VERDICT = (
 )
 
 
+NO_BOTH_OUTCOMES_VERDICT = (
+    "no signal measurable: the training snapshots hold no cancellation (or only cancellations)"
+)
+
+
 class LeakageError(ValueError):
     """Training saw a label that reaches into the evaluation period."""
 
@@ -374,23 +379,17 @@ class LogisticModel:
 def fit(train: pd.DataFrame, features: tuple[str, ...] = FEATURES) -> LogisticModel | None:
     """Standardize, then an L2 logistic regression (scikit-learn). Classes are not re-weighted:
     the output must stay a probability (re-weighting would inflate it; the ranking, which AUC and
-    precision measure, barely moves). A single class gives a constant model; no example at all,
-    no model."""
+    precision measure, barely moves). Without examples of both outcomes there is nothing to
+    learn: no model (scores are then NULL, not a made-up constant)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    if train.empty:
+    if train.empty or train["label"].nunique() < 2:
         return None
     x = train[list(features)].to_numpy(dtype=float)
     y = train["label"].to_numpy(dtype=int)
     scaler = StandardScaler().fit(x)
     scales = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    if len(np.unique(y)) < 2:
-        rate = float(y.mean()) if len(y) else 0.0
-        logit = math.log(max(rate, 1e-6) / max(1 - rate, 1e-6))
-        return LogisticModel(
-            tuple(features), tuple(scaler.mean_), tuple(scales), tuple(0.0 for _ in features), logit
-        )
     model = LogisticRegression(C=REGULARIZATION_C, max_iter=2000, random_state=RANDOM_STATE)
     model.fit((x - scaler.mean_) / scales, y)
     return LogisticModel(
@@ -507,11 +506,13 @@ def train_and_evaluate(inputs: Inputs) -> TrainingResult:
     model = fit(train)
     y = held_out["label"].to_numpy(dtype=int)
     if model is None:
-        model_eval = Evaluation(None, None, None, False, NO_HISTORY_VERDICT)
+        verdict = NO_HISTORY_VERDICT if train.empty else NO_BOTH_OUTCOMES_VERDICT
+        model_eval = Evaluation(None, None, None, False, verdict)
     else:
         model_eval = evaluate(y, model.predict(held_out) if len(held_out) else np.array([]))
     rule_eval = evaluate(y, held_out["rule_of_thumb"].to_numpy(dtype=float))
-    final_model = fit(pd.concat([train, held_out], ignore_index=True))
+    # scoring needs a model whose worth was measured: none when training had nothing to learn
+    final_model = fit(pd.concat([train, held_out], ignore_index=True)) if model else None
     return TrainingResult(
         split=split,
         model=model,
