@@ -14,6 +14,7 @@ import dagster as dg
 
 from credits_pipeline import settings
 from credits_pipeline.alerts import alert_sensor
+from credits_pipeline.analytics import analytics_assets, usage_risk_checks
 from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets, source_table_specs
 from credits_pipeline.extract.lag import lag_check_job, lag_schedule, ledger_lag_check
 from credits_pipeline.names import MARTS_PREFIX
@@ -79,12 +80,13 @@ def build_definitions() -> dg.Definitions:
                 *extraction_assets,
                 *dbt_credit_assets,
                 build_reconciliation_assets(blocking=blocking_from_settings()),
+                *analytics_assets,
             ]
         )
     return dg.Definitions(
         assets=[*source_table_specs, *_with_freshness(computed)],
         resources=build_resources(),
-        asset_checks=[ledger_lag_check],
+        asset_checks=[ledger_lag_check, usage_risk_checks],
         jobs=[daily_job, lag_check_job],
         schedules=[daily_schedule, lag_schedule],
         sensors=[alert_sensor],

@@ -382,11 +382,11 @@ def test_user_credit_trends_measures_burn_and_churn_risk_from_the_cutoff(built_w
     assert {r["measured_at"] for r in rows.values()} == {CUTOFF}
 
 
-def test_service_efficiency_counts_generations_percentiles_and_refunds(built_warehouse):
+def test_service_efficiency_counts_charges_percentiles_and_refunds(built_warehouse):
     rows = query(
         built_warehouse,
-        "select service, usage_month, generations, credits_spent, credits_per_generation_median,"
-        " credits_per_generation_p95, refunded_generations, refund_rate, credits_refunded, users"
+        "select service, usage_month, charges, credits_spent, credits_per_charge_median,"
+        " credits_per_charge_p95, refunded_charges, refund_rate, credits_refunded, users"
         " from marts.service_efficiency order by service, usage_month",
     )
     assert [tuple(r.values()) for r in rows] == [

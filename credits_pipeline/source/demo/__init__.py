@@ -6,7 +6,10 @@ plans, users, Cashier subscriptions, purchases, content and millions of ledger r
 Laravel application writes them, into SQLite, MariaDB/MySQL or PostgreSQL. The same arguments always
 give the same content. A clean database reconciles perfectly; with `anomalies=True` it also carries
 deliberate application faults, and a JSON manifest lists exactly the violations the contract's
-rules must find. This package models the application independently of the pipeline's own catalog
+rules must find. With `abuse=True` (by default with `anomalies`, given enough users) a handful
+of users behave abusively, one kind of abuse each (`abuse.py`), and the manifest's `abusers` names
+them for the usage-risk signals; subscribers who will cancel use the product less in the weeks
+before. This package models the application independently of the pipeline's own catalog
 and replay (it imports neither), so tests that compare the two can fail.
 """
 
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from credits_pipeline.source.demo import abuse as abusive
 from credits_pipeline.source.demo import anomalies as faults
 from credits_pipeline.source.demo import catalog as cat
 from credits_pipeline.source.demo.simulation import (
@@ -72,6 +76,7 @@ class GenerationSummary:
     anomalies: list[dict] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
     replaced: dict[str, int] = field(default_factory=dict)  # rows dropped per table (replace=True)
+    abusers: list[dict] = field(default_factory=list)
 
     @property
     def total_rows(self) -> int:
@@ -136,9 +141,13 @@ def _prepare_sqlite_file(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _check_arguments(users: int, months: int, anomalies: bool) -> None:
+def _check_arguments(users: int, months: int, anomalies: bool, abuse: bool = False) -> None:
     if users < 1 or months < 1:
         raise ValueError("users and months must be at least 1")
+    needed = (faults.INJECTION_COUNT if anomalies else 0) + abusive.ABUSER_COUNT + 10
+    if abuse and users < needed:
+        raise ValueError(f"abusive users need at least {needed} users "
+                         "(one distinct user per abuser and per injected fault)")
     if anomalies and users < faults.MIN_USERS_WITH_ANOMALIES:
         raise ValueError(f"--anomalies needs at least {faults.MIN_USERS_WITH_ANOMALIES} users "
                          "(one distinct user per injected fault)")
@@ -156,6 +165,7 @@ def generate(
     months: int = 12,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     replace: bool = False,
+    abuse: bool | None = None,
 ) -> GenerationSummary:
     """(Re)create the contract tables at `url` and fill them with `months` of history before `end`.
 
@@ -163,12 +173,16 @@ def generate(
     deliberately future-dated anomaly. The manifest is written when `anomalies` is set (to
     `manifest_path`, else next to a SQLite file) or whenever `manifest_path` is given.
     A database whose contract tables hold rows is left untouched (`TargetNotEmpty`) unless
-    `replace` is set; the summary's `replaced` then lists the rows dropped per table.
+    `replace` is set; the summary's `replaced` then lists the rows dropped per table. `abuse`
+    adds the abusive users (default: with `anomalies`, when `users` leaves room for both);
+    `abuse=False` gives a demo without any.
     """
     import time
 
     started = time.perf_counter()
-    _check_arguments(users, months, anomalies)
+    if abuse is None:  # with the faults, when there are users enough for both
+        abuse = anomalies and users >= faults.INJECTION_COUNT + abusive.ABUSER_COUNT + 10
+    _check_arguments(users, months, anomalies, abuse)
     _prepare_sqlite_file(url)
     if end is None:
         end = dt.datetime.now(dt.timezone.utc).date()
@@ -189,11 +203,12 @@ def generate(
         writer.write("credit_events", event_rows)
         writer.write("plans", plan_rows)
         injections = faults.assign(rng, users) if anomalies else {}
+        abusers = abusive.assign(seed, users, set(injections)) if abuse else {}
         sink = Sink(writer.write, batch_rows)
         sim = Simulation(
             rng=rng, users=users, start_ts=start_ts, end_ts=end_ts, sink=sink, ts=ts,
             event_ids=event_ids, price_rows=prices, pack_rows=packs, injections=injections,
-            malformed_json_allowed=writer.family != MYSQL,
+            malformed_json_allowed=writer.family != MYSQL, abusers=abusers,
         )
         sim.run()
         stuck = [u.uid for u in sim.users if u.pending_break]
@@ -217,9 +232,10 @@ def generate(
     )
     summary = GenerationSummary(url=engine.url.render_as_string(hide_password=True),
                                 counts=counts, seconds=0.0, anomalies=anomaly_rows,
-                                quarantined=list(sim.quarantined), replaced=held)
+                                quarantined=list(sim.quarantined), replaced=held,
+                                abusers=abusive.manifest_rows(abusers))
     target = Path(manifest_path) if manifest_path is not None else (
-        default_manifest_path(url) if anomalies else None)
+        default_manifest_path(url) if anomalies or abuse else None)
     if target is not None:
         manifest = {
             "generator": "credits_pipeline.source.demo",
@@ -236,6 +252,8 @@ def generate(
                 for uid, inj in sorted(injections.items())
             ],
             "details": sim.notes,
+            "abuse": abuse,
+            "abusers": summary.abusers,
         }
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -50,6 +50,11 @@ ADMIN_BONUS_SHARE = 0.04
 BUY_WHEN_SHORT = 0.35
 PURCHASE_FAILURE = 0.08
 GENERATION_FAILURE = 0.07
+# Engagement fades before a cancellation: most monthly subscribers who will not renew use the
+# product less in the weeks before (the pattern churn models learn from).
+FADE_SHARE = 0.75
+FADE_SECONDS = 21 * 86_400
+FADE_FACTOR = 0.15
 
 # Content statuses as the application writes them.
 COMPLETED, FAILED, DRAFT = "completed", "failed", "draft"
@@ -107,6 +112,12 @@ class User:
     stored_remaining: object = None  # override of the final stored pools (drift faults)
     stored_extra: object = None
     drift_override: bool = False
+    abuse: object | None = None  # an abusive behaviour (`abuse.py`), orthogonal to faults
+    cancel_next: bool = False  # decided at the previous renewal: the next one is a cancellation
+    fades: bool = False  # ...and the user's engagement fades in the weeks before it
+    next_renew_at: int | None = None
+    plan_history: list = field(default_factory=list)  # (plan, from) of earlier plans
+    failure_rate: float = GENERATION_FAILURE
 
 
 @dataclass
@@ -170,6 +181,7 @@ class Simulation:
         pack_rows: dict[int, tuple[int, str]],
         injections: dict[int, object],
         malformed_json_allowed: bool,
+        abusers: dict[int, object] | None = None,
     ) -> None:
         self.rng = rng
         self.n_users = users
@@ -181,6 +193,7 @@ class Simulation:
         self.price_rows = price_rows
         self.pack_rows = pack_rows
         self.injections = injections
+        self.abusers = abusers or {}
         self.malformed_json_allowed = malformed_json_allowed
         self.ids = Ids()
         self.heap: list[tuple] = []
@@ -232,8 +245,9 @@ class Simulation:
         rng = self.rng
         for uid in range(1, self.n_users + 1):
             injection = self.injections.get(uid)
-            if injection is not None:
-                archetype = injection.archetype
+            designated = injection if injection is not None else self.abusers.get(uid)
+            if designated is not None:
+                archetype = designated.archetype
                 signup = self.start_ts + int(rng.random() * span * 0.2)
             else:
                 archetype = self.draw(self._archetypes)
@@ -245,6 +259,10 @@ class Simulation:
             user.injection = injection
             if injection is not None:
                 injection.prepare(self, user)
+            abuser = self.abusers.get(uid)
+            if abuser is not None:
+                user.abuse = abuser
+                abuser.prepare(self, user)
             self.users.append(user)
             self.push(signup, K_SIGNUP, user)
 
@@ -368,10 +386,10 @@ class Simulation:
     # ------------------------------------------------------------------ content
 
     def new_video(self, u: User, t: int, kind: str, status: str, done: int, exports: int = 0,
-                  *, write: bool = True) -> int:
+                  *, write: bool = True, title: str | None = None) -> int:
         vid = self.ids.take("videos")
         if write:
-            title = f"{kind.title()} video {vid}"
+            title = title if title is not None else f"{kind.title()} video {vid}"
             self.sink.add("videos", (vid, u.uid, title, kind, self.rng.choice(VIDEO_PROVIDERS),
                                      status, exports, 0, self.ts(t), self.ts(done)))
             if u.injection is None and not u.deleted:
@@ -407,12 +425,12 @@ class Simulation:
         self.sink.add("captions", (cap, u.uid, model_type, model_id,
                                    self.rng.choice(CAPTION_PROVIDERS), self.ts(t), self.ts(t)))
 
-    def outcome(self, t: int, in_progress: str) -> tuple[str, int]:
+    def outcome(self, t: int, in_progress: str, u: User | None = None) -> tuple[str, int]:
         """A generation's final status as of the snapshot and when it got there."""
         done = t + self.rng.randint(2 * MINUTE, 30 * MINUTE)
         if done >= self.end_ts:
             return in_progress, t
-        if self.rng.random() < GENERATION_FAILURE:
+        if self.rng.random() < (GENERATION_FAILURE if u is None else u.failure_rate):
             return FAILED, done
         return COMPLETED, done
 
@@ -472,7 +490,7 @@ class Simulation:
             if rng.random() < 0.25:
                 self.new_faceless(u, t, DRAFT, t)
             return
-        status, done = self.outcome(t, RENDERING)
+        status, done = self.outcome(t, RENDERING, u)
         exports = []
         if status == COMPLETED:
             at = done
@@ -505,7 +523,7 @@ class Simulation:
             if rng.random() < 0.25:
                 self.new_video(u, t, VIDEO_CUSTOM, DRAFT, t)
             return
-        status, done = self.outcome(t, RENDERING)
+        status, done = self.outcome(t, RENDERING, u)
         vid = self.new_video(u, t, VIDEO_CUSTOM, status, done)
         amount = self.charge(u, t, cat.VIDEO_GENERATED, index, cat.ALIAS_VIDEO, vid)
         if status == FAILED:
@@ -523,7 +541,7 @@ class Simulation:
         index = self.rng.randint(7, 60)
         if not self.afford_or_buy(u, t, index):
             return
-        status, done = self.outcome(t, PROCESSING)
+        status, done = self.outcome(t, PROCESSING, u)
         sid = self.new_speech(u, t, status, done)
         amount = self.charge(u, t, cat.TEXT_TO_SPEECH_GENERATED, index, cat.ALIAS_SPEECH, sid)
         if status == FAILED:
@@ -537,7 +555,7 @@ class Simulation:
             if rng.random() < 0.25:
                 self.new_clone(u, t, DRAFT, t)
             return
-        status, done = self.outcome(t, GENERATING)
+        status, done = self.outcome(t, GENERATING, u)
         cid = self.new_clone(u, t, status, done)
         if preview:
             self.charge(u, t, cat.REAL_CLONE_AND_TTS, preview, cat.ALIAS_REAL_CLONE, cid)
@@ -577,15 +595,33 @@ class Simulation:
             self.push(first_of_next_month(t) + YEARLY_RELEASE_OFFSET + u.uid % 50, K_RELEASE, u)
             self.push(add_months(t, 12), K_RENEW, u)
         else:
-            self.push(add_months(t, 1), K_RENEW, u)
-            if u.injection is None and self.rng.random() < UPGRADE_SHARE and u.plan.tier < 3:
+            self.schedule_monthly_renewal(u, add_months(t, 1))
+            if (u.injection is None and u.abuse is None and self.rng.random() < UPGRADE_SHARE
+                    and u.plan.tier < 3):
                 self.call_at(t + self.rng.randint(5 * DAY, 200 * DAY), u,
                              lambda when: self._upgrade(u, when))
-        if u.injection is None and self.rng.random() < ADMIN_BONUS_SHARE:
+        if u.injection is None and u.abuse is None and self.rng.random() < ADMIN_BONUS_SHARE:
             self.call_at(t + self.rng.randint(DAY, 150 * DAY), u,
                          lambda when: self.admin_bonus(u, when, self.rng.choice((50, 100, 250))))
         if u.injection is not None:
             u.injection.converted(self, u, t)
+        if u.abuse is not None:
+            u.abuse.converted(self, u, t)
+
+    def schedule_monthly_renewal(self, u: User, at: int) -> None:
+        """Push the next renewal, deciding now whether it will be a cancellation (so that the
+        engagement of a user about to leave can fade in the weeks before)."""
+        u.next_renew_at = at
+        if u.injection is None and u.abuse is None and u.interval == MONTH:
+            u.cancel_next = self.rng.random() < MONTHLY_CHURN
+            u.fades = u.cancel_next and self.rng.random() < FADE_SHARE
+        self.push(at, K_RENEW, u)
+
+    def action_rate(self, u: User, t: int) -> float:
+        """Actions per day at `t`: a fading user does a fraction of their usual."""
+        if u.fades and u.next_renew_at is not None and t >= u.next_renew_at - FADE_SECONDS:
+            return u.rate * FADE_FACTOR
+        return u.rate
 
     def _pay(self, u: User, t: int, meta: str | None = None) -> int:
         credits = self.monthly_credits(u)
@@ -596,12 +632,11 @@ class Simulation:
     def _on_renew(self, u: User, t: int) -> None:
         if u.status != ACTIVE:
             return
-        if u.injection is None and u.interval == MONTH:
-            r = self.rng.random()
-            if r < MONTHLY_CHURN:
+        if u.injection is None and u.abuse is None and u.interval == MONTH:
+            if u.cancel_next:
                 u.status, u.ends_at, u.active_until = CANCELED, t, t + 7 * DAY
                 return
-            if r < MONTHLY_CHURN + MONTHLY_PAST_DUE:
+            if self.rng.random() < MONTHLY_PAST_DUE:
                 u.status, u.active_until = PAST_DUE, t + 3 * DAY
                 return
         u.renewals += 1
@@ -611,8 +646,10 @@ class Simulation:
         rid = self._pay(u, t, meta)
         if u.injection is not None:
             u.injection.renewed(self, u, t, rid)
-        months = 12 if u.interval == YEAR else 1
-        self.push(add_months(u.anchor, months * (u.renewals + 1)), K_RENEW, u)
+        if u.interval == YEAR:
+            self.push(add_months(u.anchor, 12 * (u.renewals + 1)), K_RENEW, u)
+        else:
+            self.schedule_monthly_renewal(u, add_months(u.anchor, u.renewals + 1))
 
     def _on_release(self, u: User, t: int) -> None:
         if u.status != ACTIVE:
@@ -638,6 +675,7 @@ class Simulation:
         left = max(period_end - t, 0) / max(period_end - period_start, 1)
         credits = max(1, int(new.monthly_credits * left))
         meta = json.dumps({"from": u.plan.slug, "to": new.slug})
+        u.plan_history.append((u.plan, t))
         u.plan = new
         self.row(u, t, cat.PRORATED_CREDITS, credits, credits, meta=meta)
 
@@ -646,7 +684,7 @@ class Simulation:
             return
         table = self._restricted_actions if u.restricted else self._actions
         self.draw(table)(u, t)
-        self.push(t + 1 + int(self.rng.expovariate(u.rate) * DAY), K_ACTION, u)
+        self.push(t + 1 + int(self.rng.expovariate(self.action_rate(u, t)) * DAY), K_ACTION, u)
 
     # ------------------------------------------------------------------ run
 
@@ -694,12 +732,24 @@ class Simulation:
                    monthly, extra, self.ts(u.signup), self.ts(max(u.last_ts, u.signup)))
 
     def subscription_rows(self):
-        """Cashier's subscriptions table at the end of the history."""
+        """Cashier's subscriptions table at the end of the history.
+
+        A plan change ends the old subscription (`canceled`, `ends_at` at the swap) and creates a
+        new one, so the table holds each user's plan history: the plan a user held at any moment.
+        """
         for u in self.users:
             if u.deleted or u.status is None:
                 continue
+            since = u.signup
+            for old_plan, swapped_at in u.plan_history:
+                sid = self.ids.take("subscriptions")
+                old_price = self.price_rows[(old_plan.slug, u.interval)][1]
+                yield (sid, u.uid, "default", f"sub_{u.uid:08d}_{sid}", CANCELED, old_price, 1,
+                       self.ts(u.trial_end), self.ts(u.anchor), self.ts(swapped_at),
+                       self.ts(since), self.ts(swapped_at))
+                since = swapped_at
             sid = self.ids.take("subscriptions")
             price_id = self.price_rows[(u.plan.slug, u.interval)][1]
             yield (sid, u.uid, "default", f"sub_{u.uid:08d}", u.status, price_id, 1,
                    self.ts(u.trial_end), self.ts(u.anchor), self.ts(u.ends_at),
-                   self.ts(u.signup), self.ts(max(u.last_ts, u.signup)))
+                   self.ts(since), self.ts(max(u.last_ts, u.signup)))

@@ -18,12 +18,32 @@ plan_prices as (
 
 ),
 
-user_plans as (
+row_plans as (
 
+    select credit_history_id, plan_tier from {{ ref('int_ledger_row_plans') }}
+
+),
+
+current_plans as (
+
+    -- users without any subscription: their current plan (users.plan_id), else none
     select users.user_id, coalesce(plan_prices.plan_tier, 'none') as plan_tier
     from users
     left join plan_prices
         on users.plan_id = plan_prices.plan_id
+
+),
+
+rows_with_plans as (
+
+    select
+        replayed_rows.*,
+        coalesce(row_plans.plan_tier, current_plans.plan_tier, 'unknown user') as plan_tier
+    from replayed_rows
+    left join row_plans
+        on replayed_rows.credit_history_id = row_plans.credit_history_id
+    left join current_plans
+        on replayed_rows.user_id = current_plans.user_id
 
 ),
 
@@ -41,7 +61,7 @@ rows_with_cycles as (
             order by credit_history_id
             rows between unbounded preceding and current row
         ) as allocation_cycle
-    from replayed_rows
+    from rows_with_plans
 
 ),
 
@@ -54,6 +74,11 @@ allocation_cycles as (
             when effect = 'reset' or (effect = 'add' and service = 'allocation')
                 then activity_month
         end) as cycle_month,
+        -- a cycle counts under the plan its allocation was made on
+        min(case
+            when effect = 'reset' or (effect = 'add' and service = 'allocation')
+                then plan_tier
+        end) as plan_tier,
         max(case
             when effect = 'spend' and subscription_after = 0 then 1
             else 0
@@ -66,9 +91,9 @@ allocation_cycles as (
 
 user_month_depletion as (
 
-    select user_id, cycle_month as activity_month, max(is_depleted) as is_depleted
+    select user_id, plan_tier, cycle_month as activity_month, max(is_depleted) as is_depleted
     from allocation_cycles
-    group by user_id, cycle_month
+    group by user_id, plan_tier, cycle_month
 
 ),
 
@@ -76,6 +101,7 @@ user_months as (
 
     select
         user_id,
+        plan_tier,
         activity_month,
         cast(sum(case
             when effect = 'reset' or (effect = 'add' and service = 'allocation') then amount
@@ -84,23 +110,21 @@ user_months as (
         cast(sum(case when effect = 'spend' then amount else 0 end) as {{ dbt.type_bigint() }}) as credits_consumed,
         cast(sum(forfeited_credits) as {{ dbt.type_bigint() }}) as credits_forfeited
     from rows_with_cycles
-    group by user_id, activity_month
+    group by user_id, plan_tier, activity_month
 
 ),
 
 user_months_with_plans as (
 
     select
-        coalesce(user_plans.plan_tier, 'unknown user') as plan_tier,
         user_months.*,
         {{ safe_divide('user_months.credits_consumed', 'user_months.credits_allocated') }}
             as utilization,
         user_month_depletion.is_depleted
     from user_months
-    left join user_plans
-        on user_months.user_id = user_plans.user_id
     left join user_month_depletion
         on user_months.user_id = user_month_depletion.user_id
+        and user_months.plan_tier = user_month_depletion.plan_tier
         and user_months.activity_month = user_month_depletion.activity_month
 
 )

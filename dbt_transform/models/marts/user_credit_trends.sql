@@ -1,12 +1,38 @@
 {%- set inactive_days = var('churn_inactive_days') -%}
 {%- set declining_ratio = var('churn_declining_ratio') -%}
 {%- set ending_days = var('churn_subscription_ending_days') -%}
+{%- set stale_after_hours = var('source_stale_after_hours') -%}
 
 with
 
 extraction_cutoff as (
 
     select cutoff_at from {{ source('raw', 'extraction_cutoff') }}
+
+),
+
+source_freshness as (
+
+    -- the newest ledger row up to the cut-off: how current the source the trends read is
+    select
+        max(replayed_rows.created_at) as source_fresh_as_of
+    from {{ ref('int_credit_replay') }} as replayed_rows
+    cross join extraction_cutoff
+    where replayed_rows.created_at <= extraction_cutoff.cutoff_at
+
+),
+
+freshness as (
+
+    select
+        source_freshness.source_fresh_as_of,
+        coalesce(
+            source_freshness.source_fresh_as_of
+                < {{ shift_timestamp('hour', -stale_after_hours, 'extraction_cutoff.cutoff_at') }},
+            true
+        ) as source_is_stale
+    from source_freshness
+    cross join extraction_cutoff
 
 ),
 
@@ -92,9 +118,12 @@ user_trends as (
             as days_since_last_activity,
         users.signed_up_at,
         users.subscription_ends_at,
-        extraction_cutoff.cutoff_at
+        extraction_cutoff.cutoff_at,
+        freshness.source_fresh_as_of,
+        freshness.source_is_stale
     from users
     cross join extraction_cutoff
+    cross join freshness
     left join plan_prices
         on users.plan_id = plan_prices.plan_id
     left join latest_balances
@@ -115,13 +144,17 @@ user_trends_with_risk as (
         {{ safe_divide('credits_spent_last_30_days', 'monthly_credit_amount') }}
             as monthly_allocation_used_share,
         case
-            when (last_activity_at is null or days_since_last_activity > {{ inactive_days }})
+            -- on a stale source, silence is the source's, not the user's: never `inactive` nor
+            -- `declining_usage`
+            when not source_is_stale
+                and (last_activity_at is null or days_since_last_activity > {{ inactive_days }})
                 and (
                     signed_up_at is null
                     or signed_up_at <= {{ shift_timestamp('day', -inactive_days, 'cutoff_at') }}
                 )
                 then 'inactive'
-            when credits_spent_last_30_days > 0
+            when not source_is_stale
+                and credits_spent_last_30_days > 0
                 and daily_burn_7_days < {{ declining_ratio }} * daily_burn_30_days
                 then 'declining_usage'
             when subscription_ends_at > cutoff_at
@@ -149,5 +182,7 @@ select
     days_since_last_activity,
     churn_risk_reason is not null as churn_risk,
     churn_risk_reason,
-    cutoff_at as measured_at
+    cutoff_at as measured_at,
+    source_fresh_as_of,
+    source_is_stale
 from user_trends_with_risk
