@@ -76,12 +76,10 @@ def block_revenue_on_error() -> bool:
 
 
 def redact_url(url: str) -> str:
-    """A database URL safe to show: driver, host, port and database, never user or password."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except Exception:
-        return "<unparseable database URL>"
-    return parsed._replace(username=None, password=None).render_as_string(hide_password=True)
+    """A URL safe to show: no user, password or secret query value (see `redaction.redact_url`)."""
+    from credits_pipeline.redaction import redact_url as redact  # one redaction for every URL
+
+    return redact(url)
 
 
 CUTOFF_AT_VAR = "CREDITS_CUTOFF_AT"

@@ -21,6 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from credits_pipeline import settings
+from credits_pipeline.redaction import redact_text
 from credits_pipeline.source.tables import Table
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -47,9 +48,10 @@ def create_source_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, url: str | None = None) -> str:
+    """The driver's first line of error, redacted: drivers may echo the URL or DSN they were given."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return redact_text(text[0], [url] if url else []) if text else type(exc).__name__
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -81,7 +83,8 @@ class SourceDatabase(dg.ConfigurableResource):
                 conn = engine.connect()
             except sa.exc.SQLAlchemyError as exc:
                 raise SourceError(
-                    f"cannot connect to the source database {self.display_name()}: {_first_line(exc)}"
+                    f"cannot connect to the source database {self.display_name()}: "
+                    f"{_first_line(exc, self.resolved_url())}"
                 ) from None
             with conn:
                 yield conn
