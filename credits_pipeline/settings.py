@@ -164,3 +164,34 @@ def replay_batch_rows() -> int | None:
     if value < 1:
         raise ValueError(f"{REPLAY_BATCH_ROWS_VAR} must be a positive number of rows, not {raw!r}")
     return value
+
+
+# The shrink guard (credits_pipeline/warehouse/shrink_guard.py): a swap that would leave a raw table
+# with fewer than this fraction of its rows, or none, fails unless the table is allowed to shrink.
+SHRINK_FRACTION_VAR = "CREDITS_SHRINK_FRACTION"
+ALLOW_SHRINK_VAR = "CREDITS_ALLOW_SHRINK"
+ALLOW_SHRINK_ALL = "all"
+DEFAULT_SHRINK_FRACTION = 0.5
+
+
+def shrink_fraction() -> float:
+    """`CREDITS_SHRINK_FRACTION` (0 to 1, default 0.5): the least share of its rows a raw table keeps.
+
+    0 still refuses a table going to zero rows; 1 refuses any shrink at all.
+    """
+    raw = (os.environ.get(SHRINK_FRACTION_VAR) or "").strip()
+    if not raw:
+        return DEFAULT_SHRINK_FRACTION
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{SHRINK_FRACTION_VAR} must be a number between 0 and 1, not {raw!r}")
+    return value
+
+
+def allowed_shrinks() -> frozenset[str]:
+    """`CREDITS_ALLOW_SHRINK`: contract tables (comma-separated) allowed to shrink, or `all`."""
+    raw = os.environ.get(ALLOW_SHRINK_VAR) or ""
+    return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
