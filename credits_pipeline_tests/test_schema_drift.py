@@ -152,7 +152,7 @@ def test_a_source_of_the_older_real_schema_materializes_with_warn_checks_and_an_
         return warehouse_rows(tmp_path / name / "warehouse.duckdb", sql)
 
     assert rows("older", RECONCILIATION_SQL) == rows("full", RECONCILIATION_SQL)
-    assert len(rows("full", RECONCILIATION_SQL)) == 60
+    assert len(rows("full", RECONCILIATION_SQL)) == rows("full", "select count(*) from raw.users")[0][0] > 50
     assert rows("older", ANOMALIES_SQL) == rows("full", ANOMALIES_SQL)
     assert rows("older", "select count(*) from raw.facelesses where genre_name is not null") == [(0,)]
     assert rows("older", "select count(*) from raw.subscriptions where cycle_anchor_at is not null") == [(0,)]

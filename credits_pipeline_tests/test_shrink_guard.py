@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from credits_pipeline import settings
 from credits_pipeline.warehouse.shrink_guard import shrink_refusal
+from credits_pipeline_tests.bigquery_emulator import bigquery_emulator, emulator_warehouse  # noqa: F401
 from credits_pipeline_tests.harness import (
     query,
     run_extraction,
@@ -162,3 +163,33 @@ def test_with_the_allow_variable_the_emptied_source_goes_through(instance, wareh
     monkeypatch.setenv(settings.ALLOW_SHRINK_VAR, settings.ALLOW_SHRINK_ALL)
     assert run_extraction(instance, sqlite_url, warehouse).success
     assert query(warehouse, "select count(*) from raw.credit_events") == [(0,)]
+
+
+# -- the BigQuery twin, on the local emulator ------------------------------------------------------
+
+
+@pytest.mark.bigquery
+def test_on_bigquery_an_emptied_source_is_refused_the_same_way_and_raw_is_unchanged(
+    tmp_path, monkeypatch, bigquery_emulator  # noqa: F811
+):
+    from credits_pipeline_tests.test_bigquery import RAW_COMPARED, _bigquery_rows, _run_bigquery_extraction
+
+    monkeypatch.delenv(settings.ALLOW_SHRINK_VAR, raising=False)
+    emulator = bigquery_emulator
+    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    engine = write_source(url)
+    warehouse = emulator_warehouse(emulator)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        assert _run_bigquery_extraction(instance, url, warehouse).success
+        before = {name: _bigquery_rows(warehouse, name) for name in RAW_COMPARED}
+        _empty(engine, "credit_histories", "users", "credit_events")
+        result = _run_bigquery_extraction(instance, url, warehouse)
+    assert not result.success
+    messages = step_failure_messages(result)
+    assert any(m.startswith("raw.credit_histories for [2025-01-01, 2025-01-06): the source returned 0 row(s) "
+                            "where the warehouse holds 4") for m in messages), messages
+    assert any(m.startswith("raw.credit_events: the source returned 0 row(s) where the warehouse holds 3")
+               for m in messages), messages
+    assert {name: _bigquery_rows(warehouse, name) for name in RAW_COMPARED} == before
