@@ -9,6 +9,7 @@ A missing *required* column fails its own table's asset only.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import sqlite3
 
@@ -16,6 +17,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from credits_pipeline import settings
 from credits_pipeline.source import drift
 from credits_pipeline.source.drift import SCHEMA_DRIFT_CHECK, compare, select_items
 from credits_pipeline.source.tables import CREDIT_HISTORIES, FACELESSES, SUBSCRIPTIONS, TABLES, USERS
@@ -141,7 +143,11 @@ def test_a_source_of_the_older_real_schema_materializes_with_warn_checks_and_an_
 
     (tmp_path / "full").mkdir()
     (tmp_path / "older").mkdir()
-    runs = {name: materialize(tmp_path / name, f"sqlite:///{tmp_path / f'{name}.sqlite'}") for name in ("full", "older")}
+    cutoff = {settings.CUTOFF_AT_VAR: dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat()}
+    runs = {
+        name: materialize(tmp_path / name, f"sqlite:///{tmp_path / f'{name}.sqlite'}", **cutoff)
+        for name in ("full", "older")
+    }
     for name, run in runs.items():
         assert run.returncode == 0, name + run.stdout[-3000:] + run.stderr[-3000:]
     for table, _, _ in OLDER_SCHEMA:
