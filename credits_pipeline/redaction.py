@@ -36,8 +36,21 @@ HTTP_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 # secret cannot be undone.
 SENSITIVE_PARAMS = frozenset(
     {
-        "password", "passwd", "pwd", "pass", "sslkey", "sslpassword", "token", "secret",
-        "access_token", "api_key", "apikey", "key", "sig", "signature", "credentials",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "sslkey",
+        "sslpassword",
+        "token",
+        "secret",
+        "access_token",
+        "api_key",
+        "apikey",
+        "key",
+        "sig",
+        "signature",
+        "credentials",
     }
 )
 SENSITIVE_NAME_PARTS = ("pass", "pwd", "secret", "token", "key", "credential", "signature", "auth")
@@ -45,7 +58,9 @@ SENSITIVE_NAME_PARTS = ("pass", "pwd", "secret", "token", "key", "credential", "
 # A URL inside free text: a scheme, `://`, then anything up to whitespace or a quote.
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 # `password=...` in a libpq keyword/value DSN or a driver's message (`password=abc host=...`).
-_KEY_VALUE_IN_TEXT = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_\-]*)\s*=\s*(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]+)")
+_KEY_VALUE_IN_TEXT = re.compile(
+    r"(?P<key>[A-Za-z_][A-Za-z0-9_\-]*)\s*=\s*(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]+)"
+)
 # Secret values shorter than this are not replaced inside free text: masking every "1" or "a" in
 # a message would make it unreadable, and such values are not secrets anyone should rely on.
 MIN_SECRET_LENGTH = 4

@@ -17,7 +17,9 @@ import duckdb
 
 from credits_pipeline import settings
 
-PARTITION_DAYS = 40  # the ledger's partitions cover the last 40 days; older rows go to the open slice
+PARTITION_DAYS = (
+    40  # the ledger's partitions cover the last 40 days; older rows go to the open slice
+)
 RUN_TIMEOUT_SECONDS = 900
 
 
@@ -41,6 +43,7 @@ def materialize(
             env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "INFO"],
+        check=False,  # the caller judges the exit code
         env=env,
         capture_output=True,
         text=True,
@@ -56,17 +59,22 @@ def warehouse_rows(warehouse: Path, sql: str, params: list | None = None) -> lis
         con.close()
 
 
-def every_relation(warehouse: Path, schemas: tuple[str, ...] = ("raw", "marts")) -> dict[str, list[str]]:
+def every_relation(
+    warehouse: Path, schemas: tuple[str, ...] = ("raw", "marts")
+) -> dict[str, list[str]]:
     """Every table of `schemas` as sorted row reprs: to compare two states of the warehouse."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         names = con.execute(
             "select table_schema || '.' || table_name from information_schema.tables "
-            f"where table_schema in ({', '.join('?' for _ in schemas)}) and table_type = 'BASE TABLE' "
+            f"where table_schema in ({', '.join('?' for _ in schemas)}) "
+            "and table_type = 'BASE TABLE' "
             "order by 1",
             list(schemas),
         ).fetchall()
-        return {n: sorted(map(repr, con.execute(f"select * from {n}").fetchall())) for (n,) in names}
+        return {
+            n: sorted(map(repr, con.execute(f"select * from {n}").fetchall())) for (n,) in names
+        }
     finally:
         con.close()
 
@@ -81,7 +89,9 @@ def warehouse_text(warehouse: Path) -> str:
         ).fetchall()
         out = []
         for schema, table, column in columns:
-            values = con.execute(f'select "{column}" from "{schema}"."{table}" where "{column}" is not null').fetchall()
+            values = con.execute(
+                f'select "{column}" from "{schema}"."{table}" where "{column}" is not null'
+            ).fetchall()
             out.extend(v for (v,) in values)
         return "\n".join(out)
     finally:

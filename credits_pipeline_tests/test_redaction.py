@@ -13,14 +13,30 @@ SECRET = "SeCrEt123"
 
 @pytest.mark.parametrize(
     "name",
-    ["password", "PASSWORD", "passwd", "pwd", "sslkey", "sslpassword", "token", "secret",
-     "access_token", "api_key", "Key", "client_secret", "X-Api-Key", "sig"],
+    [
+        "password",
+        "PASSWORD",
+        "passwd",
+        "pwd",
+        "sslkey",
+        "sslpassword",
+        "token",
+        "secret",
+        "access_token",
+        "api_key",
+        "Key",
+        "client_secret",
+        "X-Api-Key",
+        "sig",
+    ],
 )
 def test_every_credential_parameter_is_recognised_whatever_its_case(name):
     assert is_sensitive_param(name)
 
 
-@pytest.mark.parametrize("name", ["sslmode", "charset", "connect_timeout", "application_name", "options"])
+@pytest.mark.parametrize(
+    "name", ["sslmode", "charset", "connect_timeout", "application_name", "options"]
+)
 def test_ordinary_parameters_are_kept_readable(name):
     assert not is_sensitive_param(name)
 
@@ -33,7 +49,10 @@ def test_ordinary_parameters_are_kept_readable(name):
             f"postgresql+psycopg://127.0.0.1:5432/syllaby_v2?password={MASK}",
         ),
         (
-            f"mysql+pymysql://app:{SECRET}@db.internal:3306/syllaby_v2?charset=utf8mb4&PWD={SECRET}",
+            (
+                f"mysql+pymysql://app:{SECRET}@db.internal:3306/syllaby_v2"
+                f"?charset=utf8mb4&PWD={SECRET}"
+            ),
             f"mysql+pymysql://db.internal:3306/syllaby_v2?PWD={MASK}&charset=utf8mb4",
         ),
         (
@@ -54,8 +73,10 @@ def test_a_database_url_keeps_where_it_points_and_loses_every_credential(url, ex
     "url, expected",
     [
         (f"https://hooks.slack.com/services/T000/B000/{SECRET}", "https://hooks.slack.com"),
-        (f"https://user:{SECRET}@alerts.example.com:8443/hook?token={SECRET}&team=ops",
-         "https://alerts.example.com:8443"),
+        (
+            f"https://user:{SECRET}@alerts.example.com:8443/hook?token={SECRET}&team=ops",
+            "https://alerts.example.com:8443",
+        ),
         (f"http://127.0.0.1:9000/webhook/{SECRET}", "http://127.0.0.1:9000"),
     ],
 )
@@ -78,7 +99,9 @@ def test_a_driver_error_quoting_the_connection_string_loses_its_secrets():
 
 def test_a_secret_echoed_outside_any_url_is_found_from_the_url_given():
     url = f"mysql://root:{SECRET}@127.0.0.1:3306/db"
-    assert redact_text(f"Access denied (using {SECRET!r})", [url]) == f"Access denied (using '{MASK}')"
+    assert (
+        redact_text(f"Access denied (using {SECRET!r})", [url]) == f"Access denied (using '{MASK}')"
+    )
 
 
 def test_a_percent_encoded_password_is_found_in_both_spellings():

@@ -20,7 +20,12 @@ from dagster._core.instance.ref import InstanceRef
 
 from credits_pipeline import settings
 from credits_pipeline.source.tables import TABLES
-from credits_pipeline_tests.cli_run import every_relation, materialize, warehouse_rows, warehouse_text
+from credits_pipeline_tests.cli_run import (
+    every_relation,
+    materialize,
+    warehouse_rows,
+    warehouse_text,
+)
 from credits_pipeline_tests.db_servers import mysql_root_url
 
 SECRET = "SeCrEt123"
@@ -37,7 +42,8 @@ def _files_mentioning(root: Path, secret: str) -> list[str]:
     """Every file under `root` whose bytes hold `secret` (plain, or as JSON/URL-escaped text)."""
     needles = [secret.encode(), secret.encode("utf-16-le")]
     return [
-        str(path) for path in root.rglob("*")
+        str(path)
+        for path in root.rglob("*")
         if path.is_file() and any(n in path.read_bytes() for n in needles)
     ]
 
@@ -84,8 +90,8 @@ def _assert_refused_and_unchanged(tmp_path: Path, url: str, before: dict) -> Non
     assert "Traceback" not in run.stderr.split("=== credits-pipeline materialize: summary ===")[-1]
     after = every_relation(tmp_path / "warehouse.duckdb", ("raw", "credits", "marts"))
     assert after.keys() == before.keys()
-    for relation in before:
-        assert after[relation] == before[relation], f"{relation} changed"
+    for relation, rows in before.items():
+        assert after[relation] == rows, f"{relation} changed"
 
 
 def _state(tmp_path: Path) -> dict:
@@ -95,13 +101,17 @@ def _state(tmp_path: Path) -> dict:
 # -- the shrink guard, end to end ----------------------------------------------------------------
 
 
-def test_an_emptied_sqlite_source_fails_the_run_and_leaves_raw_credits_and_marts_unchanged(tmp_path):
+def test_an_emptied_sqlite_source_fails_the_run_and_leaves_raw_credits_and_marts_unchanged(
+    tmp_path,
+):
     url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
     _generate(url)
     first = materialize(tmp_path, url)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     before = _state(tmp_path)
-    reconciled = warehouse_rows(tmp_path / "warehouse.duckdb", "select count(*) from marts.user_balance_reconciliation")
+    reconciled = warehouse_rows(
+        tmp_path / "warehouse.duckdb", "select count(*) from marts.user_balance_reconciliation"
+    )
     assert reconciled == [(60,)]
 
     _truncate(url)
@@ -149,7 +159,11 @@ def mariadb_user_with_password(fresh_mysql_url):
         for host in ("%", "localhost"):
             conn.execute(sa.text(f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'{host}'"))
     try:
-        yield sa.engine.make_url(fresh_mysql_url).set(username=user).render_as_string(hide_password=False)
+        yield (
+            sa.engine.make_url(fresh_mysql_url)
+            .set(username=user)
+            .render_as_string(hide_password=False)
+        )
     finally:
         with root.connect() as conn:
             for host in ("%", "localhost"):
@@ -169,8 +183,10 @@ def test_a_query_string_password_to_mariadb_appears_nowhere(tmp_path, mariadb_us
 
 @pytest.mark.parametrize(
     "url",
-    [f"postgresql+psycopg://postgres@127.0.0.1:1/syllaby_v2?password={SECRET}&connect_timeout=5",
-     f"mysql+pymysql://reader@127.0.0.1:1/syllaby_v2?password={SECRET}&connect_timeout=5"],
+    [
+        f"postgresql+psycopg://postgres@127.0.0.1:1/syllaby_v2?password={SECRET}&connect_timeout=5",
+        f"mysql+pymysql://reader@127.0.0.1:1/syllaby_v2?password={SECRET}&connect_timeout=5",
+    ],
 )
 def test_an_unreachable_source_with_a_query_string_password_fails_without_echoing_it(tmp_path, url):
     run = materialize(tmp_path, url)

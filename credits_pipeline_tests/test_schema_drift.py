@@ -20,13 +20,28 @@ import sqlalchemy as sa
 from credits_pipeline import settings
 from credits_pipeline.source import drift
 from credits_pipeline.source.drift import SCHEMA_DRIFT_CHECK, compare, select_items
-from credits_pipeline.source.tables import CREDIT_HISTORIES, FACELESSES, SUBSCRIPTIONS, TABLES, USERS
+from credits_pipeline.source.tables import (
+    CREDIT_HISTORIES,
+    FACELESSES,
+    SUBSCRIPTIONS,
+    TABLES,
+    USERS,
+)
 from credits_pipeline_tests.cli_run import materialize, warehouse_rows
-from credits_pipeline_tests.harness import check_results, query, run_extraction, step_failure_messages, write_source
+from credits_pipeline_tests.harness import (
+    check_results,
+    query,
+    run_extraction,
+    step_failure_messages,
+    write_source,
+)
 
 # The older real schema: (table, column it lacks, column it has instead or None).
-OLDER_SCHEMA = (("users", "subscription_provider", None), ("subscriptions", "cycle_anchor_at", None),
-                ("facelesses", "genre_name", "genre"))
+OLDER_SCHEMA = (
+    ("users", "subscription_provider", None),
+    ("subscriptions", "cycle_anchor_at", None),
+    ("facelesses", "genre_name", "genre"),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +79,11 @@ def test_every_column_the_reconciliation_reads_is_required_and_the_older_schemas
 
 
 def test_drift_splits_missing_columns_into_required_and_optional():
-    present = [c.name for c in USERS.extracted_columns if c.name not in ("subscription_provider", "extra_credits")]
+    present = [
+        c.name
+        for c in USERS.extracted_columns
+        if c.name not in ("subscription_provider", "extra_credits")
+    ]
     found = compare(USERS, [p.upper() for p in present])  # names compare case-insensitively
     assert found.missing_optional == ("subscription_provider",)
     assert found.missing_required == ("extra_credits",)
@@ -72,11 +91,18 @@ def test_drift_splits_missing_columns_into_required_and_optional():
 
 @pytest.mark.parametrize(
     "dialect, expected",
-    [("sqlite", 'NULL AS "genre_name"'), ("mysql", 'CAST(NULL AS CHAR) AS "genre_name"'),
-     ("postgresql", 'CAST(NULL AS TEXT) AS "genre_name"')],
+    [
+        ("sqlite", 'NULL AS "genre_name"'),
+        ("mysql", 'CAST(NULL AS CHAR) AS "genre_name"'),
+        ("postgresql", 'CAST(NULL AS TEXT) AS "genre_name"'),
+    ],
 )
 def test_an_absent_optional_column_is_selected_as_a_typed_null(dialect, expected):
-    drift.record(compare(FACELESSES, [c.name for c in FACELESSES.extracted_columns if c.name != "genre_name"]))
+    drift.record(
+        compare(
+            FACELESSES, [c.name for c in FACELESSES.extracted_columns if c.name != "genre_name"]
+        )
+    )
     items = select_items(FACELESSES, lambda name: f'"{name}"', dialect)
     assert expected in items and '"video_id"' in items
     assert len(items) == len(FACELESSES.extracted_columns)
@@ -93,7 +119,9 @@ def instance(tmp_path):
         yield inst
 
 
-def test_an_absent_optional_column_loads_as_null_with_a_warn_check_naming_table_and_column(instance, tmp_path):
+def test_an_absent_optional_column_loads_as_null_with_a_warn_check_naming_table_and_column(
+    instance, tmp_path
+):
     url = f"sqlite:///{tmp_path / 'src.sqlite'}"
     warehouse = str(tmp_path / "warehouse.duckdb")
     write_source(url)
@@ -104,9 +132,13 @@ def test_an_absent_optional_column_loads_as_null_with_a_warn_check_naming_table_
     for table, column, _ in OLDER_SCHEMA:
         check = checks[(f"raw/{table}", SCHEMA_DRIFT_CHECK)]
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-        assert check.description.startswith(f"syllaby_v2.{table}: column {column} is missing from the source")
+        assert check.description.startswith(
+            f"syllaby_v2.{table}: column {column} is missing from the source"
+        )
     assert checks[("raw/credit_events", SCHEMA_DRIFT_CHECK)].passed
-    assert query(warehouse, "select count(*), count(subscription_provider) from raw.users") == [(2, 0)]
+    assert query(warehouse, "select count(*), count(subscription_provider) from raw.users") == [
+        (2, 0)
+    ]
 
 
 def test_a_missing_required_column_fails_its_table_only_with_one_message(instance, tmp_path):
@@ -122,7 +154,7 @@ def test_a_missing_required_column_fails_its_table_only_with_one_message(instanc
     assert query(warehouse, "select count(*) from raw.credit_histories") == [(4,)]
 
 
-# -- end to end: the older schema reconciles exactly as the full one --------------------------------
+# -- end to end: the older schema reconciles exactly as the full one -------------------------------
 
 
 RECONCILIATION_SQL = "select * from marts.user_balance_reconciliation order by user_id"
@@ -132,7 +164,9 @@ ANOMALIES_SQL = (
 )
 
 
-def test_a_source_of_the_older_real_schema_materializes_with_warn_checks_and_an_exact_reconciliation(tmp_path):
+def test_the_older_real_schema_materializes_with_warn_checks_and_an_exact_reconciliation(
+    tmp_path,
+):
     from credits_pipeline.source.demo import generate
 
     full = tmp_path / "full.sqlite"
@@ -143,7 +177,11 @@ def test_a_source_of_the_older_real_schema_materializes_with_warn_checks_and_an_
 
     (tmp_path / "full").mkdir()
     (tmp_path / "older").mkdir()
-    cutoff = {settings.CUTOFF_AT_VAR: dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat()}
+    cutoff = {
+        settings.CUTOFF_AT_VAR: dt.datetime.now(dt.UTC)
+        .replace(microsecond=0, tzinfo=None)
+        .isoformat()
+    }
     runs = {
         name: materialize(tmp_path / name, f"sqlite:///{tmp_path / f'{name}.sqlite'}", **cutoff)
         for name in ("full", "older")
@@ -158,9 +196,19 @@ def test_a_source_of_the_older_real_schema_materializes_with_warn_checks_and_an_
         return warehouse_rows(tmp_path / name / "warehouse.duckdb", sql)
 
     assert rows("older", RECONCILIATION_SQL) == rows("full", RECONCILIATION_SQL)
-    assert len(rows("full", RECONCILIATION_SQL)) == rows("full", "select count(*) from raw.users")[0][0] > 50
+    assert (
+        len(rows("full", RECONCILIATION_SQL))
+        == rows("full", "select count(*) from raw.users")[0][0]
+        > 50
+    )
     assert rows("older", ANOMALIES_SQL) == rows("full", ANOMALIES_SQL)
-    assert rows("older", "select count(*) from raw.facelesses where genre_name is not null") == [(0,)]
-    assert rows("older", "select count(*) from raw.subscriptions where cycle_anchor_at is not null") == [(0,)]
-    assert rows("full", "select count(*) from raw.facelesses") == rows("older", "select count(*) from raw.facelesses")
+    assert rows("older", "select count(*) from raw.facelesses where genre_name is not null") == [
+        (0,)
+    ]
+    assert rows(
+        "older", "select count(*) from raw.subscriptions where cycle_anchor_at is not null"
+    ) == [(0,)]
+    assert rows("full", "select count(*) from raw.facelesses") == rows(
+        "older", "select count(*) from raw.facelesses"
+    )
     assert SUBSCRIPTIONS.column("cycle_anchor_at").required is False

@@ -14,7 +14,10 @@ import sqlalchemy as sa
 
 from credits_pipeline import settings
 from credits_pipeline.warehouse.shrink_guard import shrink_refusal
-from credits_pipeline_tests.bigquery_emulator import bigquery_emulator, emulator_warehouse  # noqa: F401
+from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401 - fixture and helper
+    bigquery_emulator,
+    emulator_warehouse,
+)
 from credits_pipeline_tests.harness import (
     query,
     run_extraction,
@@ -26,15 +29,23 @@ from credits_pipeline_tests.harness import (
 NOBODY = frozenset()
 
 
-def _refusal(before: int, after: int, fraction: float = 0.5, allowed: frozenset = NOBODY) -> str | None:
-    return shrink_refusal("raw.users", "users", before, after, min_fraction=fraction, allowed=allowed)
+def _refusal(
+    before: int, after: int, fraction: float = 0.5, allowed: frozenset = NOBODY
+) -> str | None:
+    return shrink_refusal(
+        "raw.users", "users", before, after, min_fraction=fraction, allowed=allowed
+    )
 
 
 def test_a_table_going_to_zero_rows_is_refused_whatever_the_fraction():
     assert _refusal(200, 0, fraction=0.0) is not None
     message = _refusal(200, 0)
-    assert message.startswith("raw.users: the source returned 0 row(s) where the warehouse holds 200")
-    assert f"{settings.ALLOW_SHRINK_VAR}=users" in message and settings.SHRINK_FRACTION_VAR in message
+    assert message.startswith(
+        "raw.users: the source returned 0 row(s) where the warehouse holds 200"
+    )
+    assert (
+        f"{settings.ALLOW_SHRINK_VAR}=users" in message and settings.SHRINK_FRACTION_VAR in message
+    )
 
 
 def test_a_table_keeping_fewer_rows_than_the_fraction_is_refused_and_the_fraction_itself_passes():
@@ -110,12 +121,16 @@ def test_an_emptied_source_fails_with_table_and_counts_and_leaves_every_raw_tabl
     assert not result.success
     messages = step_failure_messages(result)
     assert any(
-        m.startswith("raw.credit_histories for [2025-01-01, 2025-01-06): the source returned 0 row(s) "
-                     "where the warehouse holds 4")
+        m.startswith(
+            "raw.credit_histories for [2025-01-01, 2025-01-06): the source returned 0 row(s) "
+            "where the warehouse holds 4"
+        )
         for m in messages
     ), messages
-    assert any(m.startswith("raw.credit_events: the source returned 0 row(s) where the warehouse holds 3")
-               for m in messages), messages
+    assert any(
+        m.startswith("raw.credit_events: the source returned 0 row(s) where the warehouse holds 3")
+        for m in messages
+    ), messages
     assert all(f"{settings.ALLOW_SHRINK_VAR}=" in m for m in messages), messages
     assert warehouse_fingerprint(warehouse) == before
 
@@ -144,13 +159,17 @@ def test_the_open_slice_is_judged_with_the_closed_days_so_its_daily_turnover_pas
     engine = write_source(sqlite_url)  # one open row (NULL created_at) next to four closed ones
     assert run_extraction(instance, sqlite_url, warehouse).success
     _empty(engine, "credit_histories where created_at is null")
-    keys = [dg.AssetKey(["raw", t]) for t in ("users", "credit_histories__open", "extraction_cutoff")]
+    keys = [
+        dg.AssetKey(["raw", t]) for t in ("users", "credit_histories__open", "extraction_cutoff")
+    ]
     result = run_extraction(instance, sqlite_url, warehouse, selection=keys)
     assert result.success, step_failure_messages(result)  # 5 ledger rows -> 4: not a wipe
     assert query(warehouse, "select count(*) from raw.credit_histories__open") == [(0,)]
 
 
-def test_with_the_allow_variable_the_emptied_source_goes_through(instance, warehouse, sqlite_url, monkeypatch):
+def test_with_the_allow_variable_the_emptied_source_goes_through(
+    instance, warehouse, sqlite_url, monkeypatch
+):
     engine = write_source(sqlite_url)
     assert run_extraction(instance, sqlite_url, warehouse).success
     _empty(engine, "credit_histories", "users", "credit_events")
@@ -170,9 +189,15 @@ def test_with_the_allow_variable_the_emptied_source_goes_through(instance, wareh
 
 @pytest.mark.bigquery
 def test_on_bigquery_an_emptied_source_is_refused_the_same_way_and_raw_is_unchanged(
-    tmp_path, monkeypatch, bigquery_emulator  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    bigquery_emulator,  # noqa: F811
 ):
-    from credits_pipeline_tests.test_bigquery import RAW_COMPARED, _bigquery_rows, _run_bigquery_extraction
+    from credits_pipeline_tests.test_bigquery import (
+        RAW_COMPARED,
+        _bigquery_rows,
+        _run_bigquery_extraction,
+    )
 
     monkeypatch.delenv(settings.ALLOW_SHRINK_VAR, raising=False)
     emulator = bigquery_emulator
@@ -188,8 +213,15 @@ def test_on_bigquery_an_emptied_source_is_refused_the_same_way_and_raw_is_unchan
         result = _run_bigquery_extraction(instance, url, warehouse)
     assert not result.success
     messages = step_failure_messages(result)
-    assert any(m.startswith("raw.credit_histories for [2025-01-01, 2025-01-06): the source returned 0 row(s) "
-                            "where the warehouse holds 4") for m in messages), messages
-    assert any(m.startswith("raw.credit_events: the source returned 0 row(s) where the warehouse holds 3")
-               for m in messages), messages
+    assert any(
+        m.startswith(
+            "raw.credit_histories for [2025-01-01, 2025-01-06): the source returned 0 row(s) "
+            "where the warehouse holds 4"
+        )
+        for m in messages
+    ), messages
+    assert any(
+        m.startswith("raw.credit_events: the source returned 0 row(s) where the warehouse holds 3")
+        for m in messages
+    ), messages
     assert {name: _bigquery_rows(warehouse, name) for name in RAW_COMPARED} == before

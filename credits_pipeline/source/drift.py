@@ -30,10 +30,24 @@ SCHEMA_DRIFT_CHECK = "source_schema_drift"
 # A typed NULL per dialect and column kind: connectorx types its Arrow columns from the result's
 # metadata, and a bare NULL has no type it can map. SQLite's robust path takes a plain NULL.
 _NULL_TYPES: dict[str, dict[str, str]] = {
-    "mysql": {"id": "SIGNED", "int": "SIGNED", "float": "DOUBLE", "str": "CHAR", "ts": "DATETIME",
-              "json": "CHAR", "bool": "SIGNED"},
-    "postgresql": {"id": "BIGINT", "int": "BIGINT", "float": "DOUBLE PRECISION", "str": "TEXT",
-                   "ts": "TIMESTAMP", "json": "TEXT", "bool": "BOOLEAN"},
+    "mysql": {
+        "id": "SIGNED",
+        "int": "SIGNED",
+        "float": "DOUBLE",
+        "str": "CHAR",
+        "ts": "DATETIME",
+        "json": "CHAR",
+        "bool": "SIGNED",
+    },
+    "postgresql": {
+        "id": "BIGINT",
+        "int": "BIGINT",
+        "float": "DOUBLE PRECISION",
+        "str": "TEXT",
+        "ts": "TIMESTAMP",
+        "json": "TEXT",
+        "bool": "BOOLEAN",
+    },
 }
 
 
@@ -66,10 +80,10 @@ def required_message(table: Table, drift: Drift) -> str:
     verb = "is" if len(drift.missing_required) == 1 else "are"
     required = ", ".join(c.name for c in table.extracted_columns if c.required)
     return (
-        f"syllaby_v2.{table.name}: {_columns(drift.missing_required)} {verb} missing from the source "
-        f"table (the contract requires {required}; the ledger and the reconciliation need them). "
-        f"The other tables still load; add the column to the source, or point CREDITS_SOURCE_URL at "
-        f"a database of the contract's schema."
+        f"syllaby_v2.{table.name}: {_columns(drift.missing_required)} {verb} missing from the "
+        f"source table (the contract requires {required}; the ledger and the reconciliation need "
+        "them). The other tables still load; add the column to the source, or point "
+        "CREDITS_SOURCE_URL at a database of the contract's schema."
     )
 
 
@@ -77,12 +91,12 @@ def optional_message(drift: Drift) -> str:
     """What the WARN check says about absent optional columns (or that there are none)."""
     if not drift.missing_optional:
         return f"syllaby_v2.{drift.table}: every contract column is present in the source."
-    verb = "is" if len(drift.missing_optional) == 1 else "are"
+    one = len(drift.missing_optional) == 1
+    verb, it = ("is", "it") if one else ("are", "them")
     return (
-        f"syllaby_v2.{drift.table}: {_columns(drift.missing_optional)} {verb} missing from the source "
-        f"and loaded as NULL in raw.{drift.table} (optional: neither the ledger nor the reconciliation "
-        f"needs {'it' if len(drift.missing_optional) == 1 else 'them'}; marts using "
-        f"{'it' if len(drift.missing_optional) == 1 else 'them'} see NULL)."
+        f"syllaby_v2.{drift.table}: {_columns(drift.missing_optional)} {verb} missing from the "
+        f"source and loaded as NULL in raw.{drift.table} (optional: neither the ledger nor the "
+        f"reconciliation needs {it}; marts using {it} see NULL)."
     )
 
 
@@ -105,7 +119,7 @@ def absent_columns(table: Table) -> frozenset[str]:
 
 
 def select_items(table: Table, quote: Callable[[str], str], dialect_name: str) -> list[str]:
-    """The SELECT list of the contract's columns: the column, or a typed `NULL AS column` if absent."""
+    """The SELECT list of the contract's columns: each column, or a typed `NULL AS <column>`."""
     absent = absent_columns(table)
     family = "mysql" if dialect_name in ("mysql", "mariadb") else dialect_name
     types = _NULL_TYPES.get(family)
@@ -127,8 +141,8 @@ def drift_check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         name=SCHEMA_DRIFT_CHECK,
         asset=asset_key,
-        description="Schema drift: fails (WARN) when optional contract columns are missing from the "
-        "source table; they load as NULL. A missing required column fails the asset itself.",
+        description="Schema drift: fails (WARN) when optional contract columns are missing from "
+        "the source table; they load as NULL. A missing required column fails the asset itself.",
     )
 
 
@@ -141,6 +155,8 @@ def drift_check_result(table: Table, asset_key: dg.AssetKey) -> dg.AssetCheckRes
         severity=dg.AssetCheckSeverity.WARN,
         description=optional_message(drift),
         metadata={
-            "missing_optional_columns": dg.MetadataValue.text(", ".join(drift.missing_optional) or "none"),
+            "missing_optional_columns": dg.MetadataValue.text(
+                ", ".join(drift.missing_optional) or "none"
+            ),
         },
     )

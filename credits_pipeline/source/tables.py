@@ -69,10 +69,13 @@ class Table:
 
 def _ts(created: bool = False, updated: bool = False) -> tuple[Column, Column]:
     """`created_at` and `updated_at`, each required or optional (merges read by `updated_at`)."""
-    return (Column("created_at", "ts", required=created), Column("updated_at", "ts", required=updated))
+    return (
+        Column("created_at", "ts", required=created),
+        Column("updated_at", "ts", required=updated),
+    )
 
 
-OPTIONAL = False  # spelled `required=OPTIONAL` below: the column may be absent from an older source
+OPTIONAL = False  # `required=OPTIONAL`: the column may be absent from an older source
 
 
 CREDIT_EVENTS = Table(

@@ -52,13 +52,13 @@ def shrink_refusal(
     if table_name.lower() in allowed or settings.ALLOW_SHRINK_ALL in allowed:
         return None
     how = "would be emptied" if after == 0 else f"would keep only {after / before:.1%} of its rows"
+    allow = settings.ALLOW_SHRINK_VAR
     return (
-        f"{relation}: the source returned {after} row(s) where the warehouse holds {before}; the table "
-        f"{how} (the guard refuses keeping fewer than {min_fraction:.0%}, "
-        f"{settings.SHRINK_FRACTION_VAR}). Nothing was replaced: the warehouse keeps its previous rows "
-        f"and what depends on them is not rebuilt. Check the source; if the shrink is real, re-run "
-        f"with {settings.ALLOW_SHRINK_VAR}={table_name} (or {settings.ALLOW_SHRINK_VAR}="
-        f"{settings.ALLOW_SHRINK_ALL})."
+        f"{relation}: the source returned {after} row(s) where the warehouse holds {before}; "
+        f"the table {how} (the guard refuses keeping fewer than {min_fraction:.0%}, "
+        f"{settings.SHRINK_FRACTION_VAR}). Nothing was replaced: the warehouse keeps its "
+        "previous rows and what depends on them is not rebuilt. Check the source; if the shrink "
+        f"is real, re-run with {allow}={table_name} (or {allow}={settings.ALLOW_SHRINK_ALL})."
     )
 
 
