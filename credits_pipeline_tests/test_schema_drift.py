@@ -212,3 +212,36 @@ def test_the_older_real_schema_materializes_with_warn_checks_and_an_exact_reconc
         "older", "select count(*) from raw.facelesses"
     )
     assert SUBSCRIPTIONS.column("cycle_anchor_at").required is False
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("mysql", marks=pytest.mark.mysql),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+def test_the_fast_reader_reads_an_absent_optional_column_as_a_typed_null_without_falling_back(
+    server, request
+):
+    import pyarrow as pa
+
+    from credits_pipeline.source import fast_reader
+    from credits_pipeline.source.reader import check_table
+    from credits_pipeline.validation.quarantine import validate_batch
+
+    url = request.getfixturevalue(f"fresh_{server}_url")
+    engine = write_source(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("alter table credit_histories drop column label"))
+    with engine.connect() as conn:
+        check_table(conn, CREDIT_HISTORIES)
+    engine.dispose()
+    fallbacks: list[str] = []
+    batches = list(fast_reader.read_batches(url, CREDIT_HISTORIES, on_fallback=fallbacks.append))
+    assert fallbacks == []
+    assert all(isinstance(b, pa.Table) for b in batches)
+    table = pa.concat_tables(batches)
+    assert table.num_rows == 5 and table.column("label").null_count == 5
+    validated = validate_batch(CREDIT_HISTORIES.name, table)
+    assert validated.clean.num_rows == 5 and len(validated.rejected) == 0
