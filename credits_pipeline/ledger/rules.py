@@ -577,6 +577,11 @@ where not exists (
 )
 """
 
+# A user quarantined by the extraction (`raw.users__rejected`) is in the source but not in the
+# loaded `users`: its rows stay `orphan_user` (the contract's code for exactly that), and the detail
+# names the quarantine and its reason instead of claiming the user does not exist. The user has no
+# row in `marts.user_balance_reconciliation`: its stored pools are what could not be read, and a row
+# would have to invent them or a status outside the contract's three; the detail says so instead.
 ORPHAN_USER_SQL = f"""
 select
     '{rc.ORPHAN_USER}' as rule,
