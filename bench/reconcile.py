@@ -202,6 +202,7 @@ def generate(path: Path, n_rows: int, n_users: int, seed: int = 7) -> dict[str, 
             con.unregister("t_arrow")
         con.execute("create table real_clones (id bigint, user_id bigint, status varchar)")
         con.execute("create table speeches (id bigint, user_id bigint, status varchar)")
+        con.execute("create table quarantined_users (id bigint, reason varchar)")
         con.execute("checkpoint")
         return {"rows": con.execute("select count(*) from ledger_rows").fetchone()[0],
                 "users": len(users)}

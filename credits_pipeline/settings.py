@@ -189,6 +189,7 @@ def configuration_problems(
         lambda: parse_memory_limit(env.get(DUCKDB_MEMORY_LIMIT_VAR)),
         lambda: parse_replay(env.get(REPLAY_VAR)),
         lambda: parse_positive_int(REPLAY_BATCH_ROWS_VAR, env.get(REPLAY_BATCH_ROWS_VAR), "rows"),
+        lambda: parse_shrink_fraction(env.get(SHRINK_FRACTION_VAR)),
     ]
     problems: list[str] = []
     for check in checks:
@@ -280,12 +281,10 @@ def block_revenue_on_error() -> bool:
 
 
 def redact_url(url: str) -> str:
-    """A database URL safe to show: driver, host, port and database, never user or password."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except Exception:
-        return "<unparseable database URL>"
-    return parsed._replace(username=None, password=None).render_as_string(hide_password=True)
+    """A URL safe to show: no user, password or secret query value (see `redaction.redact_url`)."""
+    from credits_pipeline.redaction import redact_url as redact  # one redaction for every URL
+
+    return redact(url)
 
 
 CUTOFF_AT_VAR = "CREDITS_CUTOFF_AT"
@@ -355,3 +354,39 @@ def replay_batch_rows() -> int | None:
     spend fewer round trips on a large one. The result does not depend on it.
     """
     return parse_positive_int(REPLAY_BATCH_ROWS_VAR, os.environ.get(REPLAY_BATCH_ROWS_VAR), "rows")
+
+
+# The shrink guard (credits_pipeline/warehouse/shrink_guard.py): a swap that would leave a raw table
+# with fewer than this fraction of its rows, or none, fails unless the table is allowed to shrink.
+SHRINK_FRACTION_VAR = "CREDITS_SHRINK_FRACTION"
+ALLOW_SHRINK_VAR = "CREDITS_ALLOW_SHRINK"
+ALLOW_SHRINK_ALL = "all"
+DEFAULT_SHRINK_FRACTION = 0.5
+
+
+def parse_shrink_fraction(raw: str | None) -> float:
+    """`CREDITS_SHRINK_FRACTION` (0 to 1, default 0.5): the least share of its rows a raw table keeps.
+
+    0 still refuses a table going to zero rows; 1 refuses any shrink at all.
+    """
+    raw = (raw or "").strip()
+    if not raw:
+        return DEFAULT_SHRINK_FRACTION
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise _problem(SHRINK_FRACTION_VAR, raw, "a number between 0 and 1")
+    return value
+
+
+def shrink_fraction() -> float:
+    """The shrink guard's fraction from the environment (see `parse_shrink_fraction`)."""
+    return parse_shrink_fraction(os.environ.get(SHRINK_FRACTION_VAR))
+
+
+def allowed_shrinks() -> frozenset[str]:
+    """`CREDITS_ALLOW_SHRINK`: contract tables (comma-separated) allowed to shrink, or `all`."""
+    raw = os.environ.get(ALLOW_SHRINK_VAR) or ""
+    return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())

@@ -64,6 +64,7 @@ def build_warehouse(path):
                 "'faceless' as type, 'completed' as status")
     con.execute("create table raw.real_clones (id bigint, user_id bigint, status varchar)")
     con.execute("create table raw.speeches (id bigint, user_id bigint, status varchar)")
+    con.execute("create table raw.users__rejected (id varchar, _column varchar, _reason varchar)")
     con.execute("create table raw.extraction_cutoff as select timestamp '2025-06-01 00:00:00' "
                 "as cutoff_at, timestamp '2025-06-01' as ledger_closed_before, "
                 "7::bigint as ledger_closed_max_id")

@@ -75,13 +75,9 @@ class AlertChannel(Protocol):
 
 def redact_http_url(url: str) -> str:
     """`scheme://host[:port]` only: webhook secrets live in the path and query."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable URL>"
-    return f"{parts.scheme or '?'}://{host}{port}"
+    from credits_pipeline.redaction import redact_url  # one redaction for every URL
+
+    return redact_url(url)
 
 
 def describe_http_failure(exc: Exception) -> str:

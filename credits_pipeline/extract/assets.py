@@ -37,6 +37,7 @@ from credits_pipeline.names import (
     raw_key,
     source_key,
 )
+from credits_pipeline.source.drift import drift_check_result, drift_check_spec
 from credits_pipeline.source.reader import SourceDatabase, SourceError, check_table, dialect_family
 from credits_pipeline.source import tables as tables_module
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, USERS, Table
@@ -147,7 +148,7 @@ LEDGER_KEY = raw_key(CREDIT_HISTORIES.name)
     group_name=GROUP_RAW,
     kinds=warehouse_kinds(),
     owners=[OWNER_DATA_ENGINEERING],
-    check_specs=[validation_check_spec(LEDGER_KEY)],
+    check_specs=[validation_check_spec(LEDGER_KEY), drift_check_spec(LEDGER_KEY)],
     description="Closed days of the credit ledger `syllaby_v2.credit_histories`, one daily partition "
     "per UTC day of `created_at`. Rows with NULL or out-of-range `created_at`, and the open day, are "
     "read at the consistent cut into `raw.credit_histories__open`. Quarantine: "
@@ -200,6 +201,7 @@ def raw_credit_histories(
     context.log.info(f"credit_histories [{start}, {end}): {tally.rows_loaded} loaded, {tally.rows_rejected} quarantined")
     yield dg.MaterializeResult(metadata=metadata)
     yield validation_check_result(tally, LEDGER_KEY)
+    yield drift_check_result(CREDIT_HISTORIES, LEDGER_KEY)
 
 
 # -- the consistent cut: users, the open ledger and the cut-off ----------------------------------
@@ -239,7 +241,7 @@ OPEN_LEDGER_WHERE = "created_at IS NULL OR created_at < :range_start OR created_
             owners=[OWNER_DATA_ENGINEERING],
         ),
     ],
-    check_specs=[validation_check_spec(USERS_KEY), validation_check_spec(OPEN_KEY)],
+    check_specs=[validation_check_spec(USERS_KEY), validation_check_spec(OPEN_KEY), drift_check_spec(USERS_KEY)],
 )
 def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse):
     range_start = dt.datetime.combine(settings.ledger_start_date(), dt.time())
@@ -313,6 +315,7 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
     )
     yield validation_check_result(users_tally, USERS_KEY)
     yield validation_check_result(open_tally, OPEN_KEY)
+    yield drift_check_result(USERS, USERS_KEY)
 
 
 # -- dimension and content tables ----------------------------------------------------------------
@@ -332,7 +335,7 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
         group_name=GROUP_RAW,
         kinds=warehouse_kinds(),
         owners=[OWNER_DATA_ENGINEERING],
-        check_specs=[validation_check_spec(key)],
+        check_specs=[validation_check_spec(key), drift_check_spec(key)],
         description=f"{table.description} Copied from `syllaby_v2.{table.name}`, {how}. "
         f"Quarantine: `raw.{table.name}__rejected`.",
     )
@@ -365,6 +368,7 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
             metadata = extraction_metadata(tally, table, extracted_at, con, f"raw.{table.name}", extra=extra)
         yield dg.MaterializeResult(metadata=metadata)
         yield validation_check_result(tally, key)
+        yield drift_check_result(table, key)
 
     return _extract
 

@@ -39,6 +39,7 @@ _TYPES: dict[str, dict[str, str]] = {
     sql.VIDEOS: {"id": "bigint", "user_id": "bigint", "type": "varchar", "status": "varchar"},
     sql.REAL_CLONES: {"id": "bigint", "user_id": "bigint", "status": "varchar"},
     sql.SPEECHES: {"id": "bigint", "user_id": "bigint", "status": "varchar"},
+    sql.QUARANTINED_USERS: {"id": "bigint", "reason": "varchar"},
 }
 
 
@@ -108,6 +109,7 @@ def load_inputs(
     videos: Iterable[Mapping[str, Any]] = (),
     real_clones: Iterable[Mapping[str, Any]] = (),
     speeches: Iterable[Mapping[str, Any]] = (),
+    quarantined_users: Iterable[Mapping[str, Any]] = (),
 ) -> None:
     """Create the input relations of `rules.INPUT_RELATIONS` as temp tables on `con`.
 
@@ -126,6 +128,7 @@ def load_inputs(
         sql.VIDEOS: list(videos),
         sql.REAL_CLONES: list(real_clones),
         sql.SPEECHES: list(speeches),
+        sql.QUARANTINED_USERS: list(quarantined_users),
     }
     for name, records in data.items():
         columns = _TYPES[name]

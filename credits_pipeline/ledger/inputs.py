@@ -16,6 +16,7 @@ import datetime as dt
 import duckdb
 
 from credits_pipeline.ledger import rules as sql
+from credits_pipeline.validation.quarantine import REASON_COLUMN
 
 LEDGER_COPY_TABLE = "_recon_ledger_input"
 
@@ -37,6 +38,11 @@ WAREHOUSE_INPUTS: dict[str, str] = {
     sql.VIDEOS: "select id, user_id, type, status from raw.videos",
     sql.REAL_CLONES: "select id, user_id, status from raw.real_clones",
     sql.SPEECHES: "select id, user_id, status from raw.speeches",
+    # quarantined users are in the source: their rows say so instead of "not in users"
+    sql.QUARANTINED_USERS: f"""
+        select try_cast(id as bigint) as id, {REASON_COLUMN} as reason
+        from {sql.USERS_QUARANTINE_RELATION}
+    """,
 }
 
 LEDGER_COPY_SQL = f"""

@@ -31,6 +31,8 @@ from credits_pipeline.source.catalog import (
     REFUND_EVENT,
 )
 from credits_pipeline.source.tables import EXTRACTED_ALIASES, UNEXTRACTED_ALIASES
+from credits_pipeline.source.tables import USERS as USERS_TABLE
+from credits_pipeline.warehouse.raw_tables import rejected_name
 
 assert UNEXTRACTED_ALIASES == {"keyword", "generator", "media", "character"}, (
     "rules.sql_params binds one parameter per unextracted alias: update it with the contract"
@@ -45,6 +47,11 @@ FACELESSES = "facelesses"
 VIDEOS = "videos"
 REAL_CLONES = "real_clones"
 SPEECHES = "speeches"
+# Users the extraction quarantined (`raw.users__rejected`): in the source, but not in `users`.
+# Their ledger rows are still `orphan_user` (the contract's code for "not in users"), but the
+# detail says why, so nobody hunts the application for a user that exists.
+QUARANTINED_USERS = "quarantined_users"
+USERS_QUARANTINE_RELATION = f"raw.{rejected_name(USERS_TABLE.name)}"
 INPUT_RELATIONS: dict[str, tuple[str, ...]] = {
     LEDGER_ROWS: (
         "id", "user_id", "credit_events_id", "creditable_type", "creditable_id",
@@ -56,6 +63,7 @@ INPUT_RELATIONS: dict[str, tuple[str, ...]] = {
     VIDEOS: ("id", "user_id", "type", "status"),
     REAL_CLONES: ("id", "user_id", "status"),
     SPEECHES: ("id", "user_id", "status"),
+    QUARANTINED_USERS: ("id", "reason"),
 }
 
 # Working relations (temp tables) the reconciliation creates on the connection.
@@ -106,6 +114,7 @@ def sql_params(cutoff_at: dt.datetime) -> dict[str, object]:
         "generator_alias": "generator",
         "media_alias": "media",
         "character_alias": "character",
+        "users_quarantine": USERS_QUARANTINE_RELATION,
     }
 
 
@@ -264,6 +273,9 @@ create or replace temp table {ROW_CHECKS_TABLE} as
 with known_users as (
     select distinct id from {USERS}
 ),
+quarantined_users as (
+    select id, min(reason) as reason from {QUARANTINED_USERS} where id is not null group by id
+),
 content as (
     select $faceless_alias as alias, id, min(user_id) as owner_id from {FACELESSES} group by id
     union all
@@ -320,6 +332,8 @@ checked as (
             and r.effect_code = {EFFECT_SPEND} and r.min_amount is not null
             and cast(r.amount as double) < r.min_amount as below_minimum,
         u.id is null as orphan_user,
+        case when u.id is null then q.reason end as user_quarantine_reason,
+        u.id is null and q.id is not null as user_quarantined,
         not r.event_known as orphan_event,
         case
             when r.creditable_type is null or r.unextracted_alias then null
@@ -338,6 +352,7 @@ checked as (
     from priced as r
     cross join cutoff as k
     left join known_users as u on u.id = r.user_id
+    left join quarantined_users as q on q.id = r.user_id
     left join content as c on c.alias = r.creditable_type and c.id = r.creditable_id
 )
 select *
@@ -562,6 +577,11 @@ where not exists (
 )
 """
 
+# A user quarantined by the extraction (`raw.users__rejected`) is in the source but not in the
+# loaded `users`: its rows stay `orphan_user` (the contract's code for exactly that), and the detail
+# names the quarantine and its reason instead of claiming the user does not exist. The user has no
+# row in `marts.user_balance_reconciliation`: its stored pools are what could not be read, and a row
+# would have to invent them or a status outside the contract's three; the detail says so instead.
 ORPHAN_USER_SQL = f"""
 select
     '{rc.ORPHAN_USER}' as rule,
@@ -571,7 +591,13 @@ select
     id as entity_id,
     null as expected,
     {_text('user_id')} as actual,
-    'user ' || {_show('user_id')} || ' is not in users' as detail,
+    case
+        when user_quarantined then
+            'user ' || {_show('user_id')} || ' was quarantined in ' || $users_quarantine || ': '
+            || coalesce(user_quarantine_reason, 'no reason recorded')
+            || '; not reconciled (no row in marts.user_balance_reconciliation) until the row is fixed'
+        else 'user ' || {_show('user_id')} || ' is not in users'
+    end as detail,
     amount as credits
 from {ROW_CHECKS_TABLE}
 where orphan_user

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from credits_pipeline import settings
+from credits_pipeline.redaction import redact_text
 from credits_pipeline.source.reader import (
     DEFAULT_BATCH_SIZE,
     SourceError,
@@ -219,9 +220,8 @@ def read_batches(
 def _fallback_reason(url: str, table: Table, exc: BaseException, last_id: int | None) -> str:
     where = "from the start" if last_id is None else f"after id {last_id}"
     cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    password = sa.engine.make_url(url).password
-    if password:  # connectorx may echo its connection string; the password never reaches a log
-        cause = cause.replace(str(password), "***")
+    # connectorx may echo its connection string (in its own spelling): no secret reaches a log
+    cause = redact_text(cause, [url, connectorx_url(url)])
     return (
         f"syllaby_v2.{table.name}: the fast reader (connectorx) failed on {settings.redact_url(url)} "
         f"({type(exc).__name__}: {cause}); reading {where} through SQLAlchemy instead"
@@ -257,7 +257,7 @@ def _read_robust(
             own = engine.connect()
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(
-                f"cannot connect to the source database {settings.redact_url(url)}: {_first_line(exc)}"
+                f"cannot connect to the source database {settings.redact_url(url)}: {_first_line(exc, url)}"
             ) from None
         with own:
             yield from read_batches_sqlalchemy(own, table, where, params, batch_size)

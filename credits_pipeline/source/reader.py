@@ -21,6 +21,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from credits_pipeline import settings
+from credits_pipeline.redaction import redact_text
+from credits_pipeline.source import drift
 from credits_pipeline.source.tables import Table
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -47,9 +49,10 @@ def create_source_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, url: str | None = None) -> str:
+    """The driver's first line of error, redacted: drivers may echo the URL or DSN they were given."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return redact_text(text[0], [url] if url else []) if text else type(exc).__name__
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -87,7 +90,8 @@ class SourceDatabase(dg.ConfigurableResource):
                 conn = engine.connect()
             except sa.exc.SQLAlchemyError as exc:
                 raise SourceError(
-                    f"cannot connect to the source database {self.display_name()}: {_first_line(exc)}"
+                    f"cannot connect to the source database {self.display_name()}: "
+                    f"{_first_line(exc, self.resolved_url())}"
                 ) from None
             with conn:
                 yield conn
@@ -158,7 +162,10 @@ class SourceDatabase(dg.ConfigurableResource):
 
 
 def check_table(conn: sa.Connection, table: Table) -> None:
-    """Fail with one clear message when the table or one of the contract's columns is missing."""
+    """Fail with one clear message when the table or a required contract column is missing.
+
+    Absent optional columns are recorded (`drift.record`) for `select_sql` and the drift check.
+    """
     inspector = sa.inspect(conn)
     try:
         present = {c["name"].lower() for c in inspector.get_columns(table.name)}
@@ -168,19 +175,16 @@ def check_table(conn: sa.Connection, table: Table) -> None:
         raise SourceError(f"syllaby_v2.{table.name}: cannot read the table's columns: {_first_line(exc)}") from None
     if not present:
         raise SourceError(f"syllaby_v2.{table.name}: the table does not exist in the source database")
-    missing = [c for c in table.extracted_names if c.lower() not in present]
-    if missing:
-        raise SourceError(
-            f"syllaby_v2.{table.name}: column {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} missing from the source table "
-            f"(the contract requires {', '.join(table.extracted_names)})"
-        )
+    found = drift.compare(table, present)  # optional columns may be absent: read as NULL, WARN
+    drift.record(found)
+    if found.missing_required:
+        raise SourceError(drift.required_message(table, found))
 
 
 def select_sql(conn: sa.Connection, table: Table, where: str | None) -> str:
     """`SELECT <contract columns> FROM <table> [WHERE ...] ORDER BY id`, identifiers quoted."""
     quote = conn.dialect.identifier_preparer.quote
-    cols = ", ".join(quote(c) for c in table.extracted_names)
+    cols = ", ".join(drift.select_items(table, quote, conn.dialect.name))  # absent optional: NULL
     sql = f"SELECT {cols} FROM {quote(table.name)}"
     if where:
         sql += f" WHERE {where}"

@@ -23,6 +23,9 @@ class Column:
     `kind` is the logical type: `id` (unsigned 64-bit key), `int`, `float`, `str`, `ts` (UTC
     timestamp, second precision), `json` (JSON text) and `bool` (MySQL TINYINT(1)). `nullable` is
     the source's own constraint; `extract` is False for columns the pipeline must never copy.
+    `required` says whether the ledger replay, the rules or the extraction itself need the column:
+    a source lacking a required column fails that table; an optional one is loaded as NULL with a
+    WARN check (`source/drift.py`), so a source older than the contract still reconciles.
     """
 
     name: str
@@ -30,6 +33,7 @@ class Column:
     nullable: bool = True
     extract: bool = True
     length: int = 255
+    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,15 @@ class Table:
         raise KeyError(f"{self.name}.{name} is not a column of the contract")
 
 
-def _ts() -> tuple[Column, Column]:
-    return (Column("created_at", "ts"), Column("updated_at", "ts"))
+def _ts(created: bool = False, updated: bool = False) -> tuple[Column, Column]:
+    """`created_at` and `updated_at`, each required or optional (merges read by `updated_at`)."""
+    return (
+        Column("created_at", "ts", required=created),
+        Column("updated_at", "ts", required=updated),
+    )
+
+
+OPTIONAL = False  # `required=OPTIONAL`: the column may be absent from an older source
 
 
 CREDIT_EVENTS = Table(
@@ -89,12 +100,12 @@ USERS = Table(
         Column("id", "id", nullable=False),
         Column("name", "str", nullable=False, extract=False),
         Column("email", "str", nullable=False, extract=False),
-        Column("plan_id", "int"),
-        Column("subscription_provider", "int", nullable=False),
-        Column("trial_ends_at", "ts"),
-        Column("subscription_ends_at", "ts"),
+        Column("plan_id", "int", required=OPTIONAL),
+        Column("subscription_provider", "int", nullable=False, required=OPTIONAL),
+        Column("trial_ends_at", "ts", required=OPTIONAL),
+        Column("subscription_ends_at", "ts", required=OPTIONAL),
         Column("remaining_credit_amount", "int"),
-        Column("monthly_credit_amount", "int"),
+        Column("monthly_credit_amount", "int", required=OPTIONAL),
         Column("extra_credits", "int", nullable=False),
         *_ts(),
     ),
@@ -111,15 +122,15 @@ CREDIT_HISTORIES = Table(
         Column("credit_events_id", "id", nullable=False),
         Column("creditable_type", "str"),
         Column("creditable_id", "id"),
-        Column("description", "str"),
-        Column("label", "str"),
+        Column("description", "str", required=OPTIONAL),
+        Column("label", "str", required=OPTIONAL),
         Column("calculative_index", "int", nullable=False),
         Column("event_value", "int", nullable=False),
         Column("amount", "int", nullable=False),
         Column("previous_amount", "int", nullable=False),
         Column("event_type", "int", nullable=False),
         Column("meta", "json"),
-        *_ts(),
+        *_ts(created=True, updated=True),
     ),
     strategy="ledger",
     description="The credit ledger: one row per credit transaction, unsigned `amount` with its "
@@ -131,15 +142,15 @@ PLANS = Table(
     "plans",
     (
         Column("id", "id", nullable=False),
-        Column("parent_id", "id"),
-        Column("plan_id", "str", nullable=False),
-        Column("name", "str", nullable=False),
-        Column("type", "str"),
-        Column("price", "float", nullable=False),
-        Column("currency", "str"),
-        Column("slug", "str", nullable=False),
-        Column("active", "bool", nullable=False),
-        Column("meta", "json"),
+        Column("parent_id", "id", required=OPTIONAL),
+        Column("plan_id", "str", nullable=False, required=OPTIONAL),
+        Column("name", "str", nullable=False, required=OPTIONAL),
+        Column("type", "str", required=OPTIONAL),
+        Column("price", "float", nullable=False, required=OPTIONAL),
+        Column("currency", "str", required=OPTIONAL),
+        Column("slug", "str", nullable=False, required=OPTIONAL),
+        Column("active", "bool", nullable=False, required=OPTIONAL),
+        Column("meta", "json", required=OPTIONAL),
         *_ts(),
     ),
     strategy="full",
@@ -151,16 +162,16 @@ SUBSCRIPTIONS = Table(
     "subscriptions",
     (
         Column("id", "id", nullable=False),
-        Column("user_id", "id", nullable=False),
-        Column("type", "str", nullable=False),
-        Column("stripe_id", "str", nullable=False),
-        Column("stripe_status", "str", nullable=False),
-        Column("stripe_price", "str"),
-        Column("quantity", "int"),
-        Column("trial_ends_at", "ts"),
-        Column("cycle_anchor_at", "ts"),
-        Column("ends_at", "ts"),
-        *_ts(),
+        Column("user_id", "id", nullable=False, required=OPTIONAL),
+        Column("type", "str", nullable=False, required=OPTIONAL),
+        Column("stripe_id", "str", nullable=False, required=OPTIONAL),
+        Column("stripe_status", "str", nullable=False, required=OPTIONAL),
+        Column("stripe_price", "str", required=OPTIONAL),
+        Column("quantity", "int", required=OPTIONAL),
+        Column("trial_ends_at", "ts", required=OPTIONAL),
+        Column("cycle_anchor_at", "ts", required=OPTIONAL),
+        Column("ends_at", "ts", required=OPTIONAL),
+        *_ts(updated=True),
     ),
     strategy="merge",
     description="Laravel Cashier subscriptions: status, price (`stripe_price` = plans.plan_id), "
@@ -171,11 +182,11 @@ PURCHASES = Table(
     "purchases",
     (
         Column("id", "id", nullable=False),
-        Column("user_id", "id", nullable=False),
-        Column("plan_id", "id", nullable=False),
-        Column("payment_intent", "str"),
-        Column("status", "str"),
-        *_ts(),
+        Column("user_id", "id", nullable=False, required=OPTIONAL),
+        Column("plan_id", "id", nullable=False, required=OPTIONAL),
+        Column("payment_intent", "str", required=OPTIONAL),
+        Column("status", "str", required=OPTIONAL),
+        *_ts(updated=True),
     ),
     strategy="merge",
     description="One-time checkouts such as extra-credit packs (`plan_id` = plans.id of a "
@@ -187,13 +198,13 @@ VIDEOS = Table(
     (
         Column("id", "id", nullable=False),
         Column("user_id", "id", nullable=False),
-        Column("title", "str"),
+        Column("title", "str", required=OPTIONAL),
         Column("type", "str"),
-        Column("provider", "str"),
+        Column("provider", "str", required=OPTIONAL),
         Column("status", "str"),
-        Column("exports", "int", nullable=False),
-        Column("retries", "int", nullable=False),
-        *_ts(),
+        Column("exports", "int", nullable=False, required=OPTIONAL),
+        Column("retries", "int", nullable=False, required=OPTIONAL),
+        *_ts(updated=True),
     ),
     strategy="merge",
     alias="video",
@@ -205,11 +216,11 @@ FACELESSES = Table(
     (
         Column("id", "id", nullable=False),
         Column("user_id", "id", nullable=False),
-        Column("type", "str"),
+        Column("type", "str", required=OPTIONAL),
         Column("video_id", "id", nullable=False),
-        Column("estimated_duration", "int"),
-        Column("genre_name", "str"),
-        *_ts(),
+        Column("estimated_duration", "int", required=OPTIONAL),
+        Column("genre_name", "str", required=OPTIONAL),
+        *_ts(updated=True),
     ),
     strategy="merge",
     alias="faceless",
@@ -221,10 +232,10 @@ REAL_CLONES = Table(
     (
         Column("id", "id", nullable=False),
         Column("user_id", "id", nullable=False),
-        Column("provider", "str"),
+        Column("provider", "str", required=OPTIONAL),
         Column("status", "str"),
-        Column("retries", "int", nullable=False),
-        *_ts(),
+        Column("retries", "int", nullable=False, required=OPTIONAL),
+        *_ts(updated=True),
     ),
     strategy="merge",
     alias="real-clone",
@@ -237,10 +248,10 @@ SPEECHES = Table(
     (
         Column("id", "id", nullable=False),
         Column("user_id", "id"),
-        Column("real_clone_id", "id"),
-        Column("provider", "str", nullable=False),
+        Column("real_clone_id", "id", required=OPTIONAL),
+        Column("provider", "str", nullable=False, required=OPTIONAL),
         Column("status", "str"),
-        *_ts(),
+        *_ts(updated=True),
     ),
     strategy="merge",
     alias="speech",
@@ -251,11 +262,11 @@ CAPTIONS = Table(
     "captions",
     (
         Column("id", "id", nullable=False),
-        Column("user_id", "id", nullable=False),
-        Column("model_type", "str", nullable=False),
-        Column("model_id", "id", nullable=False),
-        Column("provider", "str", length=40),
-        *_ts(),
+        Column("user_id", "id", nullable=False, required=OPTIONAL),
+        Column("model_type", "str", nullable=False, required=OPTIONAL),
+        Column("model_id", "id", nullable=False, required=OPTIONAL),
+        Column("provider", "str", length=40, required=OPTIONAL),
+        *_ts(updated=True),
     ),
     strategy="merge",
     description="Captions of a faceless or a video; never charged (transcription is charged as "

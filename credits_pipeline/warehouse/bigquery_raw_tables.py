@@ -21,6 +21,7 @@ from google.cloud import bigquery
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.bigquery_warehouse import STAGING_SCHEMA, BigQueryConnection
+from credits_pipeline.warehouse.shrink_guard import guard_replacement
 from credits_pipeline.warehouse.raw_tables import (
     OPEN_LEDGER,
     PARTITION_COLUMN,
@@ -203,6 +204,22 @@ class BigQueryStager:
         for stage in (self.stage, self.stage_rejected):
             self.con.execute(f"drop table if exists {stage}", dialect="bigquery")
 
+    def _guard_shrink(self, relation: str, before_sql: str, params: list, kept: int = 0) -> None:
+        """The shrink guard (`shrink_guard.py`), as `Stager._guard_shrink`."""
+        before = self.con.execute(before_sql, params, dialect="bigquery").fetchone()[0]
+        after = self.con.execute(f"select count(*) from {self.stage}", dialect="bigquery").fetchone()[0]
+        guard_replacement(relation, self.table.name, kept + int(before), kept + int(after))
+
+    def _guard_whole_replacement(self) -> None:
+        """A whole table, or the open ledger slice with the closed days (as `Stager`'s)."""
+        if self.target == OPEN_LEDGER:
+            ledger = f"raw.{self.table.name}"
+            closed = self.con.execute(f"select count(*) from {ledger}", dialect="bigquery").fetchone()[0]
+            relation = f"raw.{OPEN_LEDGER} (with {ledger}: the whole ledger)"
+            self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
+        else:
+            self._guard_shrink(f"raw.{self.target}", f"select count(*) from raw.{self.target}", [])
+
     def _begin(self, external: bool) -> None:
         if not external:
             self.con.execute("begin transaction")
@@ -245,6 +262,11 @@ class BigQueryStager:
         )
         con.execute("begin transaction")
         try:
+            self._guard_shrink(
+                f"{ledger} for [{start}, {end})",
+                f"select count(*) from {ledger} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                [start, end],
+            )
             con.execute(
                 f"delete from {ledger} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
                 [start, end], dialect="bigquery",
@@ -328,6 +350,7 @@ class BigQueryStager:
         select = f"{names}, date(created_at)" if is_open else names
         self._begin(in_transaction)
         try:
+            self._guard_whole_replacement()
             con.execute(f"delete from {target} where true", dialect="bigquery")
             con.execute(f"insert into {target} ({columns}) select {select} from {self.stage}", dialect="bigquery")
             target_rejected = f"raw.{rejected_name(self.table.name)}"

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
+from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
 DUCKDB_TYPES = {
     "id": "BIGINT",
@@ -242,6 +243,25 @@ class Stager:
             raise
         self.con.execute("commit")
 
+    def _guard_shrink(self, relation: str, before_sql: str, params: list, kept: int = 0) -> None:
+        """The shrink guard (`shrink_guard.py`): refuse, before any delete, a far smaller slice."""
+        before = self.con.execute(before_sql, params).fetchone()[0]
+        after = self.con.execute(f"select count(*) from {self.stage}").fetchone()[0]
+        guard_replacement(relation, self.table.name, kept + int(before), kept + int(after))
+
+    def _guard_whole_replacement(self) -> None:
+        """A whole table, or the open ledger slice judged with the closed days it completes.
+
+        The open slice alone shrinks every day by design (yesterday's open day moves into a closed
+        partition), so it is measured as part of the whole ledger: closed rows + open rows.
+        """
+        if self.target == OPEN_LEDGER:
+            closed = self.con.execute(f"select count(*) from raw.{self.table.name}").fetchone()[0]
+            relation = f"raw.{OPEN_LEDGER} (with raw.{self.table.name}: the whole ledger)"
+            self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
+        else:
+            self._guard_shrink(f"raw.{self.target}", f"select count(*) from raw.{self.target}", [])
+
     def _drop_stage(self) -> None:
         self.con.execute(f"drop table if exists {self.stage}")
         self.con.execute(f"drop table if exists {self.stage_rejected}")
@@ -259,6 +279,11 @@ class Stager:
                 "coalesce(strftime(try_cast(created_at as timestamp), '%Y-%m-%d'), ?)",
                 kept_params=[start, end],
                 label_params=[start.isoformat()],
+            )
+            self._guard_shrink(
+                f"raw.{self.table.name} for [{start}, {end})",
+                f"select count(*) from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                [start, end],
             )
             names = ", ".join(self.table.extracted_names)
             con.execute(
@@ -321,6 +346,7 @@ class Stager:
             self._quarantine_duplicates(None, "?", label_params=[partition_label])
             names = ", ".join(self.table.extracted_names)
             partition = ", cast(created_at as date)" if self.target == OPEN_LEDGER else ""
+            self._guard_whole_replacement()
             con.execute(f"delete from {target}")
             con.execute(f"insert into {target} select {names}{partition} from {self.stage} order by id")
             self._insert_rejected(f"{PARTITION_COLUMN} = ?", [partition_label])

@@ -1,0 +1,198 @@
+"""Never leak, never wipe: `credits-pipeline materialize` as a hurried user runs it.
+
+A password written in the URL's query string (`?password=...`, which psycopg and pymysql both
+accept) must appear nowhere: not on the terminal, not in the Dagster instance (event log, run
+storage, compute logs: every file under `DAGSTER_HOME`), not in the warehouse. And a source whose
+tables were emptied must leave the warehouse — raw tables, dbt models and marts — row for row as it
+was, with a non-zero exit naming the table and both counts, until the shrink is explicitly allowed.
+Real servers, real subprocesses, an isolated `DAGSTER_HOME` and warehouse per run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._core.instance.ref import InstanceRef
+
+from credits_pipeline import settings
+from credits_pipeline.source.tables import TABLES
+from credits_pipeline_tests.cli_run import (
+    every_relation,
+    materialize,
+    warehouse_rows,
+    warehouse_text,
+)
+from credits_pipeline_tests.db_servers import mysql_root_url
+
+SECRET = "SeCrEt123"
+MASK = "password=***"
+
+
+def _generate(url: str) -> None:
+    from credits_pipeline.source.demo import generate
+
+    generate(url, users=60, seed=13, months=6)
+
+
+def _files_mentioning(root: Path, secret: str) -> list[str]:
+    """Every file under `root` whose bytes hold `secret` (plain, or as JSON/URL-escaped text)."""
+    needles = [secret.encode(), secret.encode("utf-16-le")]
+    return [
+        str(path)
+        for path in root.rglob("*")
+        if path.is_file() and any(n in path.read_bytes() for n in needles)
+    ]
+
+
+def _event_log_text(home: Path) -> str:
+    """Every event record of every run in the instance at `home`: messages and metadata, as text."""
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        texts = []
+        for run in instance.get_runs():
+            for record in instance.all_logs(run.run_id):
+                texts.append(record.message or "")
+                texts.append(repr(record.dagster_event))
+        return "\n".join(texts)
+
+
+def _assert_secret_nowhere(tmp_path: Path, runs, redacted_url_fragment: str) -> None:
+    home = tmp_path / "dagster_home"
+    for run in runs:
+        assert SECRET not in run.stdout and SECRET not in run.stderr
+    events = _event_log_text(home)
+    # not vacuous: the instance did record the source URL — in its redacted form
+    assert redacted_url_fragment in events, "the event log never names the source"
+    assert SECRET not in events
+    assert _files_mentioning(home, SECRET) == []  # event log, run storage, compute logs (storage/)
+    assert (home / "storage").exists()
+    assert SECRET not in warehouse_text(tmp_path / "warehouse.duckdb")
+    assert _files_mentioning(tmp_path, SECRET) == [], "a file under the run's directories"
+
+
+def _truncate(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table in TABLES:
+            conn.execute(sa.text(f"delete from {table.name}"))
+    engine.dispose()
+
+
+def _assert_refused_and_unchanged(tmp_path: Path, url: str, before: dict) -> None:
+    run = materialize(tmp_path, url)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "raw.credit_histories for [" in run.stderr
+    assert "the source returned 0 row(s) where the warehouse holds" in run.stderr
+    assert f"{settings.ALLOW_SHRINK_VAR}=credit_histories" in run.stderr
+    assert "Traceback" not in run.stderr.split("=== credits-pipeline materialize: summary ===")[-1]
+    after = every_relation(tmp_path / "warehouse.duckdb", ("raw", "credits", "marts"))
+    assert after.keys() == before.keys()
+    for relation, rows in before.items():
+        assert after[relation] == rows, f"{relation} changed"
+
+
+def _state(tmp_path: Path) -> dict:
+    return every_relation(tmp_path / "warehouse.duckdb", ("raw", "credits", "marts"))
+
+
+# -- the shrink guard, end to end ----------------------------------------------------------------
+
+
+def test_an_emptied_sqlite_source_fails_the_run_and_leaves_raw_credits_and_marts_unchanged(
+    tmp_path,
+):
+    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    _generate(url)
+    first = materialize(tmp_path, url)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = _state(tmp_path)
+    reconciled = warehouse_rows(
+        tmp_path / "warehouse.duckdb", "select count(*) from marts.user_balance_reconciliation"
+    )
+    assert reconciled == [(60,)]
+
+    _truncate(url)
+    _assert_refused_and_unchanged(tmp_path, url, before)
+
+    allowed = materialize(tmp_path, url, **{settings.ALLOW_SHRINK_VAR: settings.ALLOW_SHRINK_ALL})
+    assert allowed.returncode == 0, allowed.stdout[-3000:] + allowed.stderr[-3000:]
+    wh = tmp_path / "warehouse.duckdb"
+    assert warehouse_rows(wh, "select count(*) from raw.users") == [(0,)]
+    assert warehouse_rows(wh, "select count(*) from marts.user_balance_reconciliation") == [(0,)]
+
+
+# -- redaction (and the guard) on the real servers -----------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_query_string_password_appears_nowhere_and_an_emptied_postgresql_source_wipes_nothing(
+    tmp_path, fresh_postgres_url
+):
+    url = f"{fresh_postgres_url}?password={SECRET}"  # the trust server ignores it; drivers pass it
+    _generate(url)
+    first = materialize(tmp_path, url)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert MASK in first.stdout  # the banner shows the redacted URL
+    before = _state(tmp_path)
+
+    _truncate(fresh_postgres_url)
+    _assert_refused_and_unchanged(tmp_path, url, before)
+    third = materialize(tmp_path, url, **{settings.ALLOW_SHRINK_VAR: settings.ALLOW_SHRINK_ALL})
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+
+    database = sa.engine.make_url(fresh_postgres_url).database
+    _assert_secret_nowhere(tmp_path, [first, third], f"127.0.0.1:5432/{database}?{MASK}")
+
+
+@pytest.fixture
+def mariadb_user_with_password(fresh_mysql_url):
+    """A MariaDB account whose password is SECRET, allowed on the test's fresh database only."""
+    root = sa.create_engine(mysql_root_url(), isolation_level="AUTOCOMMIT")
+    user = f"cp_{uuid.uuid4().hex[:10]}"
+    database = sa.engine.make_url(fresh_mysql_url).database
+    with root.connect() as conn:
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{SECRET}'"))
+        conn.execute(sa.text(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{SECRET}'"))
+        for host in ("%", "localhost"):
+            conn.execute(sa.text(f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'{host}'"))
+    try:
+        yield (
+            sa.engine.make_url(fresh_mysql_url)
+            .set(username=user)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with root.connect() as conn:
+            for host in ("%", "localhost"):
+                conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'{host}'"))
+        root.dispose()
+
+
+@pytest.mark.mysql
+def test_a_query_string_password_to_mariadb_appears_nowhere(tmp_path, mariadb_user_with_password):
+    url = f"{mariadb_user_with_password}?password={SECRET}"  # pymysql takes it as its password
+    _generate(url)
+    run = materialize(tmp_path, url)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    database = sa.engine.make_url(url).database
+    _assert_secret_nowhere(tmp_path, [run], f"127.0.0.1:3306/{database}?{MASK}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+psycopg://postgres@127.0.0.1:1/syllaby_v2?password={SECRET}&connect_timeout=5",
+        f"mysql+pymysql://reader@127.0.0.1:1/syllaby_v2?password={SECRET}&connect_timeout=5",
+    ],
+)
+def test_an_unreachable_source_with_a_query_string_password_fails_without_echoing_it(tmp_path, url):
+    run = materialize(tmp_path, url)
+    assert run.returncode == 1
+    assert "cannot connect to the source database" in run.stderr
+    assert f"127.0.0.1:1/syllaby_v2?connect_timeout=5&{MASK}" in run.stderr  # query sorted
+    assert SECRET not in run.stdout + run.stderr
+    assert SECRET not in _event_log_text(tmp_path / "dagster_home")
+    assert _files_mentioning(tmp_path, SECRET) == []
