@@ -13,7 +13,7 @@ import warnings
 import dagster as dg
 
 from credits_pipeline import settings
-from credits_pipeline.alerts import alert_sensor
+from credits_pipeline.alerts import alert_sensor, run_failure_alert_sensor
 from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets, source_table_specs
 from credits_pipeline.extract.lag import lag_check_job, lag_schedule, ledger_lag_check
 from credits_pipeline.names import MARTS_PREFIX
@@ -85,7 +85,7 @@ def build_definitions() -> dg.Definitions:
         asset_checks=[ledger_lag_check],
         jobs=[daily_job, lag_check_job],
         schedules=[daily_schedule, lag_schedule],
-        sensors=[alert_sensor],
+        sensors=[alert_sensor, run_failure_alert_sensor],
         executor=dg.in_process_executor,
     )
 
