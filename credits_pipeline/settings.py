@@ -166,3 +166,25 @@ def replay_batch_rows() -> int | None:
     if value < 1:
         raise ValueError(f"{REPLAY_BATCH_ROWS_VAR} must be a positive number of rows, not {raw!r}")
     return value
+
+
+# --- Operating it every morning (issue 11): source staleness ---
+SOURCE_STALE_AFTER_HOURS_VAR = "CREDITS_SOURCE_STALE_AFTER_HOURS"
+DEFAULT_SOURCE_STALE_AFTER_HOURS = 48.0
+
+
+def source_stale_after() -> dt.timedelta:
+    """`CREDITS_SOURCE_STALE_AFTER_HOURS` (default 48): how old the source's newest ledger row may be
+    before the source counts as stale (the application stopped writing, or a replica stopped)."""
+    raw = (os.environ.get(SOURCE_STALE_AFTER_HOURS_VAR) or "").strip()
+    if not raw:
+        return dt.timedelta(hours=DEFAULT_SOURCE_STALE_AFTER_HOURS)
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise ValueError(
+            f"{SOURCE_STALE_AFTER_HOURS_VAR} must be a positive number of hours, not {raw!r}"
+        )
+    return dt.timedelta(hours=hours)
