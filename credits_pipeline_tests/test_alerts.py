@@ -412,7 +412,8 @@ def test_a_channel_that_is_down_is_retried_on_the_next_tick_and_its_failure_is_i
     finally:
         receiver.stop()
 
-    assert [body["run_url"] for body in receiver.bodies(WEBHOOK_PATH)] == [f"{UI_BASE}/runs/{run_id}"]
+    run_urls = [body["run_url"] for body in receiver.bodies(WEBHOOK_PATH)]
+    assert run_urls == [f"{UI_BASE}/runs/{run_id}"]
     assert len(receiver.bodies(SLACK_PATH)) == 1
     assert len(receiver.bodies(PAGERDUTY_PATH)) == 2
     assert len(mailbox.messages) == 1  # the channel that worked was not sent again

@@ -216,7 +216,7 @@ def _metadata(result, key):
 def test_the_metadata_lists_every_non_ok_user_with_rule_pool_expected_and_actual_largest_first(
     warehouse, tmp_path
 ):
-    with duckdb.connect(warehouse.path) as con:  # user 3 stores 40 purchased credits it never bought
+    with duckdb.connect(warehouse.path) as con:  # user 3 stores 40 purchased credits never bought
         con.execute("update raw.users set extra_credits = 40 where id = 3")
     result = materialize(reconciliation_assets, warehouse, tmp_path)
 
@@ -247,7 +247,7 @@ def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehou
             "timestamp '2025-06-01 12:00:00')"
         )
     materialize(reconciliation_assets, warehouse, tmp_path / "day2")
-    materialize(reconciliation_assets, warehouse, tmp_path / "day2-again")  # a re-run changes nothing
+    materialize(reconciliation_assets, warehouse, tmp_path / "day2-again")  # a re-run: no change
 
     with duckdb.connect(warehouse.path, read_only=True) as con:
         rows = con.execute(
@@ -281,7 +281,8 @@ def test_the_summary_says_loudly_when_failing_rules_alert_nobody(warehouse, tmp_
         materialize(reconciliation_assets, warehouse, tmp_path / "again"), RECONCILIATION_KEY
     )
 
-    assert "No alert channel is configured: 4 failing rule(s) alert nobody" in silent["summary"].value
+    loud = "No alert channel is configured: 4 failing rule(s) alert nobody"
+    assert loud in silent["summary"].value
     assert "No alert channel" not in heard["summary"].value
 
 

@@ -234,11 +234,17 @@ def slack_payload(digest: Digest) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": truncate(digest_title(digest), SLACK_HEADER_LIMIT)},
+            "text": {
+                "type": "plain_text",
+                "text": truncate(digest_title(digest), SLACK_HEADER_LIMIT),
+            },
         }
     ]
     for alert in digest.alerts[:SLACK_MAX_ALERT_BLOCKS]:
-        fields = [("Change", CHANGE_LABELS.get(alert.change, alert.change)), ("Severity", alert.severity)]
+        fields = [
+            ("Change", CHANGE_LABELS.get(alert.change, alert.change)),
+            ("Severity", alert.severity),
+        ]
         if alert.kind == KIND_CHECK:
             fields += [
                 ("Rule", f"`{alert.rule}`"),
@@ -255,7 +261,10 @@ def slack_payload(digest: Digest) -> dict[str, Any]:
             links.append(f"<{alert.runbook_url}|What to do>")
         text += "\n" + " · ".join(links)
         blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SLACK_SECTION_LIMIT)}}
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": truncate(text, SLACK_SECTION_LIMIT)},
+            }
         )
         blocks.append(
             {
@@ -296,7 +305,8 @@ def email_body(digest: Digest) -> str:
     for alert in digest.alerts:
         lines += ["-" * 72, *alert_lines(alert), ""]
     if digest.still_failing:
-        lines += ["-" * 72, "Still failing, unchanged (not repeated): " + ", ".join(digest.still_failing)]
+        still = ", ".join(digest.still_failing)
+        lines += ["-" * 72, f"Still failing, unchanged (not repeated): {still}"]
     return "\n".join(lines)
 
 

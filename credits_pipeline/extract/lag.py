@@ -18,6 +18,7 @@ import datetime as dt
 import dagster as dg
 import sqlalchemy as sa
 
+from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.extract.assets import OPEN_KEY, source_errors_as_failure
 from credits_pipeline.names import LEDGER_LAG_CHECK
@@ -54,10 +55,12 @@ def _now() -> dt.datetime:
 
 
 def source_newest_created_at(source: SourceDatabase, now: dt.datetime) -> dt.datetime | None:
-    """The source's newest ledger `created_at` not after now (later ones are `timestamp_order`'s)."""
+    """The source's newest ledger `created_at` up to now (later ones are `timestamp_order`'s)."""
     with source_errors_as_failure(), source.connect() as conn:
         newest = conn.execute(
-            sa.text(f"SELECT max(created_at) FROM {CREDIT_HISTORIES.name} WHERE created_at <= :now"),
+            sa.text(
+                f"SELECT max(created_at) FROM {CREDIT_HISTORIES.name} WHERE created_at <= :now"
+            ),
             {"now": now},
         ).scalar_one()
     if isinstance(newest, str):  # SQLite keeps timestamps as text
@@ -99,7 +102,7 @@ def source_staleness_check(source: SourceDatabase) -> dg.AssetCheckResult:
             "source_newest_created_at": dg.MetadataValue.text(str(newest)),
             "source_age_hours": dg.MetadataValue.float(float(hours if hours is not None else -1)),
             "stale_after_hours": dg.MetadataValue.float(float(limit_hours)),
-            "runbook": dg.MetadataValue.url(runbook_link(STALE_SOURCE_ANCHOR)),
+            cm.RUNBOOK: dg.MetadataValue.url(runbook_link(STALE_SOURCE_ANCHOR)),
         },
     )
 
@@ -111,13 +114,8 @@ def source_staleness_check(source: SourceDatabase) -> dg.AssetCheckResult:
     f"trails by more than {MAX_LAG}.",
 )
 def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    with source_errors_as_failure(), source.connect() as conn:
-        source_newest = conn.execute(
-            sa.text(f"SELECT max(created_at) FROM {CREDIT_HISTORIES.name} WHERE created_at <= :now"), {"now": now}
-        ).scalar_one()
-    if isinstance(source_newest, str):  # SQLite keeps timestamps as text
-        source_newest = dt.datetime.fromisoformat(source_newest)
+    now = _now()
+    source_newest = source_newest_created_at(source, now)
     with warehouse.connect(read_only=True) as con:
         warehouse_newest = con.execute(
             f"""

@@ -323,7 +323,11 @@ def _pools(row: dict) -> tuple[str, str, str]:
             f"{row['recorded_subscription_balance']} + {row['recorded_purchased_balance']}",
         )
     if purchased:
-        return "purchased", str(row["ledger_purchased_balance"]), str(row["recorded_purchased_balance"])
+        return (
+            "purchased",
+            str(row["ledger_purchased_balance"]),
+            str(row["recorded_purchased_balance"]),
+        )
     return (
         "subscription" if subscription else "",
         str(row["ledger_subscription_balance"]),
@@ -413,7 +417,8 @@ def reconciliation_preview(reconciliation: pa.Table, users: list[NonOkUser]) -> 
     rows.sort(key=lambda r: order.index(r["user_id"]))
     columns = list(reconciliation.schema.names)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |" for r in rows]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |")
     body = "\n".join(lines)
     return f"Users with most credits at stake first:\n\n{body}"
 
