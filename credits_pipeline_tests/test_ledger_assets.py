@@ -27,7 +27,11 @@ from credits_pipeline import check_metadata as cm
 from credits_pipeline.alerts import channels as ch
 from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
-from credits_pipeline.ledger.assets import NON_OK_METADATA_KEY, NON_OK_TOTAL_METADATA_KEY
+from credits_pipeline.ledger.assets import (
+    NON_OK_METADATA_KEY,
+    NON_OK_TOTAL_METADATA_KEY,
+    WEEKLY_CHART_METADATA_KEY,
+)
 from credits_pipeline.runbook import RUNBOOK_PATH
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
@@ -283,6 +287,10 @@ def test_the_summary_says_loudly_when_failing_rules_alert_nobody(warehouse, tmp_
 
     loud = "No alert channel is configured: 4 failing rule(s) alert nobody"
     assert loud in silent["summary"].value
+    # short enough for the UI to show inline, the warning included, as is the weekly chart
+    assert len(silent["summary"].value) < report.UI_INLINE_MARKDOWN_LIMIT
+    chart = silent[WEEKLY_CHART_METADATA_KEY].value
+    assert len(chart) < report.UI_INLINE_MARKDOWN_LIMIT and "data:image/svg+xml;base64," in chart
     assert "No alert channel" not in heard["summary"].value
 
 

@@ -31,16 +31,18 @@ from credits_pipeline.runbook import RUN_FAILURE_ANCHOR, runbook_link
 RUN_FAILURE_SENSOR_NAME = "credits_run_failure_sensor"
 RUN_FAILURE_RULE = "run_failure"
 MAX_STEP_MESSAGES = 5
+MAX_STEP_NAMES = 4
 STEP_MESSAGE_CHARS = 500
 
 
 def step_failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """`step: message` for each failed step of a run, the user-facing message first.
+    """`steps: message` per distinct failure of a run, the user-facing message first.
 
     A `dg.Failure` carries its description (the project's one clear message); any other error
-    its message and, when it wraps one, its cause's.
+    its message and, when it wraps one, its cause's. Steps failing for the same reason (every
+    extraction when the source is down) share one line, so the cause is read once.
     """
-    messages: list[str] = []
+    steps_by_message: dict[str, list[str]] = {}
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         event = entry.dagster_event
         data = event.event_specific_data if event else None
@@ -53,9 +55,15 @@ def step_failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str
             while error is not None and not text.strip():
                 text = error.message
                 error = error.cause
-        step = event.step_key if event else "?"
-        messages.append(f"{step}: {' '.join(text.split())[:STEP_MESSAGE_CHARS]}")
-    return messages[:MAX_STEP_MESSAGES]
+        message = " ".join(text.split())[:STEP_MESSAGE_CHARS]
+        steps_by_message.setdefault(message, []).append((event.step_key if event else None) or "?")
+    lines = []
+    for message, steps in steps_by_message.items():
+        shown = ", ".join(steps[:MAX_STEP_NAMES]) + (
+            f" and {len(steps) - MAX_STEP_NAMES} more" if len(steps) > MAX_STEP_NAMES else ""
+        )
+        lines.append(f"{shown}: {message}")
+    return lines[:MAX_STEP_MESSAGES]
 
 
 def run_failure_digest(
@@ -77,7 +85,7 @@ def run_failure_digest(
         check_name=run.job_name,
         severity=SEVERITY_ERROR,
         rule=RUN_FAILURE_RULE,
-        count=len(steps) or None,
+        count=None,
         credits_at_stake=None,
         worst_users=None,
         description=f"Run {run.run_id} of {run.job_name} failed. {description}",

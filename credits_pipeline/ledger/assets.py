@@ -8,7 +8,7 @@ emit materialization metadata plus the 13 rule checks from the same result. The 
 the run's story in the UI (`report.py`): users ok / drifting / broken, credits at stake per rule,
 every non-ok user (the 50 with most credits at stake first, and the total), both column schemas,
 previews sorted by credits at stake, and a chart of weekly anomalies per rule over the last 12
-months, inline in the summary. When rules fail and no alert channel is configured, the summary says
+months (weekly totals inline, per rule behind a click). When rules fail and no alert channel is configured, the summary says
 that nobody will be told.
 The replay resumes from the state the previous run stored (`replay_state.py`); the metadata says
 whether it did (`replay_mode`, `replay_reason`, `replayed_rows`).
@@ -60,7 +60,8 @@ ANOMALIES_DESCRIPTION = (
     "and `detected_at` (the cut-off, so a re-run on unchanged data gives identical rows). Alerts, "
     "dashboards and acceptance checks read it; one `ledger_rule_*` check per rule."
 )
-TREND_METADATA_KEY = f"anomalies_by_week_last_{report.TREND_WEEKS}_weeks"
+WEEKLY_CHART_METADATA_KEY = "anomalies_per_week"
+TREND_METADATA_KEY = f"anomalies_by_rule_last_{report.TREND_WEEKS}_weeks"
 NON_OK_METADATA_KEY = "non_ok_users"
 NON_OK_TOTAL_METADATA_KEY = "non_ok_users_total"
 UPSTREAM_KEYS: tuple[dg.AssetKey, ...] = (
@@ -81,17 +82,17 @@ def no_channel_line(result: ReconciliationResult, channels_configured: bool) -> 
     if not failing or channels_configured:
         return None
     return (
-        f"**No alert channel is configured: {len(failing)} failing rule(s) alert nobody.** Set one "
-        f"of {', '.join(f'`{v}`' for v in ALL_CHANNEL_VARS)} where the code location runs."
+        f"**No alert channel is configured: {len(failing)} failing rule(s) alert nobody** "
+        f"(set `{ALL_CHANNEL_VARS[0]}` or another alert variable)."
     )
 
 
-def summary_markdown(
-    result: ReconciliationResult,
-    trend: report.AnomalyTrend | None = None,
-    channels_configured: bool = True,
-) -> str:
-    """A human summary of a run: users by status, a line per rule, and the weekly chart inline."""
+def summary_markdown(result: ReconciliationResult, channels_configured: bool = True) -> str:
+    """A human summary of a run: users by status and the failing rules, most credits first.
+
+    Short on purpose: the UI shows Markdown under 1,000 characters inline, and the numbers of
+    every rule are metadata entries of their own (`violations/<rule>`, `credits/<rule>`).
+    """
     s = result.status_counts
     at_stake = {
         severity: sum(result.summaries[r.code].credits for r in rc.RULES if r.severity == severity)
@@ -112,16 +113,20 @@ def summary_markdown(
         "| rule | severity | violations | credits at stake |",
         "|---|---|---:|---:|",
     ]
-    for rule in rc.RULES:
+    failing = sorted(
+        (r for r in rc.RULES if not result.summaries[r.code].passed),
+        key=lambda r: (-result.summaries[r.code].credits, rc.RULE_CODES.index(r.code)),
+    )
+    for rule in failing:
         summary = result.summaries[rule.code]
         lines.append(
             f"| `{rule.code}` | {rule.severity} | {summary.count:,} | {summary.credits:,} |"
         )
+    lines += ["", f"{len(rc.RULES) - len(failing)} other rule(s) pass."]
     warning = no_channel_line(result, channels_configured)
-    if warning:
-        lines[1:1] = ["", warning]
-    if trend is not None:
-        lines += ["", report.trend_heading(trend), "", report.trend_image(trend)]
+    if warning:  # under the numbers it is about, above the per-rule table
+        at = lines.index("| rule | severity | violations | credits at stake |")
+        lines[at:at] = [warning, ""]
     return "\n".join(lines)
 
 
@@ -218,7 +223,8 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         if not channels_configured and any(not s.passed for s in result.summaries.values()):
             context.log.warning(no_channel_line(result, channels_configured))
         story = {
-            "summary": dg.MetadataValue.md(summary_markdown(result, trend, channels_configured)),
+            "summary": dg.MetadataValue.md(summary_markdown(result, channels_configured)),
+            WEEKLY_CHART_METADATA_KEY: dg.MetadataValue.md(report.mini_trend_markdown(trend)),
             NON_OK_METADATA_KEY: dg.MetadataValue.md(report.non_ok_markdown(users)),
             NON_OK_TOTAL_METADATA_KEY: dg.MetadataValue.int(len(users)),
             TREND_METADATA_KEY: dg.MetadataValue.md(report.trend_markdown(trend)),

@@ -258,6 +258,43 @@ def trend_svg(trend: AnomalyTrend) -> str:
     return "".join(parts)
 
 
+# The Dagster UI shows a Markdown entry inline only below 1,000 characters (longer ones sit behind
+# "[Show Markdown]"): the inline chart is a compact SVG of weekly totals, the undated bar apart.
+UI_INLINE_MARKDOWN_LIMIT = 1000
+MINI_WIDTH, MINI_HEIGHT, MINI_BAR, MINI_GAP = 460, 64, 8, 16
+
+
+def mini_trend_svg(trend: AnomalyTrend) -> str:
+    """Weekly totals as one filled polyline (oldest left), then the undated count as a grey bar."""
+    totals = [trend.total(i) for i in range(len(trend.weeks))]
+    undated = sum(trend.undated.values())
+    peak = max([*totals, undated]) or 1
+    top, base = 4, MINI_HEIGHT - 4
+    step = (MINI_WIDTH - MINI_BAR - MINI_GAP) / max(len(totals) - 1, 1)
+    points = " ".join(
+        f"{round(i * step)},{round(base - n * (base - top) / peak)}" for i, n in enumerate(totals)
+    )
+    right = round((len(totals) - 1) * step)
+    bar_h = round(undated * (base - top) / peak)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{MINI_WIDTH}" height="{MINI_HEIGHT}">'
+        f'<polygon fill="#d62728" points="0,{base} {points} {right},{base}"/>'
+        f'<rect x="{MINI_WIDTH - MINI_BAR}" y="{base - bar_h}" width="{MINI_BAR}" '
+        f'height="{bar_h}" fill="#7f7f7f"/></svg>'
+    )
+
+
+def mini_trend_markdown(trend: AnomalyTrend) -> str:
+    """The chart the UI shows inline: weekly totals over 12 months, undated apart (grey bar)."""
+    svg = base64.b64encode(mini_trend_svg(trend).encode()).decode()
+    in_window = sum(trend.total(i) for i in range(len(trend.weeks)))
+    return (
+        f"{in_window:,} anomalies by week, {trend.first_day} → {trend.last_day}; grey: "
+        f"{sum(trend.undated.values()):,} undated; {trend.before_window:,} older.\n\n"
+        f"![anomalies per week](data:image/svg+xml;base64,{svg})"
+    )
+
+
 def trend_image(trend: AnomalyTrend) -> str:
     """The chart as a Markdown image (an inline `data:` URL: no file, no server)."""
     svg = base64.b64encode(trend_svg(trend).encode()).decode()
