@@ -159,7 +159,10 @@ def test_the_reconciliation_assets_write_both_relations_and_report_all_13_checks
     assert meta["dagster/row_count"].value == 4
     assert meta["users_broken_chain"].value == 1
     assert meta["violations/chain_break"].value == 1
-    assert "chain_break" in meta["summary"].value
+    assert "Rules: 4 failing" in meta["summary"].value
+    failing_rules = meta["failing_rules"].value.splitlines()
+    assert failing_rules[2].startswith("| `chain_break` | ERROR | 1 | 100 |")  # most credits first
+    assert len(failing_rules) == 2 + 4
 
 
 def test_rerunning_on_unchanged_data_gives_identical_rows(warehouse, tmp_path):

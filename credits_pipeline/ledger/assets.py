@@ -61,6 +61,7 @@ ANOMALIES_DESCRIPTION = (
     "dashboards and acceptance checks read it; one `ledger_rule_*` check per rule."
 )
 WEEKLY_CHART_METADATA_KEY = "anomalies_per_week"
+FAILING_RULES_METADATA_KEY = "failing_rules"
 TREND_METADATA_KEY = f"anomalies_by_rule_last_{report.TREND_WEEKS}_weeks"
 NON_OK_METADATA_KEY = "non_ok_users"
 NON_OK_TOTAL_METADATA_KEY = "non_ok_users_total"
@@ -88,10 +89,10 @@ def no_channel_line(result: ReconciliationResult, channels_configured: bool) -> 
 
 
 def summary_markdown(result: ReconciliationResult, channels_configured: bool = True) -> str:
-    """A human summary of a run: users by status and the failing rules, most credits first.
+    """A human summary of a run: users by status, credits at stake, how many rules fail.
 
-    Short on purpose: the UI shows Markdown under 1,000 characters inline, and the numbers of
-    every rule are metadata entries of their own (`violations/<rule>`, `credits/<rule>`).
+    Short on purpose: the UI shows Markdown under 1,000 characters inline. The failing rules are
+    the next entry (`failing_rules`), every rule's numbers entries of their own.
     """
     s = result.status_counts
     at_stake = {
@@ -109,10 +110,19 @@ def summary_markdown(result: ReconciliationResult, channels_configured: bool = T
         "",
         f"Credits at stake: {at_stake['ERROR']:,} in ERROR (money) rules, "
         f"{at_stake['WARN']:,} in WARN (hygiene) rules.",
-        "",
-        "| rule | severity | violations | credits at stake |",
-        "|---|---|---:|---:|",
     ]
+    failing = sum(1 for summary in result.summaries.values() if not summary.passed)
+    lines += ["", f"Rules: {failing} failing (`{FAILING_RULES_METADATA_KEY}`), "
+              f"{len(rc.RULES) - failing} passing."]
+    warning = no_channel_line(result, channels_configured)
+    if warning:
+        lines += ["", warning]
+    return "\n".join(lines)
+
+
+def failing_rules_markdown(result: ReconciliationResult) -> str:
+    """The failing rules, most credits at stake first (every rule's numbers are metadata too)."""
+    lines = ["| rule | severity | violations | credits at stake |", "|---|---|---:|---:|"]
     failing = sorted(
         (r for r in rc.RULES if not result.summaries[r.code].passed),
         key=lambda r: (-result.summaries[r.code].credits, rc.RULE_CODES.index(r.code)),
@@ -122,11 +132,8 @@ def summary_markdown(result: ReconciliationResult, channels_configured: bool = T
         lines.append(
             f"| `{rule.code}` | {rule.severity} | {summary.count:,} | {summary.credits:,} |"
         )
-    lines += ["", f"{len(rc.RULES) - len(failing)} other rule(s) pass."]
-    warning = no_channel_line(result, channels_configured)
-    if warning:  # under the numbers it is about, above the per-rule table
-        at = lines.index("| rule | severity | violations | credits at stake |")
-        lines[at:at] = [warning, ""]
+    if not failing:
+        return "Every rule passes."
     return "\n".join(lines)
 
 
@@ -224,6 +231,7 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             context.log.warning(no_channel_line(result, channels_configured))
         story = {
             "summary": dg.MetadataValue.md(summary_markdown(result, channels_configured)),
+            FAILING_RULES_METADATA_KEY: dg.MetadataValue.md(failing_rules_markdown(result)),
             WEEKLY_CHART_METADATA_KEY: dg.MetadataValue.md(report.mini_trend_markdown(trend)),
             NON_OK_METADATA_KEY: dg.MetadataValue.md(report.non_ok_markdown(users)),
             NON_OK_TOTAL_METADATA_KEY: dg.MetadataValue.int(len(users)),
