@@ -352,12 +352,12 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
             browser.find_element(page.By.XPATH, row),
         )
     page.wait_for_text(NON_OK_HEADING, "credits at stake", "expected", "actual", rc.CHAIN_BREAK)
-    users_table = "//table[.//th[normalize-space()='pool']][.//th[normalize-space()='expected']]"
-    table = browser.find_element(page.By.XPATH, users_table)
+    # the users table itself (not the metadata table around it): its own header names the pool
+    users_table = "//table[thead/tr/th[normalize-space()='pool']]"
+    rows = browser.find_element(page.By.XPATH, users_table).find_elements(page.By.XPATH, "./tbody/tr")
     stakes = [
-        int(cells[-1].text.replace(",", ""))
-        for cells in (r.find_elements(page.By.TAG_NAME, "td") for r in table.find_elements(page.By.XPATH, ".//tbody/tr"))
-        if cells
+        int(row.find_elements(page.By.XPATH, "./td")[-1].get_attribute("textContent").replace(",", ""))
+        for row in rows
     ]
     assert stakes and stakes == sorted(stakes, reverse=True), stakes  # largest drift first
     page.screenshot("07-reconciliation-non-ok-users")
