@@ -13,10 +13,15 @@ import warnings
 import dagster as dg
 
 from credits_pipeline import settings
-from credits_pipeline.alerts import alert_sensor
+from credits_pipeline.alerts import alert_sensor, run_failure_alert_sensor
 from credits_pipeline.analytics import analytics_assets, usage_risk_checks
 from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets, source_table_specs
-from credits_pipeline.extract.lag import lag_check_job, lag_schedule, ledger_lag_check
+from credits_pipeline.extract.lag import (
+    lag_check_job,
+    lag_schedule,
+    ledger_lag_check,
+    source_staleness_check,
+)
 from credits_pipeline.names import MARTS_PREFIX
 from credits_pipeline.ledger import blocking_from_settings, build_reconciliation_assets
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
@@ -86,10 +91,10 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*source_table_specs, *_with_freshness(computed)],
         resources=build_resources(),
-        asset_checks=[ledger_lag_check, usage_risk_checks],
+        asset_checks=[ledger_lag_check, source_staleness_check, usage_risk_checks],
         jobs=[daily_job, lag_check_job],
         schedules=[daily_schedule, lag_schedule],
-        sensors=[alert_sensor],
+        sensors=[alert_sensor, run_failure_alert_sensor],
         executor=dg.in_process_executor,
     )
 

@@ -190,6 +190,7 @@ def configuration_problems(
         lambda: parse_replay(env.get(REPLAY_VAR)),
         lambda: parse_positive_int(REPLAY_BATCH_ROWS_VAR, env.get(REPLAY_BATCH_ROWS_VAR), "rows"),
         lambda: parse_shrink_fraction(env.get(SHRINK_FRACTION_VAR)),
+        lambda: parse_source_stale_after(env.get(SOURCE_STALE_AFTER_HOURS_VAR)),
     ]
     problems: list[str] = []
     for check in checks:
@@ -390,3 +391,28 @@ def allowed_shrinks() -> frozenset[str]:
     """`CREDITS_ALLOW_SHRINK`: contract tables (comma-separated) allowed to shrink, or `all`."""
     raw = os.environ.get(ALLOW_SHRINK_VAR) or ""
     return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+# --- Operating it every morning (issue 11): source staleness ---
+SOURCE_STALE_AFTER_HOURS_VAR = "CREDITS_SOURCE_STALE_AFTER_HOURS"
+DEFAULT_SOURCE_STALE_AFTER_HOURS = 48.0
+
+
+def source_stale_after() -> dt.timedelta:
+    """`CREDITS_SOURCE_STALE_AFTER_HOURS` (default 48): how old the source's newest ledger row may be
+    before the source counts as stale (the application stopped writing, or a replica stopped)."""
+    return parse_source_stale_after(os.environ.get(SOURCE_STALE_AFTER_HOURS_VAR))
+
+
+def parse_source_stale_after(raw: str | None) -> dt.timedelta:
+    """`CREDITS_SOURCE_STALE_AFTER_HOURS`: a positive number of hours (default 48)."""
+    raw = (raw or "").strip()
+    if not raw:
+        return dt.timedelta(hours=DEFAULT_SOURCE_STALE_AFTER_HOURS)
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise _problem(SOURCE_STALE_AFTER_HOURS_VAR, raw, "a positive number of hours")
+    return dt.timedelta(hours=hours)

@@ -1,14 +1,17 @@
-"""The alert sensor, end to end, against a real Dagster instance, SMTP server and HTTP receiver.
+"""The alert sensors, end to end, against a real Dagster instance, SMTP server and HTTP receiver.
 
 Failed non-blocking checks leave the run green, so the only proof that alerting works is to run a
 real materialization into a real instance, evaluate the sensor on that instance's event log and see
-what really arrives at a real SMTP server (aiosmtpd) and a real HTTP endpoint (Slack and JSON
-webhook share one local receiver). Nothing is patched or mocked: channels are configured through
-their environment variables, and "a channel is down" means a port nobody listens on.
+what really arrives at a real SMTP server (aiosmtpd) and a real HTTP endpoint (Slack, the JSON
+webhook and PagerDuty share one local receiver). The failing checks are the REAL ledger checks:
+a multi-asset that reconciles a small hand-built ledger with `reconcile()` and yields the real
+`check_results`, so a metadata key renamed on either side fails here. Nothing is patched or
+mocked: channels are configured through their environment variables, and "a channel is down" or
+"the source is unreachable" means a port nobody listens on.
 """
 
-from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import threading
@@ -18,30 +21,99 @@ from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
+import duckdb
 import pytest
 from aiosmtpd.controller import Controller
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 from dagster._core.definitions.instigation_logger import get_instigation_log_records
 
-from credits_pipeline.alerts import ALERT_SENSOR_NAME, alert_sensor, channels_from_env
+from credits_pipeline import check_metadata as cm
+from credits_pipeline.alerts import (
+    ALERT_SENSOR_NAME,
+    RUN_FAILURE_SENSOR_NAME,
+    alert_sensor,
+    channels_from_env,
+    run_failure_alert_sensor,
+)
 from credits_pipeline.alerts import channels as ch
-from credits_pipeline.alerts.sensor import AlertCursor
+from credits_pipeline.alerts.messages import CHANGE_NEW, CHANGE_RESOLVED, CHANGE_WORSE
+from credits_pipeline.alerts.sensor import (
+    NO_CHANNEL_WARNING,
+    AlertCursor,
+    CheckState,
+    state_change,
+)
+from credits_pipeline.ledger import rules_catalog as rc
+from credits_pipeline.ledger.checks import (
+    ANOMALIES_KEY,
+    RECONCILIATION_KEY,
+    check_results,
+    reconciliation_check_specs,
+)
+from credits_pipeline.ledger.fixtures import ledger_row, load_inputs
+from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.runbook import RUNBOOK_PATH
 from credits_pipeline.settings import UI_BASE_URL_VAR
+from credits_pipeline_tests.harness import run_extraction
 
 LOCALHOST = "127.0.0.1"
 UI_BASE = "http://dagster.test:3000"
 SLACK_PATH = "/services/T000/B000/very-secret-token"
 WEBHOOK_PATH = "/hooks/credits-alerts"
+PAGERDUTY_PATH = "/v2/enqueue"
+PAGERDUTY_KEY = "R0UT1NGKEYSECRET"
 EMAIL_FROM = "credits@pipeline.test"
 EMAIL_TO = "oncall@pipeline.test"
 REPOSITORY_NAME = "__repository__"
 
-FAILING_CHECK = "no_chain_breaks"
-PASSING_CHECK = "no_orphan_users"
-RULE = "chain_break"
-COUNT = 3
-CREDITS = 1250.5
-WORST = "| user_id | credits |\n|---|---|\n| 42 | 1000 |\n| 7 | 250.5 |"
+CUTOFF = dt.datetime(2025, 6, 1)
+CHAIN_CHECK = rc.CHECK_CHAIN_BREAK
+DRIFT_CHECK = rc.CHECK_BALANCE_DRIFT
+RECONCILIATION = RECONCILIATION_KEY.to_user_string()
+
+# User 1 gets a 500-credit trial and spends 15; the spend's previous_amount should be 500.
+# "broken": it says 400 (a 100-credit chain break, and a 100-credit drift against the stored 485);
+# "worse": it says 300 (200 credits); "clean": it says 500.
+PREVIOUS_AMOUNT = {"broken": 400, "worse": 300, "clean": 500}
+
+
+class LedgerConfig(dg.Config):
+    ledger: str = "broken"
+
+
+@dg.multi_asset(
+    name="ledger_reconciliation",
+    specs=[dg.AssetSpec(RECONCILIATION_KEY), dg.AssetSpec(ANOMALIES_KEY)],
+    check_specs=reconciliation_check_specs(),
+)
+def reconciliation_of_a_small_ledger(config: LedgerConfig):
+    """The real reconciliation and its real check results, over a two-row ledger."""
+    con = duckdb.connect()
+    try:
+        load_inputs(
+            con,
+            rows=[
+                ledger_row(1, 1, "subscribe_to_trial", 500, 0),
+                ledger_row(2, 1, "idea_discovered", 15, PREVIOUS_AMOUNT[config.ledger]),
+            ],
+            users=[(1, 485, 0)],
+        )
+        result = reconcile(con, CUTOFF)
+    finally:
+        con.close()
+    yield dg.MaterializeResult(asset_key=RECONCILIATION_KEY)
+    yield dg.MaterializeResult(asset_key=ANOMALIES_KEY)
+    yield from check_results(result)
+
+
+@dg.asset(key=["marts", "other_mart"])
+def other_mart() -> int:
+    return 1
+
+
+@dg.asset_check(asset=other_mart, name="bare_check")
+def bare_failing_check(other_mart: int) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False)
 
 
 def free_port() -> int:
@@ -122,9 +194,13 @@ def mailbox() -> Iterator[MailSink]:
 
 
 def configure_channels(monkeypatch, http_port: int, smtp_port: int) -> None:
-    """Enable all three channels the way production does: through environment variables."""
+    """Enable all four channels the way production does: through environment variables."""
     monkeypatch.setenv(ch.SLACK_WEBHOOK_URL_VAR, f"http://{LOCALHOST}:{http_port}{SLACK_PATH}")
     monkeypatch.setenv(ch.ALERT_WEBHOOK_URL_VAR, f"http://{LOCALHOST}:{http_port}{WEBHOOK_PATH}")
+    monkeypatch.setenv(ch.PAGERDUTY_ROUTING_KEY_VAR, PAGERDUTY_KEY)
+    monkeypatch.setenv(
+        ch.PAGERDUTY_EVENTS_URL_VAR, f"http://{LOCALHOST}:{http_port}{PAGERDUTY_PATH}"
+    )
     monkeypatch.setenv(ch.SMTP_HOST_VAR, LOCALHOST)
     monkeypatch.setenv(ch.SMTP_PORT_VAR, str(smtp_port))
     monkeypatch.setenv(ch.SMTP_STARTTLS_VAR, "false")
@@ -135,40 +211,16 @@ def configure_channels(monkeypatch, http_port: int, smtp_port: int) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@dg.asset(key=["marts", "ledger_anomalies"])
-def ledger_anomalies() -> int:
-    return COUNT
-
-
-@dg.asset_check(asset=ledger_anomalies, name=FAILING_CHECK, blocking=False)
-def failing_check(ledger_anomalies: int) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="Rows whose previous_amount differs from the replay.",
-        metadata={
-            "count": COUNT,
-            "credits": CREDITS,
-            "worst": dg.MetadataValue.md(WORST),
-            "rule": RULE,
-        },
-    )
-
-
-@dg.asset_check(asset=ledger_anomalies, name=PASSING_CHECK)
-def passing_check(ledger_anomalies: int) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=True, metadata={"count": 0, "rule": "orphan_user"})
-
-
-@dg.asset_check(asset=ledger_anomalies, name="bare_check")
-def bare_failing_check(ledger_anomalies: int) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=False)
+def no_channels(monkeypatch) -> None:
+    for name in (*ch.ALL_CHANNEL_VARS, ch.PAGERDUTY_EVENTS_URL_VAR):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(UI_BASE_URL_VAR, UI_BASE)
 
 
 DEFINITIONS = dg.Definitions(
-    assets=[ledger_anomalies],
-    asset_checks=[failing_check, passing_check, bare_failing_check],
-    sensors=[alert_sensor],
+    assets=[reconciliation_of_a_small_ledger, other_mart],
+    asset_checks=[bare_failing_check],
+    sensors=[alert_sensor, run_failure_alert_sensor],
 )
 
 
@@ -194,8 +246,15 @@ def instance(request, tmp_path) -> Iterator[dg.DagsterInstance]:
         yield test_instance
 
 
-def materialize(instance: dg.DagsterInstance, *checks) -> str:
-    result = dg.materialize([ledger_anomalies, *checks], instance=instance)
+def reconcile_ledger(instance: dg.DagsterInstance, ledger: str) -> str:
+    """Materialize the reconciliation of the `ledger` variant; return the run id."""
+    result = dg.materialize(
+        [reconciliation_of_a_small_ledger],
+        instance=instance,
+        run_config=dg.RunConfig(
+            ops={reconciliation_of_a_small_ledger.op.name: LedgerConfig(ledger=ledger)}
+        ),
+    )
     # The pitfall the sensor exists for: a failed non-blocking check leaves the run successful.
     assert result.success
     return result.run_id
@@ -217,94 +276,133 @@ def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[str, str, li
     return data.cursor, data.skip_message or "", logs
 
 
-def test_a_failed_check_reaches_every_channel_with_rule_counts_credits_worst_users_and_run_link(
+def alerts_by_check(payload: dict) -> dict[str, dict]:
+    return {alert["check_name"]: alert for alert in payload["alerts"]}
+
+
+def test_a_failing_ledger_rule_reaches_every_channel_with_counts_credits_worst_users_and_run_link(
     instance, receiver, mailbox, monkeypatch
 ):
     configure_channels(monkeypatch, receiver.port, mailbox.port)
-    run_id = materialize(instance, failing_check, passing_check)
+    run_id = reconcile_ledger(instance, "broken")
 
     cursor, message, _ = tick(instance, None)
 
     run_link = f"{UI_BASE}/runs/{run_id}"
-    [payload] = receiver.bodies(WEBHOOK_PATH)
-    assert payload["alert_id"] == f"{run_id}:marts/ledger_anomalies:{FAILING_CHECK}"
-    assert payload["asset_key"] == "marts/ledger_anomalies"
-    assert payload["check_name"] == FAILING_CHECK
-    assert payload["severity"] == "ERROR"
-    assert payload["rule"] == RULE
-    assert payload["count"] == COUNT
-    assert payload["credits_at_stake"] == CREDITS
-    assert payload["worst_users"] == WORST
+    [payload] = receiver.bodies(WEBHOOK_PATH)  # ONE digest for the run, not one per check
     assert payload["run_url"] == run_link
+    alerts = alerts_by_check(payload)
+    assert set(alerts) == {CHAIN_CHECK, DRIFT_CHECK}
+    chain = alerts[CHAIN_CHECK]
+    assert chain["asset_key"] == RECONCILIATION
+    assert chain["change"] == CHANGE_NEW
+    assert chain["severity"] == "ERROR"
+    assert chain["rule"] == rc.CHAIN_BREAK
+    assert chain["count"] == 1
+    assert chain["credits_at_stake"] == 100
+    # the worst users with expected (the replay's 500) and actual (the row's 400)
+    assert "| 1 | 2 | credit_history | 2 | 500 | 400 | 100 |" in chain["worst_users"]
+    assert chain["run_url"] == run_link
+    assert chain["runbook_url"] == f"{RUNBOOK_PATH}#{rc.CHAIN_BREAK}"
+    assert chain["summary"] == "Rule chain_break: 1 violation(s), 100 credits at stake."
+    assert alerts[DRIFT_CHECK]["credits_at_stake"] == 100
 
     [slack] = receiver.bodies(SLACK_PATH)
     slack_text = json.dumps(slack)
-    for expected in (FAILING_CHECK, RULE, "1,250.50", "| 42 | 1000 |", run_link):
+    for expected in (CHAIN_CHECK, DRIFT_CHECK, "100 credits at stake", "| 500 | 400 |", run_link):
         assert expected in slack_text
+    assert "n/a" not in slack_text
     assert slack["text"] and slack["blocks"][0]["type"] == "header"
 
     [mail] = mailbox.messages
     assert mail["To"] == EMAIL_TO and mail["From"] == EMAIL_FROM
-    assert FAILING_CHECK in mail["Subject"]
+    assert "2 new" in mail["Subject"]
     body = mail.get_payload(decode=True).decode()
-    for expected in (RULE, f"Violations:       {COUNT}", "1,250.50", "| 7 | 250.5 |", run_link):
+    for expected in (
+        f"Rule:             {rc.CHAIN_BREAK}",
+        "Severity:         ERROR",
+        "Violations:       1",
+        "Credits at stake: 100",
+        "| 2 | 500 | 400 |",
+        run_link,
+        f"{RUNBOOK_PATH}#{rc.CHAIN_BREAK}",
+    ):
         assert expected in body
+    assert "n/a" not in body
 
-    assert "1 new alert(s); 3 delivery(ies) made" in message
+    triggers = receiver.bodies(PAGERDUTY_PATH)
+    assert [t["event_action"] for t in triggers] == ["trigger", "trigger"]
+    assert {t["routing_key"] for t in triggers} == {PAGERDUTY_KEY}
+    chain_event = next(t for t in triggers if t["payload"]["class"] == rc.CHAIN_BREAK)
+    assert chain_event["payload"]["severity"] == "error"
+    assert chain_event["payload"]["custom_details"]["violations"] == 1
+    assert chain_event["payload"]["custom_details"]["credits_at_stake"] == 100
+    assert {"href": run_link, "text": "Open in Dagster"} in chain_event["links"]
+
+    assert "2 alert(s) in 1 digest(s); 4 delivery(ies) made" in message
     assert AlertCursor.from_json(cursor).pending == []
 
 
-def test_nothing_is_sent_when_every_check_passes(instance, receiver, mailbox, monkeypatch):
-    configure_channels(monkeypatch, receiver.port, mailbox.port)
-    materialize(instance, passing_check)
-
-    cursor, message, _ = tick(instance, None)
-
-    assert receiver.posts == [] and mailbox.messages == []
-    assert message.startswith("0 new alert(s)")
-    assert AlertCursor.from_json(cursor).positions  # the event-log position still moved
-
-
-def test_the_next_tick_does_not_repeat_an_alert_but_a_new_run_alerts_again(
+def test_alerts_follow_state_new_then_silent_while_unchanged_then_worse_then_resolved(
     instance, receiver, mailbox, monkeypatch
 ):
     configure_channels(monkeypatch, receiver.port, mailbox.port)
-    first_run = materialize(instance, failing_check, passing_check)
-    cursor, _, _ = tick(instance, None)
-    cursor, message, _ = tick(instance, cursor)
+    cursor = None
+    changes_per_run = []
+    for ledger in ("broken", "broken", "worse", "clean"):
+        reconcile_ledger(instance, ledger)
+        before = len(receiver.bodies(WEBHOOK_PATH))
+        cursor, _, _ = tick(instance, cursor)
+        new_digests = receiver.bodies(WEBHOOK_PATH)[before:]
+        assert len(new_digests) <= 1
+        changes_per_run.append(
+            {a["check_name"]: a["change"] for d in new_digests for a in d["alerts"]}
+        )
 
-    assert len(receiver.bodies(WEBHOOK_PATH)) == 1 and len(mailbox.messages) == 1
-    assert message.startswith("0 new alert(s)")
+    assert changes_per_run == [
+        {CHAIN_CHECK: CHANGE_NEW, DRIFT_CHECK: CHANGE_NEW},
+        {},  # the same problems again: nothing is repeated
+        {CHAIN_CHECK: CHANGE_WORSE, DRIFT_CHECK: CHANGE_WORSE},
+        {CHAIN_CHECK: CHANGE_RESOLVED, DRIFT_CHECK: CHANGE_RESOLVED},
+    ]
+    worse = alerts_by_check(receiver.bodies(WEBHOOK_PATH)[1])[CHAIN_CHECK]
+    assert (worse["count"], worse["credits_at_stake"]) == (1, 200)
+    assert (worse["previous_count"], worse["previous_credits_at_stake"]) == (1, 100)
+    assert len(mailbox.messages) == 3 and len(receiver.bodies(SLACK_PATH)) == 3
 
-    second_run = materialize(instance, failing_check, passing_check)
-    tick(instance, cursor)
-
-    alert_ids = [body["alert_id"] for body in receiver.bodies(WEBHOOK_PATH)]
-    assert [alert_id.split(":")[0] for alert_id in alert_ids] == [first_run, second_run]
-    assert len(receiver.bodies(SLACK_PATH)) == 2 and len(mailbox.messages) == 2
+    # PagerDuty: one incident per rule, triggered, updated, then resolved with the same key
+    chain_events = [
+        e for e in receiver.bodies(PAGERDUTY_PATH) if e["dedup_key"].endswith(CHAIN_CHECK)
+    ]
+    assert [e["event_action"] for e in chain_events] == ["trigger", "trigger", "resolve"]
+    assert len({e["dedup_key"] for e in chain_events}) == 1
+    assert chain_events[0]["dedup_key"] == f"credits_pipeline:{RECONCILIATION}:{CHAIN_CHECK}"
+    assert set(chain_events[2]) == {"routing_key", "event_action", "dedup_key"}
 
 
 def test_a_channel_that_is_down_is_retried_on_the_next_tick_and_its_failure_is_in_the_sensor_log(
     instance, mailbox, monkeypatch
 ):
-    http_port = free_port()  # nobody listens here yet: both webhooks are down
+    http_port = free_port()  # nobody listens here yet: the webhooks and PagerDuty are down
     configure_channels(monkeypatch, http_port, mailbox.port)
-    run_id = materialize(instance, failing_check, passing_check)
+    run_id = reconcile_ledger(instance, "broken")
 
     cursor, message, logs = tick(instance, None)
 
     assert len(mailbox.messages) == 1  # email is up and is not held back by the others
     pending = AlertCursor.from_json(cursor).pending
-    assert sorted(item.channel for item in pending) == [ch.SLACK_CHANNEL, ch.WEBHOOK_CHANNEL]
+    assert sorted(item.channel for item in pending) == [
+        ch.PAGERDUTY_CHANNEL, ch.SLACK_CHANNEL, ch.WEBHOOK_CHANNEL
+    ]
     assert "channel(s) failing" in message
     failures = [line for line in logs if "failed" in line and "retried on the next tick" in line]
     slack_failure = f"Alert channel {ch.SLACK_CHANNEL} (http://{LOCALHOST}:{http_port})"
     assert any(slack_failure in line for line in failures)
     assert any(ch.WEBHOOK_CHANNEL in line for line in failures)
-    assert not any("very-secret-token" in line for line in logs)  # the webhook secret stays out
+    assert not any("very-secret-token" in line or PAGERDUTY_KEY in line for line in logs)
 
     cursor, _, _ = tick(instance, cursor)  # still down: still queued, nothing lost
-    assert len(AlertCursor.from_json(cursor).pending) == 2
+    assert len(AlertCursor.from_json(cursor).pending) == 3
 
     receiver = JsonReceiver(http_port)
     receiver.start()
@@ -317,48 +415,120 @@ def test_a_channel_that_is_down_is_retried_on_the_next_tick_and_its_failure_is_i
     run_urls = [body["run_url"] for body in receiver.bodies(WEBHOOK_PATH)]
     assert run_urls == [f"{UI_BASE}/runs/{run_id}"]
     assert len(receiver.bodies(SLACK_PATH)) == 1
+    assert len(receiver.bodies(PAGERDUTY_PATH)) == 2
     assert len(mailbox.messages) == 1  # the channel that worked was not sent again
     assert AlertCursor.from_json(cursor).pending == []
-    assert "2 delivery(ies) made" in message
+    assert "3 delivery(ies) made" in message
 
 
 def test_a_failing_check_without_metadata_still_alerts_with_its_name_as_the_rule(
     instance, receiver, mailbox, monkeypatch
 ):
     configure_channels(monkeypatch, receiver.port, mailbox.port)
-    materialize(instance, bare_failing_check, passing_check)
+    assert dg.materialize([other_mart, bare_failing_check], instance=instance).success
 
     tick(instance, None)
 
     [payload] = receiver.bodies(WEBHOOK_PATH)
-    assert payload["check_name"] == payload["rule"] == "bare_check"
-    assert payload["count"] is None and payload["credits_at_stake"] is None
+    [alert] = payload["alerts"]
+    assert alert["check_name"] == alert["rule"] == "bare_check"
+    assert alert["count"] is None and alert["credits_at_stake"] is None
     assert "n/a" in mailbox.messages[0].get_payload(decode=True).decode()
 
 
-def test_an_asset_turning_stale_alerts_once_and_a_recovery_does_not(
+def test_an_asset_turning_stale_alerts_and_its_recovery_resolves(
     instance, receiver, mailbox, monkeypatch
 ):
     configure_channels(monkeypatch, receiver.port, mailbox.port)
-    key = dg.AssetKey(["marts", "user_balance_reconciliation"])
     stale_then_fresh = (
         (FreshnessState.PASS, FreshnessState.FAIL),
         (FreshnessState.FAIL, FreshnessState.PASS),
     )
+    cursor = None
     for previous, new in stale_then_fresh:
         change = FreshnessStateChange(
-            key=key, previous_state=previous, new_state=new, state_change_timestamp=time.time()
+            key=RECONCILIATION_KEY, previous_state=previous, new_state=new,
+            state_change_timestamp=time.time(),
         )
         instance.report_runless_asset_event(change)
+        cursor, _, _ = tick(instance, cursor)
 
-    cursor, _, _ = tick(instance, None)
-    tick(instance, cursor)
+    stale, fresh = (body["alerts"] for body in receiver.bodies(WEBHOOK_PATH))
+    assert [(a["kind"], a["change"], a["severity"]) for a in stale] == [
+        ("freshness", CHANGE_NEW, "ERROR")
+    ]
+    assert stale[0]["asset_key"] == RECONCILIATION and stale[0]["run_url"] is None
+    assert stale[0]["asset_url"] == f"{UI_BASE}/assets/{RECONCILIATION}"
+    assert [a["change"] for a in fresh] == [CHANGE_RESOLVED]
+    assert [e["event_action"] for e in receiver.bodies(PAGERDUTY_PATH)] == ["trigger", "resolve"]
 
+
+def test_with_no_channel_configured_the_tick_says_loudly_that_alerts_reach_nobody(
+    instance, monkeypatch
+):
+    no_channels(monkeypatch)
+    reconcile_ledger(instance, "broken")
+
+    _, message, logs = tick(instance, None)
+
+    assert message.startswith(f"{NO_CHANNEL_WARNING}: 2 alert(s) in 1 digest(s) reached nobody")
+    assert ch.PAGERDUTY_ROUTING_KEY_VAR in message
+    assert any(NO_CHANNEL_WARNING in line for line in logs)
+
+
+def test_a_run_that_cannot_reach_its_source_alerts_every_channel(
+    tmp_path, receiver, mailbox, monkeypatch
+):
+    configure_channels(monkeypatch, receiver.port, mailbox.port)
+    unreachable = f"mysql+pymysql://root@{LOCALHOST}:{free_port()}/syllaby_v2"
+    with dg.instance_for_test() as instance:
+        result = run_extraction(instance, unreachable, str(tmp_path / "warehouse.duckdb"))
+        assert not result.success
+        context = dg.build_run_status_sensor_context(
+            sensor_name=RUN_FAILURE_SENSOR_NAME,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(),
+        )
+        run_failure_alert_sensor(context)
+
+    run_link = f"{UI_BASE}/runs/{result.run_id}"
     [payload] = receiver.bodies(WEBHOOK_PATH)
-    assert payload["kind"] == "freshness" and payload["severity"] == "ERROR"
-    assert payload["asset_key"] == "marts/user_balance_reconciliation"
-    assert payload["run_url"] is None
-    assert payload["asset_url"] == f"{UI_BASE}/assets/marts/user_balance_reconciliation"
+    [alert] = payload["alerts"]
+    assert (alert["kind"], alert["change"], alert["severity"]) == ("run_failure", "failed", "ERROR")
+    assert alert["run_url"] == run_link
+    assert result.dagster_run.job_name in alert["description"]
+    assert "cannot connect to the source database" in alert["description"]
+    assert alert["description"].count("cannot connect") == 1  # one cause, said once
+    assert "more:" in alert["description"]  # ... for the steps that share it
+    assert "root@" not in json.dumps(payload)  # the source URL's user stays out
+    [event] = receiver.bodies(PAGERDUTY_PATH)
+    assert event["event_action"] == "trigger" and event["payload"]["severity"] == "critical"
+    assert len(receiver.bodies(SLACK_PATH)) == 1
+    [mail] = mailbox.messages
+    assert "failed" in mail["Subject"] and run_link in mail.get_payload(decode=True).decode()
+
+
+def test_a_check_state_changes_only_when_it_starts_failing_gets_worse_or_passes_again():
+    failing = CheckState(failing=True, severity="WARN", count=2, credits=50)
+    assert state_change(None, failing) == CHANGE_NEW
+    assert state_change(CheckState(failing=False), failing) == CHANGE_NEW
+    assert state_change(failing, failing) is None
+    assert state_change(failing, CheckState(True, "WARN", 1, 40)) is None  # better: no alert
+    assert state_change(failing, CheckState(True, "WARN", 3, 50)) == CHANGE_WORSE
+    assert state_change(failing, CheckState(True, "WARN", 2, 51)) == CHANGE_WORSE
+    assert state_change(failing, CheckState(True, "ERROR", 2, 50)) == CHANGE_WORSE
+    assert state_change(failing, CheckState(failing=False)) == CHANGE_RESOLVED
+    assert state_change(None, CheckState(failing=False)) is None
+
+
+def test_the_ledger_checks_and_the_sensor_share_one_set_of_metadata_keys():
+    con = duckdb.connect()
+    load_inputs(con, rows=[ledger_row(1, 1, "subscribe_to_trial", 500, 0),
+                           ledger_row(2, 1, "idea_discovered", 15, 400)], users=[(1, 485, 0)])
+    chain = next(r for r in check_results(reconcile(con, CUTOFF)) if r.check_name == CHAIN_CHECK)
+    for key in (cm.RULE, cm.VIOLATIONS, cm.CREDITS_AT_STAKE, cm.WORST_USERS, cm.RUNBOOK):
+        assert key in chain.metadata
 
 
 def test_only_the_channels_whose_variables_are_set_are_enabled():
@@ -377,11 +547,17 @@ def test_only_the_channels_whose_variables_are_set_are_enabled():
     )
     assert (email.port, email.starttls, email.recipients) == (587, True, ["a@x.test", "b@x.test"])
     assert "u" not in email.target and email.target == "smtp://smtp.test:587"
+    # PagerDuty: the routing key switches it on; the endpoint defaults to the public Events API v2
+    [pagerduty] = channels_from_env({ch.PAGERDUTY_ROUTING_KEY_VAR: PAGERDUTY_KEY})
+    assert pagerduty.name == ch.PAGERDUTY_CHANNEL
+    assert pagerduty.target == "https://events.pagerduty.com"
+    assert PAGERDUTY_KEY not in repr(pagerduty)
 
 
-def test_the_sensor_is_on_by_default_and_ticks_at_most_once_a_minute():
-    assert alert_sensor.name == ALERT_SENSOR_NAME
-    assert alert_sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert alert_sensor.minimum_interval_seconds == 60
+def test_the_sensors_are_on_by_default_and_tick_at_most_once_a_minute():
+    for sensor, name in ((alert_sensor, ALERT_SENSOR_NAME),
+                         (run_failure_alert_sensor, RUN_FAILURE_SENSOR_NAME)):
+        assert sensor.name == name
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        assert sensor.minimum_interval_seconds == 60
     dg.Definitions.validate_loadable(DEFINITIONS)
-

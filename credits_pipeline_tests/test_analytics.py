@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from credits_pipeline import check_metadata as cm
+from credits_pipeline.alerts.sensor import observe_check_event
 from credits_pipeline.analytics import churn, signals
 from credits_pipeline.analytics.assets import needs_retraining
 
@@ -230,10 +232,35 @@ def test_each_signal_gets_a_warn_check_with_the_count_and_worst_users_the_alerts
     assert set(results) == {f"usage_risk_{s}" for s in signals.SIGNALS}
     refund = results["usage_risk_refund_ratio"]
     assert not refund.passed and refund.severity == dg.AssetCheckSeverity.WARN
-    assert refund.metadata["count"].value == 2 and refund.metadata["credits"].value == 1200
-    assert refund.metadata["worst_users"].value == "9, 7"  # highest score first
+    assert refund.metadata[cm.VIOLATIONS].value == 2
+    assert refund.metadata[cm.CREDITS_AT_STAKE].value == 1200
+    assert refund.metadata[cm.WORST_USER_IDS].value == "9, 7"  # highest score first
     assert refund.metadata["high_score_users"].value == 1
-    assert (
-        refund.metadata["rule"] == "refund_ratio" or refund.metadata["rule"].value == "refund_ratio"
+    assert refund.metadata[cm.RULE].value == "refund_ratio"
+    # what the alert sensor makes of it: the same numbers, not "n/a"
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=signals.USAGE_RISK_SIGNALS_KEY,
+        check_name=refund.check_name,
+        passed=refund.passed,
+        metadata=refund.metadata,
+        severity=refund.severity,
+        description=refund.description,
     )
+    entry = dg.EventLogEntry(
+        error_info=None,
+        level="INFO",
+        user_message="",
+        run_id="r1",
+        timestamp=1_700_000_000.0,
+        dagster_event=dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION.value,
+            job_name="credits_daily",
+            event_specific_data=evaluation,
+        ),
+    )
+    observed = observe_check_event(1, entry, "http://ui.test")
+    assert observed is not None and observed.state.failing
+    alert = observed.alert
+    assert (alert.rule, alert.count, alert.credits_at_stake) == ("refund_ratio", 2, 1200)
+    assert alert.severity == "WARN" and "| 9 |" in (alert.worst_users or "")
     assert results["usage_risk_spend_velocity_spike"].passed

@@ -3,7 +3,8 @@
 The other tests prove what the pipeline computes; this one proves that a person can *see* it: after
 a full materialization of the `--anomalies` demo, the webserver shows the asset graph in the order
 the data flows, the lineage from the raw ledger down to the reconciliation, the reconciliation's
-story (summary, daily anomaly chart) and its failing ledger-rule checks. It walks those pages the
+story (summary and the weekly anomaly chart inline, the non-ok users with most credits at stake,
+the chart per rule) and its failing ledger-rule checks. It walks those pages the
 way a person would — asset page, lineage, click through to the reconciliation, its checks — waits
 on text rather than time, and leaves a screenshot of each page in `docs/screenshots/` for the
 README. Debian's Chromium and chromedriver are used as installed (`.ci/install-browser`); Selenium
@@ -29,7 +30,12 @@ import pytest
 from credits_pipeline import settings
 from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
-from credits_pipeline.ledger.assets import TREND_METADATA_KEY
+from credits_pipeline.ledger.assets import (
+    FAILING_RULES_METADATA_KEY,
+    NON_OK_METADATA_KEY,
+    TREND_METADATA_KEY,
+    WEEKLY_CHART_METADATA_KEY,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -64,7 +70,8 @@ LEDGER_PATH = "raw/credit_histories"
 RECONCILIATION_PATH = f"{rc.MARTS_SCHEMA}/{rc.RECONCILIATION_TABLE}"
 # The reconciliation relation's checks; the --anomalies demo breaks chains and drifts balances.
 FAILING_RECONCILIATION_CHECKS = (rc.CHECK_CHAIN_BREAK, rc.CHECK_BALANCE_DRIFT)
-TREND_HEADING = f"Anomalies per day, last {report.TREND_WINDOW_DAYS} days"
+TREND_HEADING = f"Anomalies per week, last {report.TREND_WEEKS} weeks"
+NON_OK_HEADING = "user(s) not ok"
 # The UI's "join the community" prompt (shown on 127.0.0.1) is dismissed through its own flag.
 COMMUNITY_PROMPT_STORAGE_KEY = "communityNux"
 
@@ -216,7 +223,13 @@ class Page:
             body = driver.find_element(self.By.TAG_NAME, "body").text
             return all(t in body for t in texts)
 
-        self.wait.until(all_present, f"{texts} not on {self.driver.current_url}")
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            self.wait.until(all_present, f"{texts} not on {self.driver.current_url}")
+        except TimeoutException:
+            missing = [t for t in texts if t not in self.body_text()]
+            pytest.fail(f"{missing} not on {self.driver.current_url}:\n{self.body_text()[:3000]}")
 
     def wait_for_nodes(self, *names: str) -> None:
         """Graph nodes by name; a zoomed-out graph shortens long names to "<head>…<tail>"."""
@@ -290,15 +303,30 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
         "clicking the reconciliation node did not open its asset page",
     )
     page.click(_asset_tab("Events"))  # the latest materialization, its metadata at full width
-    page.wait_for_text("Users:", "drifting", "broken chain", "Credits at stake", TREND_METADATA_KEY)
+    page.wait_for_text(
+        "Users:", "drifting", "broken chain", "Credits at stake", FAILING_RULES_METADATA_KEY,
+        rc.CHAIN_BREAK, WEEKLY_CHART_METADATA_KEY, "undated", NON_OK_METADATA_KEY,
+        TREND_METADATA_KEY,
+    )
     summary = browser.find_element(page.By.XPATH, "//tr[.//*[normalize-space()='summary']]")
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", summary)
+    # the weekly chart is inline, next to the summary: no click needed
+    weekly = f"//tr[.//*[normalize-space()='{WEEKLY_CHART_METADATA_KEY}']]"
+    page.wait.until(
+        lambda d: any(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+            for img in d.find_elements(
+                page.By.XPATH, f"{weekly}//img[starts-with(@src, 'data:image/svg+xml')]"
+            )
+        ),
+        "the weekly anomaly chart is not shown inline",
+    )
     page.screenshot("04-reconciliation-summary")
 
-    # 5. the daily anomalies per rule over the last 90 days: a chart the UI renders
+    # 5. the weekly anomalies per rule over the last 12 months, undated apart: a chart the UI renders
     row = f"//tr[.//*[normalize-space()='{TREND_METADATA_KEY}']]"
     page.click(f"{row}//a[normalize-space()='[Show Markdown]']")
-    page.wait_for_text(TREND_HEADING)
+    page.wait_for_text(TREND_HEADING, "undated")
     chart = page.wait.until(
         lambda d: next(
             (img for img in d.find_elements(page.By.XPATH, "//img[starts-with(@src, 'data:image/svg+xml')]")
@@ -311,6 +339,34 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     page.screenshot("05-reconciliation-anomaly-trend")
     page.click("//button[normalize-space()='Close']")
     page.wait.until(lambda d: TREND_HEADING not in page.body_text(), "the chart dialog did not close")
+
+    # 5b. who is off and by how much: the non-ok users, most credits at stake first
+    # (inline when short; behind "[Show Markdown]" when it lists many users)
+    row = f"//tr[.//*[normalize-space()='{NON_OK_METADATA_KEY}']]"
+    show = browser.find_elements(page.By.XPATH, f"{row}//a[normalize-space()='[Show Markdown]']")
+    if show:
+        page.click(f"{row}//a[normalize-space()='[Show Markdown]']")
+    else:
+        browser.execute_script(
+            "arguments[0].scrollIntoView({block: 'start'});",
+            browser.find_element(page.By.XPATH, row),
+        )
+    page.wait_for_text(NON_OK_HEADING, "credits at stake", "expected", "actual", rc.CHAIN_BREAK)
+    # the users table itself (not the metadata table around it): its own header names the pool
+    users_table = "//table[thead/tr/th[normalize-space()='pool']]"
+    rows = browser.find_element(page.By.XPATH, users_table).find_elements(page.By.XPATH, "./tbody/tr")
+    stakes = [
+        int(row.find_elements(page.By.XPATH, "./td")[-1].get_attribute("textContent").replace(",", ""))
+        for row in rows
+    ]
+    assert stakes and stakes == sorted(stakes, reverse=True), stakes  # largest drift first
+    page.screenshot("07-reconciliation-non-ok-users")
+    if show:
+        page.click("//button[normalize-space()='Close']")
+        page.wait.until(
+            lambda d: not d.find_elements(page.By.XPATH, "//button[normalize-space()='Close']"),
+            "the users dialog did not close",
+        )
 
     # 6. the checks tab: the ledger rules the --anomalies demo breaks have failed
     page.click(_asset_tab("Checks"))

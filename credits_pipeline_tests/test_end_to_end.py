@@ -148,7 +148,7 @@ NEXT_DAY_COMPARED = (
     "marts.user_credit_daily", "marts.user_credit_trends", "marts.service_efficiency",
     "marts.plan_utilization", "marts.revenue_attribution", "marts.credit_cohorts",
 )
-RUN_COLUMNS = ("replayed_at",)  # when a row was (re)computed: each run's own time
+RUN_COLUMNS = ("replayed_at", "first_detected_at")  # each run's own time; since-when memory
 
 
 def _relation_rows(warehouse: Path, relation: str) -> list[tuple]:

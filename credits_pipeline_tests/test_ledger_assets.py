@@ -9,6 +9,8 @@ checks never fail the run unless blocking is asked for.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -21,8 +23,19 @@ from credits_pipeline.ledger import (
     build_reconciliation_assets,
     reconciliation_assets,
 )
+from credits_pipeline import check_metadata as cm
+from credits_pipeline.alerts import channels as ch
+from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
+from credits_pipeline.ledger.assets import (
+    NON_OK_METADATA_KEY,
+    NON_OK_TOTAL_METADATA_KEY,
+    WEEKLY_CHART_METADATA_KEY,
+)
+from credits_pipeline.runbook import RUNBOOK_PATH
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CUTOFF = dt.datetime(2025, 6, 1)
 
@@ -132,9 +145,11 @@ def test_the_reconciliation_assets_write_both_relations_and_report_all_13_checks
     chain = evaluations[CHECK_NAMES[rc.CHAIN_BREAK]]
     assert chain.asset_key == RECONCILIATION_KEY
     assert chain.severity == dg.AssetCheckSeverity.ERROR
-    assert chain.metadata["violations"].value == 1
-    assert chain.metadata["credits_involved"].value == 100
-    assert "| 2 | 5 |" in chain.metadata["worst"].value
+    assert chain.metadata[cm.VIOLATIONS].value == 1
+    assert chain.metadata[cm.CREDITS_AT_STAKE].value == 100
+    assert "| 2 | 5 | credit_history | 5 | 500 | 400 |" in chain.metadata[cm.WORST_USERS].value
+    assert chain.metadata[cm.RUNBOOK].value == f"{RUNBOOK_PATH}#{rc.CHAIN_BREAK}"
+    assert f"{RUNBOOK_PATH}#{rc.CHAIN_BREAK}" in chain.description
     orphan = evaluations[CHECK_NAMES[rc.ORPHAN_USER]]
     assert orphan.asset_key == ANOMALIES_KEY
     assert orphan.severity == dg.AssetCheckSeverity.WARN
@@ -145,7 +160,10 @@ def test_the_reconciliation_assets_write_both_relations_and_report_all_13_checks
     assert meta["dagster/row_count"].value == 4
     assert meta["users_broken_chain"].value == 1
     assert meta["violations/chain_break"].value == 1
-    assert "chain_break" in meta["summary"].value
+    assert "Rules: 4 failing" in meta["summary"].value
+    failing_rules = meta["failing_rules"].value.splitlines()
+    assert failing_rules[2].startswith("| `chain_break` | ERROR | 1 | 100 |")  # most credits first
+    assert len(failing_rules) == 2 + 4
 
 
 def test_rerunning_on_unchanged_data_gives_identical_rows(warehouse, tmp_path):
@@ -196,3 +214,112 @@ def test_the_assets_declare_their_upstream_keys_group_and_kinds():
                 ["raw", "speeches"], ["raw", "extraction_cutoff"],
             )
         }
+
+
+def _metadata(result, key):
+    mats = {m.asset_key: m for m in result.get_asset_materialization_events()}
+    return mats[key].materialization.metadata
+
+
+def test_the_metadata_lists_every_non_ok_user_with_rule_pool_expected_and_actual_largest_first(
+    warehouse, tmp_path
+):
+    with duckdb.connect(warehouse.path) as con:  # user 3 stores 40 purchased credits never bought
+        con.execute("update raw.users set extra_credits = 40 where id = 3")
+    result = materialize(reconciliation_assets, warehouse, tmp_path)
+
+    meta = _metadata(result, RECONCILIATION_KEY)
+    assert meta[NON_OK_TOTAL_METADATA_KEY].value == 2
+    table = meta[NON_OK_METADATA_KEY].value
+    assert "**2 user(s) not ok**" in table
+    rows = [line for line in table.splitlines() if re.match(r"\| \d", line)]
+    assert rows == [
+        "| 2 | broken_chain | `chain_break` | chain (row 5) | 500 | 400 | 0 | 100 |",
+        "| 3 | drift | `balance_drift` | purchased | 0 | 40 | 40 | 40 |",
+    ]
+    preview = meta["preview"].value
+    assert preview.index("| 2 | 365 |") < preview.index("| 3 | 0 |")  # most credits first
+    anomalies_preview = _metadata(result, ANOMALIES_KEY)["preview"].value
+    first_row = next(line for line in anomalies_preview.splitlines() if line.startswith("| chain"))
+    assert re.search(r"\|\s+100 \|", first_row)  # the 100-credit break before the 15-credit rows
+
+
+def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehouse, tmp_path):
+    materialize(reconciliation_assets, warehouse, tmp_path)
+    next_cutoff = dt.datetime(2025, 6, 2)
+    with duckdb.connect(warehouse.path) as con:  # a day later, a new orphan row appears
+        con.execute("update raw.extraction_cutoff set cutoff_at = ?", [next_cutoff])
+        con.execute(
+            "insert into credits.credit_histories values "
+            "(8, 10, 2, null, null, 15, 15, 0.0, 2, timestamp '2025-06-01 12:00:00', "
+            "timestamp '2025-06-01 12:00:00')"
+        )
+    materialize(reconciliation_assets, warehouse, tmp_path / "day2")
+    materialize(reconciliation_assets, warehouse, tmp_path / "day2-again")  # a re-run: no change
+
+    with duckdb.connect(warehouse.path, read_only=True) as con:
+        rows = con.execute(
+            "select rule, credit_history_id, detected_at, first_detected_at "
+            "from marts.ledger_anomalies where rule in ('chain_break', 'orphan_user') "
+            "order by rule, credit_history_id"
+        ).fetchall()
+    assert rows == [
+        ("chain_break", 5, next_cutoff, CUTOFF),
+        ("orphan_user", 7, next_cutoff, CUTOFF),
+        ("orphan_user", 8, next_cutoff, next_cutoff),
+    ]
+
+
+def test_every_ledger_check_links_its_runbook_section_and_the_runbook_explains_all_13_rules():
+    runbook = (REPO_ROOT / RUNBOOK_PATH).read_text()
+    for spec in reconciliation_assets[0].check_specs:
+        code = spec.metadata[cm.RULE]
+        assert f"{RUNBOOK_PATH}#{code}" in spec.description
+        section = runbook.split(f'<a id="{code}"></a>', 1)[1].split("<a id=", 1)[0]
+        for part in ("What it means", "Likely causes", "Investigate", "```sql"):
+            assert part in section, (code, part)
+
+
+def test_the_summary_says_loudly_when_failing_rules_alert_nobody(warehouse, tmp_path, monkeypatch):
+    for name in ch.ALL_CHANNEL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    silent = _metadata(materialize(reconciliation_assets, warehouse, tmp_path), RECONCILIATION_KEY)
+    monkeypatch.setenv(ch.ALERT_WEBHOOK_URL_VAR, "http://127.0.0.1:9/hook")
+    heard = _metadata(
+        materialize(reconciliation_assets, warehouse, tmp_path / "again"), RECONCILIATION_KEY
+    )
+
+    loud = "No alert channel is configured: 4 failing rule(s) alert nobody"
+    assert loud in silent["summary"].value
+    # short enough for the UI to show inline, the warning included, as is the weekly chart
+    assert len(silent["summary"].value) < report.UI_INLINE_MARKDOWN_LIMIT
+    chart = silent[WEEKLY_CHART_METADATA_KEY].value
+    assert len(chart) < report.UI_INLINE_MARKDOWN_LIMIT and "data:image/svg+xml;base64," in chart
+    assert "No alert channel" not in heard["summary"].value
+
+
+def test_the_trend_counts_weeks_of_the_last_year_and_keeps_undated_anomalies_apart():
+    cutoff = dt.datetime(2025, 6, 1, 6)
+    con = duckdb.connect()
+    con.execute(
+        "create temp table ledger as select * from (values (1, timestamp '2025-05-31 10:00:00'), "
+        "(2, timestamp '2024-09-01 00:00:00'), (3, timestamp '2023-01-01 00:00:00'), "
+        "(4, null::timestamp), (5, timestamp '2025-07-01 00:00:00')) as t(id, created_at)"
+    )
+    anomalies = con.execute(
+        "select * from (values ('chain_break', 1), ('orphan_user', 2), ('orphan_user', 3), "
+        "('timestamp_order', 4), ('timestamp_order', 5), ('balance_drift', null::bigint)) "
+        "as t(rule, credit_history_id)"
+    ).fetch_arrow_table()
+
+    trend = report.anomaly_trend(con, anomalies, cutoff, ledger_relation="ledger")
+
+    assert (trend.first_day, trend.last_day) == (dt.date(2024, 6, 3), dt.date(2025, 6, 1))
+    assert len(trend.weeks) == report.TREND_WEEKS == 52
+    assert trend.per_rule(rc.CHAIN_BREAK)[-1] == 1  # the cut-off's week
+    assert sum(trend.per_rule(rc.ORPHAN_USER)) == 1 and trend.before_window == 1
+    assert trend.undated == {rc.TIMESTAMP_ORDER: 2, rc.BALANCE_DRIFT: 1}
+    assert trend.total(len(trend.weeks) - 1) == 1  # undated rows are NOT on the cut-off's week
+    markdown = report.trend_markdown(trend)
+    assert "| `timestamp_order` | WARN | 0 | 2 |" in markdown
+    assert "data:image/svg+xml;base64," in markdown

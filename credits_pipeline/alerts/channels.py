@@ -1,8 +1,8 @@
-"""Where alerts go: a Slack incoming webhook, email over SMTP and a generic JSON webhook.
+"""Where alerts go: Slack, email over SMTP, a generic JSON webhook and PagerDuty (Events API v2).
 
 Each channel is switched on by its own environment variables (`channels_from_env`), so a laptop with
 none set sends nothing and production enables exactly what it configures. Senders are small
-classes with one `send(alert)` that either returns or raises `DeliveryError`; the sensor decides
+classes with one `send(digest)` (a run's alerts, `messages.Digest`) that either returns or raises `DeliveryError`; the sensor decides
 what to retry. Webhook URLs carry their secret in the path (Slack's `/services/T…/B…/…`) and SMTP
 has a password, so nothing here ever puts a URL, a path, a user or a password into an error or a
 log line: only the channel's name and a redacted host (`target`). Exceptions from `requests` embed
@@ -23,10 +23,11 @@ from urllib.parse import urlsplit
 import requests
 
 from credits_pipeline.alerts.messages import (
-    Alert,
+    Digest,
     email_body,
     email_subject,
     json_payload,
+    pagerduty_events,
     slack_payload,
 )
 
@@ -40,11 +41,21 @@ SMTP_STARTTLS_VAR = "CREDITS_SMTP_STARTTLS"
 ALERT_EMAIL_FROM_VAR = "CREDITS_ALERT_EMAIL_FROM"
 ALERT_EMAIL_TO_VAR = "CREDITS_ALERT_EMAIL_TO"
 ALERT_WEBHOOK_URL_VAR = "CREDITS_ALERT_WEBHOOK_URL"
+# PagerDuty: the integration's routing key (a secret) switches it on; the endpoint defaults to the
+# public Events API v2 and is configurable (a regional endpoint, a proxy, or a test receiver).
+PAGERDUTY_ROUTING_KEY_VAR = "CREDITS_PAGERDUTY_ROUTING_KEY"
+PAGERDUTY_EVENTS_URL_VAR = "CREDITS_PAGERDUTY_EVENTS_URL"
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+ALL_CHANNEL_VARS = (
+    SLACK_WEBHOOK_URL_VAR, SMTP_HOST_VAR, ALERT_EMAIL_TO_VAR, ALERT_WEBHOOK_URL_VAR,
+    PAGERDUTY_ROUTING_KEY_VAR,
+)
 
 # Channel names: used in logs and as the delivery key in the sensor's retry queue.
 SLACK_CHANNEL = "slack"
 EMAIL_CHANNEL = "email"
 WEBHOOK_CHANNEL = "webhook"
+PAGERDUTY_CHANNEL = "pagerduty"
 
 # (connect, read) seconds: a hung receiver must not eat the sensor tick's time budget.
 HTTP_TIMEOUT_SECONDS = (5.0, 10.0)
@@ -70,7 +81,7 @@ class AlertChannel(Protocol):
     @property
     def target(self) -> str: ...
 
-    def send(self, alert: Alert) -> None: ...
+    def send(self, digest: Digest) -> None: ...
 
 
 def redact_http_url(url: str) -> str:
@@ -116,8 +127,8 @@ class SlackWebhookChannel:
     def target(self) -> str:
         return redact_http_url(self._url)
 
-    def send(self, alert: Alert) -> None:
-        post_json(self._url, slack_payload(alert))
+    def send(self, digest: Digest) -> None:
+        post_json(self._url, slack_payload(digest))
 
     def __repr__(self) -> str:
         return f"SlackWebhookChannel({self.target})"
@@ -135,11 +146,37 @@ class JsonWebhookChannel:
     def target(self) -> str:
         return redact_http_url(self._url)
 
-    def send(self, alert: Alert) -> None:
-        post_json(self._url, json_payload(alert))
+    def send(self, digest: Digest) -> None:
+        post_json(self._url, json_payload(digest))
 
     def __repr__(self) -> str:
         return f"JsonWebhookChannel({self.target})"
+
+
+class PagerDutyChannel:
+    """Sends Events API v2 events: a `trigger` per new or worse problem, a `resolve` per fix.
+
+    The dedup key is the problem's (`messages.pagerduty_dedup_key`), stable across runs, so one
+    incident is opened per failing rule and closed by the run in which it passes again. The routing
+    key is a secret: it is sent in the body only, never logged (`target` is the endpoint's host).
+    """
+
+    name = PAGERDUTY_CHANNEL
+
+    def __init__(self, routing_key: str, events_url: str = PAGERDUTY_EVENTS_URL):
+        self._routing_key = routing_key
+        self._url = events_url
+
+    @property
+    def target(self) -> str:
+        return redact_http_url(self._url)
+
+    def send(self, digest: Digest) -> None:
+        for event in pagerduty_events(digest, self._routing_key):
+            post_json(self._url, event)
+
+    def __repr__(self) -> str:
+        return f"PagerDutyChannel({self.target})"
 
 
 class EmailChannel:
@@ -173,17 +210,17 @@ class EmailChannel:
     def target(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
-    def build_message(self, alert: Alert) -> EmailMessage:
+    def build_message(self, digest: Digest) -> EmailMessage:
         message = EmailMessage()
-        message["Subject"] = email_subject(alert)
+        message["Subject"] = email_subject(digest)
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
-        message["X-Credits-Alert-Id"] = alert.alert_id
-        message.set_content(email_body(alert))
+        message["X-Credits-Alert-Id"] = digest.digest_id
+        message.set_content(email_body(digest))
         return message
 
-    def send(self, alert: Alert) -> None:
-        message = self.build_message(alert)
+    def send(self, digest: Digest) -> None:
+        message = self.build_message(digest)
         try:
             if self.port == SMTPS_PORT:
                 client: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -246,7 +283,8 @@ def email_channel_from_env(env: Mapping[str, str]) -> EmailChannel | None:
 
 
 def channels_from_env(env: Mapping[str, str] | None = None) -> list[AlertChannel]:
-    """The channels whose environment variables are set, in a fixed order (Slack, email, webhook).
+    """The channels whose environment variables are set, in a fixed order (Slack, email, webhook,
+    PagerDuty).
 
     Read on every sensor tick, so the channels always match the code location's environment.
     """
@@ -261,4 +299,8 @@ def channels_from_env(env: Mapping[str, str] | None = None) -> list[AlertChannel
     webhook_url = (env.get(ALERT_WEBHOOK_URL_VAR) or "").strip()
     if webhook_url:
         channels.append(JsonWebhookChannel(webhook_url))
+    routing_key = (env.get(PAGERDUTY_ROUTING_KEY_VAR) or "").strip()
+    if routing_key:
+        events_url = (env.get(PAGERDUTY_EVENTS_URL_VAR) or "").strip() or PAGERDUTY_EVENTS_URL
+        channels.append(PagerDutyChannel(routing_key, events_url))
     return channels

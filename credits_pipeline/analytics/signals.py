@@ -2,10 +2,10 @@
 
 `marts.usage_risk_signals` (dbt) flags users; a flag nobody hears of protects nobody. One check per
 signal family on that mart fails (WARN: a suspicion, not a broken pipeline) when it flags anyone,
-with the standard metadata the alert sensor reads from any failing check — the signal as `rule`,
-the flagged users as `count`, the credits involved as `credits`, and the worst users (highest
-score first) as a Markdown table in `worst` — so the alert channels carry them with no code of
-their own. The summary is computed by a pure function over the mart's flagged rows.
+with the metadata keys of `credits_pipeline.check_metadata` that the alert sensor reads from any
+failing check — the signal as the rule, the flagged users as the violations, the credits they
+involve, and the worst users (highest score first) as a Markdown table — so the alert channels
+carry them with no code of their own. The summary is computed by a pure function over the mart's flagged rows.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from credits_pipeline import check_metadata as cm
 from credits_pipeline.names import marts_key
 
 USAGE_RISK_SIGNALS_KEY = marts_key("usage_risk_signals")
@@ -36,12 +37,7 @@ CHECK_PREFIX = "usage_risk_"
 HIGH_SCORE = 2.0  # twice the threshold: counted apart, for whoever triages the alert first
 WORST_ROWS = 10
 
-# The metadata keys the alert sensor reads from any failing check (alerts/sensor.py).
-RULE_KEY = "rule"
-COUNT_KEY = "count"
-CREDITS_KEY = "credits"
-WORST_KEY = "worst"
-WORST_USERS_KEY = "worst_users"
+# Keys of this check's own (the shared ones come from check_metadata).
 HIGH_SCORE_KEY = "high_score_users"
 MEASURED_AT_KEY = "measured_at"
 
@@ -121,14 +117,15 @@ def signal_check_results(
                     else f"no user flagged by `{signal}`"
                 ),
                 metadata={
-                    RULE_KEY: signal,
-                    COUNT_KEY: dg.MetadataValue.int(len(flagged)),
-                    CREDITS_KEY: dg.MetadataValue.int(credits),
+                    cm.RULE: dg.MetadataValue.text(signal),
+                    cm.SEVERITY: dg.MetadataValue.text(dg.AssetCheckSeverity.WARN.value),
+                    cm.VIOLATIONS: dg.MetadataValue.int(len(flagged)),
+                    cm.CREDITS_AT_STAKE: dg.MetadataValue.int(credits),
                     HIGH_SCORE_KEY: dg.MetadataValue.int(high),
-                    WORST_USERS_KEY: dg.MetadataValue.text(
+                    cm.WORST_USER_IDS: dg.MetadataValue.text(
                         ", ".join(str(r.user_id) for r in flagged[:WORST_ROWS])
                     ),
-                    WORST_KEY: dg.MetadataValue.md(worst_markdown(signal, flagged)),
+                    cm.WORST_USERS: dg.MetadataValue.md(worst_markdown(signal, flagged)),
                     MEASURED_AT_KEY: dg.MetadataValue.text(str(measured) if measured else ""),
                 },
             )

@@ -5,6 +5,12 @@ while reading an idle replica, or a source that kept writing for hours after the
 asks the source itself for its newest ledger timestamp (ignoring values later than now, which
 `timestamp_order` reports) and compares it with the newest one in the warehouse. It runs after
 every consistent cut and, on its own, every hour.
+
+Next to it, the source-staleness check asks a different question: is the *source* still being
+written? When the application stops writing the ledger (an outage, a replica that stopped
+replicating, a URL pointing at an old copy), the warehouse can be perfectly level with a dead
+source, and every activity mart then calls every user inactive. The check warns when the source's
+newest ledger row is older than `CREDITS_SOURCE_STALE_AFTER_HOURS` (48 h by default).
 """
 
 import datetime as dt
@@ -12,8 +18,11 @@ import datetime as dt
 import dagster as dg
 import sqlalchemy as sa
 
+from credits_pipeline import check_metadata as cm
+from credits_pipeline import settings
 from credits_pipeline.extract.assets import OPEN_KEY, source_errors_as_failure
 from credits_pipeline.names import LEDGER_LAG_CHECK
+from credits_pipeline.runbook import STALE_SOURCE_ANCHOR, runbook_link
 from credits_pipeline.source.reader import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
@@ -22,6 +31,7 @@ from credits_pipeline.warehouse.raw_tables import OPEN_LEDGER
 MAX_LAG = dt.timedelta(hours=26)
 LAG_CHECK_JOB_NAME = "ledger_lag_check"
 LAG_SCHEDULE_NAME = "ledger_lag_hourly"
+SOURCE_STALENESS_CHECK = "source_ledger_staleness"
 
 
 def ledger_lag(source_newest: dt.datetime | None, warehouse_newest: dt.datetime | None) -> dt.timedelta | None:
@@ -33,6 +43,70 @@ def ledger_lag(source_newest: dt.datetime | None, warehouse_newest: dt.datetime 
     return max(source_newest - warehouse_newest, dt.timedelta(0))
 
 
+def source_age(source_newest: dt.datetime | None, now: dt.datetime) -> dt.timedelta | None:
+    """How old the source's newest ledger row is; None when the source has no dated row at all."""
+    if source_newest is None:
+        return None
+    return max(now - source_newest, dt.timedelta(0))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def source_newest_created_at(source: SourceDatabase, now: dt.datetime) -> dt.datetime | None:
+    """The source's newest ledger `created_at` up to now (later ones are `timestamp_order`'s)."""
+    with source_errors_as_failure(), source.connect() as conn:
+        newest = conn.execute(
+            sa.text(
+                f"SELECT max(created_at) FROM {CREDIT_HISTORIES.name} WHERE created_at <= :now"
+            ),
+            {"now": now},
+        ).scalar_one()
+    if isinstance(newest, str):  # SQLite keeps timestamps as text
+        newest = dt.datetime.fromisoformat(newest)
+    return newest
+
+
+@dg.asset_check(
+    asset=OPEN_KEY,
+    name=SOURCE_STALENESS_CHECK,
+    description=(
+        "[WARN] The source's newest ledger `created_at` is older than "
+        f"`{settings.SOURCE_STALE_AFTER_HOURS_VAR}` (48 h by default): the application stopped "
+        f"writing credits or the source is a stale copy. What to do: "
+        f"{runbook_link(STALE_SOURCE_ANCHOR)}"
+    ),
+)
+def source_staleness_check(source: SourceDatabase) -> dg.AssetCheckResult:
+    now = _now()
+    max_age = settings.source_stale_after()
+    newest = source_newest_created_at(source, now)
+    age = source_age(newest, now)
+    hours = None if age is None else round(age.total_seconds() / 3600, 2)
+    limit_hours = round(max_age.total_seconds() / 3600, 2)
+    if age is None:
+        description = "the source's ledger has no dated row: nothing says it is being written"
+    elif age > max_age:
+        description = (
+            f"the source's newest ledger row is {hours} h old (more than {limit_hours} h): "
+            "the source looks stale"
+        )
+    else:
+        description = f"the source's newest ledger row is {hours} h old"
+    return dg.AssetCheckResult(
+        passed=age is not None and age <= max_age,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "source_newest_created_at": dg.MetadataValue.text(str(newest)),
+            "source_age_hours": dg.MetadataValue.float(float(hours if hours is not None else -1)),
+            "stale_after_hours": dg.MetadataValue.float(float(limit_hours)),
+            cm.RUNBOOK: dg.MetadataValue.url(runbook_link(STALE_SOURCE_ANCHOR)),
+        },
+    )
+
+
 @dg.asset_check(
     asset=OPEN_KEY,
     name=LEDGER_LAG_CHECK,
@@ -40,13 +114,8 @@ def ledger_lag(source_newest: dt.datetime | None, warehouse_newest: dt.datetime 
     f"trails by more than {MAX_LAG}.",
 )
 def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-    with source_errors_as_failure(), source.connect() as conn:
-        source_newest = conn.execute(
-            sa.text(f"SELECT max(created_at) FROM {CREDIT_HISTORIES.name} WHERE created_at <= :now"), {"now": now}
-        ).scalar_one()
-    if isinstance(source_newest, str):  # SQLite keeps timestamps as text
-        source_newest = dt.datetime.fromisoformat(source_newest)
+    now = _now()
+    source_newest = source_newest_created_at(source, now)
     with warehouse.connect(read_only=True) as con:
         warehouse_newest = con.execute(
             f"""
@@ -75,7 +144,9 @@ def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.A
 
 
 lag_check_job = dg.define_asset_job(
-    LAG_CHECK_JOB_NAME, selection=dg.AssetSelection.checks(ledger_lag_check), description="The ledger lag check alone."
+    LAG_CHECK_JOB_NAME,
+    selection=dg.AssetSelection.checks(ledger_lag_check, source_staleness_check),
+    description="The ledger lag and source staleness checks alone.",
 )
 
 lag_schedule = dg.ScheduleDefinition(

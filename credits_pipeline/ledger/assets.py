@@ -6,7 +6,10 @@ the problems it reports (contract section 4). The wiring stays thin: expose the 
 the reconciliation's input names, call `reconcile()`, replace both tables in one transaction, and
 emit materialization metadata plus the 13 rule checks from the same result. The metadata tells
 the run's story in the UI (`report.py`): users ok / drifting / broken, credits at stake per rule,
-both column schemas, a preview, and a chart of daily anomalies per rule over the last 90 days.
+every non-ok user (the 50 with most credits at stake first, and the total), both column schemas,
+previews sorted by credits at stake, and a chart of weekly anomalies per rule over the last 12
+months (weekly totals inline, per rule behind a click). When rules fail and no alert channel is configured, the summary says
+that nobody will be told.
 The replay resumes from the state the previous run stored (`replay_state.py`); the metadata says
 whether it did (`replay_mode`, `replay_reason`, `replayed_rows`).
 """
@@ -16,6 +19,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from credits_pipeline import settings
+from credits_pipeline.alerts.channels import ALL_CHANNEL_VARS, channels_from_env
 from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.checks import (
@@ -56,7 +60,11 @@ ANOMALIES_DESCRIPTION = (
     "and `detected_at` (the cut-off, so a re-run on unchanged data gives identical rows). Alerts, "
     "dashboards and acceptance checks read it; one `ledger_rule_*` check per rule."
 )
-TREND_METADATA_KEY = f"anomalies_last_{report.TREND_WINDOW_DAYS}_days"
+WEEKLY_CHART_METADATA_KEY = "anomalies_per_week"
+FAILING_RULES_METADATA_KEY = "failing_rules"
+TREND_METADATA_KEY = f"anomalies_by_rule_last_{report.TREND_WEEKS}_weeks"
+NON_OK_METADATA_KEY = "non_ok_users"
+NON_OK_TOTAL_METADATA_KEY = "non_ok_users_total"
 UPSTREAM_KEYS: tuple[dg.AssetKey, ...] = (
     dg.AssetKey(["credits", "credit_histories"]),
     dg.AssetKey(["credits", "credit_events"]),
@@ -69,8 +77,23 @@ UPSTREAM_KEYS: tuple[dg.AssetKey, ...] = (
 )
 
 
-def summary_markdown(result: ReconciliationResult) -> str:
-    """A human summary of a run: users by status and a line per rule."""
+def no_channel_line(result: ReconciliationResult, channels_configured: bool) -> str | None:
+    """A loud line when rules fail and no alert channel would tell anyone (None otherwise)."""
+    failing = [code for code, summary in result.summaries.items() if not summary.passed]
+    if not failing or channels_configured:
+        return None
+    return (
+        f"**No alert channel is configured: {len(failing)} failing rule(s) alert nobody** "
+        f"(set `{ALL_CHANNEL_VARS[0]}` or another alert variable)."
+    )
+
+
+def summary_markdown(result: ReconciliationResult, channels_configured: bool = True) -> str:
+    """A human summary of a run: users by status, credits at stake, how many rules fail.
+
+    Short on purpose: the UI shows Markdown under 1,000 characters inline. The failing rules are
+    the next entry (`failing_rules`), every rule's numbers entries of their own.
+    """
     s = result.status_counts
     at_stake = {
         severity: sum(result.summaries[r.code].credits for r in rc.RULES if r.severity == severity)
@@ -87,15 +110,30 @@ def summary_markdown(result: ReconciliationResult) -> str:
         "",
         f"Credits at stake: {at_stake['ERROR']:,} in ERROR (money) rules, "
         f"{at_stake['WARN']:,} in WARN (hygiene) rules.",
-        "",
-        "| rule | severity | violations | credits at stake |",
-        "|---|---|---:|---:|",
     ]
-    for rule in rc.RULES:
+    failing = sum(1 for summary in result.summaries.values() if not summary.passed)
+    lines += ["", f"Rules: {failing} failing (`{FAILING_RULES_METADATA_KEY}`), "
+              f"{len(rc.RULES) - failing} passing."]
+    warning = no_channel_line(result, channels_configured)
+    if warning:
+        lines += ["", warning]
+    return "\n".join(lines)
+
+
+def failing_rules_markdown(result: ReconciliationResult) -> str:
+    """The failing rules, most credits at stake first (every rule's numbers are metadata too)."""
+    lines = ["| rule | severity | violations | credits at stake |", "|---|---|---:|---:|"]
+    failing = sorted(
+        (r for r in rc.RULES if not result.summaries[r.code].passed),
+        key=lambda r: (-result.summaries[r.code].credits, rc.RULE_CODES.index(r.code)),
+    )
+    for rule in failing:
         summary = result.summaries[rule.code]
         lines.append(
             f"| `{rule.code}` | {rule.severity} | {summary.count:,} | {summary.credits:,} |"
         )
+    if not failing:
+        return "Every rule passes."
     return "\n".join(lines)
 
 
@@ -117,7 +155,6 @@ def _metadata(result: ReconciliationResult) -> dict[str, dg.MetadataValue]:
         "users_broken_chain": dg.MetadataValue.int(
             result.status_counts.get(rc.STATUS_BROKEN_CHAIN, 0)
         ),
-        "summary": dg.MetadataValue.md(summary_markdown(result)),
     }
     for code, summary in result.summaries.items():
         meta[f"violations/{code}"] = dg.MetadataValue.int(summary.count)
@@ -174,7 +211,6 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             # while the ledger input is still there: the anomalies' days and the newest anomalies
             trend = report.anomaly_trend(con, result.anomalies, result.cutoff_at)
             anomalies_preview = report.anomalies_preview(con, result.anomalies)
-            reconciliation_preview = report.reconciliation_preview(con, result.reconciliation)
             drop_working_tables(con)
             drop_warehouse_inputs(con)
         context.log.info(
@@ -188,8 +224,17 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         )
         # the story first (the UI lists metadata in this order), the per-rule numbers after
         meta = _metadata(result)
+        users = report.non_ok_users(result.reconciliation, result.anomalies)
+        reconciliation_preview = report.reconciliation_preview(result.reconciliation, users)
+        channels_configured = bool(channels_from_env())
+        if not channels_configured and any(not s.passed for s in result.summaries.values()):
+            context.log.warning(no_channel_line(result, channels_configured))
         story = {
-            "summary": meta.pop("summary"),
+            "summary": dg.MetadataValue.md(summary_markdown(result, channels_configured)),
+            FAILING_RULES_METADATA_KEY: dg.MetadataValue.md(failing_rules_markdown(result)),
+            WEEKLY_CHART_METADATA_KEY: dg.MetadataValue.md(report.mini_trend_markdown(trend)),
+            NON_OK_METADATA_KEY: dg.MetadataValue.md(report.non_ok_markdown(users)),
+            NON_OK_TOTAL_METADATA_KEY: dg.MetadataValue.int(len(users)),
             TREND_METADATA_KEY: dg.MetadataValue.md(report.trend_markdown(trend)),
         }
         yield dg.MaterializeResult(

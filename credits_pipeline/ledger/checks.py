@@ -3,7 +3,9 @@
 A check that re-read 5M ledger rows would double the cost of every run, and the reconciliation has
 already counted every violation; so the checks are declared as `check_specs` of the multi-asset and
 their results are built from its `ReconciliationResult`. Each result carries what a person needs to
-act: how many violations, how many credits they involve, and the ten worst as a Markdown table.
+act: how many violations, how many credits they involve, the ten worst as a Markdown table, and
+the runbook section saying what to do next. The metadata keys are `check_metadata`'s, which the
+alert sensor reads: the two sides cannot drift apart.
 Checks never block the report itself (contract section 4); `blocking=True` is only for the money
 rules, so that the lead can make the revenue mart wait on them when
 `settings.block_revenue_on_error()` asks for it.
@@ -15,9 +17,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.reconcile import ReconciliationResult, RuleSummary
+from credits_pipeline.runbook import runbook_link
 
 RECONCILIATION_KEY = dg.AssetKey([rc.MARTS_SCHEMA, rc.RECONCILIATION_TABLE])
 ANOMALIES_KEY = dg.AssetKey([rc.MARTS_SCHEMA, rc.ANOMALIES_TABLE])
@@ -41,15 +45,27 @@ def blocking_from_settings() -> bool:
     return settings.block_revenue_on_error()
 
 
+def check_description(rule: rc.Rule) -> str:
+    """What the rule checks, its severity, and where the next step is (the runbook section)."""
+    return (
+        f"[{rule.severity}] `{rule.code}`: {rule.summary}. "
+        f"What to do: {runbook_link(rule.code)}"
+    )
+
+
 def reconciliation_check_specs(blocking: bool = False) -> list[dg.AssetCheckSpec]:
     """One spec per rule; `blocking` applies to the ERROR (money) rules only, never to WARN ones."""
     return [
         dg.AssetCheckSpec(
             rule.check_name,
             asset=ASSET_KEY_BY_RELATION[rule.relation],
-            description=f"[{rule.severity}] `{rule.code}`: {rule.summary}.",
+            description=check_description(rule),
             blocking=blocking and rule.is_money,
-            metadata={"rule": rule.code, "severity": rule.severity},
+            metadata={
+                cm.RULE: rule.code,
+                cm.SEVERITY: rule.severity,
+                cm.RUNBOOK: dg.MetadataValue.url(runbook_link(rule.code)),
+            },
         )
         for rule in rc.RULES
     ]
@@ -84,16 +100,18 @@ def check_results(result: ReconciliationResult) -> Iterator[dg.AssetCheckResult]
             passed=summary.passed,
             severity=SEVERITY[rule.code],
             description=(
-                f"{summary.count} `{rule.code}` violation(s) involving {summary.credits} credits"
+                f"{summary.count} `{rule.code}` violation(s) involving {summary.credits} credits. "
+                f"What to do: {runbook_link(rule.code)}"
                 if summary.count else f"no `{rule.code}` violation"
             ),
             metadata={
-                "rule": rule.code,
-                "severity": rule.severity,
-                "violations": dg.MetadataValue.int(summary.count),
-                "credits_involved": dg.MetadataValue.int(summary.credits),
-                "worst_users": dg.MetadataValue.text(", ".join(str(u) for u in top_users)),
-                "worst": dg.MetadataValue.md(worst_markdown(summary)),
-                "detected_at": dg.MetadataValue.text(result.cutoff_at.isoformat() + "Z"),
+                cm.RULE: rule.code,
+                cm.SEVERITY: rule.severity,
+                cm.VIOLATIONS: dg.MetadataValue.int(summary.count),
+                cm.CREDITS_AT_STAKE: dg.MetadataValue.int(summary.credits),
+                cm.WORST_USERS: dg.MetadataValue.md(worst_markdown(summary)),
+                cm.WORST_USER_IDS: dg.MetadataValue.text(", ".join(str(u) for u in top_users)),
+                cm.RUNBOOK: dg.MetadataValue.url(runbook_link(rule.code)),
+                cm.DETECTED_AT: dg.MetadataValue.text(result.cutoff_at.isoformat() + "Z"),
             },
         )

@@ -57,7 +57,7 @@ RECONCILIATION_COLUMNS = (
     "ledger_purchased_balance", "recorded_purchased_balance", "drift", "chain_breaks",
     "first_break_history_id", "forfeited_credits", "written_off_credits", "status",
 )
-ANOMALY_OUTPUT_COLUMNS = (*sql.ANOMALY_COLUMNS, "detected_at")
+ANOMALY_OUTPUT_COLUMNS = (*sql.ANOMALY_COLUMNS, "detected_at", rs.FIRST_DETECTED_COLUMN)
 
 
 @dataclass(frozen=True)
@@ -405,9 +405,11 @@ select
     a.actual,
     a.detail,
     a.credits,
-    cast($cutoff_at as timestamp) as detected_at
+    cast($cutoff_at as timestamp) as detected_at,
+    coalesce(p.first_detected_at, cast($cutoff_at as timestamp)) as first_detected_at
 from {ANOMALIES_WORK_TABLE} as a
 join {RULES_TABLE} as k on k.rule = a.rule
+left join {rs.PREVIOUS_DETECTIONS_TABLE} as p on {rs.detection_join("a", "p")}
 order by k.position, a.user_id nulls first, a.credit_history_id nulls first, a.entity_type,
     a.entity_id, a.expected, a.actual
 """
@@ -506,6 +508,10 @@ def reconcile(
     reconciliation = con.execute(
         f"select * from {RECONCILIATION_WORK_TABLE} order by user_id"
     ).fetch_arrow_table()
+    if keep_state:  # the stored anomalies say since when each violation is known
+        rs.prepare_previous_detections(con, f"{rc.MARTS_SCHEMA}.{rc.ANOMALIES_TABLE}", params)
+    else:
+        con.execute(rs.EMPTY_DETECTIONS_SQL)
     anomalies = con.execute(
         ANOMALIES_OUTPUT_SQL, sql.used_params(ANOMALIES_OUTPUT_SQL, params)
     ).fetch_arrow_table()

@@ -17,6 +17,11 @@ effects). A run resumes only when that is safe, and says why when it does not:
   replayed again from its first row, every other user resumes from its stored state with the
   rows above the checkpoint only.
 
+The reports carry one more memory across runs: each anomaly's `first_detected_at`, the cut-off of
+the first run that reported the same violation (same rule and key: user, ledger row, entity), read
+back from the stored `marts.ledger_anomalies` (`PREVIOUS_DETECTIONS_SQL`) so that "new since
+yesterday" is a fact of the table, not a guess of whoever reads it.
+
 The fingerprint is plain integer arithmetic modulo a prime, so DuckDB and BigQuery compute the same
 numbers from the same SQL. All SQL here is DuckDB's dialect (transpiled on BigQuery) and takes
 values as bound parameters.
@@ -44,6 +49,10 @@ DIGEST_TABLE = "_recon_user_digest"
 DIRTY_USERS_TABLE = "_recon_dirty_users"
 NEXT_STATE_TABLE = "_recon_next_state"
 NEXT_CHECKPOINT_TABLE = "_recon_next_checkpoint"
+PREVIOUS_DETECTIONS_TABLE = "_recon_previous_detections"
+
+FIRST_DETECTED_COLUMN = "first_detected_at"
+DETECTED_COLUMN = "detected_at"
 
 MODE_FULL = "full"
 MODE_RESUMED = "resumed"
@@ -256,6 +265,73 @@ PERSIST_SOURCES = {
 }
 
 
+# An anomaly's identity across runs: its rule and key, NULLs made comparable (equality on a
+# sentinel, so the join is a plain hash join on both engines).
+DETECTION_KEY = (
+    ("rule", "rule"),
+    ("coalesce(user_id, $null_int)", "user_key"),
+    ("coalesce(credit_history_id, $null_int)", "row_key"),
+    ("coalesce(entity_type, '')", "entity_type_key"),
+    ("coalesce(entity_id, $null_int)", "entity_key"),
+)
+
+
+def previous_detections_sql(stored: str, column: str) -> str:
+    """The earliest detection of each (rule, key) in the stored anomalies, never after this cut-off.
+
+    A key can appear twice in one run (`balance_drift` has a row per pool, both about the user):
+    both rows take the earliest time, so the join never duplicates a row.
+    """
+    keys = ", ".join(f"{expr} as {alias}" for expr, alias in DETECTION_KEY)
+    positions = ", ".join(str(i + 1) for i in range(len(DETECTION_KEY)))
+    return f"""
+create or replace temp table {PREVIOUS_DETECTIONS_TABLE} as
+select {keys}, min({column}) as first_detected_at
+from {stored}
+where {column} <= cast($cutoff_at as timestamp)
+group by {positions}
+"""
+
+
+EMPTY_DETECTIONS_SQL = f"""
+create or replace temp table {PREVIOUS_DETECTIONS_TABLE} as
+select {", ".join(f"cast(null as {t}) as {alias}" for (_, alias), t in zip(
+    DETECTION_KEY, ("varchar", "bigint", "bigint", "varchar", "bigint"), strict=True))},
+    cast(null as timestamp) as first_detected_at
+limit 0
+"""
+
+
+def detection_join(anomalies_alias: str, detections_alias: str) -> str:
+    """The join condition between this run's anomalies and the previous detections."""
+    return " and ".join(
+        f"{expr.replace('(', f'({anomalies_alias}.', 1) if '(' in expr else f'{anomalies_alias}.{expr}'}"
+        f" = {detections_alias}.{alias}"
+        for expr, alias in DETECTION_KEY
+    )
+
+
+def prepare_previous_detections(con, stored: str, params: dict[str, object]) -> str:
+    """Fill the previous-detections temp table from the stored anomalies; say where it came from.
+
+    The stored table may not exist yet (first run), or predate `first_detected_at` (then its
+    `detected_at` is the best knowledge there is).
+    """
+    for column in (FIRST_DETECTED_COLUMN, DETECTED_COLUMN):
+        statement = previous_detections_sql(stored, column)
+        try:
+            con.execute(f"select {column} from {stored} limit 0").fetchall()
+        except Exception:  # noqa: BLE001 - a missing table or column is the normal first run
+            continue
+        con.execute(statement, sql.used_params(statement, params))
+        return column
+    con.execute(EMPTY_DETECTIONS_SQL)
+    return ""
+
+
 def drop_working_tables(con) -> None:
-    for name in (DIGEST_TABLE, DIRTY_USERS_TABLE, NEXT_STATE_TABLE, NEXT_CHECKPOINT_TABLE):
+    for name in (
+        DIGEST_TABLE, DIRTY_USERS_TABLE, NEXT_STATE_TABLE, NEXT_CHECKPOINT_TABLE,
+        PREVIOUS_DETECTIONS_TABLE,
+    ):
         con.execute(f"drop table if exists {name}")

@@ -1,20 +1,27 @@
 """What a reconciliation run shows a data engineer in the Dagster UI, beyond the per-rule checks.
 
-The checks say *which* rules fail; the materialization must also say *since when* and *how much*:
-the column schema of both relations, a small preview, and the daily count of anomalies per rule over
-the last 90 days, measured back from the extraction cut-off (never from now(), so a re-run on the
-same data draws the same chart). The chart is an SVG drawn here by hand and embedded as a
-`data:image/svg+xml` image in Markdown — the Dagster UI renders it — next to the same numbers as
-weekly Unicode sparklines and a table of daily counts, so it needs no plotting library and stays
-deterministic and cheap (one grouped query over the anomalies, a few kilobytes of text).
+The checks say *which* rules fail; the materialization must also say *who*, *how much* and *since
+when*: every user who is not ok (the 50 with most credits at stake, and how many in all) with the
+rule, the pool, what the ledger expects and what the application stores; previews sorted by credits
+at stake; the column schema of both relations; and the weekly count of anomalies per rule over the
+last 12 months, measured back from the extraction cut-off (never from now(), so a re-run on the
+same data draws the same chart). Anomalies without a date (rules about a user or a content row, or
+a ledger row whose `created_at` is NULL or after the cut-off) are counted apart, not piled on the
+cut-off's week where they would look like a spike. The chart is an SVG drawn here by hand and
+embedded as a `data:image/svg+xml` image in Markdown — the Dagster UI renders it — next to the same
+numbers as Unicode sparklines, so it needs no plotting library and stays deterministic and cheap
+(one grouped query over the anomalies, a few kilobytes of text).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
+
+import pyarrow.compute as pc
 
 import dagster as dg
 import duckdb
@@ -23,18 +30,22 @@ import pyarrow as pa
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import rules_catalog as rc
 
-TREND_WINDOW_DAYS = 90
+TREND_BUCKET_DAYS = 7  # one bar (and one sparkline character) per week
+TREND_WEEKS = 52  # the last 12 months before the cut-off
+TREND_WINDOW_DAYS = TREND_BUCKET_DAYS * TREND_WEEKS
 PREVIEW_ROWS = 5
+NON_OK_LIMIT = 50  # users listed in the metadata; the total says how many there are
 DETAIL_PREVIEW_CHARS = 60
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 SPARK_ZERO = "·"
-SPARK_BUCKET_DAYS = 7  # one sparkline character per week: 13 characters for 90 days
+UNDATED = "undated"
 
 # The chart's geometry (pixels) and one fixed colour per rule, in rule order.
 CHART_WIDTH = 760
 CHART_HEIGHT = 240
 CHART_LEFT = 36
 CHART_RIGHT = 190  # room for the legend
+UNDATED_GAP = 2  # bar widths between the last week and the undated bar
 CHART_TOP = 24
 CHART_BOTTOM = 28
 RULE_COLOURS = (
@@ -67,17 +78,19 @@ ANOMALY_COLUMN_DOCS = {
     "detail": "a sentence for a human",
     "credits": "credits the violation involves",
     "detected_at": "the extraction cut-off the run measured from",
+    "first_detected_at": "the cut-off of the first run that reported this violation (same rule and "
+    "key), kept across runs",
 }
 
-# The day an anomaly counts on: its ledger row's created_at, or the detection day (the cut-off) for
-# rules about a user or a content row and for rows with NULL or post-cut-off created_at.
+# The day an anomaly counts on: its ledger row's created_at; NULL (undated) for rules about a user
+# or a content row and for rows with NULL or post-cut-off created_at.
 DAILY_COUNTS_SQL = """
 with ledger as (
     select id, min(created_at) as created_at from {ledger} group by id
 )
 select
     case
-        when l.created_at is null or l.created_at > $cutoff_at then cast($cutoff_at as date)
+        when l.created_at is null or l.created_at > $cutoff_at then null
         else cast(l.created_at as date)
     end as day,
     a.rule,
@@ -96,40 +109,46 @@ select
     a.credits, l.created_at as row_created_at, left(a.detail, {detail_chars}) as detail
 from {anomalies} as a
 left join ledger as l on l.id = a.credit_history_id
-order by l.created_at desc nulls last, a.credit_history_id desc nulls last, a.rule, a.entity_id
-limit {limit}
-"""
-
-# Users needing attention first (broken, then drifting), newest users first within each status.
-RECONCILIATION_PREVIEW_SQL = """
-select * from {reconciliation}
-order by case status when $broken then 0 when $drifted then 1 else 2 end, user_id desc
+order by a.credits desc nulls last, l.created_at desc nulls last, a.rule, a.user_id, a.entity_id
 limit {limit}
 """
 
 
 @dataclass(frozen=True)
 class AnomalyTrend:
-    """Daily anomaly counts per rule over the window ending on the cut-off's day."""
+    """Weekly anomaly counts per rule over the window ending on the cut-off's day, and the rest.
+
+    Week 0 is the oldest: it starts on `first_day`; the last week ends on `last_day` (the cut-off's
+    day). `before_window` counts older anomalies; `undated` those without a usable date, per rule.
+    """
 
     first_day: dt.date
     last_day: dt.date
-    counts: dict[dt.date, Counter] = field(default_factory=dict)
+    counts: dict[int, Counter] = field(default_factory=dict)
     before_window: int = 0
+    undated: Counter = field(default_factory=Counter)
 
     @property
-    def days(self) -> list[dt.date]:
-        return [self.first_day + dt.timedelta(days=i) for i in range((self.last_day - self.first_day).days + 1)]
+    def weeks(self) -> list[dt.date]:
+        """The first day of each weekly bucket, oldest first."""
+        n = ((self.last_day - self.first_day).days + 1) // TREND_BUCKET_DAYS
+        return [self.first_day + dt.timedelta(days=TREND_BUCKET_DAYS * i) for i in range(n)]
 
-    def total(self, day: dt.date) -> int:
-        return sum(self.counts.get(day, Counter()).values())
+    def week_of(self, day: dt.date) -> int:
+        return (day - self.first_day).days // TREND_BUCKET_DAYS
+
+    def total(self, week: int) -> int:
+        return sum(self.counts.get(week, Counter()).values())
 
     def per_rule(self, code: str) -> list[int]:
-        return [self.counts.get(day, Counter())[code] for day in self.days]
+        return [self.counts.get(i, Counter())[code] for i in range(len(self.weeks))]
 
     @property
     def rules_present(self) -> list[str]:
-        return [code for code in rc.RULE_CODES if any(c[code] for c in self.counts.values())]
+        return [
+            code for code in rc.RULE_CODES
+            if self.undated[code] or any(c[code] for c in self.counts.values())
+        ]
 
 
 def anomaly_trend(
@@ -137,11 +156,11 @@ def anomaly_trend(
     anomalies: pa.Table,
     cutoff_at: dt.datetime,
     ledger_relation: str = sql.LEDGER_ROWS,
-    window_days: int = TREND_WINDOW_DAYS,
+    weeks: int = TREND_WEEKS,
 ) -> AnomalyTrend:
-    """Count anomalies per day and rule over `window_days` days ending on the cut-off's day."""
+    """Count anomalies per week and rule over `weeks` weeks ending on the cut-off's day."""
     last_day = cutoff_at.date()
-    first_day = last_day - dt.timedelta(days=window_days - 1)
+    first_day = last_day - dt.timedelta(days=weeks * TREND_BUCKET_DAYS - 1)
     con.register("_recon_trend_anomalies", anomalies)
     try:
         rows = con.execute(
@@ -150,14 +169,16 @@ def anomaly_trend(
         ).fetchall()
     finally:
         con.unregister("_recon_trend_anomalies")
-    counts: dict[dt.date, Counter] = {}
+    trend = AnomalyTrend(first_day, last_day)
     before = 0
     for day, rule, n in rows:
-        if day < first_day:
+        if day is None:
+            trend.undated[rule] += int(n)
+        elif day < first_day:
             before += int(n)
         else:
-            counts.setdefault(day, Counter())[rule] += int(n)
-    return AnomalyTrend(first_day, last_day, counts, before)
+            trend.counts.setdefault(trend.week_of(day), Counter())[rule] += int(n)
+    return dataclasses.replace(trend, before_window=before)
 
 
 def sparkline(values: list[int]) -> str:
@@ -174,47 +195,62 @@ def _fmt(x: float) -> str:
 
 
 def trend_svg(trend: AnomalyTrend) -> str:
-    """A stacked bar per day (one colour per rule), y axis in anomalies, legend on the right."""
-    days = trend.days
+    """A stacked bar per week (one colour per rule), an "undated" bar apart, legend on the right."""
+    weeks = trend.weeks
+    slots = len(weeks) + UNDATED_GAP + 1
     plot_w = CHART_WIDTH - CHART_LEFT - CHART_RIGHT
     plot_h = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
-    peak = max((trend.total(d) for d in days), default=0) or 1
-    bar_w = plot_w / len(days)
+    undated_total = sum(trend.undated.values())
+    peak = max([trend.total(i) for i in range(len(weeks))] + [undated_total]) or 1
+    bar_w = plot_w / slots
     base_y = CHART_TOP + plot_h
     paths: dict[str, list[str]] = {code: [] for code in rc.RULE_CODES}
-    for i, day in enumerate(days):
+    columns = [(i, trend.counts.get(i, Counter())) for i in range(len(weeks))]
+    columns.append((slots - 1, trend.undated))
+    for slot, counts in columns:
         stacked = 0
         for code in rc.RULE_CODES:
-            n = trend.counts.get(day, Counter())[code]
+            n = counts[code]
             if not n:
                 continue
             y_top = base_y - (stacked + n) * plot_h / peak
             height = n * plot_h / peak
-            x = CHART_LEFT + i * bar_w
-            paths[code].append(f"M{_fmt(x)} {_fmt(y_top)}h{_fmt(bar_w * 0.8)}v{_fmt(height)}h-{_fmt(bar_w * 0.8)}z")
+            x = CHART_LEFT + slot * bar_w
+            paths[code].append(
+                f"M{_fmt(x)} {_fmt(y_top)}h{_fmt(bar_w * 0.8)}v{_fmt(height)}h-{_fmt(bar_w * 0.8)}z"
+            )
             stacked += n
     text = 'font-family="sans-serif" font-size="11" fill="#333"'
+    last_week_x = CHART_LEFT + len(weeks) * bar_w
+    undated_x = CHART_LEFT + (slots - 1) * bar_w
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_WIDTH}" height="{CHART_HEIGHT}" '
         f'viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}">',
         f'<rect width="{CHART_WIDTH}" height="{CHART_HEIGHT}" fill="#fff"/>',
-        f'<text x="{CHART_LEFT}" y="14" {text} font-weight="bold">Ledger anomalies per day and rule, '
-        f"{trend.first_day} to {trend.last_day} (cut-off day)</text>",
-        f'<line x1="{CHART_LEFT}" y1="{base_y}" x2="{CHART_LEFT + plot_w}" y2="{base_y}" stroke="#999"/>',
+        f'<text x="{CHART_LEFT}" y="14" {text} font-weight="bold">Ledger anomalies per week and '
+        f"rule, {trend.first_day} to {trend.last_day} (cut-off day), and undated</text>",
+        f'<line x1="{CHART_LEFT}" y1="{base_y}" x2="{_fmt(last_week_x)}" y2="{base_y}" '
+        'stroke="#999"/>',
+        f'<line x1="{_fmt(undated_x)}" y1="{base_y}" x2="{_fmt(undated_x + bar_w)}" y2="{base_y}" '
+        'stroke="#999"/>',
         f'<line x1="{CHART_LEFT}" y1="{CHART_TOP}" x2="{CHART_LEFT}" y2="{base_y}" stroke="#999"/>',
         f'<text x="{CHART_LEFT - 4}" y="{CHART_TOP + 4}" {text} text-anchor="end">{peak}</text>',
         f'<text x="{CHART_LEFT - 4}" y="{base_y}" {text} text-anchor="end">0</text>',
+        f'<text x="{CHART_LEFT}" y="{base_y + 16}" {text} text-anchor="start">{weeks[0]}</text>',
+        f'<text x="{_fmt(last_week_x)}" y="{base_y + 16}" {text} text-anchor="end">'
+        f"{trend.last_day}</text>",
+        f'<text x="{_fmt(undated_x + bar_w / 2)}" y="{base_y + 16}" {text} '
+        f'text-anchor="middle">{UNDATED}</text>',
     ]
-    for i, anchor in ((0, "start"), (len(days) // 2, "middle"), (len(days) - 1, "end")):
-        x = CHART_LEFT + (i + (0.8 if anchor == "end" else 0)) * bar_w
-        parts.append(f'<text x="{_fmt(x)}" y="{base_y + 16}" {text} text-anchor="{anchor}">{days[i]}</text>')
     for code in rc.RULE_CODES:
         if paths[code]:
             parts.append(f'<path fill="{COLOUR_BY_RULE[code]}" d="{"".join(paths[code])}"/>')
     legend_x = CHART_LEFT + plot_w + 16
     for j, code in enumerate(trend.rules_present):
         y = CHART_TOP + 4 + j * 15
-        parts.append(f'<rect x="{legend_x}" y="{y}" width="10" height="10" fill="{COLOUR_BY_RULE[code]}"/>')
+        parts.append(
+            f'<rect x="{legend_x}" y="{y}" width="10" height="10" fill="{COLOUR_BY_RULE[code]}"/>'
+        )
         parts.append(f'<text x="{legend_x + 14}" y="{y + 9}" {text}>{code}</text>')
     if not trend.rules_present:
         parts.append(f'<text x="{legend_x}" y="{CHART_TOP + 12}" {text}>no anomaly</text>')
@@ -222,34 +258,176 @@ def trend_svg(trend: AnomalyTrend) -> str:
     return "".join(parts)
 
 
-def trend_markdown(trend: AnomalyTrend) -> str:
-    """The chart as an inline image, a sparkline per rule, and the days that had anomalies."""
+# The Dagster UI shows a Markdown entry inline only below 1,000 characters (longer ones sit behind
+# "[Show Markdown]"): the inline chart is a compact SVG of weekly totals, the undated bar apart.
+UI_INLINE_MARKDOWN_LIMIT = 1000
+MINI_WIDTH, MINI_HEIGHT, MINI_BAR, MINI_GAP = 460, 64, 8, 16
+
+
+def mini_trend_svg(trend: AnomalyTrend) -> str:
+    """Weekly totals as one filled polyline (oldest left), then the undated count as a grey bar."""
+    totals = [trend.total(i) for i in range(len(trend.weeks))]
+    undated = sum(trend.undated.values())
+    peak = max([*totals, undated]) or 1
+    top, base = 4, MINI_HEIGHT - 4
+    step = (MINI_WIDTH - MINI_BAR - MINI_GAP) / max(len(totals) - 1, 1)
+    points = " ".join(
+        f"{round(i * step)},{round(base - n * (base - top) / peak)}" for i, n in enumerate(totals)
+    )
+    right = round((len(totals) - 1) * step)
+    bar_h = round(undated * (base - top) / peak)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{MINI_WIDTH}" height="{MINI_HEIGHT}">'
+        f'<polygon fill="#d62728" points="0,{base} {points} {right},{base}"/>'
+        f'<rect x="{MINI_WIDTH - MINI_BAR}" y="{base - bar_h}" width="{MINI_BAR}" '
+        f'height="{bar_h}" fill="#7f7f7f"/></svg>'
+    )
+
+
+def mini_trend_markdown(trend: AnomalyTrend) -> str:
+    """The chart the UI shows inline: weekly totals over 12 months, undated apart (grey bar)."""
+    svg = base64.b64encode(mini_trend_svg(trend).encode()).decode()
+    in_window = sum(trend.total(i) for i in range(len(trend.weeks)))
+    return (
+        f"{in_window:,} anomalies by week, {trend.first_day} → {trend.last_day}; grey: "
+        f"{sum(trend.undated.values()):,} undated; {trend.before_window:,} older.\n\n"
+        f"![anomalies per week](data:image/svg+xml;base64,{svg})"
+    )
+
+
+def trend_image(trend: AnomalyTrend) -> str:
+    """The chart as a Markdown image (an inline `data:` URL: no file, no server)."""
     svg = base64.b64encode(trend_svg(trend).encode()).decode()
-    days = trend.days
-    in_window = sum(trend.total(d) for d in days)
+    return f"![anomalies per week and rule](data:image/svg+xml;base64,{svg})"
+
+
+def trend_heading(trend: AnomalyTrend) -> str:
+    in_window = sum(trend.total(i) for i in range(len(trend.weeks)))
+    return (
+        f"**Anomalies per week, last {len(trend.weeks)} weeks** ({trend.first_day} to "
+        f"{trend.last_day}, the cut-off's day), by the week of the ledger row's `created_at`: "
+        f"{in_window:,} in the window, {trend.before_window:,} older, "
+        f"{sum(trend.undated.values()):,} undated (rules about a user or a content row, or a "
+        "ledger row whose `created_at` is NULL or after the cut-off; shown apart)."
+    )
+
+
+def trend_markdown(trend: AnomalyTrend) -> str:
+    """The chart as an inline image, and per rule: a weekly sparkline and the undated count."""
     lines = [
-        f"**Anomalies per day, last {len(days)} days** ({trend.first_day} to {trend.last_day}, the "
-        f"cut-off's day), by the day of the ledger row's `created_at`; anomalies without a ledger "
-        f"row or a usable `created_at` count on the cut-off day. {in_window:,} in the window, "
-        f"{trend.before_window:,} older.",
+        trend_heading(trend),
         "",
-        f"![anomalies per day and rule](data:image/svg+xml;base64,{svg})",
+        trend_image(trend),
         "",
-        f"| rule | severity | in window | weekly, {trend.first_day} → {trend.last_day} |",
-        "|---|---|---:|---|",
+        f"| rule | severity | in window | undated | weekly, {trend.first_day} → {trend.last_day} |",
+        "|---|---|---:|---:|---|",
     ]
     for rule in rc.RULES:
         values = trend.per_rule(rule.code)
-        weekly = [sum(values[i : i + SPARK_BUCKET_DAYS]) for i in range(0, len(values), SPARK_BUCKET_DAYS)]
-        lines.append(f"| `{rule.code}` | {rule.severity} | {sum(values):,} | `{sparkline(weekly)}` |")
-    lines += ["", "| day | anomalies | by rule |", "|---|---:|---|"]
-    active = [d for d in reversed(days) if trend.total(d)]
-    for day in active:
-        by_rule = trend.counts[day]
-        detail = ", ".join(f"{code} {by_rule[code]}" for code in rc.RULE_CODES if by_rule[code])
-        lines.append(f"| {day} | {trend.total(day):,} | {detail} |")
-    if not active:
-        lines.append("| — | 0 | no anomaly in the window |")
+        lines.append(
+            f"| `{rule.code}` | {rule.severity} | {sum(values):,} | {trend.undated[rule.code]:,} "
+            f"| `{sparkline(values)}` |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class NonOkUser:
+    """A user whose stored balance or ledger chain is wrong, and how many credits that involves.
+
+    `credits` is the sum of the credits of the user's `chain_break` and `balance_drift` anomalies
+    (the two rules that decide a user's status), the same numbers the two checks add up.
+    """
+
+    user_id: int
+    status: str
+    rule: str
+    pool: str
+    expected: str
+    actual: str
+    drift: int
+    credits: int
+
+
+def _pools(row: dict) -> tuple[str, str, str]:
+    """Which pool differs, what the ledger says (expected) and what `users` stores (actual)."""
+    subscription = row["recorded_subscription_balance"] != row["ledger_subscription_balance"]
+    purchased = row["recorded_purchased_balance"] != row["ledger_purchased_balance"]
+    if subscription and purchased:
+        return (
+            "both",
+            f"{row['ledger_subscription_balance']} + {row['ledger_purchased_balance']}",
+            f"{row['recorded_subscription_balance']} + {row['recorded_purchased_balance']}",
+        )
+    if purchased:
+        return (
+            "purchased",
+            str(row["ledger_purchased_balance"]),
+            str(row["recorded_purchased_balance"]),
+        )
+    return (
+        "subscription" if subscription else "",
+        str(row["ledger_subscription_balance"]),
+        str(row["recorded_subscription_balance"]),
+    )
+
+
+def non_ok_users(reconciliation: pa.Table, anomalies: pa.Table) -> list[NonOkUser]:
+    """Every user whose status is not ok, largest credits at stake first (then by user id).
+
+    Pure over the two report relations (no warehouse round trip). For a broken chain whose pools
+    agree in the end, expected/actual are the first break's (what previous_amount should have been).
+    """
+    not_ok = reconciliation.filter(pc.not_equal(reconciliation["status"], rc.STATUS_OK))
+    if not_ok.num_rows == 0:
+        return []
+    status_rules = pc.is_in(anomalies["rule"], pa.array([rc.CHAIN_BREAK, rc.BALANCE_DRIFT]))
+    credits: Counter = Counter()
+    first_break: dict[int, dict] = {}
+    for anomaly in anomalies.filter(status_rules).to_pylist():
+        credits[anomaly["user_id"]] += anomaly["credits"] or 0
+        if anomaly["rule"] == rc.CHAIN_BREAK:
+            known = first_break.get(anomaly["user_id"])
+            if known is None or anomaly["credit_history_id"] < known["credit_history_id"]:
+                first_break[anomaly["user_id"]] = anomaly
+    users = []
+    for row in not_ok.to_pylist():
+        pool, expected, actual = _pools(row)
+        broken = row["status"] == rc.STATUS_BROKEN_CHAIN
+        rule = rc.CHAIN_BREAK if broken else rc.BALANCE_DRIFT
+        if broken and not pool and row["user_id"] in first_break:
+            brk = first_break[row["user_id"]]
+            pool = f"chain (row {brk['credit_history_id']})"
+            expected, actual = str(brk["expected"]), str(brk["actual"])
+        elif broken and pool:
+            rule = f"{rc.CHAIN_BREAK}, {rc.BALANCE_DRIFT}"
+        users.append(
+            NonOkUser(
+                row["user_id"], row["status"], rule, pool or "-", expected, actual,
+                int(row["drift"]), int(credits[row["user_id"]]),
+            )
+        )
+    return sorted(users, key=lambda u: (-u.credits, u.user_id))
+
+
+def non_ok_markdown(users: list[NonOkUser], limit: int = NON_OK_LIMIT) -> str:
+    """Who is off and by how much: the `limit` users with most credits at stake, as a table."""
+    if not users:
+        return "Every user is ok: stored balances match the ledger and every chain holds."
+    shown = users[:limit]
+    lines = [
+        f"**{len(users):,} user(s) not ok**; the {len(shown):,} with most credits at stake, "
+        "largest first. `expected` is what the ledger replay ends with, `actual` what `users` "
+        "stores (for a broken chain whose pools agree: the first break's previous_amount).",
+        "",
+        "| user_id | status | rule | pool | expected | actual | drift | credits at stake |",
+        "|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    for u in shown:
+        lines.append(
+            f"| {u.user_id} | {u.status} | `{u.rule}` | {u.pool} | {u.expected} | {u.actual} "
+            f"| {u.drift:,} | {u.credits:,} |"
+        )
     return "\n".join(lines)
 
 
@@ -267,24 +445,25 @@ def _markdown(con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, 
     return "_no rows_" if frame.empty else frame.to_markdown(index=False)
 
 
-def reconciliation_preview(con: duckdb.DuckDBPyConnection, result_table: pa.Table) -> str:
-    """The users needing attention first (broken chain, drift), newest users first."""
-    con.register("_recon_preview", result_table)
-    try:
-        body = _markdown(
-            con,
-            RECONCILIATION_PREVIEW_SQL.format(reconciliation="_recon_preview", limit=PREVIEW_ROWS),
-            {"broken": rc.STATUS_BROKEN_CHAIN, "drifted": rc.STATUS_DRIFT},
-        )
-    finally:
-        con.unregister("_recon_preview")
-    return f"Users needing attention first, newest users first:\n\n{body}"
+def reconciliation_preview(reconciliation: pa.Table, users: list[NonOkUser]) -> str:
+    """The users with most credits at stake first (the non-ok users' order), as stored rows."""
+    order = [u.user_id for u in users[:PREVIEW_ROWS]]
+    if not order:
+        return "Every user is ok."
+    rows = reconciliation.filter(pc.is_in(reconciliation["user_id"], pa.array(order))).to_pylist()
+    rows.sort(key=lambda r: order.index(r["user_id"]))
+    columns = list(reconciliation.schema.names)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |")
+    body = "\n".join(lines)
+    return f"Users with most credits at stake first:\n\n{body}"
 
 
 def anomalies_preview(
     con: duckdb.DuckDBPyConnection, anomalies: pa.Table, ledger_relation: str = sql.LEDGER_ROWS
 ) -> str:
-    """The newest anomalies, by the `created_at` of their ledger row."""
+    """The anomalies involving most credits first (then the newest ledger rows)."""
     con.register("_recon_preview", anomalies)
     try:
         body = _markdown(
@@ -299,4 +478,4 @@ def anomalies_preview(
         )
     finally:
         con.unregister("_recon_preview")
-    return f"Newest anomalies, by the ledger row's `created_at`:\n\n{body}"
+    return f"Anomalies with most credits at stake first:\n\n{body}"

@@ -6,7 +6,11 @@ operational tables through extraction into dbt. Models are keyed by the schema t
 (`credits/<name>` for the seed's models, `marts/<name>` for marts) and grouped the same way, with
 owners, kinds and a description that is the model's own YAML description rather than its SQL.
 dbt tests become asset checks; their severity (`error` blocks, `warn` does not) is set in the dbt
-YAML, where each test is declared.
+YAML, where each test is declared. Every check gets a description a person can read in the UI: the
+test's own `description` from the YAML, else one written from what the test checks ("`x.y` is one
+of 0"), with its severity; a dbt test that repeats a ledger rule says so and links the rule's
+runbook section, so a failing pair reads as one problem. Check *names* stay dbt's (the run maps
+test results to checks by name): short names are given in the YAML (`name:` on the test).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
 from credits_pipeline import names, settings
+from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.names import marts_key
+from credits_pipeline.runbook import runbook_link
 
 RAW_KEY_PREFIX = names.RAW_PREFIX
 CREDITS_GROUP = names.GROUP_CREDITS
@@ -33,6 +39,62 @@ REVENUE_KEY = marts_key("revenue_attribution")
 RECONCILIATION_MODELS = ("user_balance_reconciliation", "ledger_anomalies")
 
 _GROUP_BY_SCHEMA = {CREDITS_SCHEMA: CREDITS_GROUP, MARTS_SCHEMA: MARTS_GROUP}
+
+# dbt tests that check what a ledger rule already reports row by row: (model, column) -> rule.
+LEDGER_RULE_REPEATED_BY_TEST = {
+    ("user_credit_daily", "chain_adjustment"): rc.CHAIN_BREAK,
+    ("credit_histories", "user_id"): rc.ORPHAN_USER,
+}
+SEVERITY_NOTE = {
+    "error": "ERROR: a failure blocks the assets downstream",
+    "warn": "WARN: reported, never blocks",
+}
+
+
+def _kwarg(kwargs: Mapping[str, Any], name: str) -> Any:
+    return kwargs.get(name, (kwargs.get("arguments") or {}).get(name))
+
+
+def generated_test_description(test_props: Mapping[str, Any]) -> str:
+    """What a generic dbt test checks, in one sentence, from its name and arguments."""
+    metadata = test_props.get("test_metadata") or {}
+    kind = metadata.get("name") or "test"
+    kwargs = metadata.get("kwargs") or {}
+    model = str(test_props.get("attached_node") or "").rsplit(".", 1)[-1] or "the model"
+    column = test_props.get("column_name") or _kwarg(kwargs, "column_name")
+    target = f"`{model}.{column}`" if column else f"`{model}`"
+    if kind == "not_null":
+        return f"{target} is never NULL."
+    if kind == "unique":
+        return f"{target} has no duplicate value."
+    if kind == "accepted_values":
+        values = ", ".join(str(v) for v in _kwarg(kwargs, "values") or [])
+        return f"{target} is one of: {values}."
+    if kind == "relationships":
+        to = str(_kwarg(kwargs, "to") or "").replace("ref(", "").replace("source(", "")
+        to = to.replace("'", "").replace(")", "").replace(", ", ".")
+        return f"Every {target} exists in `{to}.{_kwarg(kwargs, 'field')}`."
+    if kind == "unique_combination":
+        columns = ", ".join(_kwarg(kwargs, "columns") or [])
+        return f"No two rows of `{model}` share ({columns})."
+    return f"dbt test `{kind}` on {target}."
+
+
+def dbt_test_description(test_props: Mapping[str, Any]) -> str:
+    """The check's description: the YAML's own, or a generated one; severity; a repeated rule."""
+    config = test_props.get("config") or {}
+    own = (test_props.get("description") or "").strip()
+    own = own or ((config.get("meta") or test_props.get("meta") or {}).get("description") or "")
+    text = " ".join(own.split()) or generated_test_description(test_props)
+    model = str(test_props.get("attached_node") or "").rsplit(".", 1)[-1]
+    rule = LEDGER_RULE_REPEATED_BY_TEST.get((model, test_props.get("column_name")))
+    if rule:
+        text += (
+            f" Repeats the ledger rule `{rule}`, which lists the rows and their credits: "
+            f"{runbook_link(rule)}"
+        )
+    severity = str(config.get("severity") or "error").lower()
+    return f"{text} ({SEVERITY_NOTE.get(severity, severity)}.)"
 
 
 def _custom_schema(dbt_resource_props: Mapping[str, Any]) -> str | None:
@@ -78,6 +140,25 @@ class CreditsDbtTranslator(DagsterDbtTranslator):
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         layer = _GROUP_BY_SCHEMA.get(_custom_schema(dbt_resource_props) or "")
         return {"layer": layer} if layer else {}
+
+    def get_asset_check_spec(
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: Any,
+    ) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        return dg.AssetCheckSpec(
+            name=spec.name,
+            asset=spec.asset_key,
+            description=dbt_test_description(manifest["nodes"][unique_id]),
+            additional_deps=[dep.asset_key for dep in spec.additional_deps],
+            metadata=spec.metadata,
+            blocking=spec.blocking,
+        )
 
     def get_asset_spec(
         self,

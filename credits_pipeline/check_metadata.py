@@ -1,0 +1,18 @@
+"""The metadata keys a failing check carries to people and to the alert sensor, spelled once.
+
+The ledger checks write these keys and the alert sensor reads them. When each side spelled its own
+(`violations` vs `count`, `credits_involved` vs `credits`), every alert said "n/a" while the UI
+showed the numbers; one module imported by both makes that mismatch impossible. Any check of the
+code location may attach them (all optional): the sensor shows what it finds.
+"""
+
+from __future__ import annotations
+
+RULE = "rule"  # the rule code (contract section 3) or another check's own short name
+SEVERITY = "severity"  # ERROR or WARN, as the check declares it
+VIOLATIONS = "violations"  # how many violations (int)
+CREDITS_AT_STAKE = "credits_involved"  # credits the violations involve (int or float)
+WORST_USERS = "worst_users"  # the worst violations as a Markdown table, with expected/actual
+WORST_USER_IDS = "worst_user_ids"  # the users of those violations, comma-separated
+RUNBOOK = "runbook"  # the runbook section saying what to do next (a URL or a repo path)
+DETECTED_AT = "detected_at"  # the extraction cut-off the check measured from
