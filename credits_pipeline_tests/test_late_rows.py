@@ -32,6 +32,7 @@ from credits_pipeline.extract.fingerprint import (
     source_max_id,
 )
 from credits_pipeline.ledger.replay_state import ROW_FINGERPRINT
+from credits_pipeline_tests.bigquery_emulator import bigquery_emulator  # noqa: F401
 from credits_pipeline_tests.harness import (
     assert_same_rows,
     check_results,
@@ -303,7 +304,7 @@ def test_history_before_the_start_date_is_read_once_then_never_again(instance, w
 
 from credits_pipeline_tests.test_end_to_end import NEXT_DAY_COMPARED, _relation_rows  # noqa: E402
 
-E2E_USERS = 30
+E2E_USERS = 40
 E2E_MONTHS = 5
 E2E_PARTITION_DAYS = 100
 
@@ -354,7 +355,7 @@ def _daily_runs_equal_full_rebuilds(tmp_path: Path, url: str) -> None:
     today = dt.datetime.now(dt.UTC).date()
     yesterday = today - dt.timedelta(days=1)
     midnight = dt.datetime.combine(today, dt.time())
-    generate(url, users=E2E_USERS, seed=5, months=E2E_MONTHS, anomalies=True, end=yesterday)
+    generate(url, users=E2E_USERS, seed=5, months=E2E_MONTHS, anomalies=False, end=yesterday)
     engine = sa.create_engine(url)
     daily = tmp_path / "daily"
     _cli(daily, url, midnight - dt.timedelta(hours=20))  # the first full run: yesterday was empty
@@ -403,3 +404,75 @@ def test_partition_runs_after_late_rewritten_and_deleted_rows_equal_full_rebuild
     tmp_path, fresh_postgres_url
 ):
     _daily_runs_equal_full_rebuilds(tmp_path, fresh_postgres_url)
+
+
+# -- BigQuery: the same folds and fingerprints as on DuckDB ------------------------------------
+
+
+@pytest.mark.bigquery
+def test_late_rewritten_and_deleted_rows_land_on_bigquery_exactly_as_on_duckdb(
+    bigquery_emulator, instance, tmp_path  # noqa: F811
+):
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from credits_pipeline.extract.assets import extraction_assets, source_table_specs
+    from credits_pipeline.source.reader import SourceDatabase
+    from credits_pipeline_tests.bigquery_emulator import emulator_warehouse
+    from credits_pipeline_tests.harness import warehouse_fingerprint
+
+    bigquery = emulator_warehouse(bigquery_emulator)
+    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    engine = write_source(url, _days_ledger() + [ledger_row(30, 1, 1, 500, 0, ts(-9, 1))])
+    duck = str(tmp_path / "warehouse.duckdb")
+
+    def both(first: str, last: str) -> None:
+        assert run_extraction(instance, url, duck, first=first, last=last).success
+        defs = dg.Definitions(
+            assets=[*source_table_specs, *extraction_assets],
+            resources={"source": SourceDatabase(url=url), "warehouse": bigquery},
+            executor=dg.in_process_executor,
+        )
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False
+        )
+        assert result.success
+        expected = warehouse_fingerprint(duck)
+        with bigquery.connect(read_only=True) as con:
+            for name in ("credit_histories", "credit_histories__open", "_ledger_fingerprints"):
+                assert sorted(map(repr, con.execute(f"select * from raw.{name}").fetchall())) == expected[name], name
+
+    both("2025-01-01", "2025-01-05")
+    with engine.begin() as conn:
+        conn.execute(sa.text(_insert_sql()), [ledger_row(16, 1, 2, 15, 485, ts(5, 1)), ledger_row(17, 2, 2, 15, 485, ts(3, 9))])
+    both("2025-01-06", "2025-01-06")
+    with engine.begin() as conn:
+        conn.execute(sa.text("update credit_histories set amount = 99 where id = 5"))
+        conn.execute(sa.text("delete from credit_histories where id = 8"))
+    both("2025-01-06", "2025-01-06")
+
+
+# -- the catch-up's partition selection (extract/catch_up.py) ----------------------------------
+
+KEYS = [f"2025-01-0{i}" for i in range(1, 8)]
+
+
+def test_a_catch_up_loads_only_missing_partitions_as_contiguous_ranges():
+    from credits_pipeline.extract.catch_up import catch_up_ranges
+
+    loaded = [D(2025, 1, d) for d in (1, 2, 3, 5)]
+    assert catch_up_ranges(KEYS, loaded) == [("2025-01-04", "2025-01-04"), ("2025-01-06", "2025-01-07")]
+    assert catch_up_ranges(KEYS, [D(2025, 1, d) for d in range(1, 8)]) == []
+    assert catch_up_ranges(KEYS, [], full_refresh=False) == [("2025-01-01", "2025-01-07")]
+
+
+def test_a_catch_up_reloads_days_whose_fingerprint_changed_and_a_full_refresh_takes_everything():
+    from credits_pipeline.extract.catch_up import catch_up_ranges, changed_days
+
+    everything = [D(2025, 1, d) for d in range(1, 8)]
+    stored = {D(2025, 1, 2): StoredFingerprint(9, fp(2, 3)), D(2025, 1, 3): StoredFingerprint(9, fp(1, 5))}
+    source = {D(2025, 1, 2): {9: fp(2, 3)}, D(2025, 1, 3): {9: fp(1, 6)}}
+    changed = changed_days(stored, source, everything)
+    assert changed == {D(2025, 1, 3)}
+    assert catch_up_ranges(KEYS, everything, changed) == [("2025-01-03", "2025-01-03")]
+    assert catch_up_ranges(KEYS, everything, full_refresh=True) == [("2025-01-01", "2025-01-07")]
