@@ -476,3 +476,18 @@ def test_a_catch_up_reloads_days_whose_fingerprint_changed_and_a_full_refresh_ta
     assert changed == {D(2025, 1, 3)}
     assert catch_up_ranges(KEYS, everything, changed) == [("2025-01-03", "2025-01-03")]
     assert catch_up_ranges(KEYS, everything, full_refresh=True) == [("2025-01-01", "2025-01-07")]
+
+
+def test_each_ledger_partition_of_a_ranged_run_records_its_own_row_counts(instance, warehouse, sqlite_url):
+    ledger = clean_ledger()
+    ledger[1]["meta"] = "{broken"  # id 2, Jan 2: quarantined
+    write_source(sqlite_url, ledger)
+    result = run_extraction(instance, sqlite_url, warehouse)
+    assert result.success
+    counts = {
+        m.partition: (m.metadata["dagster/row_count"].value, m.metadata["rows_quarantined"].value)
+        for m in result.asset_materializations_for_node("raw__credit_histories")
+    }
+    assert counts == {
+        "2025-01-01": (1, 0), "2025-01-02": (1, 1), "2025-01-03": (1, 0), "2025-01-04": (0, 0), "2025-01-05": (0, 0)
+    }

@@ -59,6 +59,7 @@ from credits_pipeline.warehouse.raw_tables import (
     OPEN_PARTITION_LABEL,
     closed_ledger_end,
     fold_closed_ledger_rows,
+    partition_row_counts,
     replace_ledger_fingerprints,
     staged_watermark,
     stored_ledger_fingerprints,
@@ -216,7 +217,23 @@ def raw_credit_histories(
                 ),
             },
         )
+        per_partition = partition_row_counts(con, start, end)
     context.log.info(f"credit_histories [{start}, {end}): {tally.rows_loaded} loaded, {tally.rows_rejected} quarantined")
+    # A ranged run records one materialization per partition: each carries its own day's counts
+    # (the run's totals stay under `range_rows_*`).
+    metadata["range_rows_loaded"] = dg.MetadataValue.int(tally.rows_loaded)
+    metadata["range_rows_quarantined"] = dg.MetadataValue.int(tally.rows_rejected)
+    for key in context.partition_keys:
+        loaded, rejected = per_partition.get(dt.date.fromisoformat(key), (0, 0))
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(loaded),
+                "rows_read": dg.MetadataValue.int(loaded + rejected),
+                "rows_loaded": dg.MetadataValue.int(loaded),
+                "rows_quarantined": dg.MetadataValue.int(rejected),
+            },
+            partition_key=key,
+        )
     yield dg.MaterializeResult(metadata=metadata)
     yield validation_check_result(tally, LEDGER_KEY)
 

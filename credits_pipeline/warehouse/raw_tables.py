@@ -539,3 +539,17 @@ def fold_closed_ledger_rows(
         [closed_before, late_after_id, *first_params],
     )
     return folded
+
+
+def partition_row_counts(con, start: dt.date, end: dt.date) -> dict[dt.date, tuple[int, int]]:
+    """(loaded, quarantined) rows of each partition day in [start, end), as its own run loaded them."""
+    rows = con.execute(
+        f"select partition_date, loaded_rows, rejected_rows from {LEDGER_PARTITIONS} "
+        "where partition_date >= ? and partition_date < ?",
+        [start, end],
+    ).fetchall()
+    out = {}
+    for day, loaded, rejected in rows:
+        day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10])
+        out[day] = (int(loaded or 0), int(rejected or 0))
+    return out
