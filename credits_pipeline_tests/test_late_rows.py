@@ -491,3 +491,16 @@ def test_each_ledger_partition_of_a_ranged_run_records_its_own_row_counts(instan
     assert counts == {
         "2025-01-01": (1, 0), "2025-01-02": (1, 1), "2025-01-03": (1, 0), "2025-01-04": (0, 0), "2025-01-05": (0, 0)
     }
+
+
+def test_days_at_a_bound_the_cut_did_not_compute_are_read_again_not_reported_changed():
+    from credits_pipeline.extract.fingerprint import MAX_FINGERPRINT_BOUNDS, fingerprint_bounds
+
+    stored = {D(2025, 1, 1) + dt.timedelta(days=i): StoredFingerprint(100 + i, fp(1, i)) for i in range(10)}
+    stored[D(2025, 1, 20)] = StoredFingerprint(100, fp(1, 0))
+    bounds = fingerprint_bounds(stored, D(2025, 2, 1), 500)
+    assert len(bounds) == MAX_FINGERPRINT_BOUNDS and 500 in bounds and 100 in bounds
+    source = {d: {b: s.fingerprint for b in bounds} for d, s in stored.items()}
+    plan = plan_closed_days(stored, source, D(2025, 2, 1), 500)
+    assert plan.changed == ()
+    assert len(plan.first_read) == 11 - (MAX_FINGERPRINT_BOUNDS - 1) - 1

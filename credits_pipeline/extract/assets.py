@@ -26,6 +26,7 @@ from credits_pipeline.extract.fingerprint import (
     ClosedDaysPlan,
     cut_where,
     day_ranges,
+    fingerprint_bounds,
     plan_closed_days,
     source_day_fingerprints,
     source_max_id,
@@ -299,7 +300,7 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
             # the source's fingerprints of every closed day, at each stored bound and at the
             # snapshot's highest id (the bound stored for the next run), in one aggregate.
             snapshot_max_id = source_max_id(conn)
-            bounds = {s.through_id for d, s in stored.items() if d < closed_before.date()} | {snapshot_max_id}
+            bounds = fingerprint_bounds(stored, closed_before.date(), snapshot_max_id)
             source_days = source_day_fingerprints(conn, bounds, None, closed_before.date())
             plan = plan_closed_days(stored, source_days, closed_before.date(), snapshot_max_id)
             users_stager = Stager(con, USERS)

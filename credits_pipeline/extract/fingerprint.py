@@ -210,11 +210,12 @@ def plan_closed_days(
     rows is a first read, and nothing is late (`snapshot_max_id`).
     """
     closed_stored = {d: s for d, s in stored.items() if d < closed_before}
+    computed = {b for per_bound in source.values() for b in per_bound}
     changed, first_read = [], []
     for day in sorted(set(closed_stored) | {d for d in source if d < closed_before}):
         mark = closed_stored.get(day)
-        if mark is None:
-            first_read.append(day)
+        if mark is None or (computed and mark.through_id not in computed and day in source):
+            first_read.append(day)  # no fingerprint, or one at a bound not computed this run
             continue
         now = source.get(day, {}).get(mark.through_id, EMPTY)
         if now != mark.fingerprint:
@@ -230,6 +231,27 @@ def plan_closed_days(
         )
     )
     return ClosedDaysPlan(late_after, tuple(changed), tuple(first_read), held)
+
+
+MAX_FINGERPRINT_BOUNDS = 6
+
+
+def fingerprint_bounds(
+    stored: Mapping[dt.date, StoredFingerprint], closed_before: dt.date, snapshot_max_id: int
+) -> list[int]:
+    """The bounds the cut's fingerprint query computes: the snapshot's, and the stored ones.
+
+    Each bound adds four sums to the one scan. Normally there are two or three (the previous
+    cut's, the partitions loaded since, the snapshot's); should many partitions have been loaded
+    by separate runs without a cut in between, only the most common bounds are computed and the
+    days at other bounds are simply read again once (`plan_closed_days`).
+    """
+    counts: dict[int, int] = {}
+    for day, mark in stored.items():
+        if day < closed_before:
+            counts[mark.through_id] = counts.get(mark.through_id, 0) + 1
+    common = sorted(counts, key=lambda b: (-counts[b], b))[: MAX_FINGERPRINT_BOUNDS - 1]
+    return sorted({*common, snapshot_max_id})
 
 
 def day_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
