@@ -6,7 +6,9 @@ Three shapes, chosen by how each table changes (contract section 1, `Table.strat
 - `users` must be read in the same snapshot as the ledger rows its balances are compared with, so
   one multi-asset opens a consistent-snapshot transaction, reads `users` whole and every ledger row
   the closed partitions do not hold (the open day, NULL or out-of-range `created_at`, late writes),
-  and records the cut — all swapped into the warehouse in one transaction;
+  and records the cut — all swapped into the warehouse in one transaction; closed days are
+  checked by fingerprint (extract/fingerprint.py), so rows written late, rewritten or deleted in
+  days already loaded are found without re-reading history (docs/warehouse-layout.md);
 - content and billing tables change in place: read by an `updated_at` watermark and merged by id;
   the two small catalogs (`credit_events`, `plans`) are replaced whole.
 """
@@ -162,9 +164,10 @@ LEDGER_KEY = raw_key(CREDIT_HISTORIES.name)
     owners=[OWNER_DATA_ENGINEERING],
     check_specs=[validation_check_spec(LEDGER_KEY)],
     description="Closed days of the credit ledger `syllaby_v2.credit_histories`, one daily partition "
-    "per UTC day of `created_at`. Rows with NULL or out-of-range `created_at`, and the open day, are "
-    "read at the consistent cut into `raw.credit_histories__open`. Quarantine: "
-    "`raw.credit_histories__rejected`.",
+    "per UTC day of `created_at`; each day keeps a fingerprint of what was read. Rows with NULL or "
+    "future `created_at`, the open day and rows written late are read at the consistent cut into "
+    "`raw.credit_histories__open` (late rows and the history before the first partition are also "
+    "written into their own day here). Quarantine: `raw.credit_histories__rejected`.",
 )
 def raw_credit_histories(
     context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
@@ -262,8 +265,9 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
         dg.AssetSpec(
             OPEN_KEY,
             deps=[source_key(CREDIT_HISTORIES.name), LEDGER_KEY],
-            description="Ledger rows the closed daily partitions do not hold — the open day, NULL or "
-            "out-of-range `created_at`, rows written late — read in the same snapshot as `raw.users`.",
+            description="Ledger rows the closed days may not hold — the open day, NULL or future "
+            "`created_at`, rows written late (ids above the closed days' fingerprint bound), closed days "
+            "whose fingerprint changed — read in the same snapshot as `raw.users`.",
             group_name=GROUP_RAW,
             kinds=warehouse_kinds(),
             owners=[OWNER_DATA_ENGINEERING],

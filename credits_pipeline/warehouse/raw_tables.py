@@ -354,31 +354,6 @@ def loaded_ledger_partitions(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
     return [r[0] for r in con.execute(f"select partition_date from {LEDGER_PARTITIONS} order by 1").fetchall()]
 
 
-def closed_ledger_bounds(con: duckdb.DuckDBPyConnection, start: dt.date) -> tuple[dt.datetime, int]:
-    """(T0, M): the end of the contiguous run of loaded partitions from `start`, and the max id.
-
-    Rows before T0 are served from the closed partitions; everything else — the open day, rows
-    outside the partition range, rows written late — is read again inside the consistent cut.
-    """
-    day = start
-    loaded = set(loaded_ledger_partitions(con))
-    while day in loaded:
-        day += dt.timedelta(days=1)
-    # The highest id the closed partitions have *read*, loaded or quarantined: a quarantined row
-    # must not be read a second time by the open slice.
-    max_id = con.execute(
-        f"""
-        select greatest(
-            (select coalesce(max(id), 0) from raw.{CREDIT_HISTORIES.name}),
-            (select coalesce(max(try_cast(id as bigint)), 0) from raw.{rejected_name(CREDIT_HISTORIES.name)}
-             where {PARTITION_COLUMN} <> ?)
-        )
-        """,
-        [OPEN_PARTITION_LABEL],
-    ).fetchone()[0]
-    return dt.datetime.combine(day, dt.time()), int(max_id)
-
-
 def watermark(con: duckdb.DuckDBPyConnection, target: str) -> tuple[dt.datetime | None, int | None] | None:
     row = con.execute(f"select updated_at, max_id from {WATERMARKS} where table_name = ?", [target]).fetchone()
     return (row[0], row[1]) if row else None
