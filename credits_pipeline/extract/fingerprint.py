@@ -1,9 +1,9 @@
 """Fingerprints of closed ledger days: how a run notices rows rewritten, deleted or written late.
 
-The ledger is append-only by contract, yet the application rewrites an old row now and then, may
-delete one, and commits rows whose `created_at` lies in a day the warehouse closed already. Re-reading
-every closed day on every run would find all three, at the cost of the whole history each day.
-Instead each closed day keeps a fingerprint of what the warehouse read for it — the row count, the
+The ledger is append-only by contract, yet the application rewrites an old row now and then,
+may delete one, and commits rows whose `created_at` lies in a day the warehouse closed already.
+Re-reading every closed day on every run would find all three, at the cost of the whole history
+each day. Instead each closed day keeps a fingerprint of what the warehouse read for it — the row count, the
 sum of ids, the sum of user ids and the sum of the reconciliation's per-row fingerprint
 (`ledger.replay_state.ROW_FINGERPRINT`, one definition of "the replay's inputs") — over the rows
 with an id at or below the day's `through_id` (the source's highest id when the day was read).
@@ -57,7 +57,8 @@ _DIALECT = {
 
 @dataclass(frozen=True)
 class DayFingerprint:
-    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal rows."""
+    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal rows.
+    """
 
     rows: int = 0
     id_sum: int = 0
@@ -152,7 +153,8 @@ def source_day_fingerprints(
         params["from_day"] = dt.datetime.combine(from_day, dt.time())
     if to_day is not None:
         params["to_day"] = dt.datetime.combine(to_day, dt.time())
-    statement = sa.text(source_fingerprint_sql(conn, bounds, from_day is not None, to_day is not None))
+    sql = source_fingerprint_sql(conn, bounds, from_day is not None, to_day is not None)
+    statement = sa.text(sql)
     result: dict[dt.date, dict[int, DayFingerprint]] = {}
     for row in conn.execute(statement, params):
         day = _as_date(row[0])
@@ -167,7 +169,7 @@ def source_day_fingerprints(
 
 
 def source_max_id(conn: sa.Connection) -> int:
-    """The highest ledger id in the source (0 when empty): the `through_id` of a read starting now."""
+    """The source's highest ledger id (0 when empty): the `through_id` of a read starting now."""
     quote = conn.dialect.identifier_preparer.quote
     value = conn.execute(sa.text(f"SELECT MAX(id) FROM {quote('credit_histories')}")).scalar()
     return int(value or 0)
@@ -283,11 +285,15 @@ def cut_where(plan: ClosedDaysPlan, closed_before: dt.datetime) -> tuple[str, di
     `closed_before`); rows of closed days read again (`plan.reread`); and rows written late — every
     id above `plan.late_after_id`, except those of days read more recently at or below their bound.
     """
-    params: dict[str, object] = {"closed_before": closed_before, "late_after_id": plan.late_after_id}
+    params: dict[str, object] = {
+        "closed_before": closed_before,
+        "late_after_id": plan.late_after_id,
+    }
     late = "id > :late_after_id"
     for i, (first, end, bound) in enumerate(held_ranges(plan.held_through)):
         late += (
-            f" AND NOT (created_at >= :held_from_{i} AND created_at < :held_to_{i} AND id <= :held_id_{i})"
+            f" AND NOT (created_at >= :held_from_{i} AND created_at < :held_to_{i}"
+            f" AND id <= :held_id_{i})"
         )
         params |= {
             f"held_from_{i}": dt.datetime.combine(first, dt.time()),
