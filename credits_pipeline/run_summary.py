@@ -148,19 +148,26 @@ def summarize(events: Iterable, plan: PlanShape, failure_message) -> RunSummary:
 
 
 def _record_materialization(summary: RunSummary, mat) -> None:
+    """Count one materialization; a ranged run's partitions each carry their own day's counts, so
+    they add up (a second materialization of an unpartitioned asset is not counted twice)."""
     key = mat.asset_key.to_user_string()
-    if key in summary.materialized:
+    if key in summary.materialized and mat.partition is None:
         return
-    summary.materialized.append(key)
+    if key not in summary.materialized:
+        summary.materialized.append(key)
     meta = mat.metadata
-    if ROWS_LOADED_METADATA in meta:
-        summary.rows_loaded[key] = int(meta[ROWS_LOADED_METADATA].value)
-    if ROW_COUNT_METADATA in meta:
-        summary.row_counts[key] = int(meta[ROW_COUNT_METADATA].value)
+
+    def add(counts: dict, name: str) -> None:
+        if name in meta:
+            counts[key] = counts.get(key, 0) + int(meta[name].value)
+
+    add(summary.rows_loaded, ROWS_LOADED_METADATA)
+    add(summary.row_counts, ROW_COUNT_METADATA)
     if ROWS_QUARANTINED_METADATA in meta:
         relation = meta.get(QUARANTINE_RELATION_METADATA)
+        before = summary.quarantined.get(key, (0, ""))[0]
         summary.quarantined[key] = (
-            int(meta[ROWS_QUARANTINED_METADATA].value),
+            before + int(meta[ROWS_QUARANTINED_METADATA].value),
             str(relation.value) if relation is not None else "",
         )
 

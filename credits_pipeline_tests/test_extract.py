@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 import pytest
 import sqlalchemy as sa
@@ -194,7 +196,9 @@ def test_a_row_written_after_the_closed_days_were_loaded_is_read_in_the_consiste
     assert query(warehouse, "select id from raw.credit_histories__open order by id") == [(5,), (7,)]
     assert query(warehouse, "select remaining_credit_amount from raw.users where id = 1") == [(455,)]
     closed_before, max_id = query(warehouse, "select ledger_closed_before, ledger_closed_max_id from raw.extraction_cutoff")[0]
-    assert closed_before.date().isoformat() == "2025-01-06" and max_id == 4
+    # the mark moved to the snapshot's highest id: the late row is now also held by its own day
+    assert closed_before.date().isoformat() == "2025-01-06" and max_id == 7
+    assert query(warehouse, "select _partition from raw.credit_histories where id = 7") == [(dt.date(2025, 1, 2),)]
 
 
 def test_content_tables_merge_changed_rows_by_id_after_the_first_full_read(instance, warehouse, sqlite_url):

@@ -6,7 +6,9 @@ Three shapes, chosen by how each table changes (contract section 1, `Table.strat
 - `users` must be read in the same snapshot as the ledger rows its balances are compared with, so
   one multi-asset opens a consistent-snapshot transaction, reads `users` whole and every ledger row
   the closed partitions do not hold (the open day, NULL or out-of-range `created_at`, late writes),
-  and records the cut — all swapped into the warehouse in one transaction;
+  and records the cut — all swapped into the warehouse in one transaction; closed days are
+  checked by fingerprint (extract/fingerprint.py), so rows written late, rewritten or deleted in
+  days already loaded are found without re-reading history (docs/warehouse-layout.md);
 - content and billing tables change in place: read by an `updated_at` watermark and merged by id;
   the two small catalogs (`credit_events`, `plans`) are replaced whole.
 """
@@ -21,7 +23,20 @@ from pathlib import Path
 import dagster as dg
 
 from credits_pipeline import settings
+from credits_pipeline.extract.fingerprint import EMPTY as EMPTY_DAY
+from credits_pipeline.extract.fingerprint import (
+    ClosedDaysPlan,
+    cut_where,
+    day_ranges,
+    fingerprint_bounds,
+    plan_closed_days,
+    source_day_fingerprints,
+    source_max_id,
+)
 from credits_pipeline.extract.common import (
+    ROWS_LOADED_METADATA,
+    ROWS_QUARANTINED_METADATA,
+    ROWS_READ_METADATA,
     extraction_metadata,
     finish_tally,
     stage_batches,
@@ -49,8 +64,12 @@ from credits_pipeline.warehouse.raw_tables import (
 from credits_pipeline.warehouse.raw_tables import (
     OPEN_LEDGER,
     OPEN_PARTITION_LABEL,
-    closed_ledger_bounds,
+    closed_ledger_end,
+    fold_closed_ledger_rows,
+    partition_row_counts,
+    replace_ledger_fingerprints,
     staged_watermark,
+    stored_ledger_fingerprints,
     watermark,
 )
 
@@ -150,9 +169,10 @@ LEDGER_KEY = raw_key(CREDIT_HISTORIES.name)
     owners=[OWNER_DATA_ENGINEERING],
     check_specs=[validation_check_spec(LEDGER_KEY), drift_check_spec(LEDGER_KEY)],
     description="Closed days of the credit ledger `syllaby_v2.credit_histories`, one daily partition "
-    "per UTC day of `created_at`. Rows with NULL or out-of-range `created_at`, and the open day, are "
-    "read at the consistent cut into `raw.credit_histories__open`. Quarantine: "
-    "`raw.credit_histories__rejected`.",
+    "per UTC day of `created_at`; each day keeps a fingerprint of what was read. Rows with NULL or "
+    "future `created_at`, the open day and rows written late are read at the consistent cut into "
+    "`raw.credit_histories__open` (late rows and the history before the first partition are also "
+    "written into their own day here). Quarantine: `raw.credit_histories__rejected`.",
 )
 def raw_credit_histories(
     context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
@@ -167,6 +187,10 @@ def raw_credit_histories(
     with source_errors_as_failure(), source.connect() as conn, warehouse.connect() as con:
         check_table(conn, CREDIT_HISTORIES)
         stager = Stager(con, CREDIT_HISTORIES)
+        # Before reading: the source's highest id, and the days' fingerprints up to it. The days
+        # then hold every row at or below it (see extract/fingerprint.py): later rows are late.
+        through_id = source_max_id(conn)
+        fingerprints = source_day_fingerprints(conn, [through_id], start, end)
         context.log.info(f"reading syllaby_v2.credit_histories for [{start}, {end}) from {source.display_name()}")
         tally = stage_batches(
             stager,
@@ -176,6 +200,9 @@ def raw_credit_histories(
             label=start.isoformat(),
         )
         per_day = stager.swap_ledger_range(start, end)
+        replace_ledger_fingerprints(
+            con, start, end, through_id, {d: f[through_id] for d, f in fingerprints.items()}
+        )
         finish_tally(tally, stager)
         # the closed ledger's watermark: how far the daily partitions reach, in time and in id
         newest_created_at, newest_id = con.execute(
@@ -192,13 +219,30 @@ def raw_credit_histories(
                 "partition_range": dg.MetadataValue.text(f"[{start}, {end})"),
                 "partitions_replaced": dg.MetadataValue.int(len(per_day)),
                 **watermark_metadata(newest_created_at, newest_id, "created_at"),
+                "fingerprint_through_id": dg.MetadataValue.int(through_id),
                 "rows_outside_partitions": dg.MetadataValue.text(
-                    "NULL, pre-start and open-day rows are extracted by raw/credit_histories__open "
-                    "at the consistent cut"
+                    "NULL-dated, open-day and late rows, and the history before the first partition, "
+                    "are extracted by raw/credit_histories__open at the consistent cut"
                 ),
             },
         )
+        per_partition = partition_row_counts(con, start, end)
     context.log.info(f"credit_histories [{start}, {end}): {tally.rows_loaded} loaded, {tally.rows_rejected} quarantined")
+    # A ranged run records one materialization per partition: each carries its own day's counts
+    # (the run's totals stay under `range_rows_*`).
+    metadata["range_rows_loaded"] = dg.MetadataValue.int(tally.rows_loaded)
+    metadata["range_rows_quarantined"] = dg.MetadataValue.int(tally.rows_rejected)
+    for key in context.partition_keys:
+        loaded, rejected = per_partition.get(dt.date.fromisoformat(key), (0, 0))
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(loaded),
+                ROWS_READ_METADATA: dg.MetadataValue.int(loaded + rejected),
+                ROWS_LOADED_METADATA: dg.MetadataValue.int(loaded),
+                ROWS_QUARANTINED_METADATA: dg.MetadataValue.int(rejected),
+            },
+            partition_key=key,
+        )
     yield dg.MaterializeResult(metadata=metadata)
     yield validation_check_result(tally, LEDGER_KEY)
     yield drift_check_result(CREDIT_HISTORIES, LEDGER_KEY)
@@ -209,7 +253,8 @@ def raw_credit_histories(
 USERS_KEY = raw_key(USERS.name)
 OPEN_KEY = raw_key(OPEN_LEDGER_TABLE)
 CUTOFF_KEY = raw_key(CUTOFF_TABLE)
-OPEN_LEDGER_WHERE = "created_at IS NULL OR created_at < :range_start OR created_at >= :closed_before OR id > :closed_max_id"
+CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
+"""WARN check on `raw/credit_histories__open`: no closed ledger day was rewritten or lost a row."""
 
 
 @dg.multi_asset(
@@ -226,8 +271,9 @@ OPEN_LEDGER_WHERE = "created_at IS NULL OR created_at < :range_start OR created_
         dg.AssetSpec(
             OPEN_KEY,
             deps=[source_key(CREDIT_HISTORIES.name), LEDGER_KEY],
-            description="Ledger rows the closed daily partitions do not hold — the open day, NULL or "
-            "out-of-range `created_at`, rows written late — read in the same snapshot as `raw.users`.",
+            description="Ledger rows the closed days may not hold — the open day, NULL or future "
+            "`created_at`, rows written late (ids above the closed days' fingerprint bound), closed days "
+            "whose fingerprint changed — read in the same snapshot as `raw.users`.",
             group_name=GROUP_RAW,
             kinds=warehouse_kinds(),
             owners=[OWNER_DATA_ENGINEERING],
@@ -241,50 +287,82 @@ OPEN_LEDGER_WHERE = "created_at IS NULL OR created_at < :range_start OR created_
             owners=[OWNER_DATA_ENGINEERING],
         ),
     ],
-    check_specs=[validation_check_spec(USERS_KEY), validation_check_spec(OPEN_KEY), drift_check_spec(USERS_KEY)],
+    check_specs=[
+        validation_check_spec(USERS_KEY),
+        validation_check_spec(OPEN_KEY),
+        drift_check_spec(USERS_KEY),
+        dg.AssetCheckSpec(
+            name=CLOSED_DAYS_CHECK,
+            asset=OPEN_KEY,
+            description="Closed ledger days compared by fingerprint (row count, sum of ids, the "
+            "replay inputs' checksum) between source and warehouse: fails (WARN) when a closed day "
+            "was rewritten in place or lost rows since it was read. The day is read again either way.",
+        ),
+    ],
 )
 def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse):
-    range_start = dt.datetime.combine(settings.ledger_start_date(), dt.time())
     with source_errors_as_failure(), warehouse.connect() as con:
-        closed_before, closed_max_id = closed_ledger_bounds(con, settings.ledger_start_date())
+        closed_before = closed_ledger_end(con, settings.ledger_start_date())
+        stored = stored_ledger_fingerprints(con)
         with source.consistent_snapshot() as (conn, cutoff):
             check_table(conn, USERS)
             check_table(conn, CREDIT_HISTORIES)
+            # Which closed days changed, which were never read, and from which id rows are late:
+            # the source's fingerprints of every closed day, at each stored bound and at the
+            # snapshot's highest id (the bound stored for the next run), in one aggregate.
+            snapshot_max_id = source_max_id(conn)
+            bounds = fingerprint_bounds(stored, closed_before.date(), snapshot_max_id)
+            source_days = source_day_fingerprints(conn, bounds, None, closed_before.date())
+            plan = plan_closed_days(stored, source_days, closed_before.date(), snapshot_max_id)
             users_stager = Stager(con, USERS)
             users_tally = stage_batches(users_stager, source.read_batches(conn, USERS), label="whole")
             open_stager = Stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER)
-            params = {"range_start": range_start, "closed_before": closed_before, "closed_max_id": closed_max_id}
+            where, params = cut_where(plan, closed_before)
             open_tally = stage_batches(
                 open_stager,
-                source.read_batches(conn, CREDIT_HISTORIES, OPEN_LEDGER_WHERE, params),
+                source.read_batches(conn, CREDIT_HISTORIES, where, params),
                 label=OPEN_PARTITION_LABEL,
             )
         where_open_rows_came_from = con.execute(
             f"""
             select
                 count(*) filter (where created_at is null) as null_created_at,
-                count(*) filter (where created_at < ?) as before_partition_range,
                 count(*) filter (where created_at >= ? and created_at <= ?) as open_days,
                 count(*) filter (where created_at > ?) as after_cutoff,
-                count(*) filter (where created_at >= ? and created_at < ?) as written_late
+                count(*) filter (where created_at < ? and id > ?) as written_late
             from {open_stager.stage}
             """,
-            [range_start, closed_before, cutoff, cutoff, range_start, closed_before],
+            [closed_before, cutoff, cutoff, closed_before, plan.late_after_id],
         ).fetchone()
         con.execute("begin transaction")
         try:
             users_stager.replace_whole(in_transaction=True)
+            rows_into_closed_days = fold_closed_ledger_rows(
+                open_stager,
+                closed_before,
+                plan.late_after_id,
+                day_ranges(plan.reread),
+                day_ranges(plan.first_read),
+            )
             open_stager.replace_whole(OPEN_PARTITION_LABEL, in_transaction=True)
-            con.execute(f"delete from {CUTOFF_RELATION}")
-            con.execute(f"insert into {CUTOFF_RELATION} values (?, ?, ?)", [cutoff, closed_before, closed_max_id])
+            con.execute(f"delete from {CUTOFF_RELATION} where true")
+            con.execute(
+                f"insert into {CUTOFF_RELATION} values (?, ?, ?)", [cutoff, closed_before, snapshot_max_id]
+            )
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
             raise
+        # Every closed day now holds its rows up to the snapshot's highest id: the next run's bound.
+        # (Stored after the commit: a crash in between only makes the next run read those days again.)
+        replace_ledger_fingerprints(
+            con, None, closed_before.date(), snapshot_max_id,
+            {d: f[snapshot_max_id] for d, f in source_days.items()},
+        )
         finish_tally(users_tally, users_stager)
         finish_tally(open_tally, open_stager)
         users_meta = extraction_metadata(users_tally, USERS, cutoff, con, f"raw.{USERS.name}")
-        labels = ("null_created_at", "before_partition_range", "open_days", "after_cutoff", "written_late")
+        labels = ("null_created_at", "open_days", "after_cutoff", "written_late")
         open_meta = extraction_metadata(
             open_tally,
             CREDIT_HISTORIES,
@@ -294,13 +372,16 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
             with_partition=True,
             extra={
                 "closed_partitions_end": dg.MetadataValue.timestamp(closed_before.replace(tzinfo=dt.UTC)),
-                "closed_max_id": dg.MetadataValue.int(closed_max_id),
+                "late_rows_after_id": dg.MetadataValue.int(plan.late_after_id),
+                "closed_max_id": dg.MetadataValue.int(snapshot_max_id),
                 **{f"rows_{k}": dg.MetadataValue.int(int(v or 0)) for k, v in zip(labels, where_open_rows_came_from)},
+                **closed_days_metadata(plan, rows_into_closed_days),
             },
         )
     context.log.info(
         f"consistent cut at {cutoff:%Y-%m-%d %H:%M:%S} UTC: {users_tally.rows_loaded} users, "
-        f"{open_tally.rows_loaded} open ledger rows"
+        f"{open_tally.rows_loaded} open ledger rows ({rows_into_closed_days} into closed days; "
+        f"{len(plan.changed)} changed closed day(s) re-read, {len(plan.first_read)} read for the first time)"
     )
     cut_ts = dg.MetadataValue.timestamp(cutoff.replace(tzinfo=dt.UTC))
     yield dg.MaterializeResult(asset_key=USERS_KEY, metadata=users_meta)
@@ -315,7 +396,56 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
     )
     yield validation_check_result(users_tally, USERS_KEY)
     yield validation_check_result(open_tally, OPEN_KEY)
+    yield closed_days_check_result(plan, source_days, stored, OPEN_KEY)
     yield drift_check_result(USERS, USERS_KEY)
+
+
+MAX_LISTED_DAYS = 20
+
+
+def closed_days_metadata(plan: ClosedDaysPlan, rows_into_closed_days: int) -> dict:
+    """How many closed days the cut read again, and why (changed in place, or first read)."""
+    listed = ", ".join(d.isoformat() for d in plan.changed[:MAX_LISTED_DAYS]) or "none"
+    return {
+        "closed_days_reread": dg.MetadataValue.int(len(plan.reread)),
+        "closed_days_changed": dg.MetadataValue.int(len(plan.changed)),
+        "closed_days_first_read": dg.MetadataValue.int(len(plan.first_read)),
+        "changed_days": dg.MetadataValue.text(listed),
+        "rows_into_closed_days": dg.MetadataValue.int(rows_into_closed_days),
+    }
+
+
+def closed_days_check_result(
+    plan: ClosedDaysPlan,
+    source_days: dict,
+    stored: dict,
+    asset_key: dg.AssetKey,
+) -> dg.AssetCheckResult:
+    """WARN when a closed day's rows changed in place or vanished: the ledger is append-only."""
+    lines = []
+    for day in plan.changed[:MAX_LISTED_DAYS]:
+        was = stored[day]
+        now = source_days.get(day, {}).get(was.through_id, EMPTY_DAY)
+        lines.append(
+            f"- {day.isoformat()}: {was.fingerprint.rows} row(s) read before, {now.rows} now "
+            f"(ids up to {was.through_id}); re-read"
+        )
+    description = (
+        f"{len(plan.changed)} closed ledger day(s) changed since they were read (rows rewritten in "
+        "place or deleted); they were read again." if plan.changed
+        else "No closed ledger day changed since it was read."
+    )
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=CLOSED_DAYS_CHECK,
+        passed=not plan.changed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "closed_days_changed": dg.MetadataValue.int(len(plan.changed)),
+            "changed_days": dg.MetadataValue.md("\n".join(lines) or "none"),
+        },
+    )
 
 
 # -- dimension and content tables ----------------------------------------------------------------

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from credits_pipeline.extract.fingerprint import DayFingerprint, StoredFingerprint
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
@@ -38,6 +39,8 @@ PARTITION_COLUMN = "_partition"
 STAGING_SCHEMA = "_staging"
 OPEN_LEDGER = "credit_histories__open"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
+LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
+FINGERPRINT_INSERT_CHUNK = 400  # days per parametrized insert (6 parameters each)
 WATERMARKS = "raw._watermarks"
 CUTOFF_TABLE = "raw.extraction_cutoff"
 OPEN_PARTITION_LABEL = "open"
@@ -77,6 +80,10 @@ def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
         con.execute(
             f"create table if not exists {LEDGER_PARTITIONS} "
             "(partition_date DATE primary key, loaded_rows BIGINT, rejected_rows BIGINT)"
+        )
+        con.execute(
+            f"create table if not exists {LEDGER_FINGERPRINTS} (partition_date DATE, through_id BIGINT, "
+            "row_count BIGINT, id_sum BIGINT, user_id_sum BIGINT, digest BIGINT)"
         )
     con.execute(
         f"create table if not exists {WATERMARKS} "
@@ -373,31 +380,6 @@ def loaded_ledger_partitions(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
     return [r[0] for r in con.execute(f"select partition_date from {LEDGER_PARTITIONS} order by 1").fetchall()]
 
 
-def closed_ledger_bounds(con: duckdb.DuckDBPyConnection, start: dt.date) -> tuple[dt.datetime, int]:
-    """(T0, M): the end of the contiguous run of loaded partitions from `start`, and the max id.
-
-    Rows before T0 are served from the closed partitions; everything else — the open day, rows
-    outside the partition range, rows written late — is read again inside the consistent cut.
-    """
-    day = start
-    loaded = set(loaded_ledger_partitions(con))
-    while day in loaded:
-        day += dt.timedelta(days=1)
-    # The highest id the closed partitions have *read*, loaded or quarantined: a quarantined row
-    # must not be read a second time by the open slice.
-    max_id = con.execute(
-        f"""
-        select greatest(
-            (select coalesce(max(id), 0) from raw.{CREDIT_HISTORIES.name}),
-            (select coalesce(max(try_cast(id as bigint)), 0) from raw.{rejected_name(CREDIT_HISTORIES.name)}
-             where {PARTITION_COLUMN} <> ?)
-        )
-        """,
-        [OPEN_PARTITION_LABEL],
-    ).fetchone()[0]
-    return dt.datetime.combine(day, dt.time()), int(max_id)
-
-
 def watermark(con: duckdb.DuckDBPyConnection, target: str) -> tuple[dt.datetime | None, int | None] | None:
     row = con.execute(f"select updated_at, max_id from {WATERMARKS} where table_name = ?", [target]).fetchone()
     return (row[0], row[1]) if row else None
@@ -416,3 +398,159 @@ def newest_rows_markdown(con: duckdb.DuckDBPyConnection, relation: str, order_by
     if frame.empty:
         return "_no rows_"
     return frame.to_markdown(index=False)
+
+
+# -- closed-day fingerprints and the rows the consistent cut folds into closed days --------------
+
+
+def closed_ledger_end(con, start: dt.date) -> dt.datetime:
+    """T0: the end of the contiguous run of loaded partitions from `start` (the open day's start).
+
+    Everything with `created_at` before T0 — the loaded partitions and the history before `start` —
+    is a closed day; the open slice holds the days from T0 on.
+    """
+    day = start
+    loaded = set(loaded_ledger_partitions(con))
+    while day in loaded:
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time())
+
+
+def stored_ledger_fingerprints(con) -> dict[dt.date, StoredFingerprint]:
+    """Each closed day's fingerprint as the warehouse read it (see extract/fingerprint.py)."""
+    ensure_raw_tables(con, CREDIT_HISTORIES)
+    rows = con.execute(
+        f"select partition_date, through_id, row_count, id_sum, user_id_sum, digest from {LEDGER_FINGERPRINTS}"
+    ).fetchall()
+    out = {}
+    for day, through, *values in rows:
+        day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10])
+        out[day] = StoredFingerprint(int(through), DayFingerprint(*(int(v) for v in values)))
+    return out
+
+
+def replace_ledger_fingerprints(
+    con,
+    first: dt.date | None,
+    end: dt.date,
+    through_id: int,
+    fingerprints: dict[dt.date, DayFingerprint],
+) -> None:
+    """Replace the stored fingerprints of days [first, end) (`first` None: every day before `end`).
+
+    `fingerprints` is the source's, taken at `through_id` before (or in the snapshot of) the read
+    that loaded those days: a day absent from it is stored only if it lies in a bounded range
+    (an empty partition), so that a row appearing in it later is a change, not a first read.
+    """
+    ensure_raw_tables(con, CREDIT_HISTORIES)
+    if first is None:
+        con.execute(f"delete from {LEDGER_FINGERPRINTS} where partition_date < ?", [end])
+        days = sorted(d for d in fingerprints if d < end)
+    else:
+        con.execute(
+            f"delete from {LEDGER_FINGERPRINTS} where partition_date >= ? and partition_date < ?", [first, end]
+        )
+        days = [first + dt.timedelta(days=i) for i in range((end - first).days)]
+    rows = []
+    for day in days:
+        fp = fingerprints.get(day, DayFingerprint())
+        rows.append([day, int(through_id), fp.rows, fp.id_sum, fp.user_sum, fp.digest])
+    for i in range(0, len(rows), FINGERPRINT_INSERT_CHUNK):
+        chunk = rows[i: i + FINGERPRINT_INSERT_CHUNK]
+        values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in chunk)
+        con.execute(
+            f"insert into {LEDGER_FINGERPRINTS} (partition_date, through_id, row_count, id_sum, user_id_sum, digest) "
+            f"values {values}",
+            [v for row in chunk for v in row],
+        )
+
+
+def _ranges_sql(column: str, ranges: list[tuple[dt.date, dt.date]], as_text: bool = False) -> tuple[str, list]:
+    """`(column >= ? and column < ?) or ...` over half-open day ranges (`false` when none)."""
+    if not ranges:
+        return "false", []
+    terms, params = [], []
+    for first, end in ranges:
+        terms.append(f"({column} >= ? and {column} < ?)")
+        params += [first.isoformat(), end.isoformat()] if as_text else [first, end]
+    return "(" + " or ".join(terms) + ")", params
+
+
+def fold_closed_ledger_rows(
+    stager,
+    closed_before: dt.datetime,
+    late_after_id: int,
+    reread_ranges: list[tuple[dt.date, dt.date]],
+    first_read_ranges: list[tuple[dt.date, dt.date]],
+) -> int:
+    """Move the consistent cut's rows of closed days into `raw.credit_histories`; return how many.
+
+    The cut reads, besides the open day, rows of closed days: rows written late (ids above the
+    late mark) and days read again (changed, or never fingerprinted). They are written into their
+    own day's partition — replacing the re-read days whole, and any older copy of the same id —
+    so the next run, whose mark has moved past them, still holds them. Rows written late and rows
+    of changed days also stay in the open slice for this run: dbt's incremental replay reads the
+    open slice whole, so that is where it sees them. Quarantined rows take their own day's label.
+    Runs inside the caller's transaction, on the open slice's stager (DuckDB or BigQuery).
+    """
+    con = stager.con
+    stage, stage_rejected = stager.stage, stager.stage_rejected
+    names = ", ".join(stager.table.extracted_names)
+    stager._quarantine_duplicates(None, "?", [], [OPEN_PARTITION_LABEL])
+    folded = int(
+        con.execute(f"select count(*) from {stage} where created_at < ?", [closed_before]).fetchone()[0]
+    )
+    reread_sql, reread_params = _ranges_sql(PARTITION_COLUMN, reread_ranges)
+    con.execute(
+        f"delete from raw.{CREDIT_HISTORIES.name} where {reread_sql} "
+        f"or id in (select id from {stage} where created_at < ?)",
+        [*reread_params, closed_before],
+    )
+    con.execute(
+        f"insert into raw.{CREDIT_HISTORIES.name} ({names}, {PARTITION_COLUMN}) "
+        f"select {names}, cast(created_at as date) from {stage} where created_at < ?",
+        [closed_before],
+    )
+    day_of = "cast(cast(try_cast(created_at as timestamp) as date) as varchar)"
+    con.execute(
+        f"update {stage_rejected} set {PARTITION_COLUMN} = {day_of} "
+        f"where try_cast(created_at as timestamp) < ?",
+        [closed_before],
+    )
+    rejected = f"raw.{rejected_name(CREDIT_HISTORIES.name)}"
+    rejected_cols = ", ".join([*stager.table.extracted_names, FAILED_COLUMN, REASON_COLUMN, PARTITION_COLUMN])
+    reread_text_sql, reread_text_params = _ranges_sql(PARTITION_COLUMN, reread_ranges, as_text=True)
+    con.execute(
+        f"delete from {rejected} where {PARTITION_COLUMN} <> ? and ({reread_text_sql} "
+        f"or id in (select id from {stage_rejected} where {PARTITION_COLUMN} <> ?))",
+        [OPEN_PARTITION_LABEL, *reread_text_params, OPEN_PARTITION_LABEL],
+    )
+    con.execute(
+        f"insert into {rejected} ({rejected_cols}) select {rejected_cols} from {stage_rejected} "
+        f"where {PARTITION_COLUMN} <> ?",
+        [OPEN_PARTITION_LABEL],
+    )
+    con.execute(f"delete from {stage_rejected} where {PARTITION_COLUMN} <> ?", [OPEN_PARTITION_LABEL])
+    first_sql, first_params = _ranges_sql("created_at", [
+        (dt.datetime.combine(a, dt.time()), dt.datetime.combine(b, dt.time())) for a, b in first_read_ranges
+    ])
+    # rows of days read for the first time that are not late: in their partition only
+    con.execute(
+        f"delete from {stage} where created_at < ? and id <= ? and {first_sql}",
+        [closed_before, late_after_id, *first_params],
+    )
+    return folded
+
+
+def partition_row_counts(con, start: dt.date, end: dt.date) -> dict[dt.date, tuple[int, int]]:
+    """(loaded, quarantined) rows of each partition day in [start, end), as its own run loaded them."""
+    rows = con.execute(
+        f"select partition_date, loaded_rows, rejected_rows from {LEDGER_PARTITIONS} "
+        "where partition_date >= ? and partition_date < ?",
+        [start, end],
+    ).fetchall()
+    out = {}
+    for day, loaded, rejected in rows:
+        day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10])
+        out[day] = (int(loaded or 0), int(rejected or 0))
+    return out

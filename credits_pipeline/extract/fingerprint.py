@@ -1,0 +1,310 @@
+"""Fingerprints of closed ledger days: how a run notices rows rewritten, deleted or written late.
+
+The ledger is append-only by contract, yet the application rewrites an old row now and then,
+may delete one, and commits rows whose `created_at` lies in a day the warehouse closed already.
+Re-reading every closed day on every run would find all three, at the cost of the whole history
+each day. Instead each closed day keeps a fingerprint of what the warehouse read for it — the row count, the
+sum of ids, the sum of user ids and the sum of the reconciliation's per-row fingerprint
+(`ledger.replay_state.ROW_FINGERPRINT`, one definition of "the replay's inputs") — over the rows
+with an id at or below the day's `through_id` (the source's highest id when the day was read).
+The source computes the same numbers in one aggregate query (portable SQL, bound parameters, on
+SQLite, MySQL/MariaDB and PostgreSQL); a day whose numbers differ was changed in place or lost a row
+and is read again; rows above `through_id` are rows written late and are read by id.
+
+Nothing here talks to Dagster; `plan_closed_days` and `day_ranges` are pure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from credits_pipeline.ledger import replay_state
+
+# How each term of the reconciliation's row fingerprint reads in the source databases: the
+# DuckDB expression of `replay_state._FINGERPRINT_TERMS` -> (how to render it, column).
+_TERM_RENDERING = {
+    "id": ("int", "id"),
+    "credit_events_id": ("int", "credit_events_id"),
+    "event_type": ("int", "event_type"),
+    "cast(amount as bigint)": ("int", "amount"),
+    "cast(previous_amount as bigint)": ("int", "previous_amount"),
+    "epoch_ms(created_at) // 1000": ("epoch_seconds", "created_at"),
+}
+
+# Per dialect family: an integer cast, whole epoch seconds of a UTC timestamp, and its UTC day.
+_DIALECT = {
+    "sqlite": {
+        "int": "CAST({} AS INTEGER)",
+        "epoch_seconds": "CAST(strftime('%s', {}) AS INTEGER)",
+        "day": "date({})",
+    },
+    "mysql": {
+        "int": "CAST({} AS SIGNED)",
+        "epoch_seconds": "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {})",
+        "day": "DATE({})",
+    },
+    "postgresql": {
+        "int": "CAST({} AS BIGINT)",
+        "epoch_seconds": "CAST(FLOOR(EXTRACT(EPOCH FROM {})) AS BIGINT)",
+        "day": "CAST({} AS DATE)",
+    },
+}
+
+
+@dataclass(frozen=True)
+class DayFingerprint:
+    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal rows.
+    """
+
+    rows: int = 0
+    id_sum: int = 0
+    user_sum: int = 0
+    digest: int = 0
+
+
+EMPTY = DayFingerprint()
+
+
+@dataclass(frozen=True)
+class StoredFingerprint:
+    """A closed day's fingerprint as the warehouse read it: over ids at or below `through_id`."""
+
+    through_id: int
+    fingerprint: DayFingerprint
+
+
+def source_row_fingerprint(family: str) -> str:
+    """`replay_state.ROW_FINGERPRINT` rendered for a source database (same numbers, row by row)."""
+    render = _DIALECT[family]
+    prime = replay_state.FINGERPRINT_PRIME
+    terms = []
+    for expression, weight in replay_state._FINGERPRINT_TERMS:
+        if expression not in _TERM_RENDERING:
+            raise ValueError(f"no source rendering for the replay fingerprint term {expression!r}")
+        kind, column = _TERM_RENDERING[expression]
+        value = render[kind].format(column)
+        terms.append(f"((COALESCE({value}, -1) + 2) % {prime}) * {weight}")
+    return f"(({' + '.join(terms)}) % {prime})"
+
+
+def source_fingerprint_sql(
+    conn: sa.Connection, bounds: list[int], from_day: bool, to_day: bool
+) -> str:
+    """One aggregate over the ledger: per UTC day, a fingerprint for each `through_id` bound.
+
+    Bounds are bound parameters `:b0, :b1, ...`; the day range `:from_day`/`:to_day` (datetimes,
+    half-open) is optional on either side. Rows without a parseable `created_at` have no day.
+    """
+    family = "mysql" if conn.dialect.name in ("mysql", "mariadb") else conn.dialect.name
+    render = _DIALECT[family]
+    quote = conn.dialect.identifier_preparer.quote
+    day = render["day"].format(quote("created_at"))
+    row_fp = source_row_fingerprint(family)
+    user = f"COALESCE({render['int'].format('user_id')}, -1)"
+    sums = []
+    for i in range(len(bounds)):
+        within = f"id <= :b{i}"
+        sums += [
+            f"SUM(CASE WHEN {within} THEN 1 ELSE 0 END)",
+            f"SUM(CASE WHEN {within} THEN id ELSE 0 END)",
+            f"SUM(CASE WHEN {within} THEN {user} ELSE 0 END)",
+            f"SUM(CASE WHEN {within} THEN {row_fp} ELSE 0 END)",
+        ]
+    where = ["created_at IS NOT NULL"]
+    if from_day:
+        where.append("created_at >= :from_day")
+    if to_day:
+        where.append("created_at < :to_day")
+    return (
+        f"SELECT {day} AS day, {', '.join(sums)} FROM {quote('credit_histories')} "
+        f"WHERE {' AND '.join(where)} GROUP BY {day}"
+    )
+
+
+def _as_date(value) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def source_day_fingerprints(
+    conn: sa.Connection,
+    bounds: Iterable[int],
+    from_day: dt.date | None = None,
+    to_day: dt.date | None = None,
+) -> dict[dt.date, dict[int, DayFingerprint]]:
+    """Each source day's fingerprint for each bound, in one scan (days without rows are absent)."""
+    bounds = sorted(set(int(b) for b in bounds))
+    if not bounds:
+        return {}
+    params: dict[str, object] = {f"b{i}": b for i, b in enumerate(bounds)}
+    if from_day is not None:
+        params["from_day"] = dt.datetime.combine(from_day, dt.time())
+    if to_day is not None:
+        params["to_day"] = dt.datetime.combine(to_day, dt.time())
+    sql = source_fingerprint_sql(conn, bounds, from_day is not None, to_day is not None)
+    statement = sa.text(sql)
+    result: dict[dt.date, dict[int, DayFingerprint]] = {}
+    for row in conn.execute(statement, params):
+        day = _as_date(row[0])
+        if day is None:
+            continue
+        per_bound = {}
+        for i, bound in enumerate(bounds):
+            values = [int(v or 0) for v in row[1 + 4 * i: 5 + 4 * i]]
+            per_bound[bound] = DayFingerprint(*values)
+        result[day] = per_bound
+    return result
+
+
+def source_max_id(conn: sa.Connection) -> int:
+    """The source's highest ledger id (0 when empty): the `through_id` of a read starting now."""
+    quote = conn.dialect.identifier_preparer.quote
+    value = conn.execute(sa.text(f"SELECT MAX(id) FROM {quote('credit_histories')}")).scalar()
+    return int(value or 0)
+
+
+@dataclass(frozen=True)
+class ClosedDaysPlan:
+    """What the consistent cut reads for the closed days (`created_at` before `closed_before`).
+
+    - `late_after_id`: rows above it may be missing from some closed day (written late): read
+      them all, except the rows of days in `held_through` at or below their own bound;
+    - `changed`: days whose rows at or below their `through_id` differ from what was read (a row
+      rewritten, deleted, or committed late below the bound): read again, and news (a WARN);
+    - `first_read`: days with rows but no fingerprint yet (history before the first partition, a
+      warehouse from before fingerprints, a day that was empty): read whole, once.
+    """
+
+    late_after_id: int
+    changed: tuple[dt.date, ...]
+    first_read: tuple[dt.date, ...]
+    held_through: tuple[tuple[dt.date, int], ...]
+
+    @property
+    def reread(self) -> tuple[dt.date, ...]:
+        return tuple(sorted(set(self.changed) | set(self.first_read)))
+
+
+def plan_closed_days(
+    stored: Mapping[dt.date, StoredFingerprint],
+    source: Mapping[dt.date, Mapping[int, DayFingerprint]],
+    closed_before: dt.date,
+    snapshot_max_id: int,
+) -> ClosedDaysPlan:
+    """Compare each closed day's stored fingerprint with the source's at the same bound.
+
+    Why the lowest bound is the late-row mark: a closed day holds every row at or below its own
+    `through_id`, so only rows above the lowest of them can be missing from some day. Days read
+    more recently (a higher bound) are excluded from the late read up to their own bound, so the
+    schedule's fresh partition is not read twice. With no fingerprints at all every closed day with
+    rows is a first read, and nothing is late (`snapshot_max_id`).
+    """
+    closed_stored = {d: s for d, s in stored.items() if d < closed_before}
+    computed = {b for per_bound in source.values() for b in per_bound}
+    changed, first_read = [], []
+    for day in sorted(set(closed_stored) | {d for d in source if d < closed_before}):
+        mark = closed_stored.get(day)
+        if mark is None or (computed and mark.through_id not in computed and day in source):
+            first_read.append(day)  # no fingerprint, or one at a bound not computed this run
+            continue
+        now = source.get(day, {}).get(mark.through_id, EMPTY)
+        if now != mark.fingerprint:
+            changed.append(day)
+    reread = set(changed) | set(first_read)
+    bounds = [s.through_id for d, s in closed_stored.items() if d not in reread]
+    late_after = min(bounds, default=snapshot_max_id)
+    held = tuple(
+        sorted(
+            (d, s.through_id)
+            for d, s in closed_stored.items()
+            if d not in reread and s.through_id > late_after
+        )
+    )
+    return ClosedDaysPlan(late_after, tuple(changed), tuple(first_read), held)
+
+
+MAX_FINGERPRINT_BOUNDS = 6
+
+
+def fingerprint_bounds(
+    stored: Mapping[dt.date, StoredFingerprint], closed_before: dt.date, snapshot_max_id: int
+) -> list[int]:
+    """The bounds the cut's fingerprint query computes: the snapshot's, and the stored ones.
+
+    Each bound adds four sums to the one scan. Normally there are two or three (the previous
+    cut's, the partitions loaded since, the snapshot's); should many partitions have been loaded
+    by separate runs without a cut in between, only the most common bounds are computed and the
+    days at other bounds are simply read again once (`plan_closed_days`).
+    """
+    counts: dict[int, int] = {}
+    for day, mark in stored.items():
+        if day < closed_before:
+            counts[mark.through_id] = counts.get(mark.through_id, 0) + 1
+    common = sorted(counts, key=lambda b: (-counts[b], b))[: MAX_FINGERPRINT_BOUNDS - 1]
+    return sorted({*common, snapshot_max_id})
+
+
+def day_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive days as half-open [first, last + 1) ranges: few OR terms in the read's WHERE."""
+    ranges: list[list[dt.date]] = []
+    for day in sorted(set(days)):
+        if ranges and ranges[-1][1] == day:
+            ranges[-1][1] = day + dt.timedelta(days=1)
+        else:
+            ranges.append([day, day + dt.timedelta(days=1)])
+    return [(a, b) for a, b in ranges]
+
+
+def held_ranges(held_through: Iterable[tuple[dt.date, int]]) -> list[tuple[dt.date, dt.date, int]]:
+    """Consecutive days with the same bound as (first, end, bound): rows the late read can skip."""
+    out: list[list] = []
+    for day, bound in sorted(held_through):
+        if out and out[-1][1] == day and out[-1][2] == bound:
+            out[-1][1] = day + dt.timedelta(days=1)
+        else:
+            out.append([day, day + dt.timedelta(days=1), bound])
+    return [(a, b, c) for a, b, c in out]
+
+
+def cut_where(plan: ClosedDaysPlan, closed_before: dt.datetime) -> tuple[str, dict[str, object]]:
+    """The consistent cut's ledger WHERE clause and its bound parameters.
+
+    Reads: rows without `created_at`; rows of the open day(s) and of the future (from
+    `closed_before`); rows of closed days read again (`plan.reread`); and rows written late — every
+    id above `plan.late_after_id`, except those of days read more recently at or below their bound.
+    """
+    params: dict[str, object] = {
+        "closed_before": closed_before,
+        "late_after_id": plan.late_after_id,
+    }
+    late = "id > :late_after_id"
+    for i, (first, end, bound) in enumerate(held_ranges(plan.held_through)):
+        late += (
+            f" AND NOT (created_at >= :held_from_{i} AND created_at < :held_to_{i}"
+            f" AND id <= :held_id_{i})"
+        )
+        params |= {
+            f"held_from_{i}": dt.datetime.combine(first, dt.time()),
+            f"held_to_{i}": dt.datetime.combine(end, dt.time()),
+            f"held_id_{i}": bound,
+        }
+    terms = ["created_at IS NULL", "created_at >= :closed_before", f"({late})"]
+    for i, (first, end) in enumerate(day_ranges(plan.reread)):
+        terms.append(f"(created_at >= :reread_from_{i} AND created_at < :reread_to_{i})")
+        params |= {
+            f"reread_from_{i}": dt.datetime.combine(first, dt.time()),
+            f"reread_to_{i}": dt.datetime.combine(end, dt.time()),
+        }
+    return " OR ".join(terms), params
