@@ -25,6 +25,7 @@ VALIDATION_CHECK = "pandera_validation"
 LEDGER_LAG_CHECK = "ledger_lag_vs_source"
 
 OPEN_LEDGER_TABLE = "credit_histories__open"
+QUARANTINE_SUFFIX = "__rejected"
 CUTOFF_TABLE = "extraction_cutoff"
 
 
@@ -42,3 +43,8 @@ def credits_key(model: str) -> dg.AssetKey:
 
 def marts_key(model: str) -> dg.AssetKey:
     return dg.AssetKey([MARTS_PREFIX, model])
+
+
+def rejected_name(table: str) -> str:
+    """The quarantine relation of a raw table: `raw.<table>__rejected` (extraction and rules)."""
+    return f"{table}{QUARANTINE_SUFFIX}"

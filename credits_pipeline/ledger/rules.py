@@ -32,7 +32,7 @@ from credits_pipeline.source.catalog import (
 )
 from credits_pipeline.source.tables import EXTRACTED_ALIASES, UNEXTRACTED_ALIASES
 from credits_pipeline.source.tables import USERS as USERS_TABLE
-from credits_pipeline.warehouse.raw_tables import rejected_name
+from credits_pipeline.names import rejected_name
 
 assert UNEXTRACTED_ALIASES == {"keyword", "generator", "media", "character"}, (
     "rules.sql_params binds one parameter per unextracted alias: update it with the contract"

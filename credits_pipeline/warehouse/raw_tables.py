@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from credits_pipeline.extract.fingerprint import DayFingerprint, StoredFingerprint
+from credits_pipeline.names import rejected_name
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
@@ -47,10 +48,6 @@ OPEN_PARTITION_LABEL = "open"
 WHOLE_TABLE_LABEL = "whole"
 # DuckDB threads while appending one Arrow batch to staging (see `Stager.append_arrow`).
 ARROW_APPEND_THREADS = 1
-
-
-def rejected_name(name: str) -> str:
-    return f"{name}__rejected"
 
 
 def column_types(table: Table) -> list[tuple[str, str]]:
