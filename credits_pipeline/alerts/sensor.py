@@ -255,7 +255,8 @@ def alert_from_freshness_event(
     if change is None or severity is None:
         return None
     previous = getattr(getattr(change, "previous_state", None), "value", "UNKNOWN")
-    key: dg.AssetKey = change.key
+    # The data of a freshness event is a FreshnessStateChange, a class dagster does not export.
+    key: dg.AssetKey = change.key  # type: ignore[union-attr]
     return Alert(
         alert_id=f"{FRESHNESS_CHECK_NAME}:{key.to_user_string()}:{storage_id}",
         kind=KIND_FRESHNESS,

@@ -76,7 +76,7 @@ def warehouse_kinds() -> set[str]:
 
 def watermark_metadata(newest_at: dt.datetime | None, newest_id: int | None, column: str) -> dict:
     """Where an extraction has got to: the newest `column` value and the highest id loaded."""
-    meta = {}
+    meta: dict[str, dg.MetadataValue] = {}
     if newest_at is not None:
         meta[f"watermark_{column}"] = dg.MetadataValue.timestamp(newest_at.replace(tzinfo=dt.UTC))
     if newest_id is not None:
@@ -178,7 +178,7 @@ def raw_credit_histories(
         per_day = stager.swap_ledger_range(start, end)
         finish_tally(tally, stager)
         # the closed ledger's watermark: how far the daily partitions reach, in time and in id
-        newest_created_at, newest_id = con.execute(
+        newest_created_at, newest_id = con.execute(  # type: ignore[misc]
             f"select max(created_at), max(id) from raw.{CREDIT_HISTORIES.name}"
         ).fetchone()
         metadata = extraction_metadata(
@@ -295,7 +295,7 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
             extra={
                 "closed_partitions_end": dg.MetadataValue.timestamp(closed_before.replace(tzinfo=dt.UTC)),
                 "closed_max_id": dg.MetadataValue.int(closed_max_id),
-                **{f"rows_{k}": dg.MetadataValue.int(int(v or 0)) for k, v in zip(labels, where_open_rows_came_from)},
+                **{f"rows_{k}": dg.MetadataValue.int(int(v or 0)) for k, v in zip(labels, where_open_rows_came_from)},  # type: ignore[arg-type]
             },
         )
     context.log.info(

@@ -48,7 +48,7 @@ def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.A
     if isinstance(source_newest, str):  # SQLite keeps timestamps as text
         source_newest = dt.datetime.fromisoformat(source_newest)
     with warehouse.connect(read_only=True) as con:
-        warehouse_newest = con.execute(
+        warehouse_newest = con.execute(  # type: ignore[index]
             f"""
             select max(created_at) from (
                 select created_at from raw.{CREDIT_HISTORIES.name}
