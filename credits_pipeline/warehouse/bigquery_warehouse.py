@@ -219,7 +219,8 @@ def _to_bigquery(tree: exp.Expr, datasets: Mapping[str, str], registered: Mappin
         if isinstance(node, exp.Drop) and str(node.args.get("kind", "")).upper() == "VIEW":
             node.set("kind", "TABLE")
         if isinstance(node, exp.ColumnConstraint) and isinstance(node.args.get("kind"), exp.PrimaryKeyColumnConstraint):
-            return None  # type: ignore[return-value]  # sqlglot's transform drops the node (untyped)
+            # sqlglot's transform drops a node its function maps to None (not in its annotation).
+            return None  # type: ignore[return-value]
         if isinstance(node, exp.Delete) and node.args.get("where") is None:
             node.set("where", exp.Where(this=exp.true()))
         return node
