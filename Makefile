@@ -6,7 +6,9 @@
 #   make test          the whole test suite (what CI runs)
 #   make check         ruff (lint + format), mypy and `dg check defs` (CI runs it before make test)
 # Dependencies are locked with hashes: requirements.lock (runtime: all that make materialize/ui
-# install) and requirements-test.lock (runtime + test/tooling extras, the runtime pins unchanged).
+# install) and requirements-test.lock (only what the test/tooling extras add on top of it, resolved
+# against its pins; installed after it, in a second pip call: pip's hash mode rejects the two in one
+# call, as it cannot match dagster-graphql's `gql[requests]` to the pinned gql then).
 # `make lock` regenerates both from pyproject.toml with uv (a maintainer's tool, not needed here).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -56,7 +58,8 @@ lock:
 	UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV) pip compile --quiet pyproject.toml $(LOCK_TARGET) \
 	  -o requirements.lock
 	UV_CUSTOM_COMPILE_COMMAND="make lock" $(UV) pip compile --quiet pyproject.toml --extra test $(LOCK_TARGET) \
-	  -c requirements.lock -o requirements-test.lock
+	  -c requirements.lock -o requirements-test.lock \
+	  $$(sed -n 's/^\([A-Za-z0-9._-]*\)==.*/--no-emit-package \1/p' requirements.lock)
 
 ui: $(STAMP)
 	CREDITS_SOURCE_URL=$${CREDITS_SOURCE_URL:-demo} \
