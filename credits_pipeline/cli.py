@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -277,7 +278,7 @@ def _window(partition: str | None) -> tuple[str, str] | None:
         if problem:
             raise UsageProblem([problem])
         return partition, partition
-    return (first, last) if last else None
+    return (first, last) if first and last else None
 
 
 def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
@@ -325,7 +326,7 @@ def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
 class LaunchedRun:
     run_id: str
     plan: object  # run_summary.PlanShape
-    events: object  # () -> Iterator[DagsterEvent]
+    events: Callable[[], Iterator[object]]  # yields DagsterEvent
 
 
 def _workspace_location() -> tuple[str, str]:

@@ -41,6 +41,7 @@ def build_resources() -> dict:
     """
     settings.raise_for_configuration()
     source = SourceDatabase(url=dg.EnvVar(settings.SOURCE_URL_VAR))
+    warehouse: dg.ConfigurableResource
     if settings.warehouse_kind() == "bigquery":
         warehouse = warehouse_from_env()
     else:
@@ -89,7 +90,7 @@ def build_definitions() -> dg.Definitions:
             ]
         )
     return dg.Definitions(
-        assets=[*source_table_specs, *_with_freshness(computed)],
+        assets=[*source_table_specs, *_with_freshness(list(computed))],
         resources=build_resources(),
         asset_checks=[ledger_lag_check, source_staleness_check, usage_risk_checks],
         jobs=[daily_job, lag_check_job],

@@ -359,7 +359,8 @@ def observe_freshness_event(
         return None
     severity = FRESHNESS_SEVERITY_BY_STATE.get(new_state, SEVERITY_WARN)
     previous = getattr(getattr(change, "previous_state", None), "value", "UNKNOWN")
-    key: dg.AssetKey = change.key
+    # The data of a freshness event is a FreshnessStateChange, a class dagster does not export.
+    key: dg.AssetKey = change.key  # type: ignore[union-attr]
     state_key = f"{FRESHNESS_CHECK_NAME}:{key.to_user_string()}"
     alert = Alert(
         alert_id=f"{state_key}:{storage_id}",

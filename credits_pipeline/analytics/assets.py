@@ -156,10 +156,10 @@ def model_to_table(model: churn.LogisticModel | None, card: dict) -> pa.Table:
     columns = {
         "position": pa.array(range(1, n + 1), pa.int64()),
         "feature": pa.array(features, pa.string()),
-        "feature_mean": pa.array(model.means if n else [], pa.float64()),
-        "feature_scale": pa.array(model.scales if n else [], pa.float64()),
-        "weight": pa.array(model.weights if n else [], pa.float64()),
-        "intercept": pa.array([model.intercept] * n if n else [], pa.float64()),
+        "feature_mean": pa.array(model.means if model is not None else [], pa.float64()),
+        "feature_scale": pa.array(model.scales if model is not None else [], pa.float64()),
+        "weight": pa.array(model.weights if model is not None else [], pa.float64()),
+        "intercept": pa.array([model.intercept] * n if model is not None else [], pa.float64()),
     }
     for name, kind in CARD_TYPES.items():
         columns[name] = pa.array([card[name]] * n, kind)

@@ -95,7 +95,7 @@ def warehouse_kinds() -> set[str]:
 
 def watermark_metadata(newest_at: dt.datetime | None, newest_id: int | None, column: str) -> dict:
     """Where an extraction has got to: the newest `column` value and the highest id loaded."""
-    meta = {}
+    meta: dict[str, dg.MetadataValue] = {}
     if newest_at is not None:
         meta[f"watermark_{column}"] = dg.MetadataValue.timestamp(newest_at.replace(tzinfo=dt.UTC))
     if newest_id is not None:
@@ -205,7 +205,7 @@ def raw_credit_histories(
         )
         finish_tally(tally, stager)
         # the closed ledger's watermark: how far the daily partitions reach, in time and in id
-        newest_created_at, newest_id = con.execute(
+        newest_created_at, newest_id = con.execute(  # type: ignore[misc]
             f"select max(created_at), max(id) from raw.{CREDIT_HISTORIES.name}"
         ).fetchone()
         metadata = extraction_metadata(
@@ -374,7 +374,7 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
                 "closed_partitions_end": dg.MetadataValue.timestamp(closed_before.replace(tzinfo=dt.UTC)),
                 "late_rows_after_id": dg.MetadataValue.int(plan.late_after_id),
                 "closed_max_id": dg.MetadataValue.int(snapshot_max_id),
-                **{f"rows_{k}": dg.MetadataValue.int(int(v or 0)) for k, v in zip(labels, where_open_rows_came_from)},
+                **{f"rows_{k}": dg.MetadataValue.int(int(v or 0)) for k, v in zip(labels, where_open_rows_came_from)},  # type: ignore[arg-type]
                 **closed_days_metadata(plan, rows_into_closed_days),
             },
         )

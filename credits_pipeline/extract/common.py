@@ -91,7 +91,7 @@ def extraction_metadata(
     extra: dict | None = None,
 ) -> dict:
     """Row counts, cut-off, column schema, quarantine and a preview of the newest rows."""
-    total = con.execute(f"select count(*) from {relation}").fetchone()[0]
+    total = con.execute(f"select count(*) from {relation}").fetchone()[0]  # type: ignore[index]
     meta = {
         "dagster/row_count": dg.MetadataValue.int(int(total)),
         ROWS_READ_METADATA: dg.MetadataValue.int(tally.rows_read),

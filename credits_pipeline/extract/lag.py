@@ -117,7 +117,7 @@ def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.A
     now = _now()
     source_newest = source_newest_created_at(source, now)
     with warehouse.connect(read_only=True) as con:
-        warehouse_newest = con.execute(
+        warehouse_newest = con.execute(  # type: ignore[index]
             f"""
             select max(created_at) from (
                 select created_at from raw.{CREDIT_HISTORIES.name}

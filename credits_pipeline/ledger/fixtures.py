@@ -120,9 +120,9 @@ def load_inputs(
         else {"id": u[0], "remaining_credit_amount": u[1], "extra_credits": u[2]}
         for u in users
     ]
-    data = {
+    data: dict[str, list[Any]] = {
         sql.LEDGER_ROWS: list(rows),
-        sql.EVENTS: catalog_events() if events is None else list(events),
+        sql.EVENTS: list(catalog_events() if events is None else events),
         sql.USERS: users,
         sql.FACELESSES: list(facelesses),
         sql.VIDEOS: list(videos),

@@ -231,7 +231,9 @@ def _replay_outputs(
     event_ids, event_effects = _plain(events["id"]), _plain(events["effect_code"])
     digest_of_events = rs.events_digest(event_ids, event_effects)
     if keep_state:
-        plan = rs.plan_replay(con, params["cutoff_at"], digest_of_events, params, force_full)
+        cutoff_at = params["cutoff_at"]
+        assert isinstance(cutoff_at, dt.datetime)  # rules.sql_params binds the cut-off there
+        plan = rs.plan_replay(con, cutoff_at, digest_of_events, params, force_full)
     else:
         plan = rs.ResumePlan(rs.MODE_FULL, "the replay state is not kept", -1, ReplayState.empty())
     params = params | {"through_id": plan.through_id, "events_digest": digest_of_events, "mode": plan.mode}
@@ -267,7 +269,7 @@ def _replay_outputs(
     if keep_state:
         con.execute(rs.next_state_sql(ALL_STATE_TABLE))
         _run(con, rs.NEXT_CHECKPOINT_SQL, params)
-        ledger_rows = int(con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0])
+        ledger_rows = int(con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0])  # type: ignore[index]
     return ReplayRun(plan, n, ledger_rows)
 
 

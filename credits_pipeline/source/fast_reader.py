@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import pandas as pd
@@ -130,7 +130,8 @@ def render_sql(family: str, table: Table, where: str | None, params: Mapping[str
     placeholder without a value.
     """
     dialect = _RENDER_DIALECTS[family]()
-    statement = sa.text(select_sql(_DialectOnly(dialect), table, where))
+    # select_sql reads nothing of a connection but its dialect: _DialectOnly stands in for one.
+    statement = sa.text(select_sql(cast(sa.Connection, _DialectOnly(dialect)), table, where))
     params = dict(params or {})
     placeholders = set(statement._bindparams)
     unbound = placeholders - params.keys()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -216,7 +216,7 @@ def read_batches(
         raise SourceError(f"syllaby_v2.{table.name}: reading failed: {_first_line(exc)}") from None
 
 
-def _object_frame(rows: list, names: list[str]) -> pd.DataFrame:
+def _object_frame(rows: Sequence[Any], names: list[str]) -> pd.DataFrame:
     """Rows as object columns, values exactly as the driver gave them.
 
     `DataFrame.from_records` would turn an integer column holding a NULL into floats, and ids

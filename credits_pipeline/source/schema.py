@@ -8,12 +8,15 @@ databases must be able to hold the orphan rows the pipeline reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, Column, Table
 
-_KIND_TO_SA = {
+_KIND_TO_SA: dict[str, Callable[[Column], sa.types.TypeEngine[Any]]] = {
     "id": lambda c: sa.BigInteger(),
     "int": lambda c: sa.BigInteger(),
     "float": lambda c: sa.Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb"),

@@ -145,7 +145,7 @@ def _preview(con: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]
     metadata: dict[str, Any] = {
         "preview": dg.MetadataValue.md(newest_rows_markdown(con, relation, recency_column(columns), PREVIEW_ROWS))
     }
-    metadata["dagster/row_count"] = dg.MetadataValue.int(con.execute(f"select count(*) from {relation}").fetchone()[0])
+    metadata["dagster/row_count"] = dg.MetadataValue.int(con.execute(f"select count(*) from {relation}").fetchone()[0])  # type: ignore[index]
     return metadata
 
 

@@ -10,6 +10,8 @@ type nobody knows) loads, is counted here as a domain warning, and is judged by 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -23,7 +25,7 @@ DIRECTIONS = [1, 2]
 CALCULATION_TYPES = ["fixed", "calculative"]
 PLAN_TYPES = ["product", "month", "year", "one_time"]
 
-_ID = dict(nullable=False, unique=True)
+_ID: dict[str, Any] = dict(nullable=False, unique=True)
 Int = Series[pd.Int64Dtype]
 Float = Series[pd.Float64Dtype]
 Text = Series[pd.StringDtype]

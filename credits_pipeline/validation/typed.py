@@ -170,7 +170,8 @@ def validate_arrow_batch(table_name: str, batch: pa.Table | pa.RecordBatch) -> V
     if missing:
         raise KeyError(f"{table_name}: batch lacks column(s) {', '.join(missing)}")
     original = batch.select(names)
-    frame, coerce_failures = _conform(pl.from_arrow(original, rechunk=False), table)
+    # polars types from_arrow as DataFrame | Series; a RecordBatch always gives a DataFrame.
+    frame, coerce_failures = _conform(pl.from_arrow(original, rechunk=False), table)  # type: ignore[arg-type]
 
     reject_reason: dict[int, tuple[str, str]] = {}
     warnings: Counter = Counter()

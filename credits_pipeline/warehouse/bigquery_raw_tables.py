@@ -97,7 +97,7 @@ class BigQueryStager:
         self._seq = 0
         if table is CREDIT_HISTORIES:
             ensure_ledger_tables(con)
-        ensure_raw_tables(con, table)
+        ensure_raw_tables(con, table)  # type: ignore[arg-type]  # speaks DuckDB's execute()
         names = [c.name for c in table.extracted_columns]
         self._schema = [bigquery.SchemaField(c.name, BIGQUERY_TYPES[c.kind]) for c in table.extracted_columns]
         self._schema.append(bigquery.SchemaField(SEQ_COLUMN, "INT64"))
@@ -177,7 +177,7 @@ class BigQueryStager:
             kept_params,
             dialect="bigquery",
         )
-        moved = con.execute("select count(*) from _dups", dialect="bigquery").fetchone()[0]
+        moved = con.execute("select count(*) from _dups", dialect="bigquery").fetchone()[0]  # type: ignore[index]
         if moved:
             con.execute(
                 f"""
@@ -206,15 +206,15 @@ class BigQueryStager:
 
     def _guard_shrink(self, relation: str, before_sql: str, params: list, kept: int = 0) -> None:
         """The shrink guard (`shrink_guard.py`), as `Stager._guard_shrink`."""
-        before = self.con.execute(before_sql, params, dialect="bigquery").fetchone()[0]
-        after = self.con.execute(f"select count(*) from {self.stage}", dialect="bigquery").fetchone()[0]
+        before = self.con.execute(before_sql, params, dialect="bigquery").fetchone()[0]  # type: ignore[index]
+        after = self.con.execute(f"select count(*) from {self.stage}", dialect="bigquery").fetchone()[0]  # type: ignore[index]
         guard_replacement(relation, self.table.name, kept + int(before), kept + int(after))
 
     def _guard_whole_replacement(self) -> None:
         """A whole table, or the open ledger slice with the closed days (as `Stager`'s)."""
         if self.target == OPEN_LEDGER:
             ledger = f"raw.{self.table.name}"
-            closed = self.con.execute(f"select count(*) from {ledger}", dialect="bigquery").fetchone()[0]
+            closed = self.con.execute(f"select count(*) from {ledger}", dialect="bigquery").fetchone()[0]  # type: ignore[index]
             relation = f"raw.{OPEN_LEDGER} (with {ledger}: the whole ledger)"
             self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
         else:

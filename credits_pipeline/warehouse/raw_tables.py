@@ -142,7 +142,7 @@ class Stager:
         if clean.num_rows:
             self._note_id_order(clean.column("id"))
             casts = ", ".join(f"cast({n} as {t})" for n, t in column_types(self.table))
-            threads = self.con.execute("select current_setting('threads')").fetchone()[0]
+            threads = self.con.execute("select current_setting('threads')").fetchone()[0]  # type: ignore[index]
             self.con.register("_clean_arrow_batch", clean.select(names))
             try:
                 # One batch is one morsel for DuckDB: more threads cannot split it, they only fight
@@ -212,7 +212,7 @@ class Stager:
             """,
             kept_params or [],
         )
-        moved = self.con.execute("select count(*) from _dups").fetchone()[0]
+        moved = self.con.execute("select count(*) from _dups").fetchone()[0]  # type: ignore[index]
         if moved:
             self.con.execute(
                 f"""
@@ -249,8 +249,8 @@ class Stager:
 
     def _guard_shrink(self, relation: str, before_sql: str, params: list, kept: int = 0) -> None:
         """The shrink guard (`shrink_guard.py`): refuse, before any delete, a far smaller slice."""
-        before = self.con.execute(before_sql, params).fetchone()[0]
-        after = self.con.execute(f"select count(*) from {self.stage}").fetchone()[0]
+        before = self.con.execute(before_sql, params).fetchone()[0]  # type: ignore[index]
+        after = self.con.execute(f"select count(*) from {self.stage}").fetchone()[0]  # type: ignore[index]
         guard_replacement(relation, self.table.name, kept + int(before), kept + int(after))
 
     def _guard_whole_replacement(self) -> None:
@@ -260,7 +260,7 @@ class Stager:
         partition), so it is measured as part of the whole ledger: closed rows + open rows.
         """
         if self.target == OPEN_LEDGER:
-            closed = self.con.execute(f"select count(*) from raw.{self.table.name}").fetchone()[0]
+            closed = self.con.execute(f"select count(*) from raw.{self.table.name}").fetchone()[0]  # type: ignore[index]
             relation = f"raw.{OPEN_LEDGER} (with raw.{self.table.name}: the whole ledger)"
             self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
         else:
@@ -384,7 +384,7 @@ def watermark(con: duckdb.DuckDBPyConnection, target: str) -> tuple[dt.datetime 
 
 def staged_watermark(con: duckdb.DuckDBPyConnection, stage: str) -> tuple[dt.datetime | None, int | None]:
     row = con.execute(f"select max(updated_at), max(id) from {stage}").fetchone()
-    return row[0], row[1]
+    return row[0], row[1]  # type: ignore[index]
 
 
 def newest_rows_markdown(con: duckdb.DuckDBPyConnection, relation: str, order_by: str, limit: int = 5) -> str:

@@ -240,6 +240,8 @@ class RaceChargedTwice(Injection):
             sim.charge(u, t, cat.VIDEO_GENERATED, index, cat.ALIAS_VIDEO, vid)
             sim.charge(u, t, cat.VIDEO_GENERATED, index, cat.ALIAS_VIDEO, vid, tag=DOUBLE_CHARGE)
             return
+        times: tuple[int, ...]
+        tags: tuple[str | None, ...]
         if self.variant == 1:
             duration = sim.rng.randint(15, 40)
             sim.ensure_funds(u, t, duration)

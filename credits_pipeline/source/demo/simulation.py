@@ -18,6 +18,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from credits_pipeline.source.demo import catalog as cat
 from credits_pipeline.source.demo.timeutil import (
@@ -29,6 +30,10 @@ from credits_pipeline.source.demo.timeutil import (
     first_of_next_month,
     month_key,
 )
+
+if TYPE_CHECKING:  # the fault and abuse modules import this one
+    from credits_pipeline.source.demo.abuse import Abuse
+    from credits_pipeline.source.demo.anomalies import Injection
 
 EMPTY_META = "[]"
 TRIAL_SECONDS = 7 * DAY
@@ -104,7 +109,7 @@ class User:
     renewals: int = 0
     releases: int = 0
     last_clone: int | None = None
-    injection: object | None = None
+    injection: Injection | None = None
     pending_break: bool = False
     frozen: bool = False
     deleted: bool = False
@@ -112,7 +117,7 @@ class User:
     stored_remaining: object = None  # override of the final stored pools (drift faults)
     stored_extra: object = None
     drift_override: bool = False
-    abuse: object | None = None  # an abusive behaviour (`abuse.py`), orthogonal to faults
+    abuse: Abuse | None = None  # an abusive behaviour (`abuse.py`), orthogonal to faults
     cancel_next: bool = False  # decided at the previous renewal: the next one is a cancellation
     fades: bool = False  # ...and the user's engagement fades in the weeks before it
     next_renew_at: int | None = None
@@ -179,9 +184,9 @@ class Simulation:
         event_ids: dict[str, int],
         price_rows: dict[tuple[str, str], tuple[int, str]],
         pack_rows: dict[int, tuple[int, str]],
-        injections: dict[int, object],
+        injections: dict[int, Injection],
         malformed_json_allowed: bool,
-        abusers: dict[int, object] | None = None,
+        abusers: dict[int, Abuse] | None = None,
     ) -> None:
         self.rng = rng
         self.n_users = users
@@ -230,7 +235,7 @@ class Simulation:
         self._order += 1
         heapq.heappush(self.heap, (t, self._order, kind, user, payload))
 
-    def call_at(self, t: int, user: User, fn: Callable[[int], None]) -> None:
+    def call_at(self, t: int, user: User, fn: Callable[[int], object]) -> None:
         """Schedule a follow-up (a webhook, a queued job) of `user` at `t`."""
         self.push(t, K_CALL, user, fn)
 
@@ -294,9 +299,13 @@ class Simulation:
         a rule the row is known to violate (recorded in the manifest with the row's id).
         """
         event = cat.EVENTS_BY_NAME.get(name)
-        if effect is None:
+        if effect is None:  # an event outside the catalogue comes with its effect and type
+            assert event is not None, name
             effect = event.effect
-        written_type = event_type if event_type is not None else event.type
+        if event_type is None:
+            assert event is not None, name
+            event_type = event.type
+        written_type = event_type
         eid = event_id if event_id is not None else self.event_ids[name]
         event_value = int(event.value) if event is not None else amount
         prev, u.sub, u.pur = cat.apply(effect, amount, u.sub, u.pur)
@@ -509,7 +518,8 @@ class Simulation:
             if rng.random() < 0.3:
                 self.new_caption(u, done, cat.ALIAS_FACELESS, fid)
             for at in exports:
-                self.call_at(at, u, lambda when, vid=vid: self._export(u, when, vid))
+                # mypy cannot infer a lambda with a default argument (python/mypy#15459)
+                self.call_at(at, u, lambda when, vid=vid: self._export(u, when, vid))  # type: ignore[misc]
 
     def _export(self, u: User, t: int, vid: int) -> None:
         index = self.rng.randint(3, 20)
@@ -646,6 +656,7 @@ class Simulation:
         rid = self._pay(u, t, meta)
         if u.injection is not None:
             u.injection.renewed(self, u, t, rid)
+        assert u.anchor is not None  # set when the trial converted; only paying users renew
         if u.interval == YEAR:
             self.push(add_months(u.anchor, 12 * (u.renewals + 1)), K_RENEW, u)
         else:
@@ -669,6 +680,7 @@ class Simulation:
     def _upgrade(self, u: User, t: int) -> None:
         if u.status != ACTIVE or u.interval != MONTH or u.plan.tier >= 3:
             return
+        assert u.anchor is not None  # an active monthly subscription has an anchor
         period_start = u.anchor if u.renewals == 0 else add_months(u.anchor, u.renewals)
         period_end = add_months(u.anchor, u.renewals + 1)
         new = cat.PLANS[u.plan.tier]
