@@ -87,7 +87,7 @@ def dbt_test_description(test_props: Mapping[str, Any]) -> str:
     own = own or ((config.get("meta") or test_props.get("meta") or {}).get("description") or "")
     text = " ".join(own.split()) or generated_test_description(test_props)
     model = str(test_props.get("attached_node") or "").rsplit(".", 1)[-1]
-    rule = LEDGER_RULE_REPEATED_BY_TEST.get((model, test_props.get("column_name")))
+    rule = LEDGER_RULE_REPEATED_BY_TEST.get((model, str(test_props.get("column_name") or "")))
     if rule:
         text += (
             f" Repeats the ledger rule `{rule}`, which lists the rows and their credits: "

@@ -466,7 +466,8 @@ def _ranges_sql(column: str, ranges: list[tuple[dt.date, dt.date]], as_text: boo
     """`(column >= ? and column < ?) or ...` over half-open day ranges (`false` when none)."""
     if not ranges:
         return "false", []
-    terms, params = [], []
+    terms: list[str] = []
+    params: list[object] = []
     for first, end in ranges:
         terms.append(f"({column} >= ? and {column} < ?)")
         params += [first.isoformat(), end.isoformat()] if as_text else [first, end]
