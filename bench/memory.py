@@ -95,12 +95,26 @@ def make_source(workdir: Path, users: int, months: int, env: dict[str, str]) -> 
     if not path.exists():
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "credits_pipeline.cli", "demo-data", "--url", url,
-             "--users", str(users), "--months", str(months)],
-            env=env, check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "credits_pipeline.cli",
+                "demo-data",
+                "--url",
+                url,
+                "--users",
+                str(users),
+                "--months",
+                str(months),
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
-        print(f"demo source: {users:,} users, {months} months, built in "
-              f"{time.monotonic() - started:.0f} s -> {path}")
+        print(
+            f"demo source: {users:,} users, {months} months, built in "
+            f"{time.monotonic() - started:.0f} s -> {path}"
+        )
     return url
 
 
@@ -108,17 +122,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=DEFAULT_USERS)
     parser.add_argument("--months", type=int, default=DEFAULT_MONTHS)
-    parser.add_argument("--memory-limit", default="", help="CREDITS_DUCKDB_MEMORY_LIMIT (default: sized)")
+    parser.add_argument(
+        "--memory-limit", default="", help="CREDITS_DUCKDB_MEMORY_LIMIT (default: sized)"
+    )
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "credits_bench_memory")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "credits_bench_memory"
+    )
     args = parser.parse_args()
 
     from credits_pipeline import settings
     from credits_pipeline.warehouse import memory
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-           "DAGSTER_DISABLE_TELEMETRY": "yes"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DAGSTER_DISABLE_TELEMETRY": "yes",
+    }
     env.pop(settings.DUCKDB_MEMORY_LIMIT_VAR, None)
     env.pop(settings.DUCKDB_TEMP_DIRECTORY_VAR, None)
     if args.memory_limit:
@@ -128,12 +150,14 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="run_", dir=args.workdir))
     warehouse = run_dir / "warehouse.duckdb"
     first_day = dt.datetime.now(dt.UTC).date().replace(day=1) - dt.timedelta(days=31 * args.months)
-    env.update({
-        settings.SOURCE_URL_VAR: source_url,
-        settings.WAREHOUSE_PATH_VAR: str(warehouse),
-        settings.LEDGER_START_DATE_VAR: first_day.isoformat(),
-        "DAGSTER_HOME": str(run_dir / "dagster_home"),
-    })
+    env.update(
+        {
+            settings.SOURCE_URL_VAR: source_url,
+            settings.WAREHOUSE_PATH_VAR: str(warehouse),
+            settings.LEDGER_START_DATE_VAR: first_day.isoformat(),
+            "DAGSTER_HOME": str(run_dir / "dagster_home"),
+        }
+    )
     (run_dir / "dagster_home").mkdir()
     limit = args.memory_limit or memory.memory_limit_for(memory.total_memory_bytes())
     spill_dir = memory.temp_directory_for(warehouse)
@@ -144,7 +168,9 @@ def main() -> None:
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         root = psutil.Process(process.pid)
         while process.poll() is None:
@@ -154,12 +180,16 @@ def main() -> None:
 
     dbt_processes = sum(1 for role in peaks.roles.values() if role == "dbt")
     print(f"users: {args.users:,}   months: {args.months}   exit code: {process.returncode}")
-    print(f"DuckDB memory_limit: {limit}   spill directory: {spill_dir} "
-          f"(peak {peaks.spill / MB:,.1f} MB)")
+    print(
+        f"DuckDB memory_limit: {limit}   spill directory: {spill_dir} "
+        f"(peak {peaks.spill / MB:,.1f} MB)"
+    )
     print(f"wall time: {wall:,.1f} s")
     print(f"peak RSS, pipeline process:      {peaks.role_peak('pipeline') / MB:8,.0f} MB")
-    print(f"peak RSS, largest dbt process:   {peaks.role_peak('dbt') / MB:8,.0f} MB "
-          f"({dbt_processes} dbt process(es))")
+    print(
+        f"peak RSS, largest dbt process:   {peaks.role_peak('dbt') / MB:8,.0f} MB "
+        f"({dbt_processes} dbt process(es))"
+    )
     print(f"peak RSS, largest other process: {peaks.role_peak('other') / MB:8,.0f} MB")
     print(f"peak RSS, whole process tree:    {peaks.tree / MB:8,.0f} MB")
     largest = max(peaks.by_pid.values(), default=0)

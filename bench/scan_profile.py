@@ -41,9 +41,21 @@ def make_source(workdir: Path, users: int, months: int, env: dict[str, str]) -> 
     path = workdir / f"syllaby_v2_{users}u_{months}m.sqlite"
     if not path.exists():
         subprocess.run(
-            [sys.executable, "-m", "credits_pipeline.cli", "demo-data", "--url", f"sqlite:///{path}",
-             "--users", str(users), "--months", str(months)],
-            env=env, check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "credits_pipeline.cli",
+                "demo-data",
+                "--url",
+                f"sqlite:///{path}",
+                "--users",
+                str(users),
+                "--months",
+                str(months),
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
     return path
 
@@ -87,7 +99,10 @@ def materialize(env: dict[str, str], cutoff: dt.datetime, profile_dir: Path, log
     with log.open("w") as out:
         code = subprocess.run(
             [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
-            env=run_env, stdout=out, stderr=subprocess.STDOUT,
+            env=run_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
         ).returncode
     if code:
         print(log.read_text()[-3000:])
@@ -99,25 +114,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=DEFAULT_USERS)
     parser.add_argument("--months", type=int, default=DEFAULT_MONTHS)
-    parser.add_argument("--workdir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "credits_bench_scan")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "credits_bench_scan"
+    )
     args = parser.parse_args()
 
     from credits_pipeline import settings
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DAGSTER_DISABLE_TELEMETRY": "yes",
-           "PYTHONPATH": os.pathsep.join([str(HOOK_DIR), str(ROOT)])}
+    env = {
+        **os.environ,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DAGSTER_DISABLE_TELEMETRY": "yes",
+        "PYTHONPATH": os.pathsep.join([str(HOOK_DIR), str(ROOT)]),
+    }
     source = make_source(args.workdir, args.users, args.months, env)
     run_dir = Path(tempfile.mkdtemp(prefix="run_", dir=args.workdir))
     midnight = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time())
     first_day = (midnight - dt.timedelta(days=31 * args.months + 31)).date()
-    env.update({
-        settings.SOURCE_URL_VAR: f"sqlite:///{source}",
-        settings.WAREHOUSE_PATH_VAR: str(run_dir / "warehouse.duckdb"),
-        settings.LEDGER_START_DATE_VAR: first_day.isoformat(),
-        "DAGSTER_HOME": str(run_dir / "dagster_home"),
-    })
+    env.update(
+        {
+            settings.SOURCE_URL_VAR: f"sqlite:///{source}",
+            settings.WAREHOUSE_PATH_VAR: str(run_dir / "warehouse.duckdb"),
+            settings.LEDGER_START_DATE_VAR: first_day.isoformat(),
+            "DAGSTER_HOME": str(run_dir / "dagster_home"),
+        }
+    )
     (run_dir / "dagster_home").mkdir()
 
     full_cutoff, daily_cutoff = midnight - dt.timedelta(days=1), midnight
@@ -127,22 +149,30 @@ def main() -> None:
 
     n = ledger_rows(source, None, full_cutoff)
     d = ledger_rows(source, full_cutoff, daily_cutoff)
-    print(f"demo: {args.users:,} users, {args.months} months; ledger rows before the full run's "
-          f"cut-off N = {n:,}; the next day's new rows D = {d:,}")
+    print(
+        f"demo: {args.users:,} users, {args.months} months; ledger rows before the full run's "
+        f"cut-off N = {n:,}; the next day's new rows D = {d:,}"
+    )
     print(f"wall: full run {full_wall:,.0f} s, daily run {daily_wall:,.0f} s (profiling on)")
     print()
-    print(f"{'process':9} {'table':48} {'full: rows':>12} {'scans':>6} {'daily: rows':>12} "
-          f"{'scans':>6} {'daily/N':>8} {'daily/D':>8}")
+    print(
+        f"{'process':9} {'table':48} {'full: rows':>12} {'scans':>6} {'daily: rows':>12} "
+        f"{'scans':>6} {'daily/N':>8} {'daily/D':>8}"
+    )
     for key in sorted(set(full) | set(daily), key=lambda k: (k[0], -daily.get(k, [0])[0])):
         f_rows, f_scans = full.get(key, [0, 0])
         d_rows, d_scans = daily.get(key, [0, 0])
-        print(f"{key[0]:9} {key[1]:48} {f_rows:12,} {f_scans:6,} {d_rows:12,} {d_scans:6,} "
-              f"{d_rows / max(n, 1):8.2f} {d_rows / max(d, 1):8.1f}")
+        print(
+            f"{key[0]:9} {key[1]:48} {f_rows:12,} {f_scans:6,} {d_rows:12,} {d_scans:6,} "
+            f"{d_rows / max(n, 1):8.2f} {d_rows / max(d, 1):8.1f}"
+        )
     for process in ("pipeline", "dbt"):
         f_total = sum(v[0] for k, v in full.items() if k[0] == process)
         d_total = sum(v[0] for k, v in daily.items() if k[0] == process)
-        print(f"total {process}: full {f_total:,} rows, daily {d_total:,} rows "
-              f"({d_total / max(n, 1):.2f} × N, {d_total / max(d, 1):.0f} × D)")
+        print(
+            f"total {process}: full {f_total:,} rows, daily {d_total:,} rows "
+            f"({d_total / max(n, 1):.2f} × N, {d_total / max(d, 1):.0f} × D)"
+        )
     print(f"profiles: {run_dir}")
 
 

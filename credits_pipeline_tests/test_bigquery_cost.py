@@ -74,9 +74,15 @@ def test_job_statistics_add_up_and_count_a_missing_figure_as_zero():
 def test_dbt_bytes_come_from_each_nodes_adapter_response_and_duckdb_nodes_have_none():
     run_results = {
         "results": [
-            {"unique_id": "model.p.a", "adapter_response": {"bytes_processed": 5, "bytes_billed": 0}},
+            {
+                "unique_id": "model.p.a",
+                "adapter_response": {"bytes_processed": 5, "bytes_billed": 0},
+            },
             {"unique_id": "model.p.b", "adapter_response": {"bytes_processed": None}},
-            {"unique_id": "model.p.duck", "adapter_response": {"_message": "OK", "rows_affected": 3}},
+            {
+                "unique_id": "model.p.duck",
+                "adapter_response": {"_message": "OK", "rows_affected": 3},
+            },
             {"unique_id": "test.p.t", "adapter_response": {}},
         ]
     }
@@ -92,8 +98,14 @@ def test_dbt_outputs_gain_their_bytes_and_others_pass_unchanged():
         dg.Output(None, "c", metadata={"unique_id": "model.p.c"}),
         dg.AssetCheckResult(asset_key=dg.AssetKey("a"), check_name="x", passed=True),
     ]
-    run_results = {"results": [{"unique_id": "model.p.a", "adapter_response": {
-        "bytes_processed": 7, "bytes_billed": 10_485_760}}]}
+    run_results = {
+        "results": [
+            {
+                "unique_id": "model.p.a",
+                "adapter_response": {"bytes_processed": 7, "bytes_billed": 10_485_760},
+            }
+        ]
+    }
     out = cost.with_dbt_statistics(events, run_results)
     assert out[0].metadata[cost.BYTES_BILLED_METADATA].value == 10_485_760
     assert out[0].metadata[cost.BYTES_PROCESSED_METADATA].value == 7
@@ -128,7 +140,9 @@ def sent_configs(monkeypatch):
 
 @pytest.mark.bigquery
 def test_every_query_job_carries_the_labels_and_the_billing_cap_and_bytes_are_counted(
-    bigquery_emulator, sent_configs, monkeypatch  # noqa: F811
+    bigquery_emulator,  # noqa: F811 (the fixture)
+    sent_configs,
+    monkeypatch,
 ):
     monkeypatch.setenv(settings.BIGQUERY_MAXIMUM_BYTES_BILLED_VAR, "1_000_000_000")
     warehouse = emulator_warehouse(bigquery_emulator)
@@ -146,7 +160,9 @@ def test_every_query_job_carries_the_labels_and_the_billing_cap_and_bytes_are_co
 
 @pytest.mark.bigquery
 def test_the_extraction_assets_label_their_jobs_and_record_bytes_processed_and_billed(
-    bigquery_emulator, sent_configs, tmp_path  # noqa: F811
+    bigquery_emulator,  # noqa: F811 (the fixture)
+    sent_configs,
+    tmp_path,
 ):
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
@@ -160,11 +176,16 @@ def test_the_extraction_assets_label_their_jobs_and_record_bytes_processed_and_b
     write_source(url, clean_ledger())
     defs = dg.Definitions(
         assets=[*source_table_specs, *extraction_assets],
-        resources={"source": SourceDatabase(url=url),
-                   "warehouse": emulator_warehouse(bigquery_emulator)},
+        resources={
+            "source": SourceDatabase(url=url),
+            "warehouse": emulator_warehouse(bigquery_emulator),
+        },
         executor=dg.in_process_executor,
     )
-    tags = {ASSET_PARTITION_RANGE_START_TAG: "2025-01-01", ASSET_PARTITION_RANGE_END_TAG: "2025-01-05"}
+    tags = {
+        ASSET_PARTITION_RANGE_START_TAG: "2025-01-01",
+        ASSET_PARTITION_RANGE_END_TAG: "2025-01-05",
+    }
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
@@ -186,6 +207,6 @@ def test_the_extraction_assets_label_their_jobs_and_record_bytes_processed_and_b
     for config in sent_configs:
         assert config.labels["app"] == "credits_pipeline"
         assert config.labels["run_id"] == short_run
-        assert all(k == cost.label_key(k) and v == cost.label_value(v)
-                   for k, v in config.labels.items())
-
+        assert all(
+            k == cost.label_key(k) and v == cost.label_value(v) for k, v in config.labels.items()
+        )

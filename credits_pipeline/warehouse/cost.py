@@ -81,7 +81,7 @@ def current_asset_and_run() -> tuple[str | None, str | None]:
 
     try:
         context = dg.OpExecutionContext.get()
-    except Exception:
+    except dg.DagsterInvariantViolationError:  # not inside a step
         return None, None
     try:
         keys = context.selected_asset_keys if context.has_assets_def else set()
@@ -91,7 +91,7 @@ def current_asset_and_run() -> tuple[str | None, str | None]:
             name = context.assets_def.node_def.name
         else:
             name = context.op.name
-    except Exception:
+    except (dg.DagsterInvariantViolationError, AttributeError):
         name = None
     return name, context.run_id
 
@@ -121,9 +121,11 @@ def with_dbt_statistics(events: list, run_results: dict) -> list:
         return events
     out = []
     for event in events:
-        unique_id = getattr(event, "metadata", {}).get("unique_id") if isinstance(
-            event, dg.Output
-        ) else None
+        unique_id = (
+            getattr(event, "metadata", {}).get("unique_id")
+            if isinstance(event, dg.Output)
+            else None
+        )
         node = getattr(unique_id, "value", unique_id)
         if node in by_node:
             extra = {k: dg.MetadataValue.int(v) for k, v in by_node[node].metadata().items()}

@@ -107,11 +107,11 @@ def duckdb_settings(warehouse: Path | None = None) -> dict[str, str]:
     return {"memory_limit": memory_limit(), "temp_directory": str(temp_directory(warehouse))}
 
 
-def apply(con, warehouse: Path | None = None) -> dict[str, str]:  # noqa: ANN001 (a DuckDB connection)
+def apply(con: object, warehouse: Path | None = None) -> dict[str, str]:
     """Set the memory limit and spill directory on `con`; return what was set (for metadata)."""
     values = duckdb_settings(warehouse)
     for name, value in values.items():
-        con.execute(f"set {name} = ?", [value])
+        con.execute(f"set {name} = ?", [value])  # type: ignore[attr-defined]
     return values
 
 
