@@ -39,18 +39,26 @@ if _DIR and _WAREHOUSE:
             _scans(child, out)
 
     class _Profiled:
+        """A connection or cursor whose statements leave a JSON profile, harvested as they end.
+
+        DuckDB writes a statement's profile when its result is consumed (a SELECT: on fetch), so
+        the pending profile is read before each statement, after each statement and fetch, and at
+        close; each file read is deleted, so no profile is counted twice.
+        """
+
         def __init__(self, con):
             self._con = con
+            self._rows = None  # the rest of a result read row by row (fetchone/fetchmany)
             self._profile = os.path.join(_DIR, f"{os.getpid()}_{next(_counter)}.json")
-            for statement in (
-                "set enable_profiling = 'json'",
-                "set profiling_coverage = 'ALL'",
-                "set profiling_mode = 'detailed'",
-                f"set profiling_output = '{self._profile}'",
-            ):
-                con.execute(statement)
+            # one call: profiling on and its file set together (else a profile goes to stdout)
+            con.execute(
+                "set enable_profiling = 'json'; "
+                f"set profiling_output = '{self._profile}'; "
+                "set profiling_coverage = 'ALL'; set profiling_mode = 'detailed'"
+            )
+            self._record()
 
-        def _record(self, sql):
+        def _record(self):
             try:
                 with open(self._profile) as handle:
                     profile = json.load(handle)
@@ -61,31 +69,74 @@ if _DIR and _WAREHOUSE:
             _scans(profile, scans)
             if not scans:
                 return
-            line = json.dumps({"process": _PROCESS, "sql": str(sql)[:300], "scans": scans})
+            sql = str(profile.get("query_name", ""))[:300]
+            line = json.dumps({"process": _PROCESS, "sql": sql, "scans": scans})
             with _lock, open(os.path.join(_DIR, f"{os.getpid()}.jsonl"), "a") as out:
                 out.write(line + "\n")
 
+        def _drained(self):
+            # DuckDB writes a profile once the result is consumed: read it all, serve rows after
+            if self._rows is None:
+                self._rows = list(self._con.fetchall())
+                self._record()
+            return self._rows
+
+        def fetchone(self):
+            rows = self._drained()
+            return rows.pop(0) if rows else None
+
+        def fetchmany(self, size=1):
+            rows = self._drained()
+            taken, self._rows = rows[:size], rows[size:]
+            return taken
+
+        def fetchall(self):
+            if self._rows is not None:
+                rows, self._rows = self._rows, []
+                return rows
+            rows = self._con.fetchall()
+            self._record()
+            return rows
+
         def execute(self, sql, *args, **kwargs):
+            self._rows = None
+            self._record()
             self._con.execute(sql, *args, **kwargs)
-            self._record(sql)
+            self._record()
             return self
 
         def executemany(self, sql, *args, **kwargs):
+            self._rows = None
+            self._record()
             self._con.executemany(sql, *args, **kwargs)
-            self._record(sql)
+            self._record()
             return self
 
         def cursor(self):
             return _Profiled(self._con.cursor())
 
+        def close(self):
+            self._record()
+            self._con.close()
+            self._record()
+
         def __enter__(self):
             return self
 
         def __exit__(self, *exc):
-            self._con.close()
+            self.close()
 
         def __getattr__(self, name):
-            return getattr(self._con, name)
+            attribute = getattr(self._con, name)
+            if not (callable(attribute) and name.startswith(("fetch", "df", "arrow", "pl"))):
+                return attribute
+
+            def fetched(*args, **kwargs):
+                result = attribute(*args, **kwargs)
+                self._record()
+                return result
+
+            return fetched
 
     def _connect(database=":memory:", *args, **kwargs):
         con = _real_connect(database, *args, **kwargs)
