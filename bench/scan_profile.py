@@ -117,6 +117,9 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "credits_bench_scan"
     )
+    parser.add_argument(
+        "--min-rows", type=int, default=1, help="leave out tables read fewer rows in both runs"
+    )
     args = parser.parse_args()
 
     from credits_pipeline import settings
@@ -162,6 +165,8 @@ def main() -> None:
     for key in sorted(set(full) | set(daily), key=lambda k: (k[0], -daily.get(k, [0])[0])):
         f_rows, f_scans = full.get(key, [0, 0])
         d_rows, d_scans = daily.get(key, [0, 0])
+        if max(f_rows, d_rows) < args.min_rows:
+            continue
         print(
             f"{key[0]:9} {key[1]:48} {f_rows:12,} {f_scans:6,} {d_rows:12,} {d_scans:6,} "
             f"{d_rows / max(n, 1):8.2f} {d_rows / max(d, 1):8.1f}"

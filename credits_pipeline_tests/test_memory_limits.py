@@ -128,9 +128,8 @@ def test_a_full_run_under_a_256mb_duckdb_limit_completes_with_the_limit_in_force
             event = instance.get_latest_materialization_event(key)
             assert event is not None, key
             meta = event.asset_materialization.metadata
-            assert (
-                meta[memory.MEMORY_LIMIT_METADATA].value == "244.1 MiB"
-            )  # 256 MB in DuckDB's words
+            # 256 MB in DuckDB's words
+            assert meta[memory.MEMORY_LIMIT_METADATA].value == "244.1 MiB"
             assert meta[memory.TEMP_DIRECTORY_METADATA].value == f"{warehouse}.tmp"
     con = duckdb.connect(str(warehouse), read_only=True)
     reconciled, users = con.execute(
@@ -138,7 +137,7 @@ def test_a_full_run_under_a_256mb_duckdb_limit_completes_with_the_limit_in_force
         " (select count(*) from raw.users)"
     ).fetchone()
     con.close()
-    assert reconciled > 0 and users == 90  # every demo user landed; the report was written
+    assert users > 0 and reconciled == users  # a row per extracted user: the report was written
 
     # dbt's DuckDB, opened through the profile with the pipeline's environment, has the limit too
     from credits_pipeline.transform.dbt_project import dbt_env, dbt_executable
