@@ -90,9 +90,10 @@ def build_layer(
     finally:
         release_warehouse_connections(invocation)
     if settings.warehouse_kind() == "bigquery":  # bytes processed/billed per model
-        with contextlib.suppress(Exception):  # no run_results.json: dbt ran nothing
+        run_results: dict = {}
+        with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
             run_results = invocation.get_artifact("run_results.json")
-            events = cost.with_dbt_statistics(events, run_results)
+        events = cost.with_dbt_statistics(events, run_results)
     yield from with_previews(context, events)
     errored = errored_nodes(invocation)
     if errored:
