@@ -14,9 +14,10 @@ The default is half of physical memory, at least `FLOOR_BYTES` and at most `CEIL
 - generous rather than tight: a 2 GB limit made the reconciliation's row checks fail at 100k users
   (commit 5661591) — some operators (window functions over one partition, `list` aggregates)
   cannot spill, so a small limit turns "slow" into "failed";
-- a floor, because below ~1 GB DuckDB cannot finish even small hash joins on a tiny container;
-- a ceiling, because past 64 GB a single-file warehouse gains nothing and a big shared host
-  should not hand one pipeline most of its memory by accident.
+- a floor (1 GiB), so a tiny container or a machine whose memory cannot be read still leaves
+  room for the operators that cannot spill (a whole small demo completes under 256 MB, tested);
+- a ceiling (64 GiB), so a big shared host does not hand one pipeline most of its memory by
+  accident; an operator who wants more says so with the variable.
 `CREDITS_DUCKDB_MEMORY_LIMIT` overrides the figure (any DuckDB size, e.g. `4GB`);
 `CREDITS_DUCKDB_TEMP_DIRECTORY` the spill directory (default: `<warehouse file>.tmp/` beside the
 warehouse, on the same disk that already holds the data, and private to this warehouse).
