@@ -21,6 +21,7 @@ import pandas as pd
 from credits_pipeline.names import VALIDATION_CHECK
 from credits_pipeline.source.tables import Table
 from credits_pipeline.validation.quarantine import REASON_COLUMN, validate_batch
+from credits_pipeline.warehouse.cost import connection_usage_metadata
 from credits_pipeline.warehouse.raw_tables import (
     DUCKDB_TYPES,
     PARTITION_COLUMN,
@@ -102,6 +103,8 @@ def extraction_metadata(
         "dagster/column_schema": table_schema(table, with_partition),
         "preview": dg.MetadataValue.md(newest_rows_markdown(con, relation, "id")),
     }
+    # BigQuery: bytes processed/billed by this asset's jobs; DuckDB: its memory limit, spill dir
+    meta.update(connection_usage_metadata(con))
     meta.update(extra or {})
     return meta
 

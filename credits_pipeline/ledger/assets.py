@@ -213,6 +213,8 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             anomalies_preview = report.anomalies_preview(con, result.anomalies)
             drop_working_tables(con)
             drop_warehouse_inputs(con)
+            # DuckDB: the memory limit and spill dir in force; BigQuery: bytes processed/billed
+            usage = warehouse.usage_metadata(con)
         context.log.info(
             "reconciled %s ledger rows as of %s (replay %s, %s rows replayed: %s): %s",
             result.ledger_rows,
@@ -247,6 +249,7 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
                     result.reconciliation, report.RECONCILIATION_COLUMN_DOCS
                 ),
                 **meta,
+                **usage,
             },
         )
         yield dg.MaterializeResult(

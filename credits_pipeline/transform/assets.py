@@ -11,6 +11,7 @@ are built. The manifest is prepared at import (`prepare_manifest()`), so the def
 a fresh clone.
 """
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from pydantic import Field
 
 from credits_pipeline import settings
+from credits_pipeline.warehouse import cost, memory
 from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
 from credits_pipeline.transform.dbt_project import (
     DBT_PROJECT,
@@ -87,6 +89,11 @@ def build_layer(
         )
     finally:
         release_warehouse_connections(invocation)
+    if settings.warehouse_kind() == "bigquery":  # bytes processed/billed per model
+        run_results: dict = {}
+        with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
+            run_results = invocation.get_artifact("run_results.json")
+        events = cost.with_dbt_statistics(events, run_results)
     yield from with_previews(context, events)
     errored = errored_nodes(invocation)
     if errored:
@@ -121,6 +128,7 @@ def with_previews(context: dg.AssetExecutionContext, events: list) -> Iterator[A
         return
     con = duckdb.connect(str(settings.warehouse_path()), read_only=True)
     try:
+        memory.apply(con)
         for event in events:
             if isinstance(event, dg.Output):
                 event = event.with_metadata({**event.metadata, **_preview(con, context.asset_key_for_output(event.output_name))})

@@ -21,6 +21,7 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 
 from credits_pipeline import settings
+from credits_pipeline.warehouse import cost, memory
 
 DBT_TARGETS = {"duckdb": "duckdb", "bigquery": "bigquery"}
 
@@ -57,6 +58,10 @@ def dbt_env() -> dict[str, str]:
     """Environment variables every dbt subprocess of the pipeline needs."""
     return {
         settings.WAREHOUSE_PATH_VAR: str(settings.warehouse_path()),
+        # dbt's DuckDB runs under the same limit and spill directory as the pipeline's (memory.py)
+        **memory.dbt_env(),
+        # the run id for the labels of dbt's BigQuery jobs (cost.py)
+        **cost.dbt_env(),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         # the dbt of this environment first, for dagster-dbt's own `dbt` lookups (the preparer)
         "PATH": os.pathsep.join([str(Path(dbt_executable()).parent), os.environ.get("PATH", "")]),

@@ -36,6 +36,7 @@ from pydantic import Field
 from sqlglot import exp
 
 from credits_pipeline import settings
+from credits_pipeline.warehouse import cost
 
 SCHEMAS = ("raw", "credits", "marts")
 # Scratch dataset for staged extraction batches and Arrow tables handed to SQL (`register`).
@@ -97,7 +98,14 @@ class BigQueryWarehouse(BigQueryResource):
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator["BigQueryConnection"]:
         client = self.client()
-        con = BigQueryConnection(client, self.dataset_prefix, self.location)
+        asset, run_id = cost.current_asset_and_run()
+        con = BigQueryConnection(
+            client,
+            self.dataset_prefix,
+            self.location,
+            labels=cost.job_labels(asset, run_id),
+            maximum_bytes_billed=settings.bigquery_maximum_bytes_billed(),
+        )
         try:
             if not read_only:
                 self._ensure_datasets(client)
@@ -116,6 +124,10 @@ class BigQueryWarehouse(BigQueryResource):
             if schema == STAGING_SCHEMA:
                 dataset.default_table_expiration_ms = STAGING_EXPIRATION_MS
             client.create_dataset(dataset, exists_ok=True)
+
+    def usage_metadata(self, con: "BigQueryConnection") -> dict[str, dg.MetadataValue]:
+        """Bytes processed and billed by `con`'s query jobs so far (numeric asset metadata)."""
+        return cost.connection_usage_metadata(con)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["BigQueryConnection"]:
@@ -362,8 +374,19 @@ class BigQueryResult:
 class BigQueryConnection:
     """A DuckDB-connection look-alike over one BigQuery session (see the module docstring)."""
 
-    def __init__(self, client: bigquery.Client, dataset_prefix: str = "", location: str | None = None):
+    def __init__(
+        self,
+        client: bigquery.Client,
+        dataset_prefix: str = "",
+        location: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        maximum_bytes_billed: int | None = None,
+    ):
         self.client = client
+        # on every job: who started it (cost.job_labels) and the most it may bill (None: no cap)
+        self.labels = dict(labels or cost.job_labels())
+        self.maximum_bytes_billed = maximum_bytes_billed
+        self.statistics = cost.JobStatistics()
         self.prefix = dataset_prefix
         self.location = location
         self.datasets = {s: f"{dataset_prefix}{s}" for s in ALL_SCHEMAS}
@@ -408,7 +431,9 @@ class BigQueryConnection:
 
     def _run(self, sql: str, query_params: list | None, page_size: int | None = None) -> tuple:
         """Start a query job in this connection's session and wait for it; errors name the statement."""
-        config = bigquery.QueryJobConfig(query_parameters=query_params or [])
+        config = bigquery.QueryJobConfig(query_parameters=query_params or [], labels=self.labels)
+        if self.maximum_bytes_billed is not None:
+            config.maximum_bytes_billed = self.maximum_bytes_billed
         if self._session_id is None:
             config.create_session = True
         else:
@@ -422,6 +447,7 @@ class BigQueryConnection:
         if self._session_id is None and job.session_info is not None:
             self._session_id = job.session_info.session_id
         self.bytes_processed += int(job.total_bytes_processed or 0)
+        self.statistics.add(job.total_bytes_processed, job.total_bytes_billed)
         return job, rows
 
     def stream(
@@ -459,6 +485,7 @@ class BigQueryConnection:
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition="WRITE_APPEND",
+            labels=self.labels,
         )
         config.schema = bq_schema if bq_schema is not None else arrow_schema(table)
         self.client.load_table_from_file(

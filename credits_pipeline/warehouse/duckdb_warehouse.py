@@ -4,7 +4,8 @@ DuckDB is the default warehouse because it needs nothing but a file: the demo, t
 single-machine deployment all use it. One process may write a DuckDB file at a time, so every asset
 opens a short-lived connection through this resource and the jobs run in process; each write that
 must be atomic runs inside one explicit transaction (`transaction()`), so a failure mid-load rolls
-back and leaves the previous state as it was.
+back and leaves the previous state as it was. Every connection runs under a memory limit and spills
+to a temp directory (`memory.py`), so a large ledger is slow rather than fatal.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dagster as dg
 import duckdb
 
 from credits_pipeline import settings
+from credits_pipeline.warehouse import cost, memory
 
 SCHEMAS = ("raw", "credits", "marts")
 
@@ -37,9 +39,9 @@ class DuckDBWarehouse(dg.ConfigurableResource):
         con = duckdb.connect(str(path), read_only=read_only)
         try:
             con.execute("set timezone = 'UTC'")
-            # An operator may bound DuckDB's memory (it then spills sorts and swaps to disk).
-            if settings.duckdb_memory_limit():
-                con.execute("set memory_limit = ?", [settings.duckdb_memory_limit()])
+            # Always bounded, sized from the machine or set by the operator; spills beside the
+            # warehouse file (`memory.py` says why and how much).
+            memory.apply(con, path)
             if not read_only:
                 for schema in SCHEMAS:
                     con.execute(f"create schema if not exists {schema}")
@@ -58,3 +60,11 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                 con.execute("rollback")
                 raise
             con.execute("commit")
+
+    def usage_metadata(self, con: duckdb.DuckDBPyConnection) -> dict[str, dg.MetadataValue]:
+        """The memory limit and spill directory `con` runs under, read back from DuckDB.
+
+        Read from the connection rather than from the settings, so the metadata states what was in
+        force (the BigQuery resource answers the same call with bytes processed/billed).
+        """
+        return cost.connection_usage_metadata(con)

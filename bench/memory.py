@@ -1,0 +1,205 @@
+"""Benchmark: peak memory of each process of a full `credits-pipeline materialize`, and wall time.
+
+Issue 10 measured 6.9 GB in the largest single process at 100k users (dbt's DuckDB during the SQL
+replay 6.2 GB, the pipeline's own process 2.3 GB) against a target of < 2 GB each. This script
+builds an embedded SQLite demo source of N users (`credits-pipeline demo-data`, kept between runs
+in the work directory), then runs one full materialization into a fresh DuckDB warehouse with
+`CREDITS_SOURCE_URL` set explicitly, and samples the resident set size of the pipeline's process
+and of every subprocess it starts (dbt) every `--interval` seconds (psutil). It prints the peak
+RSS of the pipeline process, of the largest dbt process, of the whole process tree at once, the
+DuckDB memory limit and spill directory in force (`CREDITS_DUCKDB_MEMORY_LIMIT` or the default
+sized from this machine, `credits_pipeline/warehouse/memory.py`), the spill directory's peak size,
+and the wall time. Sampling can miss a peak shorter than the interval: the figures are a floor.
+
+    .venv/bin/python bench/memory.py [--users 20000] [--months 12] [--memory-limit 2GB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_USERS = 20_000
+DEFAULT_MONTHS = 12
+DEFAULT_INTERVAL = 0.2
+MB = 1024**2
+TARGET_PROCESS_BYTES = 2 * 1024**3  # issue 10: every process < 2 GB
+
+
+@dataclass
+class Peaks:
+    """Peak RSS per process (pid -> bytes, with its role) and of the tree as a whole."""
+
+    by_pid: dict[int, int] = field(default_factory=dict)
+    roles: dict[int, str] = field(default_factory=dict)
+    tree: int = 0
+    spill: int = 0
+
+    def role_peak(self, role: str) -> int:
+        return max((b for p, b in self.by_pid.items() if self.roles[p] == role), default=0)
+
+
+def role_of(process: psutil.Process, root_pid: int) -> str:
+    """'pipeline' (the CLI's own process), 'dbt' (a dbt subprocess) or 'other'."""
+    if process.pid == root_pid:
+        return "pipeline"
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return "other"
+    # `dbt build ...` is `python .../bin/dbt build ...` once the shebang is resolved
+    return "dbt" if any(Path(arg).name == "dbt" for arg in command[:2]) else "other"
+
+
+def directory_bytes(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def sample(root: psutil.Process, peaks: Peaks, spill_dir: Path) -> None:
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    total = 0
+    for process in processes:
+        try:
+            rss = process.memory_info().rss
+        except psutil.Error:
+            continue
+        if process.pid not in peaks.roles:
+            peaks.roles[process.pid] = role_of(process, root.pid)
+        peaks.by_pid[process.pid] = max(peaks.by_pid.get(process.pid, 0), rss)
+        total += rss
+    peaks.tree = max(peaks.tree, total)
+    peaks.spill = max(peaks.spill, directory_bytes(spill_dir))
+
+
+def make_source(workdir: Path, users: int, months: int, env: dict[str, str]) -> str:
+    """The SQLite demo source of `users` users (created once, reused by later runs)."""
+    path = workdir / f"syllaby_v2_{users}u_{months}m.sqlite"
+    url = f"sqlite:///{path}"
+    if not path.exists():
+        started = time.monotonic()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "credits_pipeline.cli",
+                "demo-data",
+                "--url",
+                url,
+                "--users",
+                str(users),
+                "--months",
+                str(months),
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        print(
+            f"demo source: {users:,} users, {months} months, built in "
+            f"{time.monotonic() - started:.0f} s -> {path}"
+        )
+    return url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=DEFAULT_USERS)
+    parser.add_argument("--months", type=int, default=DEFAULT_MONTHS)
+    parser.add_argument(
+        "--memory-limit", default="", help="CREDITS_DUCKDB_MEMORY_LIMIT (default: sized)"
+    )
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "credits_bench_memory"
+    )
+    args = parser.parse_args()
+
+    from credits_pipeline import settings
+    from credits_pipeline.warehouse import memory
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DAGSTER_DISABLE_TELEMETRY": "yes",
+    }
+    env.pop(settings.DUCKDB_MEMORY_LIMIT_VAR, None)
+    env.pop(settings.DUCKDB_TEMP_DIRECTORY_VAR, None)
+    if args.memory_limit:
+        env[settings.DUCKDB_MEMORY_LIMIT_VAR] = args.memory_limit
+    source_url = make_source(args.workdir, args.users, args.months, env)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="run_", dir=args.workdir))
+    warehouse = run_dir / "warehouse.duckdb"
+    first_day = dt.datetime.now(dt.UTC).date().replace(day=1) - dt.timedelta(days=31 * args.months)
+    env.update(
+        {
+            settings.SOURCE_URL_VAR: source_url,
+            settings.WAREHOUSE_PATH_VAR: str(warehouse),
+            settings.LEDGER_START_DATE_VAR: first_day.isoformat(),
+            "DAGSTER_HOME": str(run_dir / "dagster_home"),
+        }
+    )
+    (run_dir / "dagster_home").mkdir()
+    limit = args.memory_limit or memory.memory_limit_for(memory.total_memory_bytes())
+    spill_dir = memory.temp_directory_for(warehouse)
+
+    peaks = Peaks()
+    log = run_dir / "materialize.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            sample(root, peaks, spill_dir)
+            time.sleep(args.interval)
+    wall = time.monotonic() - started
+
+    dbt_processes = sum(1 for role in peaks.roles.values() if role == "dbt")
+    print(f"users: {args.users:,}   months: {args.months}   exit code: {process.returncode}")
+    print(
+        f"DuckDB memory_limit: {limit}   spill directory: {spill_dir} "
+        f"(peak {peaks.spill / MB:,.1f} MB)"
+    )
+    print(f"wall time: {wall:,.1f} s")
+    print(f"peak RSS, pipeline process:      {peaks.role_peak('pipeline') / MB:8,.0f} MB")
+    print(
+        f"peak RSS, largest dbt process:   {peaks.role_peak('dbt') / MB:8,.0f} MB "
+        f"({dbt_processes} dbt process(es))"
+    )
+    print(f"peak RSS, largest other process: {peaks.role_peak('other') / MB:8,.0f} MB")
+    print(f"peak RSS, whole process tree:    {peaks.tree / MB:8,.0f} MB")
+    largest = max(peaks.by_pid.values(), default=0)
+    verdict = "met" if largest < TARGET_PROCESS_BYTES else "MISSED"
+    print(f"target every process < {TARGET_PROCESS_BYTES / MB:,.0f} MB: {verdict}")
+    print(f"log: {log}")
+    if process.returncode:
+        print(log.read_text()[-3000:])
+        sys.exit(process.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""How much memory DuckDB may use, and where it spills: always set, sized from the machine.
+
+Why: DuckDB's own default is 80% of RAM, per process. Two processes open the warehouse in a run —
+the pipeline's (extraction, reconciliation) and dbt's subprocess (the SQL models) — and each would
+claim 80%, on a worker that also runs the Dagster instance and the replay's numpy arrays outside
+DuckDB's accounting. Measured on issue 10: dbt's process peaked at 6.2 GB and the pipeline's at
+2.3 GB on a 100k-user ledger. A limit makes DuckDB spill sorts, joins and aggregates to a temp
+directory instead of growing until the kernel kills the worker.
+
+The default is half of physical memory, at least `FLOOR_BYTES` and at most `CEILING_BYTES`:
+- half, not less: dbt runs as a subprocess while the Dagster process waits for it, so the two never
+  hold large DuckDB buffers at the same time; the other half is for the pipeline process's own
+  Python/numpy/Arrow memory (the replay, the Dagster instance), which DuckDB does not count;
+- generous rather than tight: a 2 GB limit made the reconciliation's row checks fail at 100k users
+  (commit 5661591) — some operators (window functions over one partition, `list` aggregates)
+  cannot spill, so a small limit turns "slow" into "failed";
+- a floor (1 GiB), so a tiny container or a machine whose memory cannot be read still leaves
+  room for the operators that cannot spill (a whole small demo completes under 256 MB, tested);
+- a ceiling (64 GiB), so a big shared host does not hand one pipeline most of its memory by
+  accident; an operator who wants more says so with the variable.
+`CREDITS_DUCKDB_MEMORY_LIMIT` overrides the figure (any DuckDB size, e.g. `4GB`);
+`CREDITS_DUCKDB_TEMP_DIRECTORY` the spill directory (default: `<warehouse file>.tmp/` beside the
+warehouse, on the same disk that already holds the data, and private to this warehouse).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from credits_pipeline import settings
+
+FLOOR_BYTES = 1024**3  # 1 GiB
+CEILING_BYTES = 64 * 1024**3  # 64 GiB
+RAM_FRACTION = 0.5
+MIB = 1024**2
+# Metadata keys the warehouse-writing assets record (what limit and spill directory were in force).
+MEMORY_LIMIT_METADATA = "duckdb_memory_limit"
+TEMP_DIRECTORY_METADATA = "duckdb_temp_directory"
+TEMP_DIRECTORY_SUFFIX = ".tmp"
+
+
+def memory_limit_for(total_bytes: int | None) -> str:
+    """The default limit for a machine of `total_bytes` of RAM, as a DuckDB size ('12288MiB').
+
+    Pure: half of RAM, clamped to [FLOOR_BYTES, CEILING_BYTES]; unknown RAM gets the floor. Whole
+    MiB so the value reads the same in DuckDB's `current_setting`, in metadata and in dbt's profile.
+    """
+    if not total_bytes or total_bytes <= 0:
+        chosen = FLOOR_BYTES
+    else:
+        chosen = min(max(int(total_bytes * RAM_FRACTION), FLOOR_BYTES), CEILING_BYTES)
+    return f"{chosen // MIB}MiB"
+
+
+def total_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Physical memory of this machine (or of its cgroup when that is smaller); None if unknown."""
+    total: int | None = None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        try:
+            for line in meminfo.read_text().splitlines():
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            total = None
+    cgroup = _cgroup_limit_bytes()
+    if cgroup and (total is None or cgroup < total):
+        return cgroup
+    return total
+
+
+def _cgroup_limit_bytes() -> int | None:
+    """A container's memory limit (cgroup v2 `memory.max`, v1 `limit_in_bytes`), if it has one."""
+    for path in (
+        Path("/sys/fs/cgroup/memory.max"),
+        Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    ):
+        try:
+            value = path.read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and int(value) < 2**60:  # "max" or a huge number: no limit
+            return int(value)
+    return None
+
+
+def memory_limit() -> str:
+    """The limit in force: `CREDITS_DUCKDB_MEMORY_LIMIT`, else `memory_limit_for(this machine)`."""
+    return settings.duckdb_memory_limit() or memory_limit_for(total_memory_bytes())
+
+
+def temp_directory_for(warehouse: Path) -> Path:
+    """The default spill directory of a warehouse file: `<file>.tmp` beside it (pure)."""
+    return warehouse.with_name(warehouse.name + TEMP_DIRECTORY_SUFFIX)
+
+
+def temp_directory(warehouse: Path | None = None) -> Path:
+    """`CREDITS_DUCKDB_TEMP_DIRECTORY`, else `temp_directory_for(the warehouse file)`."""
+    return settings.duckdb_temp_directory() or temp_directory_for(
+        warehouse or settings.warehouse_path()
+    )
+
+
+def duckdb_settings(warehouse: Path | None = None) -> dict[str, str]:
+    """The `set` statements every DuckDB connection on the warehouse runs (setting -> value)."""
+    return {"memory_limit": memory_limit(), "temp_directory": str(temp_directory(warehouse))}
+
+
+def apply(con: object, warehouse: Path | None = None) -> dict[str, str]:
+    """Set the memory limit and spill directory on `con`; return what was set (for metadata)."""
+    values = duckdb_settings(warehouse)
+    for name, value in values.items():
+        con.execute(f"set {name} = ?", [value])  # type: ignore[attr-defined]
+    return values
+
+
+# Environment variables dbt's profile reads (`profiles.yml`: `settings:` of the duckdb output).
+DBT_MEMORY_LIMIT_VAR = "CREDITS_DBT_DUCKDB_MEMORY_LIMIT"
+DBT_TEMP_DIRECTORY_VAR = "CREDITS_DBT_DUCKDB_TEMP_DIRECTORY"
+
+
+def dbt_env() -> dict[str, str]:
+    """The limit and spill directory, as the variables `profiles.yml` reads, for dbt subprocesses.
+
+    Separate names from the operator's `CREDITS_DUCKDB_*`: these always hold the resolved values,
+    so dbt never needs to know how they were sized.
+    """
+    values = duckdb_settings()
+    return {
+        DBT_MEMORY_LIMIT_VAR: values["memory_limit"],
+        DBT_TEMP_DIRECTORY_VAR: values["temp_directory"],
+    }

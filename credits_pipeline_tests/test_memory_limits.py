@@ -1,0 +1,187 @@
+"""Bounded memory: the sizing rule, the overrides, and a whole run under a small DuckDB limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from credits_pipeline import settings
+from credits_pipeline.warehouse import memory
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+GIB = 1024**3
+
+
+@pytest.mark.parametrize(
+    ("total", "expected"),
+    [
+        (24 * GIB, "12288MiB"),  # half of an ordinary worker
+        (int(1.5 * GIB), "1024MiB"),  # a tiny container: the floor, not 768 MiB
+        (512 * GIB, "65536MiB"),  # a big shared host: the ceiling
+        (None, "1024MiB"),  # memory unknown: the floor
+        (0, "1024MiB"),
+    ],
+)
+def test_the_default_limit_is_half_of_ram_between_a_floor_and_a_ceiling(total, expected):
+    assert memory.memory_limit_for(total) == expected
+
+
+def test_the_default_limit_is_one_duckdb_accepts_and_reads_back_as_the_same_amount():
+    con = duckdb.connect()
+    con.execute("set memory_limit = ?", [memory.memory_limit_for(24 * GIB)])
+    assert con.execute("select current_setting('memory_limit')").fetchone()[0] == "12.0 GiB"
+
+
+def test_this_machines_memory_is_found():
+    total = memory.total_memory_bytes()
+    assert total is not None and total > 256 * 1024**2
+
+
+def test_the_spill_directory_sits_beside_the_warehouse_file():
+    assert memory.temp_directory_for(Path("/data/wh.duckdb")) == Path("/data/wh.duckdb.tmp")
+
+
+def test_the_operator_overrides_limit_and_spill_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv(settings.DUCKDB_MEMORY_LIMIT_VAR, "300MB")
+    monkeypatch.setenv(settings.DUCKDB_TEMP_DIRECTORY_VAR, str(tmp_path / "spill"))
+    assert memory.duckdb_settings(tmp_path / "wh.duckdb") == {
+        "memory_limit": "300MB",
+        "temp_directory": str(tmp_path / "spill"),
+    }
+
+
+def test_every_pipeline_connection_runs_under_the_limit_and_spills_beside_the_file(
+    monkeypatch, tmp_path
+):
+    monkeypatch.delenv(settings.DUCKDB_MEMORY_LIMIT_VAR, raising=False)
+    monkeypatch.delenv(settings.DUCKDB_TEMP_DIRECTORY_VAR, raising=False)
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))
+    for read_only in (False, True):
+        with warehouse.connect(read_only=read_only) as con:
+            limit, spill = con.execute(
+                "select current_setting('memory_limit'), current_setting('temp_directory')"
+            ).fetchone()
+            meta = warehouse.usage_metadata(con)
+        assert spill == str(tmp_path / "wh.duckdb.tmp")
+        expected = duckdb.connect()
+        expected.execute("set memory_limit = ?", [memory.memory_limit()])
+        assert limit == expected.execute("select current_setting('memory_limit')").fetchone()[0]
+        assert meta[memory.MEMORY_LIMIT_METADATA].value == limit
+
+
+def test_a_temp_directory_that_is_a_file_is_a_configuration_problem(tmp_path):
+    a_file = tmp_path / "not_a_dir"
+    a_file.write_text("x")
+    env = {settings.SOURCE_URL_VAR: "demo", settings.DUCKDB_TEMP_DIRECTORY_VAR: str(a_file)}
+    problems = settings.configuration_problems(env)
+    assert len(problems) == 1 and settings.DUCKDB_TEMP_DIRECTORY_VAR in problems[0]
+
+
+def test_dbt_subprocesses_get_the_same_limit_and_spill_directory(monkeypatch, tmp_path):
+    from credits_pipeline.transform.dbt_project import dbt_env
+
+    monkeypatch.setenv(settings.DUCKDB_MEMORY_LIMIT_VAR, "300MB")
+    monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(tmp_path / "wh.duckdb"))
+    env = dbt_env()
+    assert env[memory.DBT_MEMORY_LIMIT_VAR] == "300MB"
+    assert env[memory.DBT_TEMP_DIRECTORY_VAR] == str(tmp_path / "wh.duckdb.tmp")
+
+
+def test_a_full_run_under_a_256mb_duckdb_limit_completes_with_the_limit_in_force(tmp_path):
+    """The whole materialization (extraction, dbt, reconciliation) under CREDITS_DUCKDB_MEMORY_LIMIT;
+    the assets' metadata and dbt's own DuckDB session say the limit was in force."""
+    from credits_pipeline.ledger.checks import RECONCILIATION_KEY
+    from credits_pipeline.source.demo import generate
+
+    source = tmp_path / "syllaby_v2.sqlite"
+    generate(f"sqlite:///{source}", users=90, seed=11, months=6, anomalies=True)
+    warehouse = tmp_path / "warehouse.duckdb"
+    today = dt.datetime.now(dt.UTC).date()
+    env = {
+        **os.environ,
+        settings.SOURCE_URL_VAR: f"sqlite:///{source}",
+        settings.WAREHOUSE_PATH_VAR: str(warehouse),
+        settings.LEDGER_START_DATE_VAR: (today - dt.timedelta(days=100)).isoformat(),
+        settings.DUCKDB_MEMORY_LIMIT_VAR: "256MB",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    env.pop(settings.DUCKDB_TEMP_DIRECTORY_VAR, None)
+    run = subprocess.run(
+        [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        for key in (RECONCILIATION_KEY, dg.AssetKey(["raw", "credit_histories"])):
+            event = instance.get_latest_materialization_event(key)
+            assert event is not None, key
+            meta = event.asset_materialization.metadata
+            # 256 MB in DuckDB's words
+            assert meta[memory.MEMORY_LIMIT_METADATA].value == "244.1 MiB"
+            assert meta[memory.TEMP_DIRECTORY_METADATA].value == f"{warehouse}.tmp"
+    con = duckdb.connect(str(warehouse), read_only=True)
+    reconciled, users = con.execute(
+        "select (select count(*) from marts.user_balance_reconciliation),"
+        " (select count(*) from raw.users)"
+    ).fetchone()
+    con.close()
+    assert users > 0 and reconciled == users  # a row per extracted user: the report was written
+
+    # dbt's DuckDB, opened through the profile with the pipeline's environment, has the limit too
+    from credits_pipeline.transform.dbt_project import dbt_env, dbt_executable
+
+    dbt_run_env = {**env, **_with_env(env, dbt_env)}
+    shown = subprocess.run(
+        [
+            dbt_executable(),
+            "show",
+            "--inline",
+            # dbt show cuts long values: the spill directory is compared in SQL
+            (
+                "select current_setting('memory_limit') as limit_in_force,"
+                f" cast(current_setting('temp_directory') = '{warehouse}.tmp' as varchar) as spill_ok"
+            ),
+            "--project-dir",
+            str(settings.DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(settings.DBT_PROJECT_DIR),
+            "--target",
+            "duckdb",
+            "--target-path",
+            str(tmp_path / "dbt_target"),
+            "--log-path",
+            str(tmp_path / "dbt_logs"),
+        ],
+        env=dbt_run_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stdout[-3000:]
+    assert re.search(r"\|\s*244\.1 MiB\s*\|\s*true\s*\|", shown.stdout), shown.stdout
+
+
+def _with_env(env: dict[str, str], function) -> dict[str, str]:
+    """`function()` evaluated with `env` as this process's environment."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return function()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
