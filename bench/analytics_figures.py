@@ -41,8 +41,14 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="analytics_figures_"))
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "syllaby_v2.sqlite"
-    summary = generate(f"sqlite:///{source}", users=args.users, seed=args.seed, end=END,
-                       anomalies=True, manifest_path=workdir / "manifest.json")
+    summary = generate(
+        f"sqlite:///{source}",
+        users=args.users,
+        seed=args.seed,
+        end=END,
+        anomalies=True,
+        manifest_path=workdir / "manifest.json",
+    )
     (workdir / "dagster_home").mkdir(exist_ok=True)
     env = {
         **os.environ,
@@ -52,19 +58,28 @@ def main() -> None:
         settings.CUTOFF_AT_VAR: f"{END.isoformat()}T00:00:00",
         "DAGSTER_HOME": str(workdir / "dagster_home"),
     }
-    run = subprocess.run([sys.executable, "-m", "credits_pipeline.cli", "materialize",
-                          "--log-level", "WARNING"], env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if run.returncode != 0:
         sys.exit(run.stdout[-3000:] + run.stderr[-3000:])
     con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
     card = con.execute(
         "select evaluation_start, train_examples, evaluation_examples, evaluation_cancellations,"
         " model_auc, model_precision_top_decile, rule_auc, rule_precision_top_decile,"
-        " model_verdict, rule_verdict from marts.churn_model limit 1").fetchone()
-    print(f"demo: {args.users} users, seed {args.seed}, "
-          f"{summary.counts['credit_histories']} ledger rows; cut-off {END}")
-    print(f"churn, held out from {card[0]:%Y-%m-%d}: {card[2]} examples, {card[3]} cancellations "
-          f"(base rate {card[3] / max(card[2], 1):.3f}); trained on {card[1]} examples")
+        " model_verdict, rule_verdict from marts.churn_model limit 1"
+    ).fetchone()
+    print(
+        f"demo: {args.users} users, seed {args.seed}, "
+        f"{summary.counts['credit_histories']} ledger rows; cut-off {END}"
+    )
+    print(
+        f"churn, held out from {card[0]:%Y-%m-%d}: {card[2]} examples, {card[3]} cancellations "
+        f"(base rate {card[3] / max(card[2], 1):.3f}); trained on {card[1]} examples"
+    )
     print(f"  model:         AUC {card[4]:.3f}  precision@top decile {card[5]:.3f}  ({card[8]})")
     print(f"  rule of thumb: AUC {card[6]:.3f}  precision@top decile {card[7]:.3f}  ({card[9]})")
     manifest = json.loads((workdir / "manifest.json").read_text())
@@ -74,8 +89,10 @@ def main() -> None:
     for signal in sorted({s for s, _ in injected | flagged}):
         want = {u for s, u in injected if s == signal}
         got = {u for s, u in flagged if s == signal}
-        print(f"  {signal:30s} injected {len(want)}  found {len(want & got)}  "
-              f"missed {sorted(want - got)}  beyond {sorted(got - want)}")
+        print(
+            f"  {signal:30s} injected {len(want)}  found {len(want & got)}  "
+            f"missed {sorted(want - got)}  beyond {sorted(got - want)}"
+        )
     print(f"workdir: {workdir}")
 
 

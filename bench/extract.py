@@ -79,14 +79,26 @@ def seed(rows: int) -> float:
     with engine.begin() as conn:
         # Secondary indexes are built once, by sorting, after the load: several times faster than
         # maintaining three B-trees row by row.
-        indexes = [r[2] for r in conn.exec_driver_sql("SHOW INDEX FROM credit_histories").fetchall() if r[2] != "PRIMARY"]
+        indexes = [
+            r[2]
+            for r in conn.exec_driver_sql("SHOW INDEX FROM credit_histories").fetchall()
+            if r[2] != "PRIMARY"
+        ]
         index_ddl = conn.exec_driver_sql("SHOW CREATE TABLE credit_histories").fetchone()[1]
         for name in dict.fromkeys(indexes):
             conn.exec_driver_sql(f"ALTER TABLE credit_histories DROP INDEX {name}")
-        conn.exec_driver_sql(SEED_SQL.format(first=FIRST_DAY.isoformat(), span=SEED_SECONDS, rows=rows))
-        keys = [line.strip().rstrip(",") for line in index_ddl.splitlines() if line.strip().startswith("KEY ")]
+        conn.exec_driver_sql(
+            SEED_SQL.format(first=FIRST_DAY.isoformat(), span=SEED_SECONDS, rows=rows)
+        )
+        keys = [
+            line.strip().rstrip(",")
+            for line in index_ddl.splitlines()
+            if line.strip().startswith("KEY ")
+        ]
         if keys:
-            conn.exec_driver_sql("ALTER TABLE credit_histories " + ", ".join(f"ADD {k}" for k in keys))
+            conn.exec_driver_sql(
+                "ALTER TABLE credit_histories " + ", ".join(f"ADD {k}" for k in keys)
+            )
     engine.dispose()
     return time.perf_counter() - started
 
@@ -139,10 +151,23 @@ print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSA
 def measure_client(scope: str) -> dict:
     """The floor: the MariaDB client streaming the same result to /dev/null."""
     command = [
-        "mariadb", "--batch", "--quick", f"--host={HOST}", f"--port={PORT}", f"--user={USER}",
-        "--init-command=SET time_zone = '+00:00'", DATABASE, "-e", _sql(scope),
+        "mariadb",
+        "--batch",
+        "--quick",
+        f"--host={HOST}",
+        f"--port={PORT}",
+        f"--user={USER}",
+        "--init-command=SET time_zone = '+00:00'",
+        DATABASE,
+        "-e",
+        _sql(scope),
     ]
-    out = subprocess.run([sys.executable, "-S", "-c", CLIENT_WRAPPER, *command], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", CLIENT_WRAPPER, *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return {**json.loads(out.stdout), "rows": None}
 
 
@@ -160,6 +185,9 @@ def measure_naive(scope: str) -> dict:
 
 def measure_pipeline(scope: str, fast: bool = True) -> dict:
     """The pipeline: read, validate with pandera, stage and swap into DuckDB (the ledger asset's path)."""
+    import connectorx  # noqa: F401 - imported before the clock starts, like the modules above:
+
+    import credits_pipeline.validation.typed  # noqa: F401 - process start is not what is measured
     from credits_pipeline.extract.common import finish_tally, stage_batches
     from credits_pipeline.source import fast_reader
     from credits_pipeline.source.reader import create_source_engine
@@ -167,9 +195,6 @@ def measure_pipeline(scope: str, fast: bool = True) -> dict:
     from credits_pipeline.source.tables import CREDIT_HISTORIES
     from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
     from credits_pipeline.warehouse.raw_tables import Stager
-
-    import connectorx  # noqa: F401 - imported before the clock starts, like the modules above:
-    import credits_pipeline.validation.typed  # noqa: F401 - process start is not what is measured
 
     fallbacks: list[str] = []
     start, end = _bounds(scope)
@@ -182,7 +207,12 @@ def measure_pipeline(scope: str, fast: bool = True) -> dict:
             stager = Stager(con, CREDIT_HISTORIES)
             if fast:
                 batches = fast_reader.read_batches(
-                    SOURCE_URL, CREDIT_HISTORIES, where, params, fallback_conn=conn, on_fallback=fallbacks.append
+                    SOURCE_URL,
+                    CREDIT_HISTORIES,
+                    where,
+                    params,
+                    fallback_conn=conn,
+                    on_fallback=fallbacks.append,
                 )
             else:
                 batches = robust_read_batches(conn, CREDIT_HISTORIES, where, params)
@@ -215,7 +245,9 @@ MEASURES = {
 def run_child(kind: str, scope: str) -> dict:
     """Run one measurement in a fresh interpreter; its figures come back as JSON on stdout."""
     out = subprocess.run(
-        [sys.executable, __file__, "--measure", kind, "--scope", scope], capture_output=True, text=True
+        [sys.executable, __file__, "--measure", kind, "--scope", scope],
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         raise SystemExit(f"{kind}/{scope} failed:\n{out.stderr[-3000:]}")
@@ -241,7 +273,9 @@ def report(scope: str, results: dict[str, dict]) -> list[str]:
     if naive:
         lines.append(_row("pandas.read_sql (SQLAlchemy/pymysql)", naive, rows, client, naive))
     if "robust" in results:
-        lines.append(_row("pipeline, SQLAlchemy reader (before)", results["robust"], rows, client, naive))
+        lines.append(
+            _row("pipeline, SQLAlchemy reader (before)", results["robust"], rows, client, naive)
+        )
     lines.append(_row("pipeline: connectorx+pandera+DuckDB", pipe, rows, client, naive))
     lines.append(
         f"  pipeline rows: {pipe['loaded']:,} loaded ({pipe['stored']:,} in raw), {pipe['quarantined']:,} "
@@ -256,16 +290,26 @@ def report(scope: str, results: dict[str, dict]) -> list[str]:
         )
     else:
         ok = pipe["seconds"] < TARGET_PARTITION_SECONDS
-        lines.append(f"  target: < {TARGET_PARTITION_SECONDS:.0f} s: {pipe['seconds']:.2f} s {'OK' if ok else 'MISSED'}")
+        lines.append(
+            f"  target: < {TARGET_PARTITION_SECONDS:.0f} s: {pipe['seconds']:.2f} s {'OK' if ok else 'MISSED'}"
+        )
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
-    parser.add_argument("--skip-naive", action="store_true", help="skip pandas.read_sql (~70 s, ~5 GB at 5M)")
-    parser.add_argument("--skip-seed", action="store_true", help="reuse the existing bench database")
-    parser.add_argument("--with-robust", action="store_true", help="also time the SQLAlchemy reader on the whole table")
+    parser.add_argument(
+        "--skip-naive", action="store_true", help="skip pandas.read_sql (~70 s, ~5 GB at 5M)"
+    )
+    parser.add_argument(
+        "--skip-seed", action="store_true", help="reuse the existing bench database"
+    )
+    parser.add_argument(
+        "--with-robust",
+        action="store_true",
+        help="also time the SQLAlchemy reader on the whole table",
+    )
     parser.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)
     parser.add_argument("--scope", choices=["full", "day"], default="full", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,7 +320,10 @@ def main() -> None:
     if not args.skip_seed:
         print(f"seeding {DATABASE} on {HOST}:{PORT} with {args.rows:,} ledger rows ...", flush=True)
         print(f"  seeded in {seed(args.rows):.1f} s", flush=True)
-    print(f"load average before measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+    print(
+        f"load average before measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores",
+        flush=True,
+    )
     for scope in ("full", "day"):
         results = {"client": run_child("client", scope)}
         if not (args.skip_naive and scope == "full"):

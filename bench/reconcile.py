@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -93,8 +91,9 @@ def generate(path: Path, n_rows: int, n_users: int, seed: int = 7) -> dict[str, 
     spend_choice = rng.integers(0, len(spend_names), n_rows)
     spend_ids = np.array([eid[n] for n in spend_names])
     event_name_idx[:] = spend_ids[spend_choice]
-    event_name_idx[kind == 2] = np.where(rng.random(n_rows) < 0.05, eid["monthly_credits_added"],
-                                         eid["admin_credit_added"])[kind == 2]
+    event_name_idx[kind == 2] = np.where(
+        rng.random(n_rows) < 0.05, eid["monthly_credits_added"], eid["admin_credit_added"]
+    )[kind == 2]
     event_name_idx[kind == 3] = eid["custom_credit_purchased"]
     event_name_idx[kind == 1] = eid["subscription_amount_paid"]
 
@@ -104,14 +103,17 @@ def generate(path: Path, n_rows: int, n_users: int, seed: int = 7) -> dict[str, 
     min_amount = np.array([0.0] + [float(ev[n].min_amount or 0) for n in names])[event_name_idx]
     index = rng.integers(1, 60, n_rows).astype(np.int64)
     need_min = kind == 4
-    index = np.where(need_min & (calc == "calculative"),
-                     np.maximum(index, np.ceil(2 * min_amount / np.maximum(value, 1e-9))).astype(np.int64),
-                     index)
+    index = np.where(
+        need_min & (calc == "calculative"),
+        np.maximum(index, np.ceil(2 * min_amount / np.maximum(value, 1e-9))).astype(np.int64),
+        index,
+    )
     index = np.where(kind == 1, 100_000, index)
     index = np.where(kind == 3, 500, index)
     index = np.where(kind == 2, 1000, index)
     amount = np.where(
-        calc == "fixed", value,
+        calc == "fixed",
+        value,
         np.where(kind == 4, np.ceil(value * (index / 2.0)), np.ceil(value * index)),
     )
     amount = np.where((kind == 1) | (kind == 3), index, amount).astype(np.int64)
@@ -144,58 +146,75 @@ def generate(path: Path, n_rows: int, n_users: int, seed: int = 7) -> dict[str, 
     cid[is_faceless] = np.arange(1, int(is_faceless.sum()) + 1)
     cid_valid = is_faceless.copy()
 
-    created = (np.datetime64("2025-01-01T00:00:00") + (ids * 5).astype("timedelta64[s]"))
+    created = np.datetime64("2025-01-01T00:00:00") + (ids * 5).astype("timedelta64[s]")
 
     # Anomalies, ~0.02% each.
     k = max(1, n_rows // 5000)
     hit = rng.choice(n_rows, size=k, replace=False)
-    previous[hit[: k // 2]] += 7                         # chain breaks
-    amount[hit[k // 2:]] += 1                             # pricing mismatches (+ chain breaks)
+    previous[hit[: k // 2]] += 7  # chain breaks
+    amount[hit[k // 2 :]] += 1  # pricing mismatches (+ chain breaks)
     ev_type = np.array([0] + [ev[n].type for n in names])[event_name_idx].astype(np.int32)
     ev_type[rng.choice(n_rows, size=k, replace=False)] ^= 3  # event_type mismatches
     orphan_users = rng.choice(n_rows, size=k // 4, replace=False)
     late = rng.choice(n_rows, size=k // 4, replace=False)
     created[late] = created[late] - np.timedelta64(86400 * 30, "s")  # out of order
 
-    ledger = pa.table({
-        "id": pa.array(ids), "user_id": pa.array(uid),
-        "credit_events_id": pa.array(event_name_idx),
-        "creditable_type": pa.array(ctype, pa.string()),
-        "creditable_id": pa.array(cid, mask=~cid_valid),
-        "calculative_index": pa.array(index), "amount": pa.array(amount),
-        "previous_amount": pa.array(previous.astype(np.float64)),
-        "event_type": pa.array(ev_type),
-        "created_at": pa.array(created), "updated_at": pa.array(created),
-    })
+    ledger = pa.table(
+        {
+            "id": pa.array(ids),
+            "user_id": pa.array(uid),
+            "credit_events_id": pa.array(event_name_idx),
+            "creditable_type": pa.array(ctype, pa.string()),
+            "creditable_id": pa.array(cid, mask=~cid_valid),
+            "calculative_index": pa.array(index),
+            "amount": pa.array(amount),
+            "previous_amount": pa.array(previous.astype(np.float64)),
+            "event_type": pa.array(ev_type),
+            "created_at": pa.array(created),
+            "updated_at": pa.array(created),
+        }
+    )
     n_faceless = int(is_faceless.sum())
-    facelesses = pa.table({
-        "id": pa.array(np.arange(1, n_faceless + 1)), "user_id": pa.array(uid[is_faceless]),
-        "video_id": pa.array(np.arange(1, n_faceless + 1)),
-    })
-    videos = pa.table({
-        "id": pa.array(np.arange(1, n_faceless + 1)), "user_id": pa.array(uid[is_faceless]),
-        "type": pa.array(np.full(n_faceless, "faceless", dtype=object), pa.string()),
-        "status": pa.array(np.full(n_faceless, "completed", dtype=object), pa.string()),
-    })
+    facelesses = pa.table(
+        {
+            "id": pa.array(np.arange(1, n_faceless + 1)),
+            "user_id": pa.array(uid[is_faceless]),
+            "video_id": pa.array(np.arange(1, n_faceless + 1)),
+        }
+    )
+    videos = pa.table(
+        {
+            "id": pa.array(np.arange(1, n_faceless + 1)),
+            "user_id": pa.array(uid[is_faceless]),
+            "type": pa.array(np.full(n_faceless, "faceless", dtype=object), pa.string()),
+            "status": pa.array(np.full(n_faceless, "completed", dtype=object), pa.string()),
+        }
+    )
     users_sub = final_sub.copy()
     users_sub[rng.choice(len(users_sub), size=max(1, len(users_sub) // 1000), replace=False)] += 3
-    users = pa.table({
-        "id": pa.array(np.unique(uid)), "remaining_credit_amount": pa.array(users_sub),
-        "extra_credits": pa.array(final_pur),
-    })
+    users = pa.table(
+        {
+            "id": pa.array(np.unique(uid)),
+            "remaining_credit_amount": pa.array(users_sub),
+            "extra_credits": pa.array(final_pur),
+        }
+    )
     with duckdb.connect(str(path)) as con:
         con.register("ledger_arrow", ledger)
         # Stored in write (id) order, as an append-only ledger loaded day by day is.
         con.execute("create table ledger_rows as select * from ledger_arrow order by id")
         con.execute(
-            "update ledger_rows set user_id = user_id + 10000000 where id in "
-            "(select unnest(?))", [ids[orphan_users].tolist()]
+            "update ledger_rows set user_id = user_id + 10000000 where id in (select unnest(?))",
+            [ids[orphan_users].tolist()],
         )
         ev_rows = catalog_events()
-        con.execute("create table events (id bigint, name varchar, type integer, "
-                    "calculation_type varchar, value double, min_amount double)")
-        con.executemany("insert into events values (?, ?, ?, ?, ?, ?)",
-                        [tuple(e.values()) for e in ev_rows])
+        con.execute(
+            "create table events (id bigint, name varchar, type integer, "
+            "calculation_type varchar, value double, min_amount double)"
+        )
+        con.executemany(
+            "insert into events values (?, ?, ?, ?, ?, ?)", [tuple(e.values()) for e in ev_rows]
+        )
         for name, table in (("users", users), ("facelesses", facelesses), ("videos", videos)):
             con.register("t_arrow", table)
             con.execute(f"create table {name} as select * from t_arrow")
@@ -204,8 +223,10 @@ def generate(path: Path, n_rows: int, n_users: int, seed: int = 7) -> dict[str, 
         con.execute("create table speeches (id bigint, user_id bigint, status varchar)")
         con.execute("create table quarantined_users (id bigint, reason varchar)")
         con.execute("checkpoint")
-        return {"rows": con.execute("select count(*) from ledger_rows").fetchone()[0],
-                "users": len(users)}
+        return {
+            "rows": con.execute("select count(*) from ledger_rows").fetchone()[0],
+            "users": len(users),
+        }
 
 
 # --- measurements (each in its own process) -------------------------------------------------
@@ -248,9 +269,9 @@ def measure(kind: str, path: str) -> dict:
         out["full_seconds"] = time.perf_counter() - start
         out["full_timings"] = full.timings
         out["rows"] = full.ledger_rows
-        out["same_report"] = (
-            resumed.reconciliation.equals(full.reconciliation) and resumed.anomalies.equals(full.anomalies)
-        )
+        out["same_report"] = resumed.reconciliation.equals(
+            full.reconciliation
+        ) and resumed.anomalies.equals(full.anomalies)
         out["peak_rss_mb"] = _peak_rss_mb()
         con.close()
         return out
@@ -270,7 +291,10 @@ def measure(kind: str, path: str) -> dict:
 def _child(kind: str, path: str) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--measure", kind, "--db", path],
-        check=True, capture_output=True, text=True, cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -296,16 +320,32 @@ def main() -> None:
         db = str(Path(tmp) / "bench.duckdb")
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, __file__, "--measure", "generate", "--db", db,
-             "--rows", str(args.rows), "--users", str(args.users)],
-            check=True, capture_output=True, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                __file__,
+                "--measure",
+                "generate",
+                "--db",
+                db,
+                "--rows",
+                str(args.rows),
+                "--users",
+                str(args.users),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         info = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"generated {info['rows']:,} ledger rows for {info['users']:,} users "
-              f"in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated {info['rows']:,} ledger rows for {info['users']:,} users "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c",
-                        "import credits_pipeline.ledger.replay"], check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-c", "import credits_pipeline.ledger.replay"], check=True, cwd=ROOT
+        )
         print(f"numba import/compile (cached after first run): {time.perf_counter() - t0:.2f} s")
         lag_runs, rec_runs = [], []
         for _ in range(args.repeat):
@@ -315,18 +355,26 @@ def main() -> None:
         rec = min(rec_runs, key=lambda r: r["seconds"])
         ratio = rec["seconds"] / lag["seconds"]
         peak = max(r["peak_rss_mb"] for r in rec_runs)
-        print(f"lag() window query : {lag['seconds']:.2f} s   peak RSS {lag['peak_rss_mb']:.0f} MiB")
-        print(f"reconcile()        : {rec['seconds']:.2f} s   peak RSS {peak:.0f} MiB   "
-              f"({rec['anomalies']:,} anomalies, {rec['users']:,} users)")
-        print(f"ratio              : {ratio:.2f}x  (target <= {TARGET_RATIO:.0f}x)   "
-              f"RSS target < {TARGET_RSS_MB} MiB: {'met' if peak < TARGET_RSS_MB else 'MISSED'}")
+        print(
+            f"lag() window query : {lag['seconds']:.2f} s   peak RSS {lag['peak_rss_mb']:.0f} MiB"
+        )
+        print(
+            f"reconcile()        : {rec['seconds']:.2f} s   peak RSS {peak:.0f} MiB   "
+            f"({rec['anomalies']:,} anomalies, {rec['users']:,} users)"
+        )
+        print(
+            f"ratio              : {ratio:.2f}x  (target <= {TARGET_RATIO:.0f}x)   "
+            f"RSS target < {TARGET_RSS_MB} MiB: {'met' if peak < TARGET_RSS_MB else 'MISSED'}"
+        )
         print("reconcile stages (s):", json.dumps(rec["timings"]))
         print("anomalies by rule   :", json.dumps(rec["by_rule"]))
         daily = _child("resume", db)
-        print(f"daily run, resumed : {daily['seconds']:.2f} s ({daily['replayed_rows']:,} rows replayed, "
-              f"mode {daily['mode']}; replay stage {daily['timings']['replay']:.2f} s) vs full "
-              f"{daily['full_seconds']:.2f} s (replay stage {daily['full_timings']['replay']:.2f} s); "
-              f"same report: {daily['same_report']}")
+        print(
+            f"daily run, resumed : {daily['seconds']:.2f} s ({daily['replayed_rows']:,} rows replayed, "
+            f"mode {daily['mode']}; replay stage {daily['timings']['replay']:.2f} s) vs full "
+            f"{daily['full_seconds']:.2f} s (replay stage {daily['full_timings']['replay']:.2f} s); "
+            f"same report: {daily['same_report']}"
+        )
         met = ratio <= TARGET_RATIO and peak < TARGET_RSS_MB and daily["same_report"]
         print("TARGET MET" if met else "TARGET MISSED")
 

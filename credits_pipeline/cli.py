@@ -186,7 +186,9 @@ def demo_data(
             ]
         ) from None
     except sa.exc.ArgumentError:
-        raise UsageProblem([f"--url {settings.redact_url(url)} is not a valid SQLAlchemy URL"]) from None
+        raise UsageProblem(
+            [f"--url {settings.redact_url(url)} is not a valid SQLAlchemy URL"]
+        ) from None
     except sa.exc.SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         _console(stderr=True).print(
@@ -548,7 +550,7 @@ def _assets_table(summary, plan) -> Table:
     table.add_column("quarantined", justify="right", no_wrap=True, min_width=11)
     table.add_column("quarantine relation", no_wrap=True)
     failed_assets = {a for f in summary.failures for a in f.assets}
-    for step, assets in plan.step_assets.items():
+    for _step, assets in plan.step_assets.items():
         for asset in assets:
             if asset in failed_assets:
                 status = "[red]FAILED[/] (cause below)"

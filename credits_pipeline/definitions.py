@@ -22,8 +22,8 @@ from credits_pipeline.extract.lag import (
     ledger_lag_check,
     source_staleness_check,
 )
-from credits_pipeline.names import MARTS_PREFIX
 from credits_pipeline.ledger import blocking_from_settings, build_reconciliation_assets
+from credits_pipeline.names import MARTS_PREFIX
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
 from credits_pipeline.source.reader import SourceDatabase
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
@@ -69,7 +69,9 @@ def _with_freshness(assets: list) -> list:
         return dg.apply_freshness_policy(spec, policy) if needs_policy(spec.key) else spec
 
     return [
-        a.map_asset_specs(attach) if isinstance(a, dg.AssetsDefinition) and any(map(needs_policy, a.keys)) else a
+        a.map_asset_specs(attach)
+        if isinstance(a, dg.AssetsDefinition) and any(map(needs_policy, a.keys))
+        else a
         for a in assets
     ]
 

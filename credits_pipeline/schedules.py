@@ -9,7 +9,6 @@ policies tell the UI (and the alert sensor, through freshness state changes) whe
 a mart has not been refreshed for more than a day and two hours.
 """
 
-
 import datetime as dt
 
 import dagster as dg
@@ -55,4 +54,6 @@ def daily_schedule(context: dg.ScheduleEvaluationContext):
 
 
 def daily_freshness_policy() -> dg.FreshnessPolicy:
-    return dg.FreshnessPolicy.time_window(fail_window=FRESHNESS_FAIL_WINDOW, warn_window=FRESHNESS_WARN_WINDOW)
+    return dg.FreshnessPolicy.time_window(
+        fail_window=FRESHNESS_FAIL_WINDOW, warn_window=FRESHNESS_WARN_WINDOW
+    )

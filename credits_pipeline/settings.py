@@ -62,11 +62,13 @@ def parse_source_url(raw: str | None) -> str:
     """`CREDITS_SOURCE_URL`: a SQLAlchemy URL of a supported engine, or `demo`; never unset."""
     raw = (raw or "").strip()
     if not raw:
-        raise ConfigurationError([
-            f"{SOURCE_URL_VAR} is not set: set it to the source database's SQLAlchemy URL "
-            f"(e.g. mysql+pymysql://reader@db-host/syllaby_v2) or to '{DEMO_SOURCE}' for the "
-            "embedded demo database"
-        ])
+        raise ConfigurationError(
+            [
+                f"{SOURCE_URL_VAR} is not set: set it to the source database's SQLAlchemy URL "
+                f"(e.g. mysql+pymysql://reader@db-host/syllaby_v2) or to '{DEMO_SOURCE}' for the "
+                "embedded demo database"
+            ]
+        )
     if raw == DEMO_SOURCE:
         return f"sqlite:///{default_source_path()}"
     allowed = (
@@ -280,7 +282,12 @@ def ui_base_url() -> str:
 
 def block_revenue_on_error() -> bool:
     """Whether a failed ERROR ledger check blocks `marts/revenue_attribution` (off by default)."""
-    return (os.environ.get(BLOCK_REVENUE_ON_ERROR_VAR) or "").strip().lower() in ("1", "true", "yes", "on")
+    return (os.environ.get(BLOCK_REVENUE_ON_ERROR_VAR) or "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
 
 
 def redact_url(url: str) -> str:
@@ -418,6 +425,8 @@ def parse_source_stale_after(raw: str | None) -> dt.timedelta:
     if not hours > 0:
         raise _problem(SOURCE_STALE_AFTER_HOURS_VAR, raw, "a positive number of hours")
     return dt.timedelta(hours=hours)
+
+
 # -- bounded memory and BigQuery cost (issue 10, items 4 and 6) ----------------------------------
 DUCKDB_TEMP_DIRECTORY_VAR = "CREDITS_DUCKDB_TEMP_DIRECTORY"
 BIGQUERY_MAXIMUM_BYTES_BILLED_VAR = "CREDITS_BIGQUERY_MAXIMUM_BYTES_BILLED"

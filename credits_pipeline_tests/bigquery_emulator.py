@@ -49,12 +49,16 @@ def _wait_until_up(endpoint: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"bqemulator exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"bqemulator exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
         with contextlib.suppress(requests.RequestException):
             if requests.get(f"{endpoint}/bigquery/v2/projects/{PROJECT}/datasets", timeout=2).ok:
                 return
         time.sleep(0.3)
-    raise RuntimeError(f"bqemulator did not answer within {START_TIMEOUT_SECONDS}s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"bqemulator did not answer within {START_TIMEOUT_SECONDS}s:\n{log.read_text()[-3000:]}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +78,20 @@ def bigquery_emulator(tmp_path_factory) -> Iterator[str]:
     with log.open("w") as out:
         process = subprocess.Popen(
             [
-                str(EMULATOR_BIN), "start", "--rest-host", "127.0.0.1", "--rest-port", str(rest),
-                "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc), "--project", PROJECT,
-                "--log-level", "warning",
+                str(EMULATOR_BIN),
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                str(rest),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(grpc),
+                "--project",
+                PROJECT,
+                "--log-level",
+                "warning",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -102,7 +117,9 @@ def unique_prefix() -> str:
 def emulator_warehouse(endpoint: str, prefix: str | None = None):
     from credits_pipeline.warehouse.bigquery_warehouse import BigQueryWarehouse
 
-    return BigQueryWarehouse(project=PROJECT, api_endpoint=endpoint, dataset_prefix=prefix or unique_prefix())
+    return BigQueryWarehouse(
+        project=PROJECT, api_endpoint=endpoint, dataset_prefix=prefix or unique_prefix()
+    )
 
 
 def emulator_env(endpoint: str, prefix: str) -> dict[str, str]:

@@ -69,8 +69,11 @@ def fresh_mysql_database() -> Iterator[str]:
     with root.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     try:
-        yield sa.engine.make_url(mysql_root_url()).set(database=name).render_as_string(
-            hide_password=False)
+        yield (
+            sa.engine.make_url(mysql_root_url())
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
     finally:
         with root.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
@@ -86,8 +89,11 @@ def fresh_postgres_database() -> Iterator[str]:
     with root.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield sa.engine.make_url(postgres_root_url()).set(database=name).render_as_string(
-            hide_password=False)
+        yield (
+            sa.engine.make_url(postgres_root_url())
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
     finally:
         with root.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

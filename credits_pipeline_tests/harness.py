@@ -14,7 +14,10 @@ from collections.abc import Iterable
 import dagster as dg
 import duckdb
 import sqlalchemy as sa
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from credits_pipeline import settings
 from credits_pipeline.cli import failure_message
@@ -31,13 +34,29 @@ def ts(days: float = 0, hours: float = 0) -> dt.datetime:
 
 
 EVENTS = [
-    dict(id=1, name="subscribe_to_trial", type=1, calculation_type="fixed", value=500, min_amount=None),
+    dict(
+        id=1,
+        name="subscribe_to_trial",
+        type=1,
+        calculation_type="fixed",
+        value=500,
+        min_amount=None,
+    ),
     dict(id=2, name="idea_discovered", type=2, calculation_type="fixed", value=15, min_amount=15),
-    dict(id=3, name="custom_credit_purchased", type=1, calculation_type="fixed", value=0, min_amount=None),
+    dict(
+        id=3,
+        name="custom_credit_purchased",
+        type=1,
+        calculation_type="fixed",
+        value=0,
+        min_amount=None,
+    ),
 ]
 
 
-def ledger_row(id: int, user_id: int, event: int, amount: int, previous: int, created_at, **extra) -> dict:
+def ledger_row(
+    id: int, user_id: int, event: int, amount: int, previous: int, created_at, **extra
+) -> dict:
     row = dict(
         id=id,
         user_id=user_id,
@@ -71,15 +90,40 @@ def clean_ledger() -> list[dict]:
 
 
 USERS = [
-    dict(id=1, name="Ada Lovelace", email="ada@example.com", subscription_provider=1,
-         remaining_credit_amount=470, extra_credits=0, created_at=ts(), updated_at=ts()),
-    dict(id=2, name="Alan Turing", email="alan@example.com", subscription_provider=1,
-         remaining_credit_amount=500, extra_credits=100, created_at=ts(), updated_at=ts()),
+    dict(
+        id=1,
+        name="Ada Lovelace",
+        email="ada@example.com",
+        subscription_provider=1,
+        remaining_credit_amount=470,
+        extra_credits=0,
+        created_at=ts(),
+        updated_at=ts(),
+    ),
+    dict(
+        id=2,
+        name="Alan Turing",
+        email="alan@example.com",
+        subscription_provider=1,
+        remaining_credit_amount=500,
+        extra_credits=100,
+        created_at=ts(),
+        updated_at=ts(),
+    ),
 ]
 
 VIDEOS = [
-    dict(id=1, user_id=1, title="t", type="custom", status="rendering", exports=0, retries=0,
-         created_at=ts(), updated_at=ts()),
+    dict(
+        id=1,
+        user_id=1,
+        title="t",
+        type="custom",
+        status="rendering",
+        exports=0,
+        retries=0,
+        created_at=ts(),
+        updated_at=ts(),
+    ),
 ]
 
 
@@ -96,7 +140,9 @@ def write_source(url: str, ledger: Iterable[dict] | None = None) -> sa.Engine:
     return engine
 
 
-def extraction_definitions(source_url: str, warehouse_path: str, batch_size: int = 100_000) -> dg.Definitions:
+def extraction_definitions(
+    source_url: str, warehouse_path: str, batch_size: int = 100_000
+) -> dg.Definitions:
     return dg.Definitions(
         assets=[*source_table_specs, *extraction_assets],
         resources={
@@ -138,12 +184,19 @@ def run_extraction(
 
 def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """What a data engineer reads for each failed step (the Failure's description, if any)."""
-    return [failure_message(e) for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    return [
+        failure_message(e)
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], object]:
     return {
-        (e.event_specific_data.asset_key.to_user_string(), e.event_specific_data.check_name): e.event_specific_data
+        (
+            e.event_specific_data.asset_key.to_user_string(),
+            e.event_specific_data.check_name,
+        ): e.event_specific_data
         for e in result.all_events
         if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     }
@@ -168,7 +221,9 @@ def warehouse_fingerprint(warehouse_path: str) -> dict[str, list[tuple]]:
                 "and table_name <> 'extraction_cutoff' order by 1"
             ).fetchall()
         ]
-        return {n: sorted(map(repr, con.execute(f"select * from raw.{n}").fetchall())) for n in names}
+        return {
+            n: sorted(map(repr, con.execute(f"select * from raw.{n}").fetchall())) for n in names
+        }
     finally:
         con.close()
 
@@ -191,7 +246,8 @@ def assert_same_rows(actual: list[tuple], expected: list[tuple], label: str) -> 
     for a, e in zip(sorted(actual, key=sort_key), sorted(expected, key=sort_key), strict=True):
         same = len(a) == len(e) and all(
             math.isclose(x, y, rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_REL_TOL)
-            if isinstance(x, float) and isinstance(y, float) else x == y
+            if isinstance(x, float) and isinstance(y, float)
+            else x == y
             for x, y in zip(a, e, strict=True)
         )
         assert same, f"{label}: {a} != {e}"

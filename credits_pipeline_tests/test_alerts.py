@@ -10,7 +10,6 @@ mocked: channels are configured through their environment variables, and "a chan
 "the source is unreachable" means a port nobody listens on.
 """
 
-
 import datetime as dt
 import json
 import socket
@@ -392,7 +391,9 @@ def test_a_channel_that_is_down_is_retried_on_the_next_tick_and_its_failure_is_i
     assert len(mailbox.messages) == 1  # email is up and is not held back by the others
     pending = AlertCursor.from_json(cursor).pending
     assert sorted(item.channel for item in pending) == [
-        ch.PAGERDUTY_CHANNEL, ch.SLACK_CHANNEL, ch.WEBHOOK_CHANNEL
+        ch.PAGERDUTY_CHANNEL,
+        ch.SLACK_CHANNEL,
+        ch.WEBHOOK_CHANNEL,
     ]
     assert "channel(s) failing" in message
     failures = [line for line in logs if "failed" in line and "retried on the next tick" in line]
@@ -447,7 +448,9 @@ def test_an_asset_turning_stale_alerts_and_its_recovery_resolves(
     cursor = None
     for previous, new in stale_then_fresh:
         change = FreshnessStateChange(
-            key=RECONCILIATION_KEY, previous_state=previous, new_state=new,
+            key=RECONCILIATION_KEY,
+            previous_state=previous,
+            new_state=new,
             state_change_timestamp=time.time(),
         )
         instance.report_runless_asset_event(change)
@@ -524,8 +527,14 @@ def test_a_check_state_changes_only_when_it_starts_failing_gets_worse_or_passes_
 
 def test_the_ledger_checks_and_the_sensor_share_one_set_of_metadata_keys():
     con = duckdb.connect()
-    load_inputs(con, rows=[ledger_row(1, 1, "subscribe_to_trial", 500, 0),
-                           ledger_row(2, 1, "idea_discovered", 15, 400)], users=[(1, 485, 0)])
+    load_inputs(
+        con,
+        rows=[
+            ledger_row(1, 1, "subscribe_to_trial", 500, 0),
+            ledger_row(2, 1, "idea_discovered", 15, 400),
+        ],
+        users=[(1, 485, 0)],
+    )
     chain = next(r for r in check_results(reconcile(con, CUTOFF)) if r.check_name == CHAIN_CHECK)
     for key in (cm.RULE, cm.VIOLATIONS, cm.CREDITS_AT_STAKE, cm.WORST_USERS, cm.RUNBOOK):
         assert key in chain.metadata
@@ -555,8 +564,10 @@ def test_only_the_channels_whose_variables_are_set_are_enabled():
 
 
 def test_the_sensors_are_on_by_default_and_tick_at_most_once_a_minute():
-    for sensor, name in ((alert_sensor, ALERT_SENSOR_NAME),
-                         (run_failure_alert_sensor, RUN_FAILURE_SENSOR_NAME)):
+    for sensor, name in (
+        (alert_sensor, ALERT_SENSOR_NAME),
+        (run_failure_alert_sensor, RUN_FAILURE_SENSOR_NAME),
+    ):
         assert sensor.name == name
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
         assert sensor.minimum_interval_seconds == 60

@@ -144,7 +144,11 @@ def test_the_label_is_a_cancellation_within_the_horizon_and_a_plan_change_is_not
     assert list(churn.label(users, cancelled, START + 30 * DAY)) == [0, 0, 0]
     assert list(churn.label(users, cancelled, START + 70 * DAY)) == [1, 0, 0]
     held = churn.subscriptions_at(subs, churn.plan_catalog(PLANS), START + 50 * DAY)
-    assert dict(zip(held["user_id"], held["plan_tier"])) == {1: "Pro", 2: "Basic", 3: "Basic"}
+    assert dict(zip(held["user_id"], held["plan_tier"], strict=False)) == {
+        1: "Pro",
+        2: "Basic",
+        3: "Basic",
+    }
 
 
 def test_precision_at_the_top_counts_a_tie_at_the_boundary_by_its_average():
@@ -190,7 +194,7 @@ def _population(users: int, seed: int) -> churn.Inputs:
 def test_the_model_finds_engagement_that_fades_before_a_cancellation():
     result = churn.train_and_evaluate(_population(users=150, seed=2))
     assert result.model_eval.has_signal, result.model_eval.verdict
-    weights = dict(zip(result.final_model.features, result.final_model.weights))
+    weights = dict(zip(result.final_model.features, result.final_model.weights, strict=False))
     assert weights["log_spent_last_7_days"] < 0 or weights["usage_trend_log_ratio"] < 0
 
 

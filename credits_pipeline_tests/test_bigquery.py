@@ -16,8 +16,12 @@ import sys
 import dagster as dg
 import duckdb
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
+from credits_pipeline import settings
 from credits_pipeline.extract.assets import extraction_assets, source_table_specs
 from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules as sql
@@ -25,7 +29,6 @@ from credits_pipeline.ledger.fixtures import BASE_TIME, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.reconcile import reconcile, write_reconciliation
 from credits_pipeline.source.reader import SourceDatabase
-from credits_pipeline import settings
 from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
     SUBPROCESS_PRELUDE,
     bigquery_emulator,
@@ -33,7 +36,6 @@ from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
     emulator_warehouse,
     unique_prefix,
 )
-from credits_pipeline_tests.test_ledger_resume import ledger_rows, random_ledger
 from credits_pipeline_tests.harness import (
     assert_same_rows,
     clean_ledger,
@@ -44,14 +46,24 @@ from credits_pipeline_tests.harness import (
     warehouse_fingerprint,
     write_source,
 )
+from credits_pipeline_tests.test_ledger_resume import ledger_rows, random_ledger
 
 pytestmark = pytest.mark.bigquery
 
-RAW_COMPARED = ("credit_histories", "credit_histories__open", "users", "credit_events", "videos",
-                "credit_histories__rejected", "_ledger_partitions")
+RAW_COMPARED = (
+    "credit_histories",
+    "credit_histories__open",
+    "users",
+    "credit_events",
+    "videos",
+    "credit_histories__rejected",
+    "_ledger_partitions",
+)
 
 
-def _run_bigquery_extraction(instance, source_url, warehouse, first="2025-01-01", last="2025-01-05"):
+def _run_bigquery_extraction(
+    instance, source_url, warehouse, first="2025-01-01", last="2025-01-05"
+):
     defs = dg.Definitions(
         assets=[*source_table_specs, *extraction_assets],
         resources={"source": SourceDatabase(url=source_url), "warehouse": warehouse},
@@ -76,7 +88,9 @@ def instance(tmp_path):
 
 
 def test_extraction_into_bigquery_loads_the_same_rows_as_duckdb_and_a_rerun_replaces_only_its_days(
-    bigquery_emulator, instance, tmp_path  # noqa: F811
+    bigquery_emulator,
+    instance,
+    tmp_path,
 ):
     url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
     ledger = clean_ledger()
@@ -89,7 +103,15 @@ def test_extraction_into_bigquery_loads_the_same_rows_as_duckdb_and_a_rerun_repl
     warehouse = emulator_warehouse(bigquery_emulator)
 
     first = _run_bigquery_extraction(instance, url, warehouse)
-    assert first.success, [str(e.event_specific_data.error.cause.message if e.event_specific_data.error.cause else e.event_specific_data.error.message)[:1500] for e in first.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE][:2]
+    assert first.success, [
+        str(
+            e.event_specific_data.error.cause.message
+            if e.event_specific_data.error.cause
+            else e.event_specific_data.error.message
+        )[:1500]
+        for e in first.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    ][:2]
     expected = warehouse_fingerprint(duck_path)
     loaded = {name: _bigquery_rows(warehouse, name) for name in RAW_COMPARED}
     for name in RAW_COMPARED:
@@ -104,17 +126,25 @@ def test_extraction_into_bigquery_loads_the_same_rows_as_duckdb_and_a_rerun_repl
     # re-running one day replaces exactly that day
     with warehouse.connect() as con:
         con.execute("delete from raw.credit_histories where _partition = ?", [dt.date(2025, 1, 2)])
-        con.execute("insert into raw.credit_histories (id, user_id, _partition) values (999, 9, ?)", [dt.date(2025, 1, 3)])
-    one_day = _run_bigquery_extraction(instance, url, warehouse, first="2025-01-02", last="2025-01-02")
+        con.execute(
+            "insert into raw.credit_histories (id, user_id, _partition) values (999, 9, ?)",
+            [dt.date(2025, 1, 3)],
+        )
+    one_day = _run_bigquery_extraction(
+        instance, url, warehouse, first="2025-01-02", last="2025-01-02"
+    )
     assert one_day.success, step_failure_messages(one_day)
     rows = _bigquery_rows(warehouse, "credit_histories")
-    assert rows == sorted([*loaded["credit_histories"], repr((999, 9, *[None] * 13, dt.date(2025, 1, 3)))])
+    assert rows == sorted(
+        [*loaded["credit_histories"], repr((999, 9, *[None] * 13, dt.date(2025, 1, 3)))]
+    )
     # quarantine rows carry the label of the range that read them, on both warehouses alike
     duck_day = run_extraction(instance, url, duck_path, first="2025-01-02", last="2025-01-02")
     assert duck_day.success, step_failure_messages(duck_day)
-    assert _bigquery_rows(warehouse, "credit_histories__rejected") == warehouse_fingerprint(duck_path)[
-        "credit_histories__rejected"
-    ]
+    assert (
+        _bigquery_rows(warehouse, "credit_histories__rejected")
+        == warehouse_fingerprint(duck_path)["credit_histories__rejected"]
+    )
 
 
 def _inputs_to_bigquery(duck: duckdb.DuckDBPyConnection, con) -> None:
@@ -129,7 +159,9 @@ def _as_rows(result) -> tuple[list[dict], list[dict]]:
     return result.reconciliation.to_pylist(), anomalies
 
 
-def test_the_ledger_rules_and_the_replay_give_identical_relations_on_bigquery_and_duckdb(bigquery_emulator):  # noqa: F811
+def test_the_ledger_rules_and_the_replay_give_identical_relations_on_bigquery_and_duckdb(
+    bigquery_emulator,
+):
     at = lambda seconds: BASE_TIME + dt.timedelta(seconds=seconds)  # noqa: E731
     faceless = ("faceless", 1)
     rows = [
@@ -141,14 +173,20 @@ def test_the_ledger_rules_and_the_replay_give_identical_relations_on_bigquery_an
         row(6, 1, "refunded_credits", 100, 9_944, creditable=faceless),  # excess_refund
         row(7, 2, "monthly_credits_added", 5, 0),
         row(8, 2, "monthly_credits_added", 5, 5),  # duplicate_monthly_release
-        row(9, 3, "idea_discovered", 15, 0, created_at=None),  # orphan_user, overdraft, NULL created_at
+        row(
+            9, 3, "idea_discovered", 15, 0, created_at=None
+        ),  # orphan_user, overdraft, NULL created_at
         row(10, 2, 999, 7, 10, event_type=2),  # orphan_event
-        row(11, 2, "ai_image_generated", 3, 3, creditable=("real_clone", 5)),  # pricing, orphan_creditable
+        row(
+            11, 2, "ai_image_generated", 3, 3, creditable=("real_clone", 5)
+        ),  # pricing, orphan_creditable
     ]
     content = {
         "facelesses": [{"id": 1, "user_id": 1, "video_id": 1}],
-        "videos": [{"id": 1, "user_id": 1, "type": "faceless", "status": "completed"},
-                   {"id": 2, "user_id": 2, "type": "custom", "status": "completed"}],
+        "videos": [
+            {"id": 1, "user_id": 1, "type": "faceless", "status": "completed"},
+            {"id": 2, "user_id": 2, "type": "custom", "status": "completed"},
+        ],
         "speeches": [{"id": 1, "user_id": 2, "status": "completed"}],
     }
     cutoff = dt.datetime(2025, 6, 1)
@@ -167,7 +205,9 @@ def test_the_ledger_rules_and_the_replay_give_identical_relations_on_bigquery_an
     assert actual.status_counts == expected.status_counts
 
 
-def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_reports(bigquery_emulator):  # noqa: F811
+def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_reports(
+    bigquery_emulator,
+):
     """Two daily runs on the emulator: the second resumes from the state the first stored there."""
     everything = ledger_rows(random_ledger(21, n_rows=300, n_users=10))
     users = [(u, 50, 0) for u in range(1, 12)]
@@ -195,22 +235,27 @@ def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_repor
     assert second.replay_mode == rs.MODE_RESUMED and second.dirty_users == 1
     assert 0 < second.replayed_rows < len(day_two) / 2
     with warehouse.connect(read_only=True) as con:
-        stored = con.execute("select * from marts.user_balance_reconciliation order by user_id").fetchall()
-        checkpoint = con.execute(f"select through_id, mode from credits.{rs.CHECKPOINT_TABLE}").fetchall()
-    assert [tuple(r.values()) for r in second.reconciliation.to_pylist()] == [tuple(r) for r in stored]
+        stored = con.execute(
+            "select * from marts.user_balance_reconciliation order by user_id"
+        ).fetchall()
+        checkpoint = con.execute(
+            f"select through_id, mode from credits.{rs.CHECKPOINT_TABLE}"
+        ).fetchall()
+    assert [tuple(r.values()) for r in second.reconciliation.to_pylist()] == [
+        tuple(r) for r in stored
+    ]
     assert checkpoint == [(2000, rs.MODE_RESUMED)]
 
 
-def test_a_failure_inside_a_bigquery_transaction_leaves_the_previous_rows(bigquery_emulator):  # noqa: F811
+def test_a_failure_inside_a_bigquery_transaction_leaves_the_previous_rows(bigquery_emulator):
     warehouse = emulator_warehouse(bigquery_emulator)
     with warehouse.connect() as con:
         con.execute("create table if not exists raw.t (id bigint)")
         con.execute("insert into raw.t values (1), (2)")
-    with pytest.raises(RuntimeError, match="crash mid-swap"):
-        with warehouse.transaction() as con:
-            con.execute("delete from raw.t")
-            con.execute("insert into raw.t values (3)")
-            raise RuntimeError("crash mid-swap")
+    with pytest.raises(RuntimeError, match="crash mid-swap"), warehouse.transaction() as con:
+        con.execute("delete from raw.t")
+        con.execute("insert into raw.t values (3)")
+        raise RuntimeError("crash mid-swap")
     with warehouse.connect(read_only=True) as con:
         assert con.execute("select id from raw.t order by id").fetchall() == [(1,), (2,)]
 
@@ -220,14 +265,22 @@ DEMO_MONTHS = 6
 PARTITION_DAYS = 100  # as test_end_to_end: daily partitions for the last 100 days, older rows open
 REPORTS = ("marts.user_balance_reconciliation", "marts.ledger_anomalies")
 # What dbt builds on BigQuery, compared with floats rounded (sums of doubles may add up in another order).
-DBT_RELATIONS = ("credits.int_credit_replay", "marts.user_credit_daily", "marts.user_credit_trends",
-                 "marts.service_efficiency", "marts.plan_utilization", "marts.revenue_attribution",
-                 "marts.credit_cohorts")
+DBT_RELATIONS = (
+    "credits.int_credit_replay",
+    "marts.user_credit_daily",
+    "marts.user_credit_trends",
+    "marts.service_efficiency",
+    "marts.plan_utilization",
+    "marts.revenue_attribution",
+    "marts.credit_cohorts",
+)
 # When a row was (re)computed: a run's own time, different in every run by design.
 RUN_COLUMNS = {"credits.int_credit_replay": "replayed_at", "marts.user_credit_daily": "replayed_at"}
 
 
-def _materialize(workdir, source_url: str, cutoff_at: dt.datetime, **extra_env: str) -> subprocess.CompletedProcess:
+def _materialize(
+    workdir, source_url: str, cutoff_at: dt.datetime, **extra_env: str
+) -> subprocess.CompletedProcess:
     """`credits-pipeline materialize` in a subprocess, as test_end_to_end.py runs it."""
     workdir.mkdir()
     today = dt.datetime.now(dt.UTC).date()
@@ -260,7 +313,8 @@ def _duckdb_rows(path, relation: str) -> list[tuple]:
 
 
 def test_the_anomalies_demo_through_extraction_dbt_and_reconciliation_on_bigquery_reports_as_duckdb(
-    bigquery_emulator, tmp_path  # noqa: F811
+    bigquery_emulator,
+    tmp_path,
 ):
     from credits_pipeline.source.demo import generate
 
@@ -271,7 +325,9 @@ def test_the_anomalies_demo_through_extraction_dbt_and_reconciliation_on_bigquer
     duck = _materialize(tmp_path / "duckdb", source_url, cutoff_at)
     assert duck.returncode == 0, duck.stdout[-3000:] + duck.stderr[-3000:]
     prefix = unique_prefix()
-    bq = _materialize(tmp_path / "bigquery", source_url, cutoff_at, **emulator_env(bigquery_emulator, prefix))
+    bq = _materialize(
+        tmp_path / "bigquery", source_url, cutoff_at, **emulator_env(bigquery_emulator, prefix)
+    )
     assert bq.returncode == 0, bq.stdout[-3000:] + bq.stderr[-3000:]
     assert "dbt build errored" not in bq.stdout + bq.stderr
 
@@ -289,16 +345,22 @@ def test_the_anomalies_demo_through_extraction_dbt_and_reconciliation_on_bigquer
             actual = con.execute(f"select {columns} from {relation}", dialect="bigquery").fetchall()
         assert len(expected) > 0, relation
         assert_same_rows(actual, expected, relation)
-    rules = {row[0] for row in _duckdb_rows(tmp_path / "duckdb" / "warehouse.duckdb", "marts.ledger_anomalies")}
+    rules = {
+        row[0]
+        for row in _duckdb_rows(tmp_path / "duckdb" / "warehouse.duckdb", "marts.ledger_anomalies")
+    }
     assert len(rules) >= 10
 
 
-def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigquery_emulator):  # noqa: F811
+def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigquery_emulator):
     # BigQuery forbids DDL on permanent tables inside a transaction; the emulator does not: record it
     duck = duckdb.connect()
     duck.execute("set timezone = 'UTC'")
-    load_inputs(duck, rows=[row(1, 1, "subscribe_to_trial", 500, 0), row(2, 1, "idea_discovered", 15, 400)],
-                users=((1, 485, 0), (2, 0, 0)))
+    load_inputs(
+        duck,
+        rows=[row(1, 1, "subscribe_to_trial", 500, 0), row(2, 1, "idea_discovered", 15, 400)],
+        users=((1, 485, 0), (2, 0, 0)),
+    )
     warehouse = emulator_warehouse(bigquery_emulator)
     ddl_in_transaction: list[str] = []
     with warehouse.transaction() as con:
@@ -324,13 +386,20 @@ def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigque
             return call
 
         con.query = recording_query
-        client.create_table, client.delete_table = recording("create_table"), recording("delete_table")
+        client.create_table, client.delete_table = (
+            recording("create_table"),
+            recording("delete_table"),
+        )
         con.execute("create or replace temp table _earlier_work (id bigint)")
         write_reconciliation(con, result)
-        write_reconciliation(con, result)  # a second write replaces the rows, it does not add to them
+        write_reconciliation(
+            con, result
+        )  # a second write replaces the rows, it does not add to them
     assert ddl_in_transaction == []
     with warehouse.connect(read_only=True) as con:
-        reconciliation = con.execute("select * from marts.user_balance_reconciliation order by user_id").fetchall()
+        reconciliation = con.execute(
+            "select * from marts.user_balance_reconciliation order by user_id"
+        ).fetchall()
         anomalies = con.execute("select count(*) from marts.ledger_anomalies").fetchone()[0]
         state = con.execute(f"select user_id, rows from credits.{rs.STATE_TABLE}").fetchall()
         checkpoint = con.execute(f"select through_id from credits.{rs.CHECKPOINT_TABLE}").fetchall()

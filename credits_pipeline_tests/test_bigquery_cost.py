@@ -140,7 +140,7 @@ def sent_configs(monkeypatch):
 
 @pytest.mark.bigquery
 def test_every_query_job_carries_the_labels_and_the_billing_cap_and_bytes_are_counted(
-    bigquery_emulator,  # noqa: F811 (the fixture)
+    bigquery_emulator,
     sent_configs,
     monkeypatch,
 ):
@@ -160,7 +160,7 @@ def test_every_query_job_carries_the_labels_and_the_billing_cap_and_bytes_are_co
 
 @pytest.mark.bigquery
 def test_the_extraction_assets_label_their_jobs_and_record_bytes_processed_and_billed(
-    bigquery_emulator,  # noqa: F811 (the fixture)
+    bigquery_emulator,
     sent_configs,
     tmp_path,
 ):

@@ -149,7 +149,9 @@ def _wait_for_server(base: str, server: subprocess.Popen, log_path: Path) -> Non
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"dagster-webserver exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+            pytest.fail(
+                f"dagster-webserver exited with {server.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
                 if response.status == 200:
@@ -157,7 +159,9 @@ def _wait_for_server(base: str, server: subprocess.Popen, log_path: Path) -> Non
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)  # polling a port, not waiting on the page: nothing to wait on yet
-    pytest.fail(f"dagster-webserver did not answer in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+    pytest.fail(
+        f"dagster-webserver did not answer in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
+    )
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -190,11 +194,17 @@ def browser(ui_url: str) -> Iterator:
         # the screenshot is the viewport: make it exactly 1400x900, whatever the window chrome
         driver.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride",
-            {"width": VIEWPORT_WIDTH, "height": VIEWPORT_HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+            {
+                "width": VIEWPORT_WIDTH,
+                "height": VIEWPORT_HEIGHT,
+                "deviceScaleFactor": 1,
+                "mobile": False,
+            },
         )
         driver.get(f"{ui_url}/server_info")  # same origin: settle the community prompt up front
         driver.execute_script(
-            "window.localStorage.setItem(arguments[0], JSON.stringify('1'));", COMMUNITY_PROMPT_STORAGE_KEY
+            "window.localStorage.setItem(arguments[0], JSON.stringify('1'));",
+            COMMUNITY_PROMPT_STORAGE_KEY,
         )
         yield driver
     finally:
@@ -236,7 +246,12 @@ class Page:
 
         def shortened(line: str, name: str) -> bool:
             head, _, tail = line.partition("…")
-            return line.count("…") == 1 and name.startswith(head) and name.endswith(tail) and len(line) < len(name)
+            return (
+                line.count("…") == 1
+                and name.startswith(head)
+                and name.endswith(tail)
+                and len(line) < len(name)
+            )
 
         def shown(body: str, name: str) -> bool:
             return name in body or any(shortened(line, name) for line in body.splitlines())
@@ -267,7 +282,9 @@ def _asset_tab(label: str) -> str:
     return f"//a[normalize-space()='{label}' and contains(@href, '/assets/')]"
 
 
-def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_checks(browser, ui_url):
+def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_checks(
+    browser, ui_url
+):
     page = Page(browser, ui_url)
 
     # 1. the asset graph: the five groups, in the order the data flows
@@ -278,7 +295,9 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
 
     # 2. the raw ledger's asset page: description, kinds, owners, schema from the contract
     page.open(f"/assets/{LEDGER_PATH}")
-    page.wait_for_text("Closed days of the credit ledger", "data-engineering", "DuckDB", "Pandera", "created_at")
+    page.wait_for_text(
+        "Closed days of the credit ledger", "data-engineering", "DuckDB", "Pandera", "created_at"
+    )
     page.screenshot("02-raw-credit-histories")
 
     # 3. its lineage, downstream far enough to reach the reconciliation
@@ -288,7 +307,9 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
         if f"lineageDepth={LINEAGE_DEPTH}" in browser.current_url:
             break
         page.click("//button[.//*[@aria-label='add']]")
-    page.wait.until(lambda d: f"lineageDepth={LINEAGE_DEPTH}" in d.current_url, "graph depth not raised")
+    page.wait.until(
+        lambda d: f"lineageDepth={LINEAGE_DEPTH}" in d.current_url, "graph depth not raised"
+    )
     page.wait_for_nodes(rc.RECONCILIATION_TABLE, rc.ANOMALIES_TABLE, "int_credit_replay")
     page.wait_until_loaded()
     page.screenshot("03-lineage-raw-ledger-to-reconciliation")
@@ -296,16 +317,25 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     # 4. click through to the reconciliation: its story in the materialization metadata
     # the node, by its full or its shortened name ("user_bal…ciliation")
     head, tail = rc.RECONCILIATION_TABLE[:8], rc.RECONCILIATION_TABLE[-9:]
-    page.click(f"//*[text()='{rc.RECONCILIATION_TABLE}' or (starts-with(text(), '{head}') "
-               f"and contains(text(), '…{tail}'))]")
+    page.click(
+        f"//*[text()='{rc.RECONCILIATION_TABLE}' or (starts-with(text(), '{head}') "
+        f"and contains(text(), '…{tail}'))]"
+    )
     page.wait.until(
         lambda d: d.current_url.split("?")[0].endswith(f"/assets/{RECONCILIATION_PATH}"),
         "clicking the reconciliation node did not open its asset page",
     )
     page.click(_asset_tab("Events"))  # the latest materialization, its metadata at full width
     page.wait_for_text(
-        "Users:", "drifting", "broken chain", "Credits at stake", FAILING_RULES_METADATA_KEY,
-        rc.CHAIN_BREAK, WEEKLY_CHART_METADATA_KEY, "undated", NON_OK_METADATA_KEY,
+        "Users:",
+        "drifting",
+        "broken chain",
+        "Credits at stake",
+        FAILING_RULES_METADATA_KEY,
+        rc.CHAIN_BREAK,
+        WEEKLY_CHART_METADATA_KEY,
+        "undated",
+        NON_OK_METADATA_KEY,
         TREND_METADATA_KEY,
     )
     summary = browser.find_element(page.By.XPATH, "//tr[.//*[normalize-space()='summary']]")
@@ -329,8 +359,15 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     page.wait_for_text(TREND_HEADING, "undated")
     chart = page.wait.until(
         lambda d: next(
-            (img for img in d.find_elements(page.By.XPATH, "//img[starts-with(@src, 'data:image/svg+xml')]")
-             if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)),
+            (
+                img
+                for img in d.find_elements(
+                    page.By.XPATH, "//img[starts-with(@src, 'data:image/svg+xml')]"
+                )
+                if d.execute_script(
+                    "return arguments[0].complete && arguments[0].naturalWidth", img
+                )
+            ),
             None,
         ),
         "the anomaly chart did not render",
@@ -338,7 +375,9 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     assert chart.size["width"] > 0
     page.screenshot("05-reconciliation-anomaly-trend")
     page.click("//button[normalize-space()='Close']")
-    page.wait.until(lambda d: TREND_HEADING not in page.body_text(), "the chart dialog did not close")
+    page.wait.until(
+        lambda d: TREND_HEADING not in page.body_text(), "the chart dialog did not close"
+    )
 
     # 5b. who is off and by how much: the non-ok users, most credits at stake first
     # (inline when short; behind "[Show Markdown]" when it lists many users)
@@ -354,9 +393,15 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     page.wait_for_text(NON_OK_HEADING, "credits at stake", "expected", "actual", rc.CHAIN_BREAK)
     # the users table itself (not the metadata table around it): its own header names the pool
     users_table = "//table[thead/tr/th[normalize-space()='pool']]"
-    rows = browser.find_element(page.By.XPATH, users_table).find_elements(page.By.XPATH, "./tbody/tr")
+    rows = browser.find_element(page.By.XPATH, users_table).find_elements(
+        page.By.XPATH, "./tbody/tr"
+    )
     stakes = [
-        int(row.find_elements(page.By.XPATH, "./td")[-1].get_attribute("textContent").replace(",", ""))
+        int(
+            row.find_elements(page.By.XPATH, "./td")[-1]
+            .get_attribute("textContent")
+            .replace(",", "")
+        )
         for row in rows
     ]
     assert stakes and stakes == sorted(stakes, reverse=True), stakes  # largest drift first

@@ -346,7 +346,7 @@ def test_materialize_shows_progress_and_a_summary_table_of_the_warehouses_own_nu
     )
     assert " - dagster - " not in run.stdout + run.stderr and "Running with dbt=" not in run.stdout
     # summary table: one line per asset, rows loaded as in the warehouse
-    asset, status, loaded, quarantined, _ = _table_row(run.stdout, "raw/users")
+    _asset, status, loaded, _quarantined, _ = _table_row(run.stdout, "raw/users")
     assert status == "materialized" and int(loaded.replace(",", "")) == users
     assert _table_row(run.stdout, "marts/user_balance_reconciliation")[1] == "materialized"
     moved = int(re.search(r"rows moved into raw: (\d+)", run.stdout).group(1))

@@ -44,12 +44,16 @@ def test_the_daily_job_runs_on_a_postgresql_instance_and_its_run_reads_back(
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
-        result = job.execute_in_process(instance=instance, partition_key="2025-02-27", raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, partition_key="2025-02-27", raise_on_error=False
+        )
         assert result.success
         [record] = instance.get_run_records(dg.RunsFilter(run_ids=[result.run_id]))
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         assert record.dagster_run.tags["dagster/partition"] == "2025-02-27"
-        materialized = instance.fetch_materializations(dg.AssetKey(["raw", "credit_histories"]), limit=5)
+        materialized = instance.fetch_materializations(
+            dg.AssetKey(["raw", "credit_histories"]), limit=5
+        )
         assert [m.asset_materialization.partition for m in materialized.records] == ["2025-02-27"]
 
     # the tables really live in the PostgreSQL database, not in a file under DAGSTER_HOME

@@ -60,8 +60,23 @@ DAY_3_ROWS = [
 def _ledger_values(row) -> list:
     history_id, user_id, event, amount, previous, created, _ = row
     event_type = 2 if event.endswith("generated") else 1
-    return [history_id, user_id, EVENT_ID[event], None, None, event, None, 1, 0, amount, previous,
-            event_type, "[]", created, created]
+    return [
+        history_id,
+        user_id,
+        EVENT_ID[event],
+        None,
+        None,
+        event,
+        None,
+        1,
+        0,
+        amount,
+        previous,
+        event_type,
+        "[]",
+        created,
+        created,
+    ]
 
 
 def advance_to(warehouse: Path, cutoff: dt.datetime, rows: list[tuple]) -> None:
@@ -70,22 +85,30 @@ def advance_to(warehouse: Path, cutoff: dt.datetime, rows: list[tuple]) -> None:
     closed_before = dt.datetime.combine(cutoff.date(), dt.time())
     con = duckdb.connect(str(warehouse))
     try:
-        con.execute("insert into raw.credit_histories select * exclude (_partition),"
-                    " cast(created_at as date) from raw.credit_histories__open"
-                    " where created_at < ? and id not in (select id from raw.credit_histories)",
-                    [closed_before])
+        con.execute(
+            "insert into raw.credit_histories select * exclude (_partition),"
+            " cast(created_at as date) from raw.credit_histories__open"
+            " where created_at < ? and id not in (select id from raw.credit_histories)",
+            [closed_before],
+        )
         # the rows still open (later, or without created_at) stay in the new open snapshot
         con.execute("delete from raw.credit_histories__open where created_at < ?", [closed_before])
         for row in rows:
             open_row = row[-1]
             table = "credit_histories__open" if open_row else "credit_histories"
-            con.execute(f"insert into raw.{table} values ({', '.join('?' * 16)})",
-                        [*_ledger_values(row), None if open_row else row[5].date()])
-        con.execute("insert into raw.users select 4, null, 1, null, null, 100, null, 0, ?, ?"
-                    " where not exists (select 1 from raw.users where id = 4)",
-                    [T(2025, 3, 31, 20), T(2025, 3, 31, 20)])
-        con.execute("update raw.extraction_cutoff set cutoff_at = ?, ledger_closed_before = ?",
-                    [cutoff, closed_before])
+            con.execute(
+                f"insert into raw.{table} values ({', '.join('?' * 16)})",
+                [*_ledger_values(row), None if open_row else row[5].date()],
+            )
+        con.execute(
+            "insert into raw.users select 4, null, 1, null, null, 100, null, 0, ?, ?"
+            " where not exists (select 1 from raw.users where id = 4)",
+            [T(2025, 3, 31, 20), T(2025, 3, 31, 20)],
+        )
+        con.execute(
+            "update raw.extraction_cutoff set cutoff_at = ?, ledger_closed_before = ?",
+            [cutoff, closed_before],
+        )
     finally:
         con.close()
 
@@ -97,8 +120,11 @@ def dbt_build(warehouse: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> d
     invocation.wait()
     results = invocation.get_artifact("run_results.json")["results"]
     statuses = {r["unique_id"]: r["status"] for r in results}
-    errors = {uid: r.get("message") for uid, r in ((r["unique_id"], r) for r in results)
-              if r["status"] in ("error", "fail")}
+    errors = {
+        uid: r.get("message")
+        for uid, r in ((r["unique_id"], r) for r in results)
+        if r["status"] in ("error", "fail")
+    }
     assert invocation.is_successful() and not errors, errors or invocation.get_error()
     return statuses
 
@@ -107,12 +133,16 @@ def dbt_build(warehouse: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> d
 RUN_COLUMNS = ("replayed_at",)
 
 
-def rows(warehouse: Path, relation: str, order_by: str, with_run_columns: bool = False) -> list[tuple]:
+def rows(
+    warehouse: Path, relation: str, order_by: str, with_run_columns: bool = False
+) -> list[tuple]:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         columns = [c[0] for c in con.execute(f"select * from {relation} limit 0").description]
         kept = [c for c in columns if with_run_columns or c not in RUN_COLUMNS]
-        return con.execute(f"select {', '.join(kept)} from {relation} order by {order_by}").fetchall()
+        return con.execute(
+            f"select {', '.join(kept)} from {relation} order by {order_by}"
+        ).fetchall()
     finally:
         con.close()
 
@@ -121,10 +151,14 @@ def latest_delta_ids(warehouse: Path) -> list[int]:
     """The ledger ids the newest replay run (re)computed, from the delta's log."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        return [r[0] for r in con.execute(
-            "select credit_history_id from credits.int_credit_replay_delta"
-            " where replayed_at = (select max(replayed_at) from credits.int_credit_replay_delta)"
-            " order by 1").fetchall()]
+        return [
+            r[0]
+            for r in con.execute(
+                "select credit_history_id from credits.int_credit_replay_delta"
+                " where replayed_at = (select max(replayed_at) from credits.int_credit_replay_delta)"
+                " order by 1"
+            ).fetchall()
+        ]
     finally:
         con.close()
 
@@ -203,23 +237,34 @@ def test_an_incremental_run_replays_only_the_new_rows_and_the_users_it_must_repl
     # the stored ones
     kept = [r for r in daily_before if r[0] == 1 and r[1] < dt.date(2025, 3, 31)]
     assert len(kept) == 9
-    assert [r for r in rows(day_1, "marts.user_credit_daily", "user_id, balance_date")
-            if r[0] == 1 and r[1] < dt.date(2025, 3, 31)] == kept
+    assert [
+        r
+        for r in rows(day_1, "marts.user_credit_daily", "user_id, balance_date")
+        if r[0] == 1 and r[1] < dt.date(2025, 3, 31)
+    ] == kept
 
 
 def test_a_run_without_new_rows_reads_nothing_again_and_changes_nothing(day_1, monkeypatch):
-    before = {relation: rows(day_1, relation, order_by, with_run_columns=True)
-              for relation, order_by in COMPARED.items()}
-    log_before = rows(day_1, "credits.int_credit_replay_delta", "credit_history_id", with_run_columns=True)
+    before = {
+        relation: rows(day_1, relation, order_by, with_run_columns=True)
+        for relation, order_by in COMPARED.items()
+    }
+    log_before = rows(
+        day_1, "credits.int_credit_replay_delta", "credit_history_id", with_run_columns=True
+    )
     dbt_build(day_1, monkeypatch)
     # the run appended nothing to the replay's log, and no stored row was recomputed
-    assert rows(day_1, "credits.int_credit_replay_delta", "credit_history_id",
-                with_run_columns=True) == log_before
+    assert (
+        rows(day_1, "credits.int_credit_replay_delta", "credit_history_id", with_run_columns=True)
+        == log_before
+    )
     for relation, order_by in COMPARED.items():
         assert rows(day_1, relation, order_by, with_run_columns=True) == before[relation], relation
 
 
-def test_a_daily_mart_build_that_was_missed_is_caught_up_by_the_next_run(day_1, tmp_path, monkeypatch):
+def test_a_daily_mart_build_that_was_missed_is_caught_up_by_the_next_run(
+    day_1, tmp_path, monkeypatch
+):
     """Day 2's replay runs but its mart build does not (a failed step, a retry of the replay
     alone); day 3's run must still take in day 2's changes, the late commit's above all."""
     advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
@@ -237,9 +282,21 @@ def test_a_daily_mart_build_that_was_missed_is_caught_up_by_the_next_run(day_1, 
 # On BigQuery (the emulator): the replay, partitioned by day, clustered by user, merged by id
 
 
-RAW_TABLES = ("credit_events", "users", "plans", "subscriptions", "purchases", "credit_histories",
-              "credit_histories__open", "extraction_cutoff", "videos", "facelesses", "real_clones",
-              "speeches", "captions")
+RAW_TABLES = (
+    "credit_events",
+    "users",
+    "plans",
+    "subscriptions",
+    "purchases",
+    "credit_histories",
+    "credit_histories__open",
+    "extraction_cutoff",
+    "videos",
+    "facelesses",
+    "real_clones",
+    "speeches",
+    "captions",
+)
 
 
 def _raw_to_bigquery(duck_path: Path, warehouse) -> None:
@@ -247,7 +304,9 @@ def _raw_to_bigquery(duck_path: Path, warehouse) -> None:
     try:
         with warehouse.connect() as con:
             for name in RAW_TABLES:
-                con.load_arrow(duck.execute(f"select * from raw.{name}").to_arrow_table(), "raw", name)
+                con.load_arrow(
+                    duck.execute(f"select * from raw.{name}").to_arrow_table(), "raw", name
+                )
     finally:
         duck.close()
 
@@ -260,12 +319,17 @@ def _bigquery_dbt_build(endpoint: str, prefix: str, monkeypatch, *args: str) -> 
 
     for name, value in emulator_env(endpoint, prefix).items():
         monkeypatch.setenv(name, value)
-    dbt = DbtCliResource(project_dir=str(settings.DBT_PROJECT_DIR),
-                         profiles_dir=str(settings.DBT_PROJECT_DIR), target="bigquery",
-                         dbt_executable=dbt_executable())
+    dbt = DbtCliResource(
+        project_dir=str(settings.DBT_PROJECT_DIR),
+        profiles_dir=str(settings.DBT_PROJECT_DIR),
+        target="bigquery",
+        dbt_executable=dbt_executable(),
+    )
     # models only: the tests are the DuckDB suite's (raw types here come from a DuckDB copy)
-    invocation = dbt.cli(["build", "--select", "+user_credit_daily", "--exclude-resource-type", "test",
-                          *args], raise_on_error=False)
+    invocation = dbt.cli(
+        ["build", "--select", "+user_credit_daily", "--exclude-resource-type", "test", *args],
+        raise_on_error=False,
+    )
     invocation.wait()
     results = invocation.get_artifact("run_results.json")["results"]
     errors = {r["unique_id"]: r.get("message") for r in results if r["status"] in ("error", "fail")}
@@ -275,7 +339,9 @@ def _bigquery_dbt_build(endpoint: str, prefix: str, monkeypatch, *args: str) -> 
 
 @pytest.mark.bigquery
 def test_an_incremental_replay_on_bigquery_equals_a_full_rebuild(
-    bigquery_emulator, tmp_path, monkeypatch  # noqa: F811
+    bigquery_emulator,
+    tmp_path,
+    monkeypatch,
 ):
     from credits_pipeline_tests.bigquery_emulator import emulator_warehouse, unique_prefix
 
@@ -286,22 +352,29 @@ def test_an_incremental_replay_on_bigquery_equals_a_full_rebuild(
     _raw_to_bigquery(duck_path, emulator_warehouse(endpoint, incremental))
     _bigquery_dbt_build(endpoint, incremental, monkeypatch)
     with emulator_warehouse(endpoint, incremental).connect(read_only=True) as con:
-        user_2_days = {str(d) for (d,) in con.execute(
-            "select distinct balance_date from credits.int_credit_replay where user_id = 2").fetchall()}
+        user_2_days = {
+            str(d)
+            for (d,) in con.execute(
+                "select distinct balance_date from credits.int_credit_replay where user_id = 2"
+            ).fetchall()
+        }
     advance_to(duck_path, DAY_2_CUTOFF, DAY_2_ROWS)
     for prefix in (incremental, full):
         _raw_to_bigquery(duck_path, emulator_warehouse(endpoint, prefix))
     target_path = _bigquery_dbt_build(endpoint, incremental, monkeypatch)
     _bigquery_dbt_build(endpoint, full, monkeypatch, "--full-refresh")
-    compared = {"credits.int_credit_replay": "credit_history_id",
-                "marts.user_credit_daily": "user_id, balance_date"}
+    compared = {
+        "credits.int_credit_replay": "credit_history_id",
+        "marts.user_credit_daily": "user_id, balance_date",
+    }
     for relation, order_by in compared.items():
         found = {}
         for prefix in (incremental, full):
             with emulator_warehouse(endpoint, prefix).connect(read_only=True) as con:
                 found[prefix] = con.execute(
                     f"select * except ({', '.join(RUN_COLUMNS)}) from {relation} order by {order_by}",
-                    dialect="bigquery").fetchall()
+                    dialect="bigquery",
+                ).fetchall()
         assert found[incremental], relation
         assert found[incremental] == found[full], relation
     # the merge read only the days the replaced rows were stored on: user 2's of day 1 (its late
@@ -329,7 +402,9 @@ def test_a_full_refresh_asked_for_in_the_run_config_rebuilds_the_replay_and_its_
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [dbt_credit_models], instance=instance, resources={"dbt": dbt_resource()},
+            [dbt_credit_models],
+            instance=instance,
+            resources={"dbt": dbt_resource()},
             run_config={"ops": {"dbt_credit_models": {"config": {"full_refresh": True}}}},
             raise_on_error=False,
         )
@@ -338,7 +413,8 @@ def test_a_full_refresh_asked_for_in_the_run_config_rebuilds_the_replay_and_its_
     assert duckdb_value(day_1, runs) == 1
     full = full_rebuild_of(day_1, tmp_path, monkeypatch)
     assert rows(day_1, "credits.int_credit_replay", "credit_history_id") == rows(
-        full, "credits.int_credit_replay", "credit_history_id")
+        full, "credits.int_credit_replay", "credit_history_id"
+    )
 
 
 def duckdb_value(warehouse: Path, sql: str):

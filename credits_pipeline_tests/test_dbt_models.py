@@ -21,13 +21,13 @@ import duckdb
 import numpy as np
 import pytest
 
-from credits_pipeline.warehouse.raw_tables import DUCKDB_TYPES
 from credits_pipeline import settings
 from credits_pipeline.ledger.replay import EFFECT_CODES, replay, resolve_effects
 from credits_pipeline.source.catalog import CATALOG
 from credits_pipeline.source.tables import TABLES
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.dbt_project import dbt_environment
+from credits_pipeline.warehouse.raw_tables import DUCKDB_TYPES
 
 T = dt.datetime
 D = dt.date
@@ -60,23 +60,75 @@ USERS = [
 PLANS = [
     # id, parent_id, plan_id, name, type, price (cents), currency, slug, active, meta
     (1, None, "prod_pro", "Pro", "product", 0.0, None, "pro", True, None),
-    (2, 1, "price_pro_month", "Pro Monthly", "month", 2900.0, "usd", "pro-month", True,
-     '{"full_credits": 500, "trial_credits": 100}'),
+    (
+        2,
+        1,
+        "price_pro_month",
+        "Pro Monthly",
+        "month",
+        2900.0,
+        "usd",
+        "pro-month",
+        True,
+        '{"full_credits": 500, "trial_credits": 100}',
+    ),
     (3, None, "prod_basic", "Basic", "product", 0.0, None, "basic", True, None),
-    (4, 3, "price_basic_year", "Basic Yearly", "year", 12000.0, "usd", "basic-year", True,
-     '{"full_credits": 1200, "trial_credits": 50}'),
+    (
+        4,
+        3,
+        "price_basic_year",
+        "Basic Yearly",
+        "year",
+        12000.0,
+        "usd",
+        "basic-year",
+        True,
+        '{"full_credits": 1200, "trial_credits": 50}',
+    ),
     (5, None, "prod_extra", "Extra Credits", "product", 0.0, None, "extra", True, None),
-    (6, 5, "price_extra_500", "Extra Credits 500", "one_time", 1000.0, "usd", "extra-500", True,
-     '{"credits": 500}'),
+    (
+        6,
+        5,
+        "price_extra_500",
+        "Extra Credits 500",
+        "one_time",
+        1000.0,
+        "usd",
+        "extra-500",
+        True,
+        '{"credits": 500}',
+    ),
 ]
 
 SUBSCRIPTIONS = [
     # id, user_id, type, stripe_id, status, stripe_price, quantity, trial_ends_at, anchor,
     # ends_at, created_at
-    (1, 1, "default", "sub_1", "active", "price_pro_month", 1, None, T(2025, 1, 5, 10), None,
-     T(2025, 1, 5, 10)),
-    (2, 2, "default", "sub_2", "active", "price_basic_year", 1, T(2025, 2, 17), T(2025, 2, 17),
-     None, T(2025, 2, 10, 8)),
+    (
+        1,
+        1,
+        "default",
+        "sub_1",
+        "active",
+        "price_pro_month",
+        1,
+        None,
+        T(2025, 1, 5, 10),
+        None,
+        T(2025, 1, 5, 10),
+    ),
+    (
+        2,
+        2,
+        "default",
+        "sub_2",
+        "active",
+        "price_basic_year",
+        1,
+        T(2025, 2, 17),
+        T(2025, 2, 17),
+        None,
+        T(2025, 2, 10, 8),
+    ),
 ]
 
 PURCHASES = [
@@ -115,8 +167,23 @@ CLOSED_IDS = {row[0] for row in LEDGER} - {111, 206}
 def _ledger_row(row):
     history_id, user_id, event, ctype, cid, amount, previous, created = row
     event_type = 2 if event.endswith("generated") else 1
-    return (history_id, user_id, EVENT_ID[event], ctype, cid, event, None, 1, 0, amount, previous,
-            event_type, "[]", created, created)
+    return (
+        history_id,
+        user_id,
+        EVENT_ID[event],
+        ctype,
+        cid,
+        event,
+        None,
+        1,
+        0,
+        amount,
+        previous,
+        event_type,
+        "[]",
+        created,
+        created,
+    )
 
 
 def write_fixture_warehouse(path: Path) -> None:
@@ -137,34 +204,47 @@ def write_fixture_warehouse(path: Path) -> None:
             "create table raw.extraction_cutoff "
             "(cutoff_at TIMESTAMP, ledger_closed_before TIMESTAMP, ledger_closed_max_id BIGINT)"
         )
-        con.execute("insert into raw.extraction_cutoff values (?, ?, ?)",
-                    [CUTOFF, CLOSED_BEFORE, 205])
+        con.execute(
+            "insert into raw.extraction_cutoff values (?, ?, ?)", [CUTOFF, CLOSED_BEFORE, 205]
+        )
         created = T(2024, 12, 1)
         for event in CREDIT_EVENTS:
-            con.execute("insert into raw.credit_events values (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [*event, created, created])
+            con.execute(
+                "insert into raw.credit_events values (?, ?, ?, ?, ?, ?, ?, ?)",
+                [*event, created, created],
+            )
         for user in USERS:
-            con.execute("insert into raw.users values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [*user, user[-1]])
+            con.execute(
+                "insert into raw.users values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [*user, user[-1]]
+            )
         for plan in PLANS:
-            con.execute("insert into raw.plans values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [*plan, created, created])
+            con.execute(
+                "insert into raw.plans values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*plan, created, created],
+            )
         for sub in SUBSCRIPTIONS:
-            con.execute("insert into raw.subscriptions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [*sub, sub[-1]])
+            con.execute(
+                "insert into raw.subscriptions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*sub, sub[-1]],
+            )
         for purchase in PURCHASES:
-            con.execute("insert into raw.purchases values (?, ?, ?, ?, ?, ?, ?)",
-                        [*purchase, purchase[-1]])
+            con.execute(
+                "insert into raw.purchases values (?, ?, ?, ?, ?, ?, ?)", [*purchase, purchase[-1]]
+            )
         placeholders = ", ".join("?" * 16)
         for row in LEDGER:
             values = _ledger_row(row)
             partition = row[-1].date()
             if row[0] in CLOSED_IDS:
-                con.execute(f"insert into raw.credit_histories values ({placeholders})",
-                            [*values, partition])
+                con.execute(
+                    f"insert into raw.credit_histories values ({placeholders})",
+                    [*values, partition],
+                )
             if row[0] in OPEN_IDS:
-                con.execute(f"insert into raw.credit_histories__open values ({placeholders})",
-                            [*values, None])
+                con.execute(
+                    f"insert into raw.credit_histories__open values ({placeholders})",
+                    [*values, None],
+                )
     finally:
         con.close()
 
@@ -207,7 +287,7 @@ def query(warehouse: Path, sql: str) -> list[dict]:
     try:
         cursor = con.execute(sql)
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=False)) for row in cursor.fetchall()]
     finally:
         con.close()
 
@@ -224,13 +304,27 @@ def test_the_dbt_seed_equals_the_python_event_catalog():
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     seeded = [
-        (r["name"], int(r["type"]), r["calculation_type"], float(r["value"]),
-         float(r["min_amount"]) if r["min_amount"] else None, r["effect"], r["service"])
+        (
+            r["name"],
+            int(r["type"]),
+            r["calculation_type"],
+            float(r["value"]),
+            float(r["min_amount"]) if r["min_amount"] else None,
+            r["effect"],
+            r["service"],
+        )
         for r in rows
     ]
     expected = [
-        (e.name, e.type, e.calculation_type, float(e.value),
-         None if e.min_amount is None else float(e.min_amount), e.effect, e.service)
+        (
+            e.name,
+            e.type,
+            e.calculation_type,
+            float(e.value),
+            None if e.min_amount is None else float(e.min_amount),
+            e.effect,
+            e.service,
+        )
         for e in CATALOG
     ]
     assert seeded == expected
@@ -246,8 +340,14 @@ def test_the_build_lands_in_exactly_the_credits_and_marts_schemas(built_warehous
     assert {schema for schema, _ in relations} == {"credits", "marts"}
     assert relations[("credits", "credit_events")] == "VIEW"
     assert relations[("credits", "credit_histories")] == "VIEW"
-    for mart in ("user_credit_daily", "user_credit_trends", "service_efficiency",
-                 "plan_utilization", "revenue_attribution", "credit_cohorts"):
+    for mart in (
+        "user_credit_daily",
+        "user_credit_trends",
+        "service_efficiency",
+        "plan_utilization",
+        "revenue_attribution",
+        "credit_cohorts",
+    ):
         assert relations[("marts", mart)] == "BASE TABLE"
 
 
@@ -259,13 +359,27 @@ def test_credit_histories_has_the_layout_columns_and_signs_amounts_by_event_type
         " order by ordinal_position",
     )
     assert [(c["column_name"], c["data_type"]) for c in columns] == [
-        ("credit_history_id", "BIGINT"), ("user_id", "BIGINT"), ("credit_event_id", "BIGINT"),
-        ("event_name", "VARCHAR"), ("creditable_type", "VARCHAR"), ("creditable_id", "BIGINT"),
-        ("description", "VARCHAR"), ("label", "VARCHAR"), ("calculative_index", "BIGINT"),
-        ("event_value", "BIGINT"), ("amount", "DOUBLE"), ("unsigned_amount", "BIGINT"),
-        ("previous_amount", "DOUBLE"), ("event_type", "BIGINT"), ("direction", "VARCHAR"),
-        ("effect", "VARCHAR"), ("service", "VARCHAR"), ("pool", "VARCHAR"),
-        ("meta_data", "VARCHAR"), ("created_at", "TIMESTAMP"), ("updated_at", "TIMESTAMP"),
+        ("credit_history_id", "BIGINT"),
+        ("user_id", "BIGINT"),
+        ("credit_event_id", "BIGINT"),
+        ("event_name", "VARCHAR"),
+        ("creditable_type", "VARCHAR"),
+        ("creditable_id", "BIGINT"),
+        ("description", "VARCHAR"),
+        ("label", "VARCHAR"),
+        ("calculative_index", "BIGINT"),
+        ("event_value", "BIGINT"),
+        ("amount", "DOUBLE"),
+        ("unsigned_amount", "BIGINT"),
+        ("previous_amount", "DOUBLE"),
+        ("event_type", "BIGINT"),
+        ("direction", "VARCHAR"),
+        ("effect", "VARCHAR"),
+        ("service", "VARCHAR"),
+        ("pool", "VARCHAR"),
+        ("meta_data", "VARCHAR"),
+        ("created_at", "TIMESTAMP"),
+        ("updated_at", "TIMESTAMP"),
     ]
     rows = {
         r["credit_history_id"]: r
@@ -278,7 +392,10 @@ def test_credit_histories_has_the_layout_columns_and_signs_amounts_by_event_type
     assert (rows[104]["effect"], rows[104]["service"]) == ("add", "refund")
     assert (rows[106]["effect"], rows[106]["pool"]) == ("purchase", "purchased")
     assert (rows[101]["effect"], rows[101]["service"], rows[101]["pool"]) == (
-        "reset", "allocation", "subscription")
+        "reset",
+        "allocation",
+        "subscription",
+    )
     assert (rows[110]["effect"], rows[110]["service"]) == ("spend", "assets")
     assert rows[111]["previous_amount"] == 499.0 and rows[111]["meta_data"] == "[]"
 
@@ -294,10 +411,22 @@ def test_credit_events_carries_the_catalog_effect_service_and_classification(bui
 
 
 DAILY_COLUMNS = (
-    "user_id", "balance_date", "opening_balance", "credits_allocated", "credits_purchased",
-    "credits_refunded", "credits_bonus", "spent_faceless_video", "spent_real_clone",
-    "spent_assets", "credits_spent", "credits_forfeited", "credits_written_off",
-    "chain_adjustment", "closing_subscription_balance", "closing_purchased_balance",
+    "user_id",
+    "balance_date",
+    "opening_balance",
+    "credits_allocated",
+    "credits_purchased",
+    "credits_refunded",
+    "credits_bonus",
+    "spent_faceless_video",
+    "spent_real_clone",
+    "spent_assets",
+    "credits_spent",
+    "credits_forfeited",
+    "credits_written_off",
+    "chain_adjustment",
+    "closing_subscription_balance",
+    "closing_purchased_balance",
     "closing_balance",
 )
 
@@ -344,7 +473,9 @@ def test_the_latest_closing_balance_equals_the_stored_pools_on_a_healthy_ledger(
         """,
     )
     assert {r["user_id"]: (r["closing_balance"], r["stored"]) for r in rows} == {
-        1: (548, 548), 2: (49, 49)}
+        1: (548, 548),
+        2: (49, 49),
+    }
 
 
 def test_user_credit_trends_measures_burn_and_churn_risk_from_the_cutoff(built_warehouse):
@@ -412,17 +543,64 @@ def test_plan_utilization_reports_allocation_use_depletion_and_breakage(built_wa
     )
     assert [tuple(r.values()) for r in rows] == [
         # user 2's February allocation ran dry at 203, before the March release
-        ("Basic", D(2025, 2, 1), 1, 1, 100, 130, approx(1.3), approx(1.3), 1, approx(1), 0,
-         approx(0)),
-        ("Basic", D(2025, 3, 1), 1, 1, 100, 51, approx(0.51), approx(0.51), 0, approx(0), 0,
-         approx(0)),
-        ("Pro", D(2025, 1, 1), 1, 1, 500, 140, approx(0.28), approx(0.28), 0, approx(0), 0,
-         approx(0)),
+        (
+            "Basic",
+            D(2025, 2, 1),
+            1,
+            1,
+            100,
+            130,
+            approx(1.3),
+            approx(1.3),
+            1,
+            approx(1),
+            0,
+            approx(0),
+        ),
+        (
+            "Basic",
+            D(2025, 3, 1),
+            1,
+            1,
+            100,
+            51,
+            approx(0.51),
+            approx(0.51),
+            0,
+            approx(0),
+            0,
+            approx(0),
+        ),
+        (
+            "Pro",
+            D(2025, 1, 1),
+            1,
+            1,
+            500,
+            140,
+            approx(0.28),
+            approx(0.28),
+            0,
+            approx(0),
+            0,
+            approx(0),
+        ),
         # the February reset forfeits the 460 left from January
-        ("Pro", D(2025, 2, 1), 1, 1, 500, 0, approx(0), approx(0), 0, approx(0), 460,
-         approx(0.92)),
-        ("Pro", D(2025, 3, 1), 1, 1, 500, 512, approx(1.024), approx(1.024), 0, approx(0), 440,
-         approx(0.88)),
+        ("Pro", D(2025, 2, 1), 1, 1, 500, 0, approx(0), approx(0), 0, approx(0), 460, approx(0.92)),
+        (
+            "Pro",
+            D(2025, 3, 1),
+            1,
+            1,
+            500,
+            512,
+            approx(1.024),
+            approx(1.024),
+            0,
+            approx(0),
+            440,
+            approx(0.88),
+        ),
     ]
 
 
@@ -438,21 +616,84 @@ def test_revenue_attribution_splits_revenue_by_consumed_credits(built_warehouse)
     # (its trial ends on 02-17). Extra credits: one $10 pack in February (the March one failed).
     jan, feb, mar = D(2025, 1, 1), D(2025, 2, 1), D(2025, 3, 1)
     assert [tuple(r.values()) for r in rows] == [
-        (jan, "faceless_video", 40, approx(29 * 40 / 140), approx(0), approx(29 * 40 / 140),
-         approx(29 / 140), 0, None),
-        (jan, "real_clone", 100, approx(29 * 100 / 140), approx(0), approx(29 * 100 / 140),
-         approx(29 / 140), 0, None),
+        (
+            jan,
+            "faceless_video",
+            40,
+            approx(29 * 40 / 140),
+            approx(0),
+            approx(29 * 40 / 140),
+            approx(29 / 140),
+            0,
+            None,
+        ),
+        (
+            jan,
+            "real_clone",
+            100,
+            approx(29 * 100 / 140),
+            approx(0),
+            approx(29 * 100 / 140),
+            approx(29 / 140),
+            0,
+            None,
+        ),
         # 500 purchased credits unused at the end of February, bought at $10 / 500
-        (feb, "faceless_video", 80, approx(39 * 80 / 130), approx(10 * 80 / 130),
-         approx(49 * 80 / 130), approx(49 / 130), 500, approx(10.0)),
-        (feb, "real_clone", 50, approx(39 * 50 / 130), approx(10 * 50 / 130),
-         approx(49 * 50 / 130), approx(49 / 130), 500, approx(10.0)),
-        (mar, "assets", 2, approx(39 * 2 / 563), approx(0), approx(39 * 2 / 563),
-         approx(39 / 563), 50, approx(1.0)),
-        (mar, "faceless_video", 111, approx(39 * 111 / 563), approx(0), approx(39 * 111 / 563),
-         approx(39 / 563), 50, approx(1.0)),
-        (mar, "real_clone", 450, approx(39 * 450 / 563), approx(0), approx(39 * 450 / 563),
-         approx(39 / 563), 50, approx(1.0)),
+        (
+            feb,
+            "faceless_video",
+            80,
+            approx(39 * 80 / 130),
+            approx(10 * 80 / 130),
+            approx(49 * 80 / 130),
+            approx(49 / 130),
+            500,
+            approx(10.0),
+        ),
+        (
+            feb,
+            "real_clone",
+            50,
+            approx(39 * 50 / 130),
+            approx(10 * 50 / 130),
+            approx(49 * 50 / 130),
+            approx(49 / 130),
+            500,
+            approx(10.0),
+        ),
+        (
+            mar,
+            "assets",
+            2,
+            approx(39 * 2 / 563),
+            approx(0),
+            approx(39 * 2 / 563),
+            approx(39 / 563),
+            50,
+            approx(1.0),
+        ),
+        (
+            mar,
+            "faceless_video",
+            111,
+            approx(39 * 111 / 563),
+            approx(0),
+            approx(39 * 111 / 563),
+            approx(39 / 563),
+            50,
+            approx(1.0),
+        ),
+        (
+            mar,
+            "real_clone",
+            450,
+            approx(39 * 450 / 563),
+            approx(0),
+            approx(39 * 450 / 563),
+            approx(39 / 563),
+            50,
+            approx(1.0),
+        ),
     ]
 
 
@@ -500,15 +741,17 @@ def write_random_ledger(path: Path, seed: int = 7) -> None:
     events = [name for _, name, *_ in CREDIT_EVENTS]
     con = duckdb.connect(str(path))
     try:
-        con.execute("insert into raw.credit_events values (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [MYSTERY_EVENT_ID, "mystery_event", 2, "fixed", 5.0, None, None, None])
+        con.execute(
+            "insert into raw.credit_events values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [MYSTERY_EVENT_ID, "mystery_event", 2, "fixed", 5.0, None, None, None],
+        )
         next_id = 5000
         for user in RANDOM_USERS:
             sub = pur = 0
             created = T(2025, 1, 1) + dt.timedelta(hours=rng.randrange(0, 24 * 20))
             for _ in range(rng.randrange(5, 40)):
                 next_id += 1
-                event = rng.choice(events + ["mystery", "orphan"])
+                event = rng.choice([*events, "mystery", "orphan"])
                 amount = rng.choice([1, 5, 13, 40, 100, 250, 600])
                 if event == "mystery":
                     event_id, event_type, effect = MYSTERY_EVENT_ID, 2, "spend"
@@ -519,10 +762,7 @@ def write_random_ledger(path: Path, seed: int = 7) -> None:
                     event_id = EVENT_ID[event]
                     event_type = 2 if event.endswith("generated") else 1
                     effect = next(e.effect for e in CATALOG if e.name == event)
-                if effect == "purchase":
-                    previous = pur + amount
-                else:
-                    previous = sub
+                previous = pur + amount if effect == "purchase" else sub
                 if rng.random() < 0.15:
                     previous = rng.randrange(0, 700)  # a chain break
                 # what the application would have done next (the test's own bookkeeping; the
@@ -543,14 +783,36 @@ def write_random_ledger(path: Path, seed: int = 7) -> None:
                         pur, sub = max(pur - (amount - sub), 0), 0
                 created += dt.timedelta(hours=rng.randrange(-5, 60))
                 row_created = None if rng.random() < 0.05 else min(created, CLOSED_BEFORE)
-                values = (next_id, user, event_id, None, None, event, None, 1, 0, amount,
-                          previous, event_type, "[]", row_created, row_created)
-                table = "credit_histories" if row_created and rng.random() < 0.8 else \
-                    "credit_histories__open"
-                con.execute(f"insert into raw.{table} values ({', '.join('?' * 16)})",
-                            [*values, row_created.date() if row_created else None])
-            con.execute("insert into raw.users values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [user, None, 1, None, None, sub, None, pur, T(2025, 1, 1), T(2025, 1, 1)])
+                values = (
+                    next_id,
+                    user,
+                    event_id,
+                    None,
+                    None,
+                    event,
+                    None,
+                    1,
+                    0,
+                    amount,
+                    previous,
+                    event_type,
+                    "[]",
+                    row_created,
+                    row_created,
+                )
+                table = (
+                    "credit_histories"
+                    if row_created and rng.random() < 0.8
+                    else "credit_histories__open"
+                )
+                con.execute(
+                    f"insert into raw.{table} values ({', '.join('?' * 16)})",
+                    [*values, row_created.date() if row_created else None],
+                )
+            con.execute(
+                "insert into raw.users values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [user, None, 1, None, None, sub, None, pur, T(2025, 1, 1), T(2025, 1, 1)],
+            )
     finally:
         con.close()
 
@@ -571,18 +833,26 @@ def python_replay(path: Path) -> dict[int, tuple[int, int, int, int]]:
         ).fetchall()
     finally:
         con.close()
-    user, row_id, event_id, event_type, amount, previous = (np.array(c, dtype=np.int64)
-                                                            for c in zip(*rows))
+    user, row_id, event_id, event_type, amount, previous = (
+        np.array(c, dtype=np.int64) for c in zip(*rows, strict=False)
+    )
     effect = resolve_effects(
-        event_id, event_type,
+        event_id,
+        event_type,
         np.array([e[0] for e in events], dtype=np.int64),
         np.array([EFFECT_CODES.get(e[1], 0) for e in events], dtype=np.int8),
     )
     result = replay(user, row_id, effect, amount, previous)
     return {
         int(u): (int(s), int(p), int(f), int(w))
-        for u, s, p, f, w in zip(result.state.user_id, result.state.subscription, result.state.purchased,
-                                 result.state.forfeited, result.state.written_off)
+        for u, s, p, f, w in zip(
+            result.state.user_id,
+            result.state.subscription,
+            result.state.purchased,
+            result.state.forfeited,
+            result.state.written_off,
+            strict=False,
+        )
     }
 
 
@@ -598,37 +868,52 @@ def test_dbt_build_on_a_messy_ledger_only_warns_and_agrees_with_the_python_repla
     invocation.wait()
     # chain breaks and orphans make source-data tests warn; nothing errors or fails
     assert invocation.is_successful(), invocation.get_error()
-    statuses = {r["unique_id"]: r["status"]
-                for r in invocation.get_artifact("run_results.json")["results"]}
+    statuses = {
+        r["unique_id"]: r["status"] for r in invocation.get_artifact("run_results.json")["results"]
+    }
     assert set(statuses.values()) <= {"success", "pass", "warn"}
     assert "warn" in statuses.values()
 
     sql_pools = {
-        r["user_id"]: (r["subscription_after"], r["purchased_after"], r["forfeited"],
-                       r["written_off"])
-        for r in query(warehouse, """
+        r["user_id"]: (
+            r["subscription_after"],
+            r["purchased_after"],
+            r["forfeited"],
+            r["written_off"],
+        )
+        for r in query(
+            warehouse,
+            """
             select user_id, subscription_after, purchased_after,
                    sum(forfeited_credits) over (partition by user_id) as forfeited,
                    sum(written_off_credits) over (partition by user_id) as written_off
             from credits.int_credit_replay
             qualify row_number() over (partition by user_id order by credit_history_id desc) = 1
-        """)
+        """,
+        )
     }
     assert sql_pools == python_replay(warehouse)
     # the latest daily closing balance is the replay's two pools together
     closing = {
         r["user_id"]: r["closing_balance"]
-        for r in query(warehouse, """
+        for r in query(
+            warehouse,
+            """
             select user_id, closing_balance from marts.user_credit_daily
             qualify row_number() over (partition by user_id order by balance_date desc) = 1
-        """)
+        """,
+        )
     }
     assert closing == {u: s + p for u, (s, p, _, _) in sql_pools.items()}
     # the hand-checked users are untouched by the others, and re-running gives the same rows
     # (replayed_at, when a row was computed, differs between the two builds by design)
-    for mart, columns, users in (("user_credit_daily", "* exclude (replayed_at)", "user_id in (1, 2)"),
-                                 ("user_credit_trends", "*", "user_id in (1, 2, 3)")):
-        before = query(built_warehouse, f"select {columns} from marts.{mart} where {users} order by all")
+    for mart, columns, users in (
+        ("user_credit_daily", "* exclude (replayed_at)", "user_id in (1, 2)"),
+        ("user_credit_trends", "*", "user_id in (1, 2, 3)"),
+    ):
+        before = query(
+            built_warehouse, f"select {columns} from marts.{mart} where {users} order by all"
+        )
         after = query(warehouse, f"select {columns} from marts.{mart} where {users} order by all")
         assert before == after, mart
 
@@ -646,7 +931,8 @@ def test_dagster_materializes_every_dbt_asset_and_every_check_passes(clean_run):
     assert len(evaluations) == sum(len(list(a.check_specs)) for a in dbt_credit_assets)
     assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
     daily = next(
-        e for e in result.get_asset_materialization_events()
+        e
+        for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey(["marts", "user_credit_daily"])
     )
     assert daily.materialization.metadata["dagster/row_count"].value == len(EXPECTED_DAILY)
@@ -695,7 +981,9 @@ def test_every_dbt_materialization_carries_a_preview_of_its_newest_rows_and_a_ro
         assert preview.startswith("|") or preview == "_no rows_", event.asset_key
         assert "email" not in preview
     daily = next(
-        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["marts", "user_credit_daily"])
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["marts", "user_credit_daily"])
     )
     header = daily.materialization.metadata["preview"].value.splitlines()[0]
     assert "balance_date" in header and "closing_balance" in header

@@ -24,7 +24,9 @@ from credits_pipeline import settings
 from credits_pipeline_tests.harness import assert_same_rows
 
 HISTORY_MONTHS = 6
-PARTITION_DAYS = 100  # the ledger's partitions cover the last 100 days; older rows go to the open slice
+PARTITION_DAYS = (
+    100  # the ledger's partitions cover the last 100 days; older rows go to the open slice
+)
 
 
 def _materialize(tmp_path: Path, source_url: str, **extra_env: str) -> subprocess.CompletedProcess:
@@ -85,25 +87,41 @@ def test_a_full_materialize_of_the_anomalies_demo_reports_exactly_its_manifest(t
     assert {r[0] for r in found} == set(manifest["rules"])
 
     quarantined = {(q["id"], q["column"]) for q in manifest["quarantined"]}
-    rejected = set(_query(tmp_path, "select distinct cast(id as bigint), _column from raw.credit_histories__rejected"))
+    rejected = set(
+        _query(
+            tmp_path,
+            "select distinct cast(id as bigint), _column from raw.credit_histories__rejected",
+        )
+    )
     assert rejected == quarantined
 
     # every user in users has exactly one reconciliation row; drifting users are the manifest's
     users = _query(tmp_path, "select count(*) from raw.users")[0][0]
-    assert _query(tmp_path, "select count(*), count(distinct user_id) from marts.user_balance_reconciliation")[0] == (
+    assert _query(
+        tmp_path, "select count(*), count(distinct user_id) from marts.user_balance_reconciliation"
+    )[0] == (
         users,
         users,
     )
-    drifting = {r[0] for r in _query(tmp_path, "select user_id from marts.user_balance_reconciliation where status = 'drift'")}
+    drifting = {
+        r[0]
+        for r in _query(
+            tmp_path, "select user_id from marts.user_balance_reconciliation where status = 'drift'"
+        )
+    }
     assert drifting == {a[1] for a in expected if a[0] == "balance_drift"}
 
 
-def test_a_clean_demo_reconciles_every_user_ok_with_zero_anomalies_and_matching_daily_balances(tmp_path):
+def test_a_clean_demo_reconciles_every_user_ok_with_zero_anomalies_and_matching_daily_balances(
+    tmp_path,
+):
     url, _ = _generate(tmp_path, anomalies=False)
     run = _materialize(tmp_path, url)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert _query(tmp_path, "select count(*) from marts.ledger_anomalies") == [(0,)]
-    assert _query(tmp_path, "select distinct status from marts.user_balance_reconciliation") == [("ok",)]
+    assert _query(tmp_path, "select distinct status from marts.user_balance_reconciliation") == [
+        ("ok",)
+    ]
     # the daily mart's latest closing balance is the stored balance of both pools
     mismatches = _query(
         tmp_path,
@@ -127,26 +145,47 @@ def test_a_clean_demo_reconciles_every_user_ok_with_zero_anomalies_and_matching_
 def test_materialize_exits_non_zero_with_one_clear_message_when_the_source_is_unreachable(tmp_path):
     run = _materialize(tmp_path, "mysql+pymysql://reader:hunter2-secret@127.0.0.1:1/syllaby_v2")
     assert run.returncode == 1
-    assert "cannot connect to the source database mysql+pymysql://127.0.0.1:1/syllaby_v2" in run.stderr
+    assert (
+        "cannot connect to the source database mysql+pymysql://127.0.0.1:1/syllaby_v2" in run.stderr
+    )
     assert "hunter2" not in run.stdout + run.stderr
     assert "Traceback" not in run.stderr
 
 
-def test_with_blocking_on_an_error_check_holds_back_only_the_revenue_mart_and_still_exits_zero(tmp_path):
+def test_with_blocking_on_an_error_check_holds_back_only_the_revenue_mart_and_still_exits_zero(
+    tmp_path,
+):
     url, _ = _generate(tmp_path, anomalies=True)
     run = _materialize(tmp_path, url, **{settings.BLOCK_REVENUE_ON_ERROR_VAR: "true"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "held back by blocking ERROR checks" in run.stdout
-    marts = {r[0] for r in _query(tmp_path, "select table_name from information_schema.tables where table_schema = 'marts'")}
+    marts = {
+        r[0]
+        for r in _query(
+            tmp_path,
+            "select table_name from information_schema.tables where table_schema = 'marts'",
+        )
+    }
     assert "revenue_attribution" not in marts
-    assert {"ledger_anomalies", "user_balance_reconciliation", "user_credit_daily", "plan_utilization"} <= marts
+    assert {
+        "ledger_anomalies",
+        "user_balance_reconciliation",
+        "user_credit_daily",
+        "plan_utilization",
+    } <= marts
 
 
 # The relations a daily run keeps (the reconciliation's two and dbt's), and how to order them.
 NEXT_DAY_COMPARED = (
-    "marts.user_balance_reconciliation", "marts.ledger_anomalies", "credits.int_credit_replay",
-    "marts.user_credit_daily", "marts.user_credit_trends", "marts.service_efficiency",
-    "marts.plan_utilization", "marts.revenue_attribution", "marts.credit_cohorts",
+    "marts.user_balance_reconciliation",
+    "marts.ledger_anomalies",
+    "credits.int_credit_replay",
+    "marts.user_credit_daily",
+    "marts.user_credit_trends",
+    "marts.service_efficiency",
+    "marts.plan_utilization",
+    "marts.revenue_attribution",
+    "marts.credit_cohorts",
 )
 RUN_COLUMNS = ("replayed_at", "first_detected_at")  # each run's own time; since-when memory
 
@@ -179,9 +218,13 @@ def _write_the_next_day(source: Path, day: dt.datetime) -> None:
             new[0] = next_id + k if k else 0  # the first copy is the late commit, id 0
             stamp = (day + dt.timedelta(minutes=10 * (k + 1))).strftime("%Y-%m-%d %H:%M:%S.%f")
             new[at[0]] = new[at[1]] = stamp
-            con.execute(f"insert into credit_histories ({', '.join(columns)}) values ({marks})", new)
-        con.execute("update users set remaining_credit_amount = remaining_credit_amount + 7"
-                    " where id = (select min(id) from users)")
+            con.execute(
+                f"insert into credit_histories ({', '.join(columns)}) values ({marks})", new
+            )
+        con.execute(
+            "update users set remaining_credit_amount = remaining_credit_amount + 7"
+            " where id = (select min(id) from users)"
+        )
         con.commit()
     finally:
         con.close()
@@ -213,9 +256,12 @@ def test_the_next_days_materialize_resumes_everywhere_and_equals_a_full_build(tm
         # floats summed in another order may differ in the last bits
         assert_same_rows(resumed, _relation_rows(full / "warehouse.duckdb", relation), relation)
     # and it did resume: the reconciliation's replay and dbt's replay each read a fraction
-    (mode, through), = _query(daily, "select mode, through_id from credits._replay_checkpoint")
+    ((mode, _through),) = _query(daily, "select mode, through_id from credits._replay_checkpoint")
     assert mode == "resumed"
     total = _query(daily, "select count(*) from credits.int_credit_replay")[0][0]
-    latest = _query(daily, "select count(*) from credits.int_credit_replay_delta where replayed_at ="
-                           " (select max(replayed_at) from credits.int_credit_replay_delta)")[0][0]
+    latest = _query(
+        daily,
+        "select count(*) from credits.int_credit_replay_delta where replayed_at ="
+        " (select max(replayed_at) from credits.int_credit_replay_delta)",
+    )[0][0]
     assert 6 <= latest < total / 2

@@ -47,21 +47,27 @@ def _assert_everything_extracted(warehouse: str) -> None:
         "select id from raw.credit_histories union all select id from raw.credit_histories__open order by 1",
     )
     assert [r[0] for r in ledger_ids] == [1, 2, 3, 4, 5]
-    assert query(warehouse, "select id, remaining_credit_amount, extra_credits from raw.users order by id") == [
+    assert query(
+        warehouse, "select id, remaining_credit_amount, extra_credits from raw.users order by id"
+    ) == [
         (1, 470, 0),
         (2, 500, 100),
     ]
     assert query(warehouse, "select count(*) from raw.credit_events")[0][0] == 3
 
 
-def test_sqlite_extraction_loads_every_ledger_row_including_a_null_created_at(instance, warehouse, sqlite_url):
+def test_sqlite_extraction_loads_every_ledger_row_including_a_null_created_at(
+    instance, warehouse, sqlite_url
+):
     write_source(sqlite_url)
     result = run_extraction(instance, sqlite_url, warehouse)
     assert result.success, step_failure_messages(result)
     _assert_everything_extracted(warehouse)
     # the NULL created_at row went to the open slice, read at the consistent cut
     assert query(warehouse, "select id from raw.credit_histories__open") == [(5,)]
-    assert query(warehouse, "select _partition, count(*) from raw.credit_histories group by 1 order by 1") == [
+    assert query(
+        warehouse, "select _partition, count(*) from raw.credit_histories group by 1 order by 1"
+    ) == [
         (ts(0).date(), 1),
         (ts(1).date(), 2),
         (ts(2).date(), 1),
@@ -69,7 +75,9 @@ def test_sqlite_extraction_loads_every_ledger_row_including_a_null_created_at(in
 
 
 @pytest.mark.mysql
-def test_mariadb_extraction_gives_the_same_warehouse_as_sqlite(instance, warehouse, fresh_mysql_url):
+def test_mariadb_extraction_gives_the_same_warehouse_as_sqlite(
+    instance, warehouse, fresh_mysql_url
+):
     write_source(fresh_mysql_url)
     result = run_extraction(instance, fresh_mysql_url, warehouse)
     assert result.success, step_failure_messages(result)
@@ -77,7 +85,9 @@ def test_mariadb_extraction_gives_the_same_warehouse_as_sqlite(instance, warehou
 
 
 @pytest.mark.postgres
-def test_postgresql_extraction_gives_the_same_warehouse_as_sqlite(instance, warehouse, fresh_postgres_url):
+def test_postgresql_extraction_gives_the_same_warehouse_as_sqlite(
+    instance, warehouse, fresh_postgres_url
+):
     write_source(fresh_postgres_url)
     result = run_extraction(instance, fresh_postgres_url, warehouse)
     assert result.success, step_failure_messages(result)
@@ -104,7 +114,9 @@ def test_rematerializing_a_partition_range_changes_nothing(instance, warehouse, 
     assert run_extraction(instance, sqlite_url, warehouse).success
     before = warehouse_fingerprint(warehouse)
     assert run_extraction(instance, sqlite_url, warehouse).success
-    assert run_extraction(instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-02").success
+    assert run_extraction(
+        instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-02"
+    ).success
     assert warehouse_fingerprint(warehouse) == before
 
 
@@ -113,8 +125,12 @@ def test_reloading_a_partition_replaces_exactly_that_day(instance, warehouse, sq
     assert run_extraction(instance, sqlite_url, warehouse).success
     with engine.begin() as conn:  # the application corrects a row of day 2 (it should not, but may)
         conn.execute(sa.text("update credit_histories set description = 'fixed' where id = 3"))
-        conn.execute(sa.text("update credit_histories set description = 'not reloaded' where id = 1"))
-    assert run_extraction(instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-02").success
+        conn.execute(
+            sa.text("update credit_histories set description = 'not reloaded' where id = 1")
+        )
+    assert run_extraction(
+        instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-02"
+    ).success
     rows = dict(query(warehouse, "select id, description from raw.credit_histories"))
     assert rows[3] == "fixed" and rows[1] is None and len(rows) == 4
 
@@ -130,10 +146,18 @@ def test_rows_the_warehouse_cannot_hold_are_quarantined_with_a_reason_and_nothin
         conn.execute(sa.text("update credit_histories set amount = 'fifteen' where id = 3"))
     result = run_extraction(instance, sqlite_url, warehouse)
     assert result.success, step_failure_messages(result)
-    rejected = query(warehouse, "select id, _column, _reason from raw.credit_histories__rejected order by id")
+    rejected = query(
+        warehouse, "select id, _column, _reason from raw.credit_histories__rejected order by id"
+    )
     assert [(r[0], r[1]) for r in rejected] == [("2", "meta"), ("3", "amount")]
     assert "malformed JSON" in rejected[0][2] and "fifteen" in rejected[1][2]
-    loaded = [r[0] for r in query(warehouse, "select id from raw.credit_histories union all select id from raw.credit_histories__open order by 1")]
+    loaded = [
+        r[0]
+        for r in query(
+            warehouse,
+            "select id from raw.credit_histories union all select id from raw.credit_histories__open order by 1",
+        )
+    ]
     assert loaded == [1, 4, 5, 6]  # 6 rows read = 4 loaded + 2 quarantined
     check = check_results(result)[("raw/credit_histories", VALIDATION_CHECK)]
     assert not check.passed
@@ -141,7 +165,9 @@ def test_rows_the_warehouse_cannot_hold_are_quarantined_with_a_reason_and_nothin
     assert "event_type" in check.metadata["domain_warnings"].value
 
 
-def test_a_load_that_fails_midway_leaves_the_previous_warehouse_intact(instance, warehouse, sqlite_url, monkeypatch):
+def test_a_load_that_fails_midway_leaves_the_previous_warehouse_intact(
+    instance, warehouse, sqlite_url, monkeypatch
+):
     engine = write_source(sqlite_url)
     assert run_extraction(instance, sqlite_url, warehouse).success
     before = warehouse_fingerprint(warehouse)
@@ -152,28 +178,40 @@ def test_a_load_that_fails_midway_leaves_the_previous_warehouse_intact(instance,
         raise RuntimeError("disk full while writing the quarantine")
 
     monkeypatch.setattr(raw_tables.Stager, "_insert_rejected", explode)
-    result = run_extraction(instance, sqlite_url, warehouse, selection=[dg.AssetKey(["raw", "credit_histories"])])
+    result = run_extraction(
+        instance, sqlite_url, warehouse, selection=[dg.AssetKey(["raw", "credit_histories"])]
+    )
     assert not result.success
     assert warehouse_fingerprint(warehouse) == before
 
 
-def test_a_source_missing_a_column_fails_with_one_message_naming_table_and_column(instance, warehouse, sqlite_url):
+def test_a_source_missing_a_column_fails_with_one_message_naming_table_and_column(
+    instance, warehouse, sqlite_url
+):
     engine = write_source(sqlite_url)
     with engine.begin() as conn:
         conn.execute(sa.text("alter table credit_histories drop column meta"))
     result = run_extraction(instance, sqlite_url, warehouse)
     assert not result.success
     messages = step_failure_messages(result)
-    assert any("syllaby_v2.credit_histories: column meta is missing" in m for m in messages), messages
+    assert any("syllaby_v2.credit_histories: column meta is missing" in m for m in messages), (
+        messages
+    )
     assert not any("Traceback" in m for m in messages)
 
 
-def test_an_unreachable_source_fails_with_one_clear_message_without_credentials(instance, warehouse):
+def test_an_unreachable_source_fails_with_one_clear_message_without_credentials(
+    instance, warehouse
+):
     url = "mysql+pymysql://reader:s3cret-pass@127.0.0.1:1/syllaby_v2"
-    result = run_extraction(instance, url, warehouse, selection=[dg.AssetKey(["raw", "credit_events"])])
+    result = run_extraction(
+        instance, url, warehouse, selection=[dg.AssetKey(["raw", "credit_events"])]
+    )
     assert not result.success
     [message] = step_failure_messages(result)
-    assert message.startswith("cannot connect to the source database mysql+pymysql://127.0.0.1:1/syllaby_v2")
+    assert message.startswith(
+        "cannot connect to the source database mysql+pymysql://127.0.0.1:1/syllaby_v2"
+    )
     assert "s3cret" not in message and "reader" not in message
 
 
@@ -191,22 +229,36 @@ def test_a_row_written_after_the_closed_days_were_loaded_is_read_in_the_consiste
             )
         )
         conn.execute(sa.text("update users set remaining_credit_amount = 455 where id = 1"))
-    keys = [dg.AssetKey(["raw", t]) for t in ("users", "credit_histories__open", "extraction_cutoff")]
+    keys = [
+        dg.AssetKey(["raw", t]) for t in ("users", "credit_histories__open", "extraction_cutoff")
+    ]
     assert run_extraction(instance, sqlite_url, warehouse, selection=keys).success
     assert query(warehouse, "select id from raw.credit_histories__open order by id") == [(5,), (7,)]
-    assert query(warehouse, "select remaining_credit_amount from raw.users where id = 1") == [(455,)]
-    closed_before, max_id = query(warehouse, "select ledger_closed_before, ledger_closed_max_id from raw.extraction_cutoff")[0]
+    assert query(warehouse, "select remaining_credit_amount from raw.users where id = 1") == [
+        (455,)
+    ]
+    closed_before, max_id = query(
+        warehouse, "select ledger_closed_before, ledger_closed_max_id from raw.extraction_cutoff"
+    )[0]
     # the mark moved to the snapshot's highest id: the late row is now also held by its own day
     assert closed_before.date().isoformat() == "2025-01-06" and max_id == 7
-    assert query(warehouse, "select _partition from raw.credit_histories where id = 7") == [(dt.date(2025, 1, 2),)]
+    assert query(warehouse, "select _partition from raw.credit_histories where id = 7") == [
+        (dt.date(2025, 1, 2),)
+    ]
 
 
-def test_content_tables_merge_changed_rows_by_id_after_the_first_full_read(instance, warehouse, sqlite_url):
+def test_content_tables_merge_changed_rows_by_id_after_the_first_full_read(
+    instance, warehouse, sqlite_url
+):
     engine = write_source(sqlite_url)
     key = [dg.AssetKey(["raw", "videos"])]
     assert run_extraction(instance, sqlite_url, warehouse, selection=key).success
     with engine.begin() as conn:
-        conn.execute(sa.text("update videos set status = 'completed', updated_at = '2025-01-03 00:00:00' where id = 1"))
+        conn.execute(
+            sa.text(
+                "update videos set status = 'completed', updated_at = '2025-01-03 00:00:00' where id = 1"
+            )
+        )
         conn.execute(
             sa.text(
                 "insert into videos (id, user_id, type, status, exports, retries, created_at, updated_at) "
@@ -215,16 +267,27 @@ def test_content_tables_merge_changed_rows_by_id_after_the_first_full_read(insta
         )
     result = run_extraction(instance, sqlite_url, warehouse, selection=key)
     assert result.success
-    assert query(warehouse, "select id, status from raw.videos order by id") == [(1, "completed"), (2, "draft")]
+    assert query(warehouse, "select id, status from raw.videos order by id") == [
+        (1, "completed"),
+        (2, "draft"),
+    ]
     mat = result.asset_materializations_for_node("raw__videos")[0]
     assert mat.metadata["extraction_mode"].value == "incremental"
 
 
-def test_a_quarantined_ledger_row_is_quarantined_once_whatever_range_reads_it(instance, warehouse, sqlite_url):
+def test_a_quarantined_ledger_row_is_quarantined_once_whatever_range_reads_it(
+    instance, warehouse, sqlite_url
+):
     ledger = clean_ledger()
     ledger[2]["meta"] = "{broken"  # id 3, created on day 2
     write_source(sqlite_url, ledger)
     assert run_extraction(instance, sqlite_url, warehouse).success  # days 1..5
-    assert run_extraction(instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-03").success
-    assert run_extraction(instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-02").success
-    assert query(warehouse, "select id, _partition from raw.credit_histories__rejected") == [("3", "2025-01-02")]
+    assert run_extraction(
+        instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-03"
+    ).success
+    assert run_extraction(
+        instance, sqlite_url, warehouse, first="2025-01-02", last="2025-01-02"
+    ).success
+    assert query(warehouse, "select id, _partition from raw.credit_histories__rejected") == [
+        ("3", "2025-01-02")
+    ]

@@ -28,7 +28,9 @@ from credits_pipeline_tests.harness import ledger_row, ts, write_source
 
 SERVERS = {
     "mysql": os.environ.get("CREDITS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/"),
-    "postgresql": os.environ.get("CREDITS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
+    "postgresql": os.environ.get(
+        "CREDITS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    ),
 }
 WHERE = "created_at >= :start AND created_at < :end"
 PARAMS = {"start": ts(0), "end": ts(3)}
@@ -49,7 +51,11 @@ def _fresh_database(family: str) -> Iterator[str]:
     with server.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     try:
-        yield sa.engine.make_url(SERVERS[family]).set(database=name).render_as_string(hide_password=False)
+        yield (
+            sa.engine.make_url(SERVERS[family])
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
     finally:
         with server.connect() as conn:
             force = " WITH (FORCE)" if family == "postgresql" else ""
@@ -71,15 +77,28 @@ def varied_ledger(family: str) -> list[dict]:
     """Rows that exercise every column kind: NULLs, unicode, JSON, big ids, domain oddities."""
     rows = [
         ledger_row(1, 1, 1, 500, 0, ts(0, 1), meta='{"credits": 500, "note": "crédit ✓"}'),
-        ledger_row(2, 1, 2, 15, 500, ts(0, 23.5), creditable_type="faceless", creditable_id=7,
-                   description="Faceless video «generated»", label="faceless_video_generated", meta=None),
+        ledger_row(
+            2,
+            1,
+            2,
+            15,
+            500,
+            ts(0, 23.5),
+            creditable_type="faceless",
+            creditable_id=7,
+            description="Faceless video «generated»",
+            label="faceless_video_generated",
+            meta=None,
+        ),
         ledger_row(3, 2, 1, 500, 0, ts(1, 3), event_type=3),  # a domain warning, loaded
         ledger_row(2**40, 2, 3, 0, 100, ts(1, 4), calculative_index=0, meta="[]", updated_at=None),
         ledger_row(2**40 + 1, 3, 2, 7, 7, ts(2, 12.5), description="O'Reilly \\ 100% ; --"),
         ledger_row(2**40 + 2, 3, 2, 7, 0, ts(5)),  # outside the partition range: not read
         ledger_row(2**40 + 3, 3, 2, 7, 0, None),  # NULL created_at: not read either
     ]
-    if family == "postgresql":  # MariaDB's JSON CHECK refuses it at insert; PostgreSQL's TEXT does not
+    if (
+        family == "postgresql"
+    ):  # MariaDB's JSON CHECK refuses it at insert; PostgreSQL's TEXT does not
         rows.append(ledger_row(2**40 + 4, 4, 2, 1, 1, ts(2, 13), meta="{not json"))
     return rows
 
@@ -92,7 +111,10 @@ def _rows(batches) -> list[dict]:
             out += batch.to_pylist()
         else:
             # the robust frames hold the driver's objects; pandas shows a missing one as None or NaN
-            out += [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in batch.to_dict("records")]
+            out += [
+                {k: (None if pd.isna(v) else v) for k, v in r.items()}
+                for r in batch.to_dict("records")
+            ]
     return out
 
 
@@ -141,7 +163,9 @@ def _staged(batches) -> tuple[list[tuple], list[tuple], dict]:
         for k, v in batch.domain_warnings.items():
             warnings[k] = warnings.get(k, 0) + v
     rows = con.execute(f"select * from {stager.stage} order by id").fetchall()
-    rejected = con.execute(f"select id, _column, {REASON_COLUMN} from {stager.stage_rejected} order by id").fetchall()
+    rejected = con.execute(
+        f"select id, _column, {REASON_COLUMN} from {stager.stage_rejected} order by id"
+    ).fetchall()
     con.close()
     return rows, rejected, warnings
 
@@ -168,17 +192,23 @@ def test_fast_path_reads_exactly_what_the_sqlalchemy_path_reads(source_url):
     family = fast_reader.dialect_family(source_url)
     write_source(source_url, varied_ledger(family))
     fast = list(
-        fast_reader.read_batches(source_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=_no_fallback)
+        fast_reader.read_batches(
+            source_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=_no_fallback
+        )
     )
     robust = _robust(source_url)
 
     assert all(isinstance(b, pa.Table) and b.num_rows <= SMALL_BATCH for b in fast)
     # same rows, same order, same values of the same Python types (naive UTC datetimes, ints, str)
     assert _typed(_rows(fast)) == _typed(_as_python(_rows(robust)))
-    assert [r["id"] for r in _rows(fast)] == [1, 2, 3, 2**40, 2**40 + 1] + ([2**40 + 4] if family == "postgresql" else [])
+    assert [r["id"] for r in _rows(fast)] == [1, 2, 3, 2**40, 2**40 + 1] + (
+        [2**40 + 4] if family == "postgresql" else []
+    )
     assert _staged(fast) == _staged(robust)  # same warehouse rows, quarantine and warnings
     rows, rejected, warnings = _staged(fast)
-    assert rows[1][-2] == ts(0, 23.5) and all(isinstance(v, dt.datetime) for v in (r[-2] for r in rows))
+    assert rows[1][-2] == ts(0, 23.5) and all(
+        isinstance(v, dt.datetime) for v in (r[-2] for r in rows)
+    )
     assert warnings == {"event_type: isin([1, 2])": 1}
     if family == "postgresql":
         assert rejected == [(str(2**40 + 4), "meta", "meta: malformed JSON text '{not json'")]
@@ -190,11 +220,21 @@ def test_fast_path_reads_exactly_what_the_sqlalchemy_path_reads(source_url):
 def test_mysql_timestamps_are_read_in_a_utc_session(mariadb_url, monkeypatch):
     """MySQL converts TIMESTAMP to the session's zone and connectorx returns what it is sent."""
     write_source(mariadb_url, varied_ledger("mysql"))
-    utc = _rows(fast_reader.read_batches(mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, on_fallback=_no_fallback))
+    utc = _rows(
+        fast_reader.read_batches(
+            mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, on_fallback=_no_fallback
+        )
+    )
     assert utc[0]["created_at"] == ts(0, 1)
     monkeypatch.setitem(fast_reader.UTC_SESSION, "mysql", ["SET time_zone = '+05:00'"])
-    shifted = _rows(fast_reader.read_batches(mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, on_fallback=_no_fallback))
-    assert shifted[0]["created_at"] == ts(0, 1) + dt.timedelta(hours=5)  # so the UTC statement is load-bearing
+    shifted = _rows(
+        fast_reader.read_batches(
+            mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, on_fallback=_no_fallback
+        )
+    )
+    assert shifted[0]["created_at"] == ts(0, 1) + dt.timedelta(
+        hours=5
+    )  # so the UTC statement is load-bearing
 
 
 # -- literal rendering: connectorx takes no bound parameters --------------------------------------
@@ -202,11 +242,18 @@ def test_mysql_timestamps_are_read_in_a_utc_session(mariadb_url, monkeypatch):
 
 def test_datetime_and_int_parameters_render_as_typed_literals():
     sql = fast_reader.render_sql(
-        "mysql", CREDIT_HISTORIES, "created_at >= :start AND id > :after", {"start": dt.datetime(2025, 1, 2, 3, 4, 5), "after": 41}
+        "mysql",
+        CREDIT_HISTORIES,
+        "created_at >= :start AND id > :after",
+        {"start": dt.datetime(2025, 1, 2, 3, 4, 5), "after": 41},
     )
     assert sql.endswith("WHERE created_at >= '2025-01-02 03:04:05' AND id > 41 ORDER BY id")
-    assert sql.startswith("SELECT id, user_id, credit_events_id, ")  # the contract's columns, by name
-    pg = fast_reader.render_sql("postgresql", CREDIT_HISTORIES, "created_at < :end", {"end": dt.datetime(2025, 1, 3)})
+    assert sql.startswith(
+        "SELECT id, user_id, credit_events_id, "
+    )  # the contract's columns, by name
+    pg = fast_reader.render_sql(
+        "postgresql", CREDIT_HISTORIES, "created_at < :end", {"end": dt.datetime(2025, 1, 3)}
+    )
     assert "created_at < '2025-01-03 00:00:00'" in pg and '"id"' not in pg
 
 
@@ -214,13 +261,20 @@ def test_rendering_is_injection_safe_and_refuses_what_it_cannot_render():
     hostile = "x' OR '1'='1'; DROP TABLE users; -- \\"
     sql = fast_reader.render_sql("mysql", CREDIT_HISTORIES, "label = :label", {"label": hostile})
     assert "label = 'x'' OR ''1''=''1''; DROP TABLE users; -- \\\\' ORDER BY id" in sql
-    assert "100%" in fast_reader.render_sql("mysql", CREDIT_HISTORIES, "label <> '100%' AND id > :n", {"n": 1})
+    assert "100%" in fast_reader.render_sql(
+        "mysql", CREDIT_HISTORIES, "label <> '100%' AND id > :n", {"n": 1}
+    )
     with pytest.raises(TypeError):
         fast_reader.render_sql("mysql", CREDIT_HISTORIES, "id > :n", {"n": None})
     with pytest.raises(TypeError):
         fast_reader.render_sql("mysql", CREDIT_HISTORIES, "id > :n", {"n": object()})
     with pytest.raises(TypeError):  # aware datetimes would be rendered in their own zone
-        fast_reader.render_sql("mysql", CREDIT_HISTORIES, "created_at > :t", {"t": dt.datetime(2025, 1, 1, tzinfo=dt.UTC)})
+        fast_reader.render_sql(
+            "mysql",
+            CREDIT_HISTORIES,
+            "created_at > :t",
+            {"t": dt.datetime(2025, 1, 1, tzinfo=dt.UTC)},
+        )
     with pytest.raises(KeyError):
         fast_reader.render_sql("mysql", CREDIT_HISTORIES, "id > :missing", {})
 
@@ -230,23 +284,40 @@ def test_a_hostile_string_parameter_is_only_a_value_on_the_server(mariadb_url):
     write_source(mariadb_url, varied_ledger("mysql"))
     hostile = "x' OR '1'='1"
     rows = _rows(
-        fast_reader.read_batches(mariadb_url, CREDIT_HISTORIES, "label = :label", {"label": hostile}, on_fallback=_no_fallback)
+        fast_reader.read_batches(
+            mariadb_url,
+            CREDIT_HISTORIES,
+            "label = :label",
+            {"label": hostile},
+            on_fallback=_no_fallback,
+        )
     )
     assert rows == []
     real = "O'Reilly \\ 100% ; --"
     rows = _rows(
-        fast_reader.read_batches(mariadb_url, CREDIT_HISTORIES, "description = :d", {"d": real}, on_fallback=_no_fallback)
+        fast_reader.read_batches(
+            mariadb_url, CREDIT_HISTORIES, "description = :d", {"d": real}, on_fallback=_no_fallback
+        )
     )
     assert [r["id"] for r in rows] == [2**40 + 1]
 
 
 def test_connectorx_urls_are_translated_and_never_logged():
-    assert fast_reader.connectorx_url("mysql+pymysql://u:s3cret@db:3306/syllaby_v2") == "mysql://u:s3cret@db:3306/syllaby_v2"
-    assert fast_reader.connectorx_url("postgresql+psycopg://u:s3cret@db/s") == "postgresql://u:s3cret@db/s"
+    assert (
+        fast_reader.connectorx_url("mysql+pymysql://u:s3cret@db:3306/syllaby_v2")
+        == "mysql://u:s3cret@db:3306/syllaby_v2"
+    )
+    assert (
+        fast_reader.connectorx_url("postgresql+psycopg://u:s3cret@db/s")
+        == "postgresql://u:s3cret@db/s"
+    )
     assert fast_reader.connectorx_url("mariadb+pymysql://u@db/s") == "mysql://u@db/s"
     assert not fast_reader.supports("sqlite:///x.sqlite")
     reason = fast_reader._fallback_reason(
-        "mysql+pymysql://u:s3cret@db/s", CREDIT_HISTORIES, RuntimeError("cannot connect to mysql://u:s3cret@db/s"), 9
+        "mysql+pymysql://u:s3cret@db/s",
+        CREDIT_HISTORIES,
+        RuntimeError("cannot connect to mysql://u:s3cret@db/s"),
+        9,
     )
     assert "s3cret" not in reason and "after id 9" in reason
 
@@ -267,7 +338,11 @@ def test_falls_back_to_sqlalchemy_when_connectorx_fails_to_start(mariadb_url, mo
 
     monkeypatch.setattr(fast_reader, "_stream", broken)
     reasons: list[str] = []
-    batches = list(fast_reader.read_batches(mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=reasons.append))
+    batches = list(
+        fast_reader.read_batches(
+            mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=reasons.append
+        )
+    )
     assert len(reasons) == 1 and "from the start" in reasons[0] and "0000-00-00" in reasons[0]
     assert all(isinstance(b, pd.DataFrame) for b in batches)
     assert _as_python(_rows(batches)) == _as_python(_rows(_robust(mariadb_url)))
@@ -289,8 +364,14 @@ def test_a_failure_mid_stream_resumes_after_the_last_delivered_id(mariadb_url, m
 
     monkeypatch.setattr(fast_reader, "_stream", fails_after_first_batch)
     reasons: list[str] = []
-    batches = list(fast_reader.read_batches(mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=reasons.append))
-    assert [type(b) for b in batches][:1] == [pa.Table] and all(isinstance(b, pd.DataFrame) for b in batches[1:])
+    batches = list(
+        fast_reader.read_batches(
+            mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=reasons.append
+        )
+    )
+    assert [type(b) for b in batches][:1] == [pa.Table] and all(
+        isinstance(b, pd.DataFrame) for b in batches[1:]
+    )
     assert len(reasons) == 1 and "after id 2" in reasons[0]
     # nothing lost, nothing read twice
     assert _as_python(_rows(batches)) == _as_python(_rows(_robust(mariadb_url)))
@@ -300,7 +381,11 @@ def test_a_failure_mid_stream_resumes_after_the_last_delivered_id(mariadb_url, m
 def test_sqlite_takes_the_robust_path(tmp_path):
     url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
     write_source(url, varied_ledger("sqlite"))
-    batches = list(fast_reader.read_batches(url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=_no_fallback))
+    batches = list(
+        fast_reader.read_batches(
+            url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=_no_fallback
+        )
+    )
     assert all(isinstance(b, pd.DataFrame) for b in batches)
     assert [r["id"] for r in _rows(batches)] == [1, 2, 3, 2**40, 2**40 + 1]
 
@@ -310,6 +395,10 @@ def test_chunked_queries_read_every_row_once(mariadb_url, monkeypatch):
     """connectorx buffers a whole result ahead, so reads are split into `id > last LIMIT n` queries."""
     write_source(mariadb_url, varied_ledger("mysql"))
     monkeypatch.setattr(fast_reader, "CHUNK_BATCHES", 1)  # two-row queries over five rows
-    batches = list(fast_reader.read_batches(mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=_no_fallback))
+    batches = list(
+        fast_reader.read_batches(
+            mariadb_url, CREDIT_HISTORIES, WHERE, PARAMS, SMALL_BATCH, on_fallback=_no_fallback
+        )
+    )
     assert [b.num_rows for b in batches] == [2, 2, 1]
     assert _typed(_rows(batches)) == _typed(_as_python(_rows(_robust(mariadb_url))))

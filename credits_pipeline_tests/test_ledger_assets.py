@@ -16,16 +16,16 @@ import dagster as dg
 import duckdb
 import pytest
 
+from credits_pipeline import check_metadata as cm
+from credits_pipeline.alerts import channels as ch
 from credits_pipeline.ledger import (
     ANOMALIES_KEY,
     CHECK_NAMES,
     RECONCILIATION_KEY,
     build_reconciliation_assets,
     reconciliation_assets,
+    report,
 )
-from credits_pipeline import check_metadata as cm
-from credits_pipeline.alerts import channels as ch
-from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.assets import (
     NON_OK_METADATA_KEY,
@@ -71,16 +71,22 @@ def build_warehouse(path):
             (1, 485::bigint, 100::bigint), (2, 365, 0), (3, null, 0)
         ) as t(id, remaining_credit_amount, extra_credits)
     """)
-    con.execute("create table raw.facelesses as select 1::bigint as id, 2::bigint as user_id, "
-                "1::bigint as video_id")
-    con.execute("create table raw.videos as select 1::bigint as id, 2::bigint as user_id, "
-                "'faceless' as type, 'completed' as status")
+    con.execute(
+        "create table raw.facelesses as select 1::bigint as id, 2::bigint as user_id, "
+        "1::bigint as video_id"
+    )
+    con.execute(
+        "create table raw.videos as select 1::bigint as id, 2::bigint as user_id, "
+        "'faceless' as type, 'completed' as status"
+    )
     con.execute("create table raw.real_clones (id bigint, user_id bigint, status varchar)")
     con.execute("create table raw.speeches (id bigint, user_id bigint, status varchar)")
     con.execute("create table raw.users__rejected (id varchar, _column varchar, _reason varchar)")
-    con.execute("create table raw.extraction_cutoff as select timestamp '2025-06-01 00:00:00' "
-                "as cutoff_at, timestamp '2025-06-01' as ledger_closed_before, "
-                "7::bigint as ledger_closed_max_id")
+    con.execute(
+        "create table raw.extraction_cutoff as select timestamp '2025-06-01 00:00:00' "
+        "as cutoff_at, timestamp '2025-06-01' as ledger_closed_before, "
+        "7::bigint as ledger_closed_max_id"
+    )
     con.close()
 
 
@@ -139,8 +145,10 @@ def test_the_reconciliation_assets_write_both_relations_and_report_all_13_checks
     assert set(evaluations) == set(CHECK_NAMES.values())
     failed = {name for name, e in evaluations.items() if not e.passed}
     assert failed == {
-        CHECK_NAMES[rc.CHAIN_BREAK], CHECK_NAMES[rc.OVERDRAFT_WRITEOFF],
-        CHECK_NAMES[rc.ORPHAN_USER], CHECK_NAMES[rc.TIMESTAMP_ORDER],
+        CHECK_NAMES[rc.CHAIN_BREAK],
+        CHECK_NAMES[rc.OVERDRAFT_WRITEOFF],
+        CHECK_NAMES[rc.ORPHAN_USER],
+        CHECK_NAMES[rc.TIMESTAMP_ORDER],
     }
     chain = evaluations[CHECK_NAMES[rc.CHAIN_BREAK]]
     assert chain.asset_key == RECONCILIATION_KEY
@@ -169,8 +177,10 @@ def test_the_reconciliation_assets_write_both_relations_and_report_all_13_checks
 def test_rerunning_on_unchanged_data_gives_identical_rows(warehouse, tmp_path):
     def snapshot():
         with duckdb.connect(warehouse.path, read_only=True) as con:
-            return (con.execute("select * from marts.ledger_anomalies").fetchall(),
-                    con.execute("select * from marts.user_balance_reconciliation").fetchall())
+            return (
+                con.execute("select * from marts.ledger_anomalies").fetchall(),
+                con.execute("select * from marts.user_balance_reconciliation").fetchall(),
+            )
 
     def replay_metadata(result):
         mats = {m.asset_key: m for m in result.get_asset_materialization_events()}
@@ -188,17 +198,25 @@ def test_rerunning_on_unchanged_data_gives_identical_rows(warehouse, tmp_path):
 
 
 def test_checks_are_non_blocking_by_default_and_blocking_only_for_money_rules_on_request():
-    default = {k.name: s for k, s in
-               zip(reconciliation_assets[0].check_keys, reconciliation_assets[0].check_specs)}
+    default = {
+        k.name: s
+        for k, s in zip(
+            reconciliation_assets[0].check_keys, reconciliation_assets[0].check_specs, strict=False
+        )
+    }
     assert all(not spec.blocking for spec in reconciliation_assets[0].check_specs)
     assert len(default) == 13
     blocking = build_reconciliation_assets(blocking=True)
     blocked = {spec.name for spec in blocking.check_specs if spec.blocking}
     assert blocked == {CHECK_NAMES[c] for c in rc.MONEY_RULES}
-    assert rc.MONEY_RULES == {
-        rc.CHAIN_BREAK, rc.BALANCE_DRIFT, rc.OVERDRAFT_WRITEOFF, rc.EXCESS_REFUND,
-        rc.DOUBLE_CHARGE, rc.PRICING_MISMATCH,
-    }
+    assert {
+        rc.CHAIN_BREAK,
+        rc.BALANCE_DRIFT,
+        rc.OVERDRAFT_WRITEOFF,
+        rc.EXCESS_REFUND,
+        rc.DOUBLE_CHARGE,
+        rc.PRICING_MISMATCH,
+    } == rc.MONEY_RULES
 
 
 def test_the_assets_declare_their_upstream_keys_group_and_kinds():
@@ -208,10 +226,16 @@ def test_the_assets_declare_their_upstream_keys_group_and_kinds():
         assert spec.group_name == rc.GROUP_NAME
         assert set(spec.kinds) == {"duckdb", "python"}
         assert {d.asset_key for d in spec.deps} == {
-            dg.AssetKey(k) for k in (
-                ["credits", "credit_histories"], ["credits", "credit_events"], ["raw", "users"],
-                ["raw", "facelesses"], ["raw", "videos"], ["raw", "real_clones"],
-                ["raw", "speeches"], ["raw", "extraction_cutoff"],
+            dg.AssetKey(k)
+            for k in (
+                ["credits", "credit_histories"],
+                ["credits", "credit_events"],
+                ["raw", "users"],
+                ["raw", "facelesses"],
+                ["raw", "videos"],
+                ["raw", "real_clones"],
+                ["raw", "speeches"],
+                ["raw", "extraction_cutoff"],
             )
         }
 

@@ -208,12 +208,30 @@ def test_a_refund_adds_back_to_the_subscription_pool():
 
 def test_an_event_outside_the_catalog_follows_its_event_type():
     events = [
-        {"id": 1, "name": "subscribe_to_trial", "type": 1, "calculation_type": "fixed",
-         "value": 500.0, "min_amount": None},
-        {"id": 90, "name": "loyalty_bonus", "type": 1, "calculation_type": "fixed",
-         "value": 7.0, "min_amount": None},
-        {"id": 91, "name": "voice_clone", "type": 2, "calculation_type": "fixed",
-         "value": 9.0, "min_amount": None},
+        {
+            "id": 1,
+            "name": "subscribe_to_trial",
+            "type": 1,
+            "calculation_type": "fixed",
+            "value": 500.0,
+            "min_amount": None,
+        },
+        {
+            "id": 90,
+            "name": "loyalty_bonus",
+            "type": 1,
+            "calculation_type": "fixed",
+            "value": 7.0,
+            "min_amount": None,
+        },
+        {
+            "id": 91,
+            "name": "voice_clone",
+            "type": 2,
+            "calculation_type": "fixed",
+            "value": 9.0,
+            "min_amount": None,
+        },
     ]
     rows = [
         row(1, 1, 1, 500, 0, event_type=1),
@@ -259,10 +277,17 @@ def test_a_user_without_ledger_rows_has_zero_pools_and_zero_counters():
     result = run([], users=[(1, None, 0), (2, 3, 0)])
     one, two = result.reconciliation.to_pylist()
     assert one == {
-        "user_id": 1, "ledger_subscription_balance": 0, "recorded_subscription_balance": 0,
-        "ledger_purchased_balance": 0, "recorded_purchased_balance": 0, "drift": 0,
-        "chain_breaks": 0, "first_break_history_id": None, "forfeited_credits": 0,
-        "written_off_credits": 0, "status": rc.STATUS_OK,
+        "user_id": 1,
+        "ledger_subscription_balance": 0,
+        "recorded_subscription_balance": 0,
+        "ledger_purchased_balance": 0,
+        "recorded_purchased_balance": 0,
+        "drift": 0,
+        "chain_breaks": 0,
+        "first_break_history_id": None,
+        "forfeited_credits": 0,
+        "written_off_credits": 0,
+        "status": rc.STATUS_OK,
     }
     assert two["status"] == rc.STATUS_DRIFT and two["drift"] == 3
 
@@ -276,8 +301,10 @@ def test_balance_drift_reports_one_row_per_differing_pool_and_status_drift_even_
         users=[(1, 120, 30)],
     )
     drift = rules(result, rc.BALANCE_DRIFT)
-    assert [(d["expected"], d["actual"], d["credit_history_id"], d["entity_type"],
-             d["entity_id"]) for d in drift] == [
+    assert [
+        (d["expected"], d["actual"], d["credit_history_id"], d["entity_type"], d["entity_id"])
+        for d in drift
+    ] == [
         ("100", "120", None, "user", 1),
         ("50", "30", None, "user", 1),
     ]
@@ -290,8 +317,9 @@ def test_balance_drift_reports_one_row_per_differing_pool_and_status_drift_even_
 def test_the_replay_accepts_rows_in_any_order_and_sorts_by_user_then_id():
     user_id = np.array([2, 1, 1, 2, 1], dtype=np.int64)
     row_id = np.array([4, 3, 1, 2, 5], dtype=np.int64)
-    effect = np.array([EFFECT_SPEND, EFFECT_ADD, EFFECT_RESET, EFFECT_PURCHASE, EFFECT_SPEND],
-                      dtype=np.int8)
+    effect = np.array(
+        [EFFECT_SPEND, EFFECT_ADD, EFFECT_RESET, EFFECT_PURCHASE, EFFECT_SPEND], dtype=np.int8
+    )
     amount = np.array([5, 10, 100, 20, 30], dtype=np.int64)
     previous = np.array([0, 100, 0, 20, 110], dtype=np.int64)
     order = sort_order(user_id, row_id)
@@ -305,9 +333,11 @@ def test_the_replay_accepts_rows_in_any_order_and_sorts_by_user_then_id():
 
 def test_a_null_previous_amount_is_a_chain_break_and_the_replay_continues_from_what_it_expected():
     res = replay(
-        np.array([1, 1, 1]), np.array([1, 2, 3]),
+        np.array([1, 1, 1]),
+        np.array([1, 2, 3]),
         np.array([EFFECT_RESET, EFFECT_SPEND, EFFECT_SPEND], dtype=np.int8),
-        np.array([100, 10, 10]), np.array([0, NULL_INT, 90]),
+        np.array([100, 10, 10]),
+        np.array([0, NULL_INT, 90]),
     )
     assert (res.flags & FLAG_CHAIN_BREAK).tolist() == [0, 1, 0]
     assert res.state.subscription.tolist() == [80]
@@ -325,5 +355,11 @@ def test_effects_come_from_the_catalog_then_from_event_type():
 
 def test_replay_rejects_duplicate_ids():
     with pytest.raises(ValueError):
-        replay(np.array([1, 1]), np.array([5, 5]), np.array([2, 2], dtype=np.int8),
-               np.array([1, 1]), np.array([0, 1]), order=np.array([0, 1]))
+        replay(
+            np.array([1, 1]),
+            np.array([5, 5]),
+            np.array([2, 2], dtype=np.int8),
+            np.array([1, 1]),
+            np.array([0, 1]),
+            order=np.array([0, 1]),
+        )

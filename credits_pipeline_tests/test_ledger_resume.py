@@ -10,6 +10,7 @@ final state with one full replay.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import duckdb
 import numpy as np
@@ -20,7 +21,6 @@ from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import CATALOG_EVENT_IDS, catalog_events, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.reconcile import drop_working_tables, reconcile, write_reconciliation
-
 from credits_pipeline.ledger.replay import (
     EFFECT_ADD,
     EFFECT_PURCHASE,
@@ -40,7 +40,8 @@ def random_ledger(seed: int, n_rows: int = 4000, n_users: int = 60) -> dict[str,
     row_id = np.arange(1, n_rows + 1, dtype=np.int64) * 3  # gaps, like a real auto-increment
     effect = rng.choice(
         np.array([EFFECT_RESET, EFFECT_ADD, EFFECT_PURCHASE, EFFECT_SPEND, EFFECT_SKIP], np.int8),
-        n_rows, p=[0.05, 0.15, 0.1, 0.65, 0.05],
+        n_rows,
+        p=[0.05, 0.15, 0.1, 0.65, 0.05],
     )
     amount = rng.integers(1, 400, n_rows).astype(np.int64)
     previous = np.empty(n_rows, dtype=np.int64)
@@ -71,15 +72,24 @@ def random_ledger(seed: int, n_rows: int = 4000, n_users: int = 60) -> dict[str,
     created_s = 1_700_000_000 + row_id * 60 + rng.integers(-600, 600, n_rows)
     created_s[rng.random(n_rows) < 0.02] = NULL_INT
     return {
-        "user_id": user_id, "row_id": row_id, "effect": effect, "amount": amount,
-        "previous": previous, "created_s": created_s.astype(np.int64),
+        "user_id": user_id,
+        "row_id": row_id,
+        "effect": effect,
+        "amount": amount,
+        "previous": previous,
+        "created_s": created_s.astype(np.int64),
     }
 
 
 def replay_rows(ledger: dict[str, np.ndarray], mask: np.ndarray, start: ReplayState | None = None):
     return replay(
-        ledger["user_id"][mask], ledger["row_id"][mask], ledger["effect"][mask],
-        ledger["amount"][mask], ledger["previous"][mask], ledger["created_s"][mask], start=start,
+        ledger["user_id"][mask],
+        ledger["row_id"][mask],
+        ledger["effect"][mask],
+        ledger["amount"][mask],
+        ledger["previous"][mask],
+        ledger["created_s"][mask],
+        start=start,
     )
 
 
@@ -114,7 +124,7 @@ def test_a_chain_of_daily_resumes_equals_one_full_replay():
     state = ReplayState.empty()
     flags = np.zeros_like(full.flags)
     cuts = [0, 900, 901, 2500, 2500, 4000, 17_999, int(ledger["row_id"].max())]
-    for low, high in zip(cuts, cuts[1:], strict=False):
+    for low, high in itertools.pairwise(cuts):
         day = (ledger["row_id"] > low) & (ledger["row_id"] <= high)
         result = replay_rows(ledger, day, start=state)
         flags[day] = result.flags
@@ -156,7 +166,9 @@ def test_a_state_read_back_in_any_order_is_the_same_state():
     again = ReplayState.from_columns({k: v[shuffled] for k, v in state.columns().items()})
     assert_same_state(again, state)
     with pytest.raises(ValueError, match="each user once"):
-        ReplayState.from_columns({k: np.concatenate([v, v[:1]]) for k, v in state.columns().items()})
+        ReplayState.from_columns(
+            {k: np.concatenate([v, v[:1]]) for k, v in state.columns().items()}
+        )
 
 
 # -- the reconciliation, resuming from the state it stored in the warehouse ----------------------
@@ -176,13 +188,19 @@ def ledger_rows(ledger: dict[str, np.ndarray]) -> list[dict]:
     for i in range(len(ledger["row_id"])):
         e = int(ledger["effect"][i])
         created = ledger["created_s"][i]
-        rows.append(row(
-            int(ledger["row_id"][i]), int(ledger["user_id"][i]),
-            EVENTS_BY_EFFECT.get(e, 999), int(ledger["amount"][i]),
-            None if ledger["previous"][i] == NULL_INT else int(ledger["previous"][i]),
-            event_type=7 if e == EFFECT_SKIP else None,
-            created_at=None if created == NULL_INT else dt.datetime.fromtimestamp(int(created), dt.UTC).replace(tzinfo=None),
-        ))
+        rows.append(
+            row(
+                int(ledger["row_id"][i]),
+                int(ledger["user_id"][i]),
+                EVENTS_BY_EFFECT.get(e, 999),
+                int(ledger["amount"][i]),
+                None if ledger["previous"][i] == NULL_INT else int(ledger["previous"][i]),
+                event_type=7 if e == EFFECT_SKIP else None,
+                created_at=None
+                if created == NULL_INT
+                else dt.datetime.fromtimestamp(int(created), dt.UTC).replace(tzinfo=None),
+            )
+        )
     return rows
 
 
@@ -215,7 +233,9 @@ def warehouse_con():
     con.close()
 
 
-def test_the_next_days_reconciliation_resumes_and_reports_exactly_what_a_full_replay_reports(warehouse_con):
+def test_the_next_days_reconciliation_resumes_and_reports_exactly_what_a_full_replay_reports(
+    warehouse_con,
+):
     everything = ledger_rows(random_ledger(11, n_rows=1500, n_users=30))
     users = [(u, 100, 0) for u in range(1, 33)]
     day_one = [r for r in everything if r["id"] <= 3000]
@@ -228,10 +248,12 @@ def test_the_next_days_reconciliation_resumes_and_reports_exactly_what_a_full_re
     changed = next(r for r in day_one if r["user_id"] == 7) | {"previous_amount": 123_456}
     vanished = 9
     new_user = [row(5000 + k, 31, "custom_credit_purchased", 50, 50 * (k + 1)) for k in range(3)]
-    rows_now = [
-        changed if r["id"] == changed["id"] else r
-        for r in day_one if r["user_id"] != vanished
-    ] + [late] + day_two + new_user
+    rows_now = (
+        [changed if r["id"] == changed["id"] else r for r in day_one if r["user_id"] != vanished]
+        + [late]
+        + day_two
+        + new_user
+    )
 
     resumed = reconcile_into(warehouse_con, rows_now, users)
     full = full_reconciliation(rows_now, users)
@@ -252,11 +274,15 @@ def test_a_rerun_on_unchanged_data_replays_no_row_and_changes_nothing(warehouse_
     rows = ledger_rows(random_ledger(12, n_rows=600, n_users=12))
     users = [(u, 0, 0) for u in range(1, 13)]
     first = reconcile_into(warehouse_con, rows, users)
-    state_before = warehouse_con.execute(f"select * from {rs.STATE_SCHEMA}.{rs.STATE_TABLE} order by user_id").fetchall()
+    state_before = warehouse_con.execute(
+        f"select * from {rs.STATE_SCHEMA}.{rs.STATE_TABLE} order by user_id"
+    ).fetchall()
     again = reconcile_into(warehouse_con, rows, users)
     assert again.replay_mode == rs.MODE_RESUMED and again.replayed_rows == 0
     assert_same_report(again, first)
-    state_after = warehouse_con.execute(f"select * from {rs.STATE_SCHEMA}.{rs.STATE_TABLE} order by user_id").fetchall()
+    state_after = warehouse_con.execute(
+        f"select * from {rs.STATE_SCHEMA}.{rs.STATE_TABLE} order by user_id"
+    ).fetchall()
     assert state_after == state_before
 
 
@@ -268,13 +294,17 @@ def test_a_changed_event_catalog_or_an_earlier_cutoff_replays_everything_again(w
     # the event the ledger spends with becomes a reset: every past spend row replays differently
     spend_id = CATALOG_EVENT_IDS["ai_image_generated"]
     reset_name = "subscription_amount_paid"
-    events = [e | {"name": f"renamed_{reset_name}"} if e["name"] == reset_name else e for e in events]
+    events = [
+        e | {"name": f"renamed_{reset_name}"} if e["name"] == reset_name else e for e in events
+    ]
     events = [e | {"name": reset_name} if e["id"] == spend_id else e for e in events]
     changed = reconcile_into(warehouse_con, rows, users, events=events)
     assert changed.replay_mode == rs.MODE_FULL and "event catalog" in changed.replay_reason
     assert_same_report(changed, full_reconciliation(rows, users, events=events))
 
-    earlier = reconcile_into(warehouse_con, rows, users, events=events, cutoff=CUTOFF - dt.timedelta(days=1))
+    earlier = reconcile_into(
+        warehouse_con, rows, users, events=events, cutoff=CUTOFF - dt.timedelta(days=1)
+    )
     assert earlier.replay_mode == rs.MODE_FULL and "earlier" in earlier.replay_reason
 
 
@@ -288,7 +318,9 @@ def test_streaming_the_replay_in_small_batches_reports_what_one_batch_reports(ba
     batched = reconcile(con, CUTOFF, batch_rows=batch_rows)
     whole = full_reconciliation(rows, users)
     assert_same_report(batched, whole)
-    assert whole.summaries[rc.CHAIN_BREAK].count > 0 and whole.summaries[rc.TIMESTAMP_ORDER].count > 0
+    assert (
+        whole.summaries[rc.CHAIN_BREAK].count > 0 and whole.summaries[rc.TIMESTAMP_ORDER].count > 0
+    )
 
 
 def test_a_resumed_run_streamed_in_batches_equals_a_full_replay(warehouse_con):

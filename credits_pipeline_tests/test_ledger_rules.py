@@ -16,8 +16,10 @@ from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.reconcile import reconcile
 
 CUTOFF = dt.datetime(2025, 6, 1, 0, 0, 0)
-FACELESS_1 = {"facelesses": [{"id": 1, "user_id": 1, "video_id": 1}],
-              "videos": [{"id": 1, "user_id": 1, "type": "faceless", "status": "rendering"}]}
+FACELESS_1 = {
+    "facelesses": [{"id": 1, "user_id": 1, "video_id": 1}],
+    "videos": [{"id": 1, "user_id": 1, "type": "faceless", "status": "rendering"}],
+}
 
 
 def run(rows, users=((1, 0, 0),), events=None, cutoff=CUTOFF, **content):
@@ -64,12 +66,14 @@ def test_rows_of_unknown_events_are_not_checked_for_event_type_mismatch():
 
 
 def test_a_calculative_spend_is_priced_as_the_ceiling_of_value_times_half_the_index():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 15, 10_000, index=15),   # ceil(2 * 7.5) = 15
-        row(3, 1, "faceless_video_generated", 14, 9_985, index=13),    # ceil(2 * 6.5) = 13
-        row(4, 1, "content_prompt_requested", 7, 9_972, index=1400),   # ceil(0.01 * 700.0)
-    ])
+    result = run(
+        [
+            trial(),
+            row(2, 1, "faceless_video_generated", 15, 10_000, index=15),  # ceil(2 * 7.5) = 15
+            row(3, 1, "faceless_video_generated", 14, 9_985, index=13),  # ceil(2 * 6.5) = 13
+            row(4, 1, "content_prompt_requested", 7, 9_972, index=1400),  # ceil(0.01 * 700.0)
+        ]
+    )
     (a,) = found(result, rc.PRICING_MISMATCH)
     assert (a["credit_history_id"], a["expected"], a["actual"]) == (3, "13", "14")
 
@@ -84,29 +88,35 @@ def test_pricing_follows_ieee_doubles_so_an_inexact_product_rounds_up():
 
 
 def test_a_calculative_add_is_priced_as_the_ceiling_of_value_times_the_index():
-    result = run([
-        row(1, 1, "admin_credit_added", 40, 0, index=40),
-        row(2, 1, "admin_credit_added", 41, 40, index=40),
-    ])
+    result = run(
+        [
+            row(1, 1, "admin_credit_added", 40, 0, index=40),
+            row(2, 1, "admin_credit_added", 41, 40, index=40),
+        ]
+    )
     assert ids(result, rc.PRICING_MISMATCH) == [2]
 
 
 def test_a_fixed_event_must_move_its_value_whatever_the_index_says():
-    result = run([
-        trial(),
-        row(2, 1, "idea_discovered", 15, 10_000, index=3),
-        row(3, 1, "idea_discovered", 3, 9_985, index=3),
-    ])
+    result = run(
+        [
+            trial(),
+            row(2, 1, "idea_discovered", 15, 10_000, index=3),
+            row(3, 1, "idea_discovered", 3, 9_985, index=3),
+        ]
+    )
     (a,) = found(result, rc.PRICING_MISMATCH)
     assert (a["credit_history_id"], a["expected"], a["actual"]) == (3, "15", "3")
 
 
 def test_resets_and_purchases_move_their_index_whatever_their_value():
-    result = run([
-        row(1, 1, "subscribe_to_trial", 300, 0, index=300),       # value 500 is ignored
-        row(2, 1, "custom_credit_purchased", 250, 250, index=250),
-        row(3, 1, "subscription_amount_paid", 900, 300, index=800),
-    ])
+    result = run(
+        [
+            row(1, 1, "subscribe_to_trial", 300, 0, index=300),  # value 500 is ignored
+            row(2, 1, "custom_credit_purchased", 250, 250, index=250),
+            row(3, 1, "subscription_amount_paid", 900, 300, index=800),
+        ]
+    )
     assert ids(result, rc.PRICING_MISMATCH) == [3]
 
 
@@ -117,36 +127,58 @@ def test_a_spend_below_its_minimum_is_a_pricing_mismatch_once():
 
 
 def test_a_refund_is_never_priced():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
-        row(3, 1, "refunded_credits", 20, 9_980, index=999, creditable=("faceless", 1)),
-    ], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
+            row(3, 1, "refunded_credits", 20, 9_980, index=999, creditable=("faceless", 1)),
+        ],
+        **FACELESS_1,
+    )
     assert found(result, rc.PRICING_MISMATCH) == []
 
 
 def test_an_unknown_calculation_type_leaves_the_amount_unjudged_but_min_amount_applies():
-    events = catalog_events() + [
-        {"id": 50, "name": "tiered_render", "type": 2, "calculation_type": "tiered",
-         "value": 3.0, "min_amount": 10.0},
+    events = [
+        *catalog_events(),
+        {
+            "id": 50,
+            "name": "tiered_render",
+            "type": 2,
+            "calculation_type": "tiered",
+            "value": 3.0,
+            "min_amount": 10.0,
+        },
     ]
-    result = run([trial(), row(2, 1, 50, 12, 10_000, index=1), row(3, 1, 50, 5, 9_988, index=1)],
-                 events=events)
+    result = run(
+        [trial(), row(2, 1, 50, 12, 10_000, index=1), row(3, 1, 50, 5, 9_988, index=1)],
+        events=events,
+    )
     (a,) = found(result, rc.PRICING_MISMATCH)
     assert (a["credit_history_id"], a["expected"], a["actual"]) == (3, "10", "5")
 
 
 def test_an_event_outside_the_catalog_is_priced_by_the_general_rule_and_its_event_type():
-    events = catalog_events() + [
-        {"id": 60, "name": "voice_minutes", "type": 2, "calculation_type": "calculative",
-         "value": 3.0, "min_amount": None},
+    events = [
+        *catalog_events(),
+        {
+            "id": 60,
+            "name": "voice_minutes",
+            "type": 2,
+            "calculation_type": "calculative",
+            "value": 3.0,
+            "min_amount": None,
+        },
     ]
-    result = run([
-        trial(),
-        row(2, 1, 60, 6, 10_000, index=4, event_type=2),  # spend: ceil(3 * 2.0) = 6
-        row(3, 1, 60, 12, 9_994, index=4, event_type=1),  # add by event_type: ceil(3 * 4) = 12
-        row(4, 1, 60, 7, 10_006, index=4, event_type=2),
-    ], events=events)
+    result = run(
+        [
+            trial(),
+            row(2, 1, 60, 6, 10_000, index=4, event_type=2),  # spend: ceil(3 * 2.0) = 6
+            row(3, 1, 60, 12, 9_994, index=4, event_type=1),  # add by event_type: ceil(3 * 4) = 12
+            row(4, 1, 60, 7, 10_006, index=4, event_type=2),
+        ],
+        events=events,
+    )
     assert ids(result, rc.PRICING_MISMATCH) == [4]
     assert ids(result, rc.EVENT_TYPE_MISMATCH) == [3]
 
@@ -155,42 +187,57 @@ def test_an_event_outside_the_catalog_is_priced_by_the_general_rule_and_its_even
 
 
 def test_a_refund_of_a_failed_generation_is_legitimate():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
-        row(3, 1, "refunded_credits", 20, 9_980, creditable=("faceless", 1)),
-    ], users=[(1, 10_000, 0)], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
+            row(3, 1, "refunded_credits", 20, 9_980, creditable=("faceless", 1)),
+        ],
+        users=[(1, 10_000, 0)],
+        **FACELESS_1,
+    )
     assert result.anomalies.num_rows == 0
 
 
 def test_refunds_above_what_was_charged_for_the_creditable_are_excess_refunds():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
-        row(3, 1, "refunded_credits", 15, 9_980, creditable=("faceless", 1)),
-        row(4, 1, "refunded_credits", 15, 9_995, creditable=("faceless", 1)),
-    ], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
+            row(3, 1, "refunded_credits", 15, 9_980, creditable=("faceless", 1)),
+            row(4, 1, "refunded_credits", 15, 9_995, creditable=("faceless", 1)),
+        ],
+        **FACELESS_1,
+    )
     (a,) = found(result, rc.EXCESS_REFUND)
     assert (a["credit_history_id"], a["expected"], a["actual"], a["credits"]) == (4, "20", "30", 10)
 
 
 def test_a_refund_before_the_charge_or_without_creditable_is_an_excess_refund():
-    result = run([
-        trial(),
-        row(2, 1, "refunded_credits", 20, 10_000, creditable=("faceless", 1)),
-        row(3, 1, "faceless_video_generated", 20, 10_020, creditable=("faceless", 1)),
-        row(4, 1, "refunded_credits", 5, 10_000),
-        row(5, 1, "refunded_credits", 5, 10_005, creditable=("faceless", None)),
-    ], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(2, 1, "refunded_credits", 20, 10_000, creditable=("faceless", 1)),
+            row(3, 1, "faceless_video_generated", 20, 10_020, creditable=("faceless", 1)),
+            row(4, 1, "refunded_credits", 5, 10_000),
+            row(5, 1, "refunded_credits", 5, 10_005, creditable=("faceless", None)),
+        ],
+        **FACELESS_1,
+    )
     assert ids(result, rc.EXCESS_REFUND) == [2, 4, 5]
 
 
 def test_refunds_are_counted_per_user_and_creditable():
-    result = run([
-        trial(1, 1), trial(2, 2),
-        row(3, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
-        row(4, 2, "refunded_credits", 20, 10_000, creditable=("faceless", 1)),
-    ], users=[(1, 0, 0), (2, 0, 0)], **FACELESS_1)
+    result = run(
+        [
+            trial(1, 1),
+            trial(2, 2),
+            row(3, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1)),
+            row(4, 2, "refunded_credits", 20, 10_000, creditable=("faceless", 1)),
+        ],
+        users=[(1, 0, 0), (2, 0, 0)],
+        **FACELESS_1,
+    )
     assert ids(result, rc.EXCESS_REFUND) == [4]
 
 
@@ -198,63 +245,160 @@ def test_refunds_are_counted_per_user_and_creditable():
 
 
 def test_a_second_charge_of_the_same_creditable_within_60_s_is_a_double_charge():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1),
-            created_at=at(1000)),
-        row(3, 1, "faceless_video_generated", 20, 9_980, creditable=("faceless", 1),
-            created_at=at(1059)),
-        row(4, 1, "faceless_video_generated", 20, 9_960, creditable=("faceless", 1),
-            created_at=at(1119)),  # exactly 60 s after row 3: not a double charge
-    ], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(
+                2,
+                1,
+                "faceless_video_generated",
+                20,
+                10_000,
+                creditable=("faceless", 1),
+                created_at=at(1000),
+            ),
+            row(
+                3,
+                1,
+                "faceless_video_generated",
+                20,
+                9_980,
+                creditable=("faceless", 1),
+                created_at=at(1059),
+            ),
+            row(
+                4,
+                1,
+                "faceless_video_generated",
+                20,
+                9_960,
+                creditable=("faceless", 1),
+                created_at=at(1119),
+            ),  # exactly 60 s after row 3: not a double charge
+        ],
+        **FACELESS_1,
+    )
     assert ids(result, rc.DOUBLE_CHARGE) == [3]
 
 
 def test_a_triple_charge_is_two_double_charges():
-    result = run([
-        trial(),
-        *[row(i, 1, "faceless_video_generated", 20, 10_000 - 20 * (i - 2),
-              creditable=("faceless", 1), created_at=at(1000 + i)) for i in (2, 3, 4)],
-    ], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            *[
+                row(
+                    i,
+                    1,
+                    "faceless_video_generated",
+                    20,
+                    10_000 - 20 * (i - 2),
+                    creditable=("faceless", 1),
+                    created_at=at(1000 + i),
+                )
+                for i in (2, 3, 4)
+            ],
+        ],
+        **FACELESS_1,
+    )
     assert ids(result, rc.DOUBLE_CHARGE) == [3, 4]
 
 
 def test_a_second_charge_within_60_s_after_a_refund_of_the_first_is_legitimate():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1),
-            created_at=at(1000)),
-        row(3, 1, "refunded_credits", 20, 9_980, creditable=("faceless", 1),
-            created_at=at(1010)),
-        row(4, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1),
-            created_at=at(1020)),
-    ], users=[(1, 9_980, 0)], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(
+                2,
+                1,
+                "faceless_video_generated",
+                20,
+                10_000,
+                creditable=("faceless", 1),
+                created_at=at(1000),
+            ),
+            row(
+                3, 1, "refunded_credits", 20, 9_980, creditable=("faceless", 1), created_at=at(1010)
+            ),
+            row(
+                4,
+                1,
+                "faceless_video_generated",
+                20,
+                10_000,
+                creditable=("faceless", 1),
+                created_at=at(1020),
+            ),
+        ],
+        users=[(1, 9_980, 0)],
+        **FACELESS_1,
+    )
     assert result.anomalies.num_rows == 0
 
 
 def test_double_charges_need_the_same_event_a_creditable_and_non_null_timestamps():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1),
-            created_at=at(1000)),
-        row(3, 1, "faceless_video_exported", 3, 9_980, creditable=("faceless", 1),
-            created_at=at(1001)),
-        row(4, 1, "idea_discovered", 15, 9_977, created_at=at(1002)),
-        row(5, 1, "idea_discovered", 15, 9_962, created_at=at(1003)),
-        row(6, 1, "faceless_video_exported", 3, 9_947, creditable=("faceless", 1),
-            created_at=None),
-    ], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(
+                2,
+                1,
+                "faceless_video_generated",
+                20,
+                10_000,
+                creditable=("faceless", 1),
+                created_at=at(1000),
+            ),
+            row(
+                3,
+                1,
+                "faceless_video_exported",
+                3,
+                9_980,
+                creditable=("faceless", 1),
+                created_at=at(1001),
+            ),
+            row(4, 1, "idea_discovered", 15, 9_977, created_at=at(1002)),
+            row(5, 1, "idea_discovered", 15, 9_962, created_at=at(1003)),
+            row(
+                6,
+                1,
+                "faceless_video_exported",
+                3,
+                9_947,
+                creditable=("faceless", 1),
+                created_at=None,
+            ),
+        ],
+        **FACELESS_1,
+    )
     assert found(result, rc.DOUBLE_CHARGE) == []
 
 
 def test_a_repeat_written_earlier_in_time_than_the_first_charge_is_no_double_charge():
-    result = run([
-        trial(),
-        row(2, 1, "faceless_video_generated", 20, 10_000, creditable=("faceless", 1),
-            created_at=at(1000)),
-        row(3, 1, "faceless_video_generated", 20, 9_980, creditable=("faceless", 1),
-            created_at=at(990)),
-    ], **FACELESS_1)
+    result = run(
+        [
+            trial(),
+            row(
+                2,
+                1,
+                "faceless_video_generated",
+                20,
+                10_000,
+                creditable=("faceless", 1),
+                created_at=at(1000),
+            ),
+            row(
+                3,
+                1,
+                "faceless_video_generated",
+                20,
+                9_980,
+                creditable=("faceless", 1),
+                created_at=at(990),
+            ),
+        ],
+        **FACELESS_1,
+    )
     assert found(result, rc.DOUBLE_CHARGE) == []
 
 
@@ -279,11 +423,15 @@ def test_completed_content_without_its_charge_is_uncharged_content():
             {"id": 4, "user_id": 1, "type": "custom", "status": "Completed"},
         ],
         real_clones=[{"id": 1, "user_id": 1, "status": "completed"}],
-        speeches=[{"id": 1, "user_id": 1, "status": "completed"},
-                  {"id": 2, "user_id": None, "status": "completed"}],
+        speeches=[
+            {"id": 1, "user_id": 1, "status": "completed"},
+            {"id": 2, "user_id": None, "status": "completed"},
+        ],
     )
-    got = [(a["entity_type"], a["entity_id"], a["user_id"], a["credit_history_id"])
-           for a in found(result, rc.UNCHARGED_CONTENT)]
+    got = [
+        (a["entity_type"], a["entity_id"], a["user_id"], a["credit_history_id"])
+        for a in found(result, rc.UNCHARGED_CONTENT)
+    ]
     assert got == [
         ("speech", 2, None, None),
         ("faceless", 2, 1, None),
@@ -323,12 +471,16 @@ def test_unknown_aliases_missing_rows_and_other_users_content_are_orphan_credita
             row(10, 1, "text_to_speech_generated", 8, 9_880, creditable=("speech", 1)),
         ],
         facelesses=[{"id": 1, "user_id": 1, "video_id": 1}, {"id": 2, "user_id": 2, "video_id": 2}],
-        videos=[{"id": 1, "user_id": 1, "type": "faceless", "status": "draft"},
-                {"id": 2, "user_id": 2, "type": "faceless", "status": "draft"}],
+        videos=[
+            {"id": 1, "user_id": 1, "type": "faceless", "status": "draft"},
+            {"id": 2, "user_id": 2, "type": "faceless", "status": "draft"},
+        ],
         speeches=[{"id": 1, "user_id": None, "status": "processing"}],
     )
-    got = {a["credit_history_id"]: (a["expected"], a["actual"])
-           for a in found(result, rc.ORPHAN_CREDITABLE)}
+    got = {
+        a["credit_history_id"]: (a["expected"], a["actual"])
+        for a in found(result, rc.ORPHAN_CREDITABLE)
+    }
     assert got == {
         3: ("1", "2"),
         4: (None, "real_clone"),
@@ -342,15 +494,22 @@ def test_unknown_aliases_missing_rows_and_other_users_content_are_orphan_credita
 
 
 def test_every_monthly_release_after_the_first_in_a_utc_month_is_a_duplicate():
-    result = run([
-        row(1, 1, "monthly_credits_added", 100, 0, created_at=dt.datetime(2025, 3, 1, 0, 0)),
-        row(2, 1, "monthly_credits_added", 100, 100, created_at=dt.datetime(2025, 3, 31, 23, 59)),
-        row(3, 1, "monthly_credits_added", 100, 200, created_at=dt.datetime(2025, 4, 1, 0, 0)),
-        row(4, 1, "monthly_credits_added", 100, 300, created_at=dt.datetime(2025, 3, 15)),
-        row(5, 1, "monthly_credits_added", 100, 400, created_at=None),
-    ], users=[(1, 500, 0)])
-    got = [(a["credit_history_id"], a["expected"], a["actual"])
-           for a in found(result, rc.DUPLICATE_MONTHLY_RELEASE)]
+    result = run(
+        [
+            row(1, 1, "monthly_credits_added", 100, 0, created_at=dt.datetime(2025, 3, 1, 0, 0)),
+            row(
+                2, 1, "monthly_credits_added", 100, 100, created_at=dt.datetime(2025, 3, 31, 23, 59)
+            ),
+            row(3, 1, "monthly_credits_added", 100, 200, created_at=dt.datetime(2025, 4, 1, 0, 0)),
+            row(4, 1, "monthly_credits_added", 100, 300, created_at=dt.datetime(2025, 3, 15)),
+            row(5, 1, "monthly_credits_added", 100, 400, created_at=None),
+        ],
+        users=[(1, 500, 0)],
+    )
+    got = [
+        (a["credit_history_id"], a["expected"], a["actual"])
+        for a in found(result, rc.DUPLICATE_MONTHLY_RELEASE)
+    ]
     assert got == [(2, "1", "2"), (4, "1", "3")]
 
 
@@ -362,18 +521,40 @@ def test_timestamp_order_reports_each_broken_row_once_with_iso_texts():
         [
             trial(1, 1),
             row(2, 1, "idea_discovered", 15, 10_000, created_at=None),
-            row(3, 1, "idea_discovered", 15, 9_985,
-                created_at=dt.datetime(2025, 3, 2), updated_at=dt.datetime(2025, 3, 1, 23)),
+            row(
+                3,
+                1,
+                "idea_discovered",
+                15,
+                9_985,
+                created_at=dt.datetime(2025, 3, 2),
+                updated_at=dt.datetime(2025, 3, 1, 23),
+            ),
             # before row 3: previous row by id; row 2's NULL does not hide row 3 from row 4
-            row(4, 1, "idea_discovered", 15, 9_970, created_at=dt.datetime(2025, 3, 1, 6),
-                updated_at=dt.datetime(2025, 3, 1, 5)),
-            row(5, 1, "idea_discovered", 15, 9_955,
-                created_at=dt.datetime(2025, 6, 1, 0, 0, 0, 900_000)),  # same second as cut-off
+            row(
+                4,
+                1,
+                "idea_discovered",
+                15,
+                9_970,
+                created_at=dt.datetime(2025, 3, 1, 6),
+                updated_at=dt.datetime(2025, 3, 1, 5),
+            ),
+            row(
+                5,
+                1,
+                "idea_discovered",
+                15,
+                9_955,
+                created_at=dt.datetime(2025, 6, 1, 0, 0, 0, 900_000),
+            ),  # same second as cut-off
             row(6, 1, "idea_discovered", 15, 9_940, created_at=dt.datetime(2025, 6, 1, 0, 0, 1)),
         ],
     )
-    got = {a["credit_history_id"]: (a["expected"], a["actual"])
-           for a in found(result, rc.TIMESTAMP_ORDER)}
+    got = {
+        a["credit_history_id"]: (a["expected"], a["actual"])
+        for a in found(result, rc.TIMESTAMP_ORDER)
+    }
     assert got == {
         2: (None, None),
         3: ("2025-03-02T00:00:00Z", "2025-03-01T23:00:00Z"),
@@ -383,11 +564,13 @@ def test_timestamp_order_reports_each_broken_row_once_with_iso_texts():
 
 
 def test_a_null_created_at_skips_the_comparison_with_the_next_row():
-    result = run([
-        trial(1, 1),
-        row(2, 1, "idea_discovered", 15, 10_000, created_at=None),
-        row(3, 1, "idea_discovered", 15, 9_985, created_at=BASE_TIME - dt.timedelta(days=1)),
-    ])
+    result = run(
+        [
+            trial(1, 1),
+            row(2, 1, "idea_discovered", 15, 10_000, created_at=None),
+            row(3, 1, "idea_discovered", 15, 9_985, created_at=BASE_TIME - dt.timedelta(days=1)),
+        ]
+    )
     assert ids(result, rc.TIMESTAMP_ORDER) == [2]
 
 
@@ -395,31 +578,48 @@ def test_a_null_created_at_skips_the_comparison_with_the_next_row():
 
 
 def test_every_anomaly_carries_the_cutoff_as_detected_at_and_rows_are_ordered_by_rule():
-    result = run([
-        trial(),
-        row(2, 9, "idea_discovered", 14, 0, event_type=1, created_at=None),
-    ], users=[(1, 1, 0)])
+    result = run(
+        [
+            trial(),
+            row(2, 9, "idea_discovered", 14, 0, event_type=1, created_at=None),
+        ],
+        users=[(1, 1, 0)],
+    )
     rows = result.anomalies.to_pylist()
     assert {r["detected_at"] for r in rows} == {CUTOFF}
     order = [rc.RULE_CODES.index(r["rule"]) for r in rows]
     assert order == sorted(order)
     assert [r["rule"] for r in rows] == [
-        rc.BALANCE_DRIFT, rc.OVERDRAFT_WRITEOFF, rc.EVENT_TYPE_MISMATCH, rc.PRICING_MISMATCH,
-        rc.ORPHAN_USER, rc.TIMESTAMP_ORDER,
+        rc.BALANCE_DRIFT,
+        rc.OVERDRAFT_WRITEOFF,
+        rc.EVENT_TYPE_MISMATCH,
+        rc.PRICING_MISMATCH,
+        rc.ORPHAN_USER,
+        rc.TIMESTAMP_ORDER,
     ]
     assert result.anomalies.column_names[:9] == [
-        "rule", "user_id", "credit_history_id", "entity_type", "entity_id", "expected",
-        "actual", "detail", "credits",
+        "rule",
+        "user_id",
+        "credit_history_id",
+        "entity_type",
+        "entity_id",
+        "expected",
+        "actual",
+        "detail",
+        "credits",
     ]
     assert all(isinstance(r["detail"], str) and r["detail"] for r in rows)
 
 
 def test_summaries_count_violations_and_credits_and_list_the_worst():
-    result = run([
-        trial(),
-        row(2, 1, "idea_discovered", 15, 9_000),
-        row(3, 1, "idea_discovered", 15, 8_000),
-    ], users=[(1, 7_985, 0)])
+    result = run(
+        [
+            trial(),
+            row(2, 1, "idea_discovered", 15, 9_000),
+            row(3, 1, "idea_discovered", 15, 8_000),
+        ],
+        users=[(1, 7_985, 0)],
+    )
     s = result.summaries[rc.CHAIN_BREAK]
     assert (s.count, s.credits) == (2, 1985)
     assert [(w["credit_history_id"], w["credits"]) for w in s.worst] == [(2, 1000), (3, 985)]

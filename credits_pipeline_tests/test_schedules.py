@@ -28,7 +28,8 @@ def test_the_schedule_runs_at_three_utc_for_the_previous_utc_day(defs):
     assert schedule.cron_schedule == DAILY_CRON == "0 3 * * *"
     assert schedule.execution_timezone == "UTC"
     context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 3, 1, 3, 0, tzinfo=dt.UTC), repository_def=defs.get_repository_def()
+        scheduled_execution_time=dt.datetime(2026, 3, 1, 3, 0, tzinfo=dt.UTC),
+        repository_def=defs.get_repository_def(),
     )
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-02-28"
@@ -36,8 +37,12 @@ def test_the_schedule_runs_at_three_utc_for_the_previous_utc_day(defs):
 
 def test_a_scheduled_time_given_in_another_zone_is_read_in_utc():
     tokyo = dt.timezone(dt.timedelta(hours=9))
-    assert previous_partition_key(dt.datetime(2026, 3, 1, 12, 30, tzinfo=tokyo)) == "2026-02-28"  # 03:30 UTC
-    assert previous_partition_key(dt.datetime(2026, 3, 1, 8, 30, tzinfo=tokyo)) == "2026-02-27"  # 23:30 UTC
+    assert (
+        previous_partition_key(dt.datetime(2026, 3, 1, 12, 30, tzinfo=tokyo)) == "2026-02-28"
+    )  # 03:30 UTC
+    assert (
+        previous_partition_key(dt.datetime(2026, 3, 1, 8, 30, tzinfo=tokyo)) == "2026-02-27"
+    )  # 23:30 UTC
 
 
 def test_the_daily_job_covers_extraction_and_is_partitioned_by_ledger_day(defs):
@@ -55,7 +60,9 @@ def test_the_raw_ledger_and_every_mart_carry_a_26_hour_freshness_policy(defs):
         expected = key.path[0] == "marts" or key.to_user_string() == "raw/credit_histories"
         policy = node.freshness_policy
         if expected:
-            assert policy is not None and policy.fail_window.to_timedelta() == FRESHNESS_FAIL_WINDOW, key
+            assert (
+                policy is not None and policy.fail_window.to_timedelta() == FRESHNESS_FAIL_WINDOW
+            ), key
         elif key.path[0] == "raw":
             assert policy is None, key
 

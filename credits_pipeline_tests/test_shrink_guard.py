@@ -191,7 +191,7 @@ def test_with_the_allow_variable_the_emptied_source_goes_through(
 def test_on_bigquery_an_emptied_source_is_refused_the_same_way_and_raw_is_unchanged(
     tmp_path,
     monkeypatch,
-    bigquery_emulator,  # noqa: F811
+    bigquery_emulator,
 ):
     from credits_pipeline_tests.test_bigquery import (
         RAW_COMPARED,

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from credits_pipeline import settings
+from credits_pipeline.extract.assets import extraction_assets, source_table_specs
 from credits_pipeline.extract.lag import (
     LAG_CHECK_JOB_NAME,
     SOURCE_STALENESS_CHECK,
@@ -18,7 +19,6 @@ from credits_pipeline.extract.lag import (
     source_age,
     source_staleness_check,
 )
-from credits_pipeline.extract.assets import extraction_assets, source_table_specs
 from credits_pipeline.source.reader import SourceDatabase
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline_tests.harness import ledger_row, run_extraction, write_source
@@ -27,8 +27,13 @@ from credits_pipeline_tests.harness import ledger_row, run_extraction, write_sou
 def _run_checks(tmp_path, newest: dt.datetime) -> dg.AssetCheckEvaluation:
     tmp_path.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{tmp_path / 'source.db'}"
-    write_source(url, [ledger_row(1, 1, 1, 500, 0, newest - dt.timedelta(days=3)),
-                       ledger_row(2, 1, 2, 15, 500, newest)])
+    write_source(
+        url,
+        [
+            ledger_row(1, 1, 1, 500, 0, newest - dt.timedelta(days=3)),
+            ledger_row(2, 1, 2, 15, 500, newest),
+        ],
+    )
     warehouse = str(tmp_path / "warehouse.duckdb")
     defs = dg.Definitions(
         assets=[*source_table_specs, *extraction_assets],

@@ -64,7 +64,11 @@ def test_malformed_json_is_quarantined_but_empty_array_and_null_load():
 def test_a_null_or_repeated_primary_key_is_quarantined_and_the_first_copy_kept():
     batch = validate_batch("credit_histories", ledger_frame(id=[1, 1, None]))
     assert batch.clean["id"].tolist() == [1]
-    assert sorted(batch.rejected["_reason"].str.split(":").str[0] + ":" + batch.rejected["_reason"].str.contains("duplicate").astype(str)) == [
+    assert sorted(
+        batch.rejected["_reason"].str.split(":").str[0]
+        + ":"
+        + batch.rejected["_reason"].str.contains("duplicate").astype(str)
+    ) == [
         "id:False",
         "id:True",
     ]
@@ -91,7 +95,10 @@ def test_an_unknown_calculation_type_loads_because_the_ledger_rules_judge_it():
         dtype=object,
     )
     batch = validate_batch("credit_events", frame)
-    assert len(batch.clean) == 2 and batch.domain_warnings["calculation_type: isin(['fixed', 'calculative'])"] == 1
+    assert (
+        len(batch.clean) == 2
+        and batch.domain_warnings["calculation_type: isin(['fixed', 'calculative'])"] == 1
+    )
 
 
 def test_a_batch_missing_a_contract_column_is_an_error_not_a_silent_drop():

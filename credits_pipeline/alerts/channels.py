@@ -18,7 +18,6 @@ import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import requests
 
@@ -47,7 +46,10 @@ PAGERDUTY_ROUTING_KEY_VAR = "CREDITS_PAGERDUTY_ROUTING_KEY"
 PAGERDUTY_EVENTS_URL_VAR = "CREDITS_PAGERDUTY_EVENTS_URL"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 ALL_CHANNEL_VARS = (
-    SLACK_WEBHOOK_URL_VAR, SMTP_HOST_VAR, ALERT_EMAIL_TO_VAR, ALERT_WEBHOOK_URL_VAR,
+    SLACK_WEBHOOK_URL_VAR,
+    SMTP_HOST_VAR,
+    ALERT_EMAIL_TO_VAR,
+    ALERT_WEBHOOK_URL_VAR,
     PAGERDUTY_ROUTING_KEY_VAR,
 )
 
@@ -224,7 +226,9 @@ class EmailChannel:
         try:
             if self.port == SMTPS_PORT:
                 client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=SMTP_TIMEOUT_SECONDS,
+                    self.host,
+                    self.port,
+                    timeout=SMTP_TIMEOUT_SECONDS,
                     context=ssl.create_default_context(),
                 )
             else:

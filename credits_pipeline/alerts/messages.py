@@ -280,8 +280,11 @@ def slack_payload(digest: Digest) -> dict[str, Any]:
             {
                 "type": "context",
                 "elements": [
-                    {"type": "mrkdwn", "text": "Still failing, unchanged: "
-                     + truncate(", ".join(digest.still_failing), SLACK_SECTION_LIMIT - 40)}
+                    {
+                        "type": "mrkdwn",
+                        "text": "Still failing, unchanged: "
+                        + truncate(", ".join(digest.still_failing), SLACK_SECTION_LIMIT - 40),
+                    }
                 ],
             }
         )
@@ -338,7 +341,8 @@ def pagerduty_events(digest: Digest, routing_key: str) -> list[dict[str, Any]]:
             )
             continue
         severity = (
-            PAGERDUTY_RUN_FAILURE_SEVERITY if alert.kind == KIND_RUN_FAILURE
+            PAGERDUTY_RUN_FAILURE_SEVERITY
+            if alert.kind == KIND_RUN_FAILURE
             else PAGERDUTY_SEVERITY.get(alert.severity, "error")
         )
         links = [{"href": link_target(alert), "text": "Open in Dagster"}]

@@ -129,7 +129,7 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     for channel in channels:
         try:
             channel.send(digest)
-        except Exception as exc:  # noqa: BLE001 - one channel down must not stop the others
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, DeliveryError) else type(exc).__name__
             failed.append(f"{channel.name} ({channel.target}): {reason}")
             continue

@@ -302,7 +302,11 @@ def churn_model_assets(
         if retrain:
             replace_table(con, MARTS_PREFIX, CHURN_MODEL_TABLE, model_table)
         replace_table(con, MARTS_PREFIX, CHURN_RISK_TABLE, scores)
-    ranked = sorted(zip(model.features, model.weights), key=lambda p: -abs(p[1])) if model else []
+    ranked = (
+        sorted(zip(model.features, model.weights, strict=False), key=lambda p: -abs(p[1]))
+        if model
+        else []
+    )
     weights = (
         "\n".join(
             ["| feature | weight (per standard deviation) | meaning |", "|---|---|---|"]

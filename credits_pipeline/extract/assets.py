@@ -13,7 +13,6 @@ Three shapes, chosen by how each table changes (contract section 1, `Table.strat
   the two small catalogs (`credit_events`, `plans`) are replaced whole.
 """
 
-
 import contextlib
 import datetime as dt
 import warnings
@@ -23,16 +22,6 @@ from pathlib import Path
 import dagster as dg
 
 from credits_pipeline import settings
-from credits_pipeline.extract.fingerprint import EMPTY as EMPTY_DAY
-from credits_pipeline.extract.fingerprint import (
-    ClosedDaysPlan,
-    cut_where,
-    day_ranges,
-    fingerprint_bounds,
-    plan_closed_days,
-    source_day_fingerprints,
-    source_max_id,
-)
 from credits_pipeline.extract.common import (
     ROWS_LOADED_METADATA,
     ROWS_QUARANTINED_METADATA,
@@ -43,6 +32,16 @@ from credits_pipeline.extract.common import (
     validation_check_result,
     validation_check_spec,
 )
+from credits_pipeline.extract.fingerprint import EMPTY as EMPTY_DAY
+from credits_pipeline.extract.fingerprint import (
+    ClosedDaysPlan,
+    cut_where,
+    day_ranges,
+    fingerprint_bounds,
+    plan_closed_days,
+    source_day_fingerprints,
+    source_max_id,
+)
 from credits_pipeline.names import (
     CUTOFF_TABLE,
     GROUP_RAW,
@@ -52,9 +51,9 @@ from credits_pipeline.names import (
     raw_key,
     source_key,
 )
+from credits_pipeline.source import tables as tables_module
 from credits_pipeline.source.drift import drift_check_result, drift_check_spec
 from credits_pipeline.source.reader import SourceDatabase, SourceError, check_table, dialect_family
-from credits_pipeline.source import tables as tables_module
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, USERS, Table
 from credits_pipeline.warehouse.bigquery_raw_tables import stager_for as Stager
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
@@ -90,7 +89,9 @@ def source_kind() -> str:
 
 
 def warehouse_kinds() -> set[str]:
-    return {"duckdb", "pandera"} if settings.warehouse_kind() == "duckdb" else {"bigquery", "pandera"}
+    return (
+        {"duckdb", "pandera"} if settings.warehouse_kind() == "duckdb" else {"bigquery", "pandera"}
+    )
 
 
 def watermark_metadata(newest_at: dt.datetime | None, newest_id: int | None, column: str) -> dict:
@@ -122,7 +123,11 @@ def table_code_reference(table: Table) -> dg.CodeReferencesMetadataValue:
     opening = f'    "{table.name}",'
     lines = path.read_text().splitlines()
     line = next(
-        (i for i in range(1, len(lines)) if lines[i] == opening and lines[i - 1].endswith("= Table(")),
+        (
+            i
+            for i in range(1, len(lines))
+            if lines[i] == opening and lines[i - 1].endswith("= Table(")
+        ),
         None,
     )
     with warnings.catch_warnings():
@@ -191,12 +196,16 @@ def raw_credit_histories(
         # then hold every row at or below it (see extract/fingerprint.py): later rows are late.
         through_id = source_max_id(conn)
         fingerprints = source_day_fingerprints(conn, [through_id], start, end)
-        context.log.info(f"reading syllaby_v2.credit_histories for [{start}, {end}) from {source.display_name()}")
+        context.log.info(
+            f"reading syllaby_v2.credit_histories for [{start}, {end}) from {source.display_name()}"
+        )
         tally = stage_batches(
             stager,
             # Fast path (connectorx → typed Arrow → polars validation → DuckDB), falling back to
             # SQLAlchemy on `conn`; see credits_pipeline/source/fast_reader.py and bench/extract.py.
-            source.read_batches_fast(conn, CREDIT_HISTORIES, "created_at >= :start AND created_at < :end", bounds),
+            source.read_batches_fast(
+                conn, CREDIT_HISTORIES, "created_at >= :start AND created_at < :end", bounds
+            ),
             label=start.isoformat(),
         )
         per_day = stager.swap_ledger_range(start, end)
@@ -227,7 +236,9 @@ def raw_credit_histories(
             },
         )
         per_partition = partition_row_counts(con, start, end)
-    context.log.info(f"credit_histories [{start}, {end}): {tally.rows_loaded} loaded, {tally.rows_rejected} quarantined")
+    context.log.info(
+        f"credit_histories [{start}, {end}): {tally.rows_loaded} loaded, {tally.rows_rejected} quarantined"
+    )
     # A ranged run records one materialization per partition: each carries its own day's counts
     # (the run's totals stay under `range_rows_*`).
     metadata["range_rows_loaded"] = dg.MetadataValue.int(tally.rows_loaded)
@@ -300,7 +311,9 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
         ),
     ],
 )
-def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse):
+def raw_consistent_cut(
+    context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
+):
     with source_errors_as_failure(), warehouse.connect() as con:
         closed_before = closed_ledger_end(con, settings.ledger_start_date())
         stored = stored_ledger_fingerprints(con)
@@ -315,7 +328,9 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
             source_days = source_day_fingerprints(conn, bounds, None, closed_before.date())
             plan = plan_closed_days(stored, source_days, closed_before.date(), snapshot_max_id)
             users_stager = Stager(con, USERS)
-            users_tally = stage_batches(users_stager, source.read_batches(conn, USERS), label="whole")
+            users_tally = stage_batches(
+                users_stager, source.read_batches(conn, USERS), label="whole"
+            )
             open_stager = Stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER)
             where, params = cut_where(plan, closed_before)
             open_tally = stage_batches(
@@ -347,7 +362,8 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
             open_stager.replace_whole(OPEN_PARTITION_LABEL, in_transaction=True)
             con.execute(f"delete from {CUTOFF_RELATION} where true")
             con.execute(
-                f"insert into {CUTOFF_RELATION} values (?, ?, ?)", [cutoff, closed_before, snapshot_max_id]
+                f"insert into {CUTOFF_RELATION} values (?, ?, ?)",
+                [cutoff, closed_before, snapshot_max_id],
             )
             con.execute("commit")
         except BaseException:
@@ -356,7 +372,10 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
         # Every closed day now holds its rows up to the snapshot's highest id: the next run's bound.
         # (Stored after the commit: a crash in between only makes the next run read those days again.)
         replace_ledger_fingerprints(
-            con, None, closed_before.date(), snapshot_max_id,
+            con,
+            None,
+            closed_before.date(),
+            snapshot_max_id,
             {d: f[snapshot_max_id] for d, f in source_days.items()},
         )
         finish_tally(users_tally, users_stager)
@@ -371,10 +390,15 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
             f"raw.{OPEN_LEDGER}",
             with_partition=True,
             extra={
-                "closed_partitions_end": dg.MetadataValue.timestamp(closed_before.replace(tzinfo=dt.UTC)),
+                "closed_partitions_end": dg.MetadataValue.timestamp(
+                    closed_before.replace(tzinfo=dt.UTC)
+                ),
                 "late_rows_after_id": dg.MetadataValue.int(plan.late_after_id),
                 "closed_max_id": dg.MetadataValue.int(snapshot_max_id),
-                **{f"rows_{k}": dg.MetadataValue.int(int(v or 0)) for k, v in zip(labels, where_open_rows_came_from)},  # type: ignore[arg-type]
+                **{
+                    f"rows_{k}": dg.MetadataValue.int(int(v or 0))
+                    for k, v in zip(labels, where_open_rows_came_from, strict=False)  # type: ignore[arg-type]
+                },
                 **closed_days_metadata(plan, rows_into_closed_days),
             },
         )
@@ -390,7 +414,9 @@ def raw_consistent_cut(context: dg.AssetExecutionContext, source: SourceDatabase
         asset_key=CUTOFF_KEY,
         metadata={
             "extraction_cutoff": cut_ts,
-            "ledger_closed_before": dg.MetadataValue.timestamp(closed_before.replace(tzinfo=dt.UTC)),
+            "ledger_closed_before": dg.MetadataValue.timestamp(
+                closed_before.replace(tzinfo=dt.UTC)
+            ),
             "dagster/row_count": dg.MetadataValue.int(1),
         },
     )
@@ -432,7 +458,8 @@ def closed_days_check_result(
         )
     description = (
         f"{len(plan.changed)} closed ledger day(s) changed since they were read (rows rewritten in "
-        "place or deleted); they were read again." if plan.changed
+        "place or deleted); they were read again."
+        if plan.changed
         else "No closed ledger day changed since it was read."
     )
     return dg.AssetCheckResult(
@@ -469,7 +496,9 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
         description=f"{table.description} Copied from `syllaby_v2.{table.name}`, {how}. "
         f"Quarantine: `raw.{table.name}__rejected`.",
     )
-    def _extract(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse):
+    def _extract(
+        context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
+    ):
         extracted_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
         with source_errors_as_failure(), source.connect() as conn, warehouse.connect() as con:
             check_table(conn, table)
@@ -477,25 +506,39 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
             previous = watermark(con, table.name) if table.strategy == "merge" else None
             where, params = None, {}
             if previous is not None:
-                since = (previous[0] - WATERMARK_LOOKBACK) if previous[0] else dt.datetime(1970, 1, 1)
+                since = (
+                    (previous[0] - WATERMARK_LOOKBACK) if previous[0] else dt.datetime(1970, 1, 1)
+                )
                 where = "updated_at >= :since OR updated_at IS NULL OR id > :max_id"
                 params = {"since": since, "max_id": int(previous[1] or 0)}
-            tally = stage_batches(stager, source.read_batches(conn, table, where, params), label="whole")
+            tally = stage_batches(
+                stager, source.read_batches(conn, table, where, params), label="whole"
+            )
             if table.strategy == "merge":
                 staged = staged_watermark(con, stager.stage)
                 new_mark = (
-                    max([m for m in (staged[0], previous and previous[0]) if m is not None], default=None),
-                    max([m for m in (staged[1], previous and previous[1]) if m is not None], default=None),
+                    max(
+                        [m for m in (staged[0], previous and previous[0]) if m is not None],
+                        default=None,
+                    ),
+                    max(
+                        [m for m in (staged[1], previous and previous[1]) if m is not None],
+                        default=None,
+                    ),
                 )
                 stager.merge_by_id(new_mark)
             else:
                 new_mark = None
                 stager.replace_whole()
             finish_tally(tally, stager)
-            extra = {"extraction_mode": dg.MetadataValue.text("incremental" if previous else "full")}
+            extra = {
+                "extraction_mode": dg.MetadataValue.text("incremental" if previous else "full")
+            }
             if new_mark:
                 extra.update(watermark_metadata(new_mark[0], new_mark[1], "updated_at"))
-            metadata = extraction_metadata(tally, table, extracted_at, con, f"raw.{table.name}", extra=extra)
+            metadata = extraction_metadata(
+                tally, table, extracted_at, con, f"raw.{table.name}", extra=extra
+            )
         yield dg.MaterializeResult(metadata=metadata)
         yield validation_check_result(tally, key)
         yield drift_check_result(table, key)

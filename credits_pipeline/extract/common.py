@@ -51,7 +51,9 @@ class ExtractionTally:
     rejected_examples: list[str] = field(default_factory=list)
 
 
-def stage_batches(stager: Stager, batches: Iterable[pd.DataFrame], label: str | None) -> ExtractionTally:
+def stage_batches(
+    stager: Stager, batches: Iterable[pd.DataFrame], label: str | None
+) -> ExtractionTally:
     """Validate and stage every batch; return the tally (rows read = loaded + rejected)."""
     tally = ExtractionTally(stager.table.name)
     for frame in batches:
@@ -59,7 +61,9 @@ def stage_batches(stager: Stager, batches: Iterable[pd.DataFrame], label: str | 
         stager.append(batch, label)
         tally.rows_read += batch.rows_in
         tally.domain_warnings.update(batch.domain_warnings)
-        for row_id, reason in zip(batch.rejected["id"], batch.rejected[REASON_COLUMN]):
+        for row_id, reason in zip(
+            batch.rejected["id"], batch.rejected[REASON_COLUMN], strict=False
+        ):
             if len(tally.rejected_examples) < MAX_REJECTED_EXAMPLES:
                 tally.rejected_examples.append(f"id {row_id}: {reason}")
     return tally
@@ -74,7 +78,11 @@ def finish_tally(tally: ExtractionTally, stager: Stager) -> ExtractionTally:
 
 def table_schema(table: Table, with_partition: bool = False) -> dg.TableSchema:
     cols = [
-        dg.TableColumn(c.name, DUCKDB_TYPES[c.kind], description=f"{c.kind}{'' if c.nullable else ', not null'}")
+        dg.TableColumn(
+            c.name,
+            DUCKDB_TYPES[c.kind],
+            description=f"{c.kind}{'' if c.nullable else ', not null'}",
+        )
         for c in table.extracted_columns
     ]
     if with_partition:
@@ -111,7 +119,9 @@ def extraction_metadata(
 
 def validation_check_result(tally: ExtractionTally, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
     """Passes when nothing was quarantined; domain warnings are reported but do not fail it."""
-    warnings = "\n".join(f"- {k}: {v} row(s)" for k, v in sorted(tally.domain_warnings.items())) or "none"
+    warnings = (
+        "\n".join(f"- {k}: {v} row(s)" for k, v in sorted(tally.domain_warnings.items())) or "none"
+    )
     examples = "\n".join(f"- {e}" for e in tally.rejected_examples) or "none"
     description = (
         f"syllaby_v2.{tally.table}: {tally.rows_loaded} row(s) loaded, {tally.rows_rejected} quarantined "

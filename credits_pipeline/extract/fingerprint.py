@@ -57,8 +57,7 @@ _DIALECT = {
 
 @dataclass(frozen=True)
 class DayFingerprint:
-    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal rows.
-    """
+    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal rows."""
 
     rows: int = 0
     id_sum: int = 0
@@ -162,7 +161,7 @@ def source_day_fingerprints(
             continue
         per_bound = {}
         for i, bound in enumerate(bounds):
-            values = [int(v or 0) for v in row[1 + 4 * i: 5 + 4 * i]]
+            values = [int(v or 0) for v in row[1 + 4 * i : 5 + 4 * i]]
             per_bound[bound] = DayFingerprint(*values)
         result[day] = per_bound
     return result

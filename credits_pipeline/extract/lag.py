@@ -34,7 +34,9 @@ LAG_SCHEDULE_NAME = "ledger_lag_hourly"
 SOURCE_STALENESS_CHECK = "source_ledger_staleness"
 
 
-def ledger_lag(source_newest: dt.datetime | None, warehouse_newest: dt.datetime | None) -> dt.timedelta | None:
+def ledger_lag(
+    source_newest: dt.datetime | None, warehouse_newest: dt.datetime | None
+) -> dt.timedelta | None:
     """The warehouse's delay behind the source; None when the source has no dated row at all."""
     if source_newest is None:
         return None

@@ -112,8 +112,11 @@ def summary_markdown(result: ReconciliationResult, channels_configured: bool = T
         f"{at_stake['WARN']:,} in WARN (hygiene) rules.",
     ]
     failing = sum(1 for summary in result.summaries.values() if not summary.passed)
-    lines += ["", f"Rules: {failing} failing (`{FAILING_RULES_METADATA_KEY}`), "
-              f"{len(rc.RULES) - failing} passing."]
+    lines += [
+        "",
+        f"Rules: {failing} failing (`{FAILING_RULES_METADATA_KEY}`), "
+        f"{len(rc.RULES) - failing} passing.",
+    ]
     warning = no_channel_line(result, channels_configured)
     if warning:
         lines += ["", warning]

@@ -47,10 +47,7 @@ def blocking_from_settings() -> bool:
 
 def check_description(rule: rc.Rule) -> str:
     """What the rule checks, its severity, and where the next step is (the runbook section)."""
-    return (
-        f"[{rule.severity}] `{rule.code}`: {rule.summary}. "
-        f"What to do: {runbook_link(rule.code)}"
-    )
+    return f"[{rule.severity}] `{rule.code}`: {rule.summary}. What to do: {runbook_link(rule.code)}"
 
 
 def reconciliation_check_specs(blocking: bool = False) -> list[dg.AssetCheckSpec]:
@@ -81,8 +78,16 @@ def worst_markdown(summary: RuleSummary) -> str:
     """The ten worst violations of a rule as a Markdown table (empty rule: a one-line note)."""
     if not summary.worst:
         return f"No `{summary.code}` violation."
-    columns = ("user_id", "credit_history_id", "entity_type", "entity_id", "expected", "actual",
-               "credits", "detail")
+    columns = (
+        "user_id",
+        "credit_history_id",
+        "entity_type",
+        "entity_id",
+        "expected",
+        "actual",
+        "credits",
+        "detail",
+    )
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in summary.worst:
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
@@ -102,7 +107,8 @@ def check_results(result: ReconciliationResult) -> Iterator[dg.AssetCheckResult]
             description=(
                 f"{summary.count} `{rule.code}` violation(s) involving {summary.credits} credits. "
                 f"What to do: {runbook_link(rule.code)}"
-                if summary.count else f"no `{rule.code}` violation"
+                if summary.count
+                else f"no `{rule.code}` violation"
             ),
             metadata={
                 cm.RULE: rule.code,

@@ -25,14 +25,25 @@ CATALOG_EVENT_IDS: dict[str, int] = {e.name: i for i, e in enumerate(CATALOG, st
 
 _TYPES: dict[str, dict[str, str]] = {
     sql.LEDGER_ROWS: {
-        "id": "bigint", "user_id": "bigint", "credit_events_id": "bigint",
-        "creditable_type": "varchar", "creditable_id": "bigint", "calculative_index": "bigint",
-        "amount": "bigint", "previous_amount": "double", "event_type": "integer",
-        "created_at": "timestamp", "updated_at": "timestamp",
+        "id": "bigint",
+        "user_id": "bigint",
+        "credit_events_id": "bigint",
+        "creditable_type": "varchar",
+        "creditable_id": "bigint",
+        "calculative_index": "bigint",
+        "amount": "bigint",
+        "previous_amount": "double",
+        "event_type": "integer",
+        "created_at": "timestamp",
+        "updated_at": "timestamp",
     },
     sql.EVENTS: {
-        "id": "bigint", "name": "varchar", "type": "integer", "calculation_type": "varchar",
-        "value": "double", "min_amount": "double",
+        "id": "bigint",
+        "name": "varchar",
+        "type": "integer",
+        "calculation_type": "varchar",
+        "value": "double",
+        "min_amount": "double",
     },
     sql.USERS: {"id": "bigint", "remaining_credit_amount": "bigint", "extra_credits": "bigint"},
     sql.FACELESSES: {"id": "bigint", "user_id": "bigint", "video_id": "bigint"},
@@ -46,9 +57,14 @@ _TYPES: dict[str, dict[str, str]] = {
 def catalog_events() -> list[dict[str, Any]]:
     """The application's catalog as `events` rows (what a freshly seeded database holds)."""
     return [
-        {"id": CATALOG_EVENT_IDS[e.name], "name": e.name, "type": e.type,
-         "calculation_type": e.calculation_type, "value": float(e.value),
-         "min_amount": None if e.min_amount is None else float(e.min_amount)}
+        {
+            "id": CATALOG_EVENT_IDS[e.name],
+            "name": e.name,
+            "type": e.type,
+            "calculation_type": e.calculation_type,
+            "value": float(e.value),
+            "min_amount": None if e.min_amount is None else float(e.min_amount),
+        }
         for e in CATALOG
     ]
 
@@ -63,8 +79,8 @@ def ledger_row(
     index: int | None = None,
     event_type: int | None = None,
     creditable: tuple[str | None, int | None] | None = None,
-    created_at: dt.datetime | None | str = "auto",
-    updated_at: dt.datetime | None | str = "auto",
+    created_at: dt.datetime | str | None = "auto",
+    updated_at: dt.datetime | str | None = "auto",
 ) -> dict[str, Any]:
     """One ledger row. `event` is a catalog name (or a raw credit_events_id); defaults follow it.
 
@@ -79,9 +95,9 @@ def ledger_row(
         default_type = spec.type
         if index is None:
             if spec.calculation_type == "calculative" and spec.effect == "spend":
-                index = int(round(2 * amount / spec.value))
+                index = round(2 * amount / spec.value)
             elif spec.calculation_type == "calculative" and spec.effect == "add":
-                index = int(round(amount / spec.value))
+                index = round(amount / spec.value)
             else:
                 index = amount
     else:
@@ -91,11 +107,17 @@ def ledger_row(
     updated = created if updated_at == "auto" else updated_at
     ctype, cid = creditable if creditable is not None else (None, None)
     return {
-        "id": id, "user_id": user_id, "credit_events_id": events_id, "creditable_type": ctype,
-        "creditable_id": cid, "calculative_index": index if index is not None else amount,
-        "amount": amount, "previous_amount": previous_amount,
+        "id": id,
+        "user_id": user_id,
+        "credit_events_id": events_id,
+        "creditable_type": ctype,
+        "creditable_id": cid,
+        "calculative_index": index if index is not None else amount,
+        "amount": amount,
+        "previous_amount": previous_amount,
         "event_type": default_type if event_type is None else event_type,
-        "created_at": created, "updated_at": updated,
+        "created_at": created,
+        "updated_at": updated,
     }
 
 
@@ -116,7 +138,8 @@ def load_inputs(
     `users` rows may be tuples `(id, remaining_credit_amount, extra_credits)`.
     """
     users = [
-        u if isinstance(u, Mapping)
+        u
+        if isinstance(u, Mapping)
         else {"id": u[0], "remaining_credit_amount": u[1], "extra_credits": u[2]}
         for u in users
     ]

@@ -21,8 +21,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import replay_state as rs
+from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.replay import (
     EFFECT_PURCHASE,
@@ -53,9 +53,17 @@ WORST_LIMIT = 10
 DEFAULT_BATCH_ROWS = 2_000_000
 
 RECONCILIATION_COLUMNS = (
-    "user_id", "ledger_subscription_balance", "recorded_subscription_balance",
-    "ledger_purchased_balance", "recorded_purchased_balance", "drift", "chain_breaks",
-    "first_break_history_id", "forfeited_credits", "written_off_credits", "status",
+    "user_id",
+    "ledger_subscription_balance",
+    "recorded_subscription_balance",
+    "ledger_purchased_balance",
+    "recorded_purchased_balance",
+    "drift",
+    "chain_breaks",
+    "first_break_history_id",
+    "forfeited_credits",
+    "written_off_credits",
+    "status",
 )
 ANOMALY_OUTPUT_COLUMNS = (*sql.ANOMALY_COLUMNS, "detected_at", rs.FIRST_DETECTED_COLUMN)
 
@@ -144,34 +152,48 @@ def _input_batches(
     for batch in batches:
         if batch.num_rows:
             yield {
-                name: np.ascontiguousarray(batch.column(i).to_numpy(zero_copy_only=False, writable=True), dtype=np.int64)
+                name: np.ascontiguousarray(
+                    batch.column(i).to_numpy(zero_copy_only=False, writable=True), dtype=np.int64
+                )
                 for i, name in enumerate(batch.schema.names)
             }
 
 
-FLAGGED_SCHEMA = pa.schema([
-    ("id", pa.int64()), ("user_id", pa.int64()), ("flags", pa.int16()), ("is_purchase", pa.bool_()),
-    ("amount", pa.int64()), ("previous_amount", pa.int64()), ("expected_previous", pa.int64()),
-    ("available", pa.int64()), ("previous_created_s", pa.int64()), ("created_s", pa.int64()),
-])
+FLAGGED_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("user_id", pa.int64()),
+        ("flags", pa.int16()),
+        ("is_purchase", pa.bool_()),
+        ("amount", pa.int64()),
+        ("previous_amount", pa.int64()),
+        ("expected_previous", pa.int64()),
+        ("available", pa.int64()),
+        ("previous_created_s", pa.int64()),
+        ("created_s", pa.int64()),
+    ]
+)
 
 
 def _flagged_rows(arrays: dict[str, np.ndarray], effect: np.ndarray, res: ReplayResult) -> pa.Table:
     """The rows the replay flagged, with what the rules need to describe them."""
     flagged = np.flatnonzero(res.flags)
     prev = arrays["previous_amount"][flagged]
-    return pa.table({
-        "id": pa.array(arrays["id"][flagged], pa.int64()),
-        "user_id": pa.array(arrays["user_id"][flagged], pa.int64()),
-        "flags": pa.array(res.flags[flagged].astype(np.int16), pa.int16()),
-        "is_purchase": pa.array(effect[flagged] == EFFECT_PURCHASE, pa.bool_()),
-        "amount": pa.array(arrays["amount"][flagged], pa.int64()),
-        "previous_amount": pa.array(prev, pa.int64(), mask=prev == NULL_INT),
-        "expected_previous": pa.array(res.expected_previous[flagged], pa.int64()),
-        "available": pa.array(res.available[flagged], pa.int64()),
-        "previous_created_s": pa.array(res.previous_created_s[flagged], pa.int64()),
-        "created_s": pa.array(arrays["created_s"][flagged], pa.int64()),
-    }, schema=FLAGGED_SCHEMA)
+    return pa.table(
+        {
+            "id": pa.array(arrays["id"][flagged], pa.int64()),
+            "user_id": pa.array(arrays["user_id"][flagged], pa.int64()),
+            "flags": pa.array(res.flags[flagged].astype(np.int16), pa.int16()),
+            "is_purchase": pa.array(effect[flagged] == EFFECT_PURCHASE, pa.bool_()),
+            "amount": pa.array(arrays["amount"][flagged], pa.int64()),
+            "previous_amount": pa.array(prev, pa.int64(), mask=prev == NULL_INT),
+            "expected_previous": pa.array(res.expected_previous[flagged], pa.int64()),
+            "available": pa.array(res.available[flagged], pa.int64()),
+            "previous_created_s": pa.array(res.previous_created_s[flagged], pa.int64()),
+            "created_s": pa.array(arrays["created_s"][flagged], pa.int64()),
+        },
+        schema=FLAGGED_SCHEMA,
+    )
 
 
 def _replay_in_batches(
@@ -192,11 +214,17 @@ def _replay_in_batches(
     carry = ReplayState.empty()
     n = 0
     for arrays in batches:
-        effect = resolve_effects(arrays["credit_events_id"], arrays["event_type"], event_ids, event_effects)
+        effect = resolve_effects(
+            arrays["credit_events_id"], arrays["event_type"], event_ids, event_effects
+        )
         rows = len(arrays["id"])
         res = replay(
-            arrays["user_id"], arrays["id"], effect, arrays["amount"],
-            arrays["previous_amount"], arrays["created_s"],
+            arrays["user_id"],
+            arrays["id"],
+            effect,
+            arrays["amount"],
+            arrays["previous_amount"],
+            arrays["created_s"],
             order=np.arange(rows, dtype=np.int64),  # already sorted; the kernel verifies it
             start=start.advanced(carry) if len(carry) else start,
         )
@@ -236,13 +264,22 @@ def _replay_outputs(
         plan = rs.plan_replay(con, cutoff_at, digest_of_events, params, force_full)
     else:
         plan = rs.ResumePlan(rs.MODE_FULL, "the replay state is not kept", -1, ReplayState.empty())
-    params = params | {"through_id": plan.through_id, "events_digest": digest_of_events, "mode": plan.mode}
+    params = params | {
+        "through_id": plan.through_id,
+        "events_digest": digest_of_events,
+        "mode": plan.mode,
+    }
     statement = sql.replay_input_sql(rs.RESUMED_ROWS_FILTER if plan.resumed else "")
     batches = _input_batches(con, statement, sql.used_params(statement, params), batch_rows)
     flagged_rows, state, n = _replay_in_batches(batches, plan.start, event_ids, event_effects)
     replayed_state = pa.table({k: pa.array(v, pa.int64()) for k, v in state.columns().items()})
-    _register_as(con, flagged_rows, REPLAY_ROWS_TABLE,
-                 rs.untouched_flags_sql(plan, REPLAY_ROWS_COLUMNS, f"{REPLAY_ROWS_TABLE}_arrow"), params)
+    _register_as(
+        con,
+        flagged_rows,
+        REPLAY_ROWS_TABLE,
+        rs.untouched_flags_sql(plan, REPLAY_ROWS_COLUMNS, f"{REPLAY_ROWS_TABLE}_arrow"),
+        params,
+    )
     _register_as(con, replayed_state, REPLAYED_STATE_TABLE)
     con.execute(
         f"create or replace temp table {ALL_STATE_TABLE} as "
@@ -269,7 +306,9 @@ def _replay_outputs(
     if keep_state:
         con.execute(rs.next_state_sql(ALL_STATE_TABLE))
         _run(con, rs.NEXT_CHECKPOINT_SQL, params)
-        ledger_rows = int(con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0])  # type: ignore[index]
+        ledger_rows = int(
+            con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0]  # type: ignore[index]
+        )
     return ReplayRun(plan, n, ledger_rows)
 
 
@@ -318,15 +357,15 @@ select
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    {sql._text('expected_previous')} as expected,
-    {sql._text('previous_amount')} as actual,
+    {sql._text("expected_previous")} as expected,
+    {sql._text("previous_amount")} as actual,
     case
         when is_purchase then 'previous_amount should record the purchased pool after the '
-            || 'purchase: the replay expected ' || {sql._show('expected_previous')}
-            || ', the row recorded ' || {sql._show('previous_amount')}
+            || 'purchase: the replay expected ' || {sql._show("expected_previous")}
+            || ', the row recorded ' || {sql._show("previous_amount")}
         else 'previous_amount should record the subscription pool before the row: the replay '
-            || 'expected ' || {sql._show('expected_previous')} || ', the row recorded '
-            || {sql._show('previous_amount')}
+            || 'expected ' || {sql._show("expected_previous")} || ', the row recorded '
+            || {sql._show("previous_amount")}
     end as detail,
     coalesce(abs(previous_amount - expected_previous), expected_previous) as credits
 from {REPLAY_ROWS_TABLE}
@@ -340,10 +379,10 @@ select
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    {sql._text('available')} as expected,
-    {sql._text('amount')} as actual,
-    'spend of ' || {sql._show('amount')} || ' exceeds both pools together ('
-        || {sql._show('available')} || '): ' || {sql._show('amount - available')}
+    {sql._text("available")} as expected,
+    {sql._text("amount")} as actual,
+    'spend of ' || {sql._show("amount")} || ' exceeds both pools together ('
+        || {sql._show("available")} || '): ' || {sql._show("amount - available")}
         || ' credits written off' as detail,
     amount - available as credits
 from {REPLAY_ROWS_TABLE}
@@ -357,11 +396,11 @@ select
     cast(null as bigint) as credit_history_id,
     $user_entity as entity_type,
     user_id as entity_id,
-    {sql._text('ledger_subscription_balance')} as expected,
-    {sql._text('recorded_subscription_balance')} as actual,
+    {sql._text("ledger_subscription_balance")} as expected,
+    {sql._text("recorded_subscription_balance")} as actual,
     'subscription pool (remaining_credit_amount): the ledger ends at '
-        || {sql._show('ledger_subscription_balance')} || ', users stores '
-        || {sql._show('recorded_subscription_balance')} as detail,
+        || {sql._show("ledger_subscription_balance")} || ', users stores '
+        || {sql._show("recorded_subscription_balance")} as detail,
     abs(recorded_subscription_balance - ledger_subscription_balance) as credits
 from {RECONCILIATION_WORK_TABLE}
 where recorded_subscription_balance <> ledger_subscription_balance
@@ -372,11 +411,11 @@ select
     cast(null as bigint) as credit_history_id,
     $user_entity as entity_type,
     user_id as entity_id,
-    {sql._text('ledger_purchased_balance')} as expected,
-    {sql._text('recorded_purchased_balance')} as actual,
+    {sql._text("ledger_purchased_balance")} as expected,
+    {sql._text("recorded_purchased_balance")} as actual,
     'purchased pool (extra_credits): the ledger ends at '
-        || {sql._show('ledger_purchased_balance')} || ', users stores '
-        || {sql._show('recorded_purchased_balance')} as detail,
+        || {sql._show("ledger_purchased_balance")} || ', users stores '
+        || {sql._show("recorded_purchased_balance")} as detail,
     abs(recorded_purchased_balance - ledger_purchased_balance) as credits
 from {RECONCILIATION_WORK_TABLE}
 where recorded_purchased_balance <> ledger_purchased_balance
@@ -486,13 +525,19 @@ def reconcile(
             con.executemany(statement, rows)
         else:
             con.execute(statement)
-    con.execute(f"create or replace temp table {RULES_TABLE} "
-                "(rule varchar, position integer, severity varchar)")
-    con.executemany(f"insert into {RULES_TABLE} values (?, ?, ?)",
-                    [(r.code, i, r.severity) for i, r in enumerate(rc.RULES)])
+    con.execute(
+        f"create or replace temp table {RULES_TABLE} "
+        "(rule varchar, position integer, severity varchar)"
+    )
+    con.executemany(
+        f"insert into {RULES_TABLE} values (?, ?, ?)",
+        [(r.code, i, r.severity) for i, r in enumerate(rc.RULES)],
+    )
     _run(con, sql.EVENTS_SQL, params)
     _run(con, sql.ROWS_SQL, params)
-    run = _replay_outputs(con, params, keep_state, force_full_replay, batch_rows or DEFAULT_BATCH_ROWS)
+    run = _replay_outputs(
+        con, params, keep_state, force_full_replay, batch_rows or DEFAULT_BATCH_ROWS
+    )
     lap("replay")
     _run(con, sql.ROW_CHECKS_SQL, params)
     lap("row_checks")
@@ -518,8 +563,16 @@ def reconcile(
         ANOMALIES_OUTPUT_SQL, sql.used_params(ANOMALIES_OUTPUT_SQL, params)
     ).fetch_arrow_table()
     worst: dict[str, list[dict]] = {}
-    worst_cols = ("user_id", "credit_history_id", "entity_type", "entity_id", "expected",
-                  "actual", "credits", "detail")
+    worst_cols = (
+        "user_id",
+        "credit_history_id",
+        "entity_type",
+        "entity_id",
+        "expected",
+        "actual",
+        "credits",
+        "detail",
+    )
     for row in con.execute(WORST_SQL, {"limit": WORST_LIMIT}).fetchall():
         worst.setdefault(row[0], []).append(dict(zip(worst_cols, row[1:], strict=True)))
     summaries = {
@@ -552,9 +605,18 @@ def drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Free the `_recon_*` temp tables (the 5M-row working copy above all) once a run is done."""
     con.execute(f"drop view if exists {sql.ROWS_TABLE}")
     for name in (
-        sql.ROW_CHECKS_TABLE, sql.CREDITED_TABLE, sql.CATALOG_TABLE, sql.EVENTS_TABLE, sql.TS_PREVIOUS_TABLE, RULES_TABLE,
-        REPLAY_ROWS_TABLE, USER_POOLS_TABLE, ANOMALIES_WORK_TABLE, RECONCILIATION_WORK_TABLE,
-        REPLAYED_STATE_TABLE, ALL_STATE_TABLE,
+        sql.ROW_CHECKS_TABLE,
+        sql.CREDITED_TABLE,
+        sql.CATALOG_TABLE,
+        sql.EVENTS_TABLE,
+        sql.TS_PREVIOUS_TABLE,
+        RULES_TABLE,
+        REPLAY_ROWS_TABLE,
+        USER_POOLS_TABLE,
+        ANOMALIES_WORK_TABLE,
+        RECONCILIATION_WORK_TABLE,
+        REPLAYED_STATE_TABLE,
+        ALL_STATE_TABLE,
     ):
         con.execute(f"drop table if exists {name}")
     rs.drop_working_tables(con)
@@ -586,7 +648,9 @@ def write_reconciliation(
     if result.state_kept:
         con.execute(f"create schema if not exists {rs.STATE_SCHEMA}")
         for name, source in _state_sources().items():
-            con.execute(f"create or replace table {rs.STATE_SCHEMA}.{name} as select * from {source}")
+            con.execute(
+                f"create or replace table {rs.STATE_SCHEMA}.{name} as select * from {source}"
+            )
 
 
 def _state_sources() -> dict[str, str]:
@@ -594,7 +658,9 @@ def _state_sources() -> dict[str, str]:
     return {**rs.PERSIST_SOURCES, rs.FLAGS_TABLE: REPLAY_ROWS_TABLE}
 
 
-def _write_reconciliation_bigquery(con: BigQueryConnection, result: ReconciliationResult, schema: str) -> None:
+def _write_reconciliation_bigquery(
+    con: BigQueryConnection, result: ReconciliationResult, schema: str
+) -> None:
     """Both report tables (and the replay state) replaced in one BigQuery transaction.
 
     BigQuery allows no DDL on permanent tables inside a transaction: each table is created (or,
@@ -603,25 +669,39 @@ def _write_reconciliation_bigquery(con: BigQueryConnection, result: Reconciliati
     changed session temp tables), that one is committed first and the write's own is left open for
     the caller to commit or roll back; outside one, the write commits its own.
     """
-    outputs = [(schema, rc.RECONCILIATION_TABLE, result.reconciliation), (schema, rc.ANOMALIES_TABLE, result.anomalies)]
+    outputs = [
+        (schema, rc.RECONCILIATION_TABLE, result.reconciliation),
+        (schema, rc.ANOMALIES_TABLE, result.anomalies),
+    ]
     sources = {(schema, name): f"_recon_out_{name}" for _, name, _ in outputs}
     if result.state_kept:
         for name, temp in _state_sources().items():
             # the columns of the session temp table, as an empty Arrow table for the DDL
-            outputs.append((rs.STATE_SCHEMA, name, con.execute(f"select * from {temp} limit 0").fetch_arrow_table()))
+            outputs.append(
+                (
+                    rs.STATE_SCHEMA,
+                    name,
+                    con.execute(f"select * from {temp} limit 0").fetch_arrow_table(),
+                )
+            )
             sources[(rs.STATE_SCHEMA, name)] = temp
     in_caller_transaction = con.in_transaction
     if in_caller_transaction:
         con.execute("commit")
     for target_schema, name, table in outputs:
         replace_table_schema(con, target_schema, name, table)
-    for name, table in ((rc.RECONCILIATION_TABLE, result.reconciliation), (rc.ANOMALIES_TABLE, result.anomalies)):
+    for name, table in (
+        (rc.RECONCILIATION_TABLE, result.reconciliation),
+        (rc.ANOMALIES_TABLE, result.anomalies),
+    ):
         con.register(f"_recon_out_{name}", table)
     con.execute("begin transaction")
     try:
         for (target_schema, name), source in sources.items():
             con.execute(f"delete from {target_schema}.{name} where true", dialect="bigquery")
-            con.execute(f"insert into {target_schema}.{name} select * from {source}", dialect="bigquery")
+            con.execute(
+                f"insert into {target_schema}.{name} select * from {source}", dialect="bigquery"
+            )
     except BaseException:
         con.execute("rollback")
         raise

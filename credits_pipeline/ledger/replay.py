@@ -72,16 +72,24 @@ class ReplayState:
     rows: np.ndarray
 
     FIELDS = (
-        "user_id", "subscription", "purchased", "chain_breaks", "first_break_id", "forfeited",
-        "written_off", "last_id", "last_created_s", "rows",
+        "user_id",
+        "subscription",
+        "purchased",
+        "chain_breaks",
+        "first_break_id",
+        "forfeited",
+        "written_off",
+        "last_id",
+        "last_created_s",
+        "rows",
     )
 
     @classmethod
-    def empty(cls) -> "ReplayState":
+    def empty(cls) -> ReplayState:
         return cls(**{f: np.zeros(0, dtype=np.int64) for f in cls.FIELDS})
 
     @classmethod
-    def from_columns(cls, columns: dict[str, np.ndarray]) -> "ReplayState":
+    def from_columns(cls, columns: dict[str, np.ndarray]) -> ReplayState:
         """A state from columns in any user order (e.g. read back from the warehouse)."""
         arrays = {f: np.ascontiguousarray(columns[f], dtype=np.int64) for f in cls.FIELDS}
         order = np.argsort(arrays["user_id"], kind="stable")
@@ -96,15 +104,17 @@ class ReplayState:
     def __len__(self) -> int:
         return len(self.user_id)
 
-    def without(self, user_ids: np.ndarray) -> "ReplayState":
+    def without(self, user_ids: np.ndarray) -> ReplayState:
         """The state minus some users: they will be replayed again from their first row."""
         keep = ~np.isin(self.user_id, np.asarray(user_ids, dtype=np.int64))
         return ReplayState(**{f: a[keep] for f, a in self.columns().items()})
 
-    def advanced(self, newer: "ReplayState") -> "ReplayState":
+    def advanced(self, newer: ReplayState) -> ReplayState:
         """This state updated by a replay of newer rows: users in `newer` take its entries."""
         keep = ~np.isin(self.user_id, newer.user_id)
-        merged = {f: np.concatenate([a[keep], getattr(newer, f)]) for f, a in self.columns().items()}
+        merged = {
+            f: np.concatenate([a[keep], getattr(newer, f)]) for f, a in self.columns().items()
+        }
         return ReplayState.from_columns(merged)
 
 
@@ -127,14 +137,45 @@ class ReplayResult:
 
 
 @numba.njit(
-    (_I64, _I64, _I64, _I8, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
-     _I64),
+    (
+        _I64,
+        _I64,
+        _I64,
+        _I8,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+        _I64,
+    ),
     cache=True,
     nogil=True,
 )
 def _replay_kernel(
-    order, user_id, row_id, effect, amount, previous, created_s,
-    s_user, s_sub, s_pur, s_breaks, s_first, s_forfeit, s_writeoff, s_last_id, s_last_created,
+    order,
+    user_id,
+    row_id,
+    effect,
+    amount,
+    previous,
+    created_s,
+    s_user,
+    s_sub,
+    s_pur,
+    s_breaks,
+    s_first,
+    s_forfeit,
+    s_writeoff,
+    s_last_id,
+    s_last_created,
     s_rows,
 ):  # pragma: no cover
     n = user_id.shape[0]
@@ -414,4 +455,6 @@ def replay(
         np.ascontiguousarray(created_s, dtype=np.int64),
         *(np.ascontiguousarray(a, dtype=np.int64) for a in start.columns().values()),
     )
-    return ReplayResult(flags, expected_previous, available, previous_created_s, ReplayState(*users))
+    return ReplayResult(
+        flags, expected_previous, available, previous_created_s, ReplayState(*users)
+    )

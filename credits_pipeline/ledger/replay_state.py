@@ -68,10 +68,14 @@ _FINGERPRINT_TERMS = (
     ("cast(previous_amount as bigint)", 62_089_911),
     ("epoch_ms(created_at) // 1000", 40_692),
 )
-ROW_FINGERPRINT = "mod(" + " + ".join(
-    f"mod(coalesce({expr}, -1) + 2, {FINGERPRINT_PRIME}) * {weight}"
-    for expr, weight in _FINGERPRINT_TERMS
-) + f", {FINGERPRINT_PRIME})"
+ROW_FINGERPRINT = (
+    "mod("
+    + " + ".join(
+        f"mod(coalesce({expr}, -1) + 2, {FINGERPRINT_PRIME}) * {weight}"
+        for expr, weight in _FINGERPRINT_TERMS
+    )
+    + f", {FINGERPRINT_PRIME})"
+)
 USER_KEY = "coalesce(user_id, $null_int)"
 
 DIGEST_SQL = f"""
@@ -156,7 +160,9 @@ class ResumePlan:
 
 def events_digest(event_ids: np.ndarray, effect_codes: np.ndarray) -> str:
     """A digest of the event catalog's effects: a changed effect changes every past row's replay."""
-    pairs = sorted(zip(np.asarray(event_ids).tolist(), np.asarray(effect_codes).tolist(), strict=True))
+    pairs = sorted(
+        zip(np.asarray(event_ids).tolist(), np.asarray(effect_codes).tolist(), strict=True)
+    )
     return hashlib.sha256(repr(pairs).encode()).hexdigest()
 
 
@@ -166,7 +172,7 @@ def _tables(con) -> set[str]:
     for name in PERSISTED_TABLES:
         try:
             con.execute(f"select 1 from {STATE_SCHEMA}.{name} limit 1").fetchall()
-        except Exception:  # noqa: BLE001 - a missing table is the normal first run
+        except Exception:
             continue
         found.add(name)
     return found
@@ -184,7 +190,11 @@ def read_checkpoint(con) -> Checkpoint | None:
 
 
 def plan_replay(
-    con, cutoff_at: dt.datetime, digest_of_events: str, params: dict[str, object], force_full: bool = False
+    con,
+    cutoff_at: dt.datetime,
+    digest_of_events: str,
+    params: dict[str, object],
+    force_full: bool = False,
 ) -> ResumePlan:
     """Decide how to replay, and leave the per-user digest (and dirty users) as temp tables."""
     checkpoint = None if force_full else read_checkpoint(con)
@@ -196,7 +206,9 @@ def plan_replay(
     elif checkpoint.events_digest != digest_of_events:
         reason = "the event catalog's effects changed since the previous run"
     elif checkpoint.cutoff_at > cutoff_at:
-        reason = f"the cut-off is earlier than the previous run's ({checkpoint.cutoff_at.isoformat()})"
+        reason = (
+            f"the cut-off is earlier than the previous run's ({checkpoint.cutoff_at.isoformat()})"
+        )
     through_id = checkpoint.through_id if checkpoint is not None and not reason else -1
     con.execute(DIGEST_SQL, sql.used_params(DIGEST_SQL, params | {"through_id": through_id}))
     if reason:
@@ -295,8 +307,14 @@ group by {positions}
 
 EMPTY_DETECTIONS_SQL = f"""
 create or replace temp table {PREVIOUS_DETECTIONS_TABLE} as
-select {", ".join(f"cast(null as {t}) as {alias}" for (_, alias), t in zip(
-    DETECTION_KEY, ("varchar", "bigint", "bigint", "varchar", "bigint"), strict=True))},
+select {
+    ", ".join(
+        f"cast(null as {t}) as {alias}"
+        for (_, alias), t in zip(
+            DETECTION_KEY, ("varchar", "bigint", "bigint", "varchar", "bigint"), strict=True
+        )
+    )
+},
     cast(null as timestamp) as first_detected_at
 limit 0
 """
@@ -321,7 +339,7 @@ def prepare_previous_detections(con, stored: str, params: dict[str, object]) -> 
         statement = previous_detections_sql(stored, column)
         try:
             con.execute(f"select {column} from {stored} limit 0").fetchall()
-        except Exception:  # noqa: BLE001 - a missing table or column is the normal first run
+        except Exception:
             continue
         con.execute(statement, sql.used_params(statement, params))
         return column
@@ -331,7 +349,10 @@ def prepare_previous_detections(con, stored: str, params: dict[str, object]) -> 
 
 def drop_working_tables(con) -> None:
     for name in (
-        DIGEST_TABLE, DIRTY_USERS_TABLE, NEXT_STATE_TABLE, NEXT_CHECKPOINT_TABLE,
+        DIGEST_TABLE,
+        DIRTY_USERS_TABLE,
+        NEXT_STATE_TABLE,
+        NEXT_CHECKPOINT_TABLE,
         PREVIOUS_DETECTIONS_TABLE,
     ):
         con.execute(f"drop table if exists {name}")

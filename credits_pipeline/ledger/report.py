@@ -21,11 +21,10 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow.compute as pc
-
 import dagster as dg
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import rules_catalog as rc
@@ -49,8 +48,19 @@ UNDATED_GAP = 2  # bar widths between the last week and the undated bar
 CHART_TOP = 24
 CHART_BOTTOM = 28
 RULE_COLOURS = (
-    "#d62728", "#ff7f0e", "#8c564b", "#bcbd22", "#e377c2", "#9467bd", "#1f77b4",
-    "#17becf", "#2ca02c", "#7f7f7f", "#aec7e8", "#98df8a", "#c5b0d5",
+    "#d62728",
+    "#ff7f0e",
+    "#8c564b",
+    "#bcbd22",
+    "#e377c2",
+    "#9467bd",
+    "#1f77b4",
+    "#17becf",
+    "#2ca02c",
+    "#7f7f7f",
+    "#aec7e8",
+    "#98df8a",
+    "#c5b0d5",
 )
 COLOUR_BY_RULE = dict(zip(rc.RULE_CODES, RULE_COLOURS, strict=True))
 
@@ -146,7 +156,8 @@ class AnomalyTrend:
     @property
     def rules_present(self) -> list[str]:
         return [
-            code for code in rc.RULE_CODES
+            code
+            for code in rc.RULE_CODES
             if self.undated[code] or any(c[code] for c in self.counts.values())
         ]
 
@@ -187,7 +198,10 @@ def sparkline(values: list[int]) -> str:
     if peak == 0:
         return SPARK_ZERO * len(values)
     top = len(SPARK_LEVELS) - 1
-    return "".join(SPARK_ZERO if v == 0 else SPARK_LEVELS[min(top, (v * top + peak - 1) // peak)] for v in values)
+    return "".join(
+        SPARK_ZERO if v == 0 else SPARK_LEVELS[min(top, (v * top + peak - 1) // peak)]
+        for v in values
+    )
 
 
 def _fmt(x: float) -> str:
@@ -403,8 +417,14 @@ def non_ok_users(reconciliation: pa.Table, anomalies: pa.Table) -> list[NonOkUse
             rule = f"{rc.CHAIN_BREAK}, {rc.BALANCE_DRIFT}"
         users.append(
             NonOkUser(
-                row["user_id"], row["status"], rule, pool or "-", expected, actual,
-                int(row["drift"]), int(credits[row["user_id"]]),
+                row["user_id"],
+                row["status"],
+                rule,
+                pool or "-",
+                expected,
+                actual,
+                int(row["drift"]),
+                int(credits[row["user_id"]]),
             )
         )
     return sorted(users, key=lambda u: (-u.credits, u.user_id))

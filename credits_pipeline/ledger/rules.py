@@ -25,6 +25,7 @@ from credits_pipeline.ledger.replay import (
     EFFECT_SPEND,
     NULL_INT,
 )
+from credits_pipeline.names import rejected_name
 from credits_pipeline.source.catalog import (
     CATALOG,
     MONTHLY_RELEASE_EVENT,
@@ -32,9 +33,8 @@ from credits_pipeline.source.catalog import (
 )
 from credits_pipeline.source.tables import EXTRACTED_ALIASES, UNEXTRACTED_ALIASES
 from credits_pipeline.source.tables import USERS as USERS_TABLE
-from credits_pipeline.names import rejected_name
 
-assert UNEXTRACTED_ALIASES == {"keyword", "generator", "media", "character"}, (
+assert {"keyword", "generator", "media", "character"} == UNEXTRACTED_ALIASES, (
     "rules.sql_params binds one parameter per unextracted alias: update it with the contract"
 )
 
@@ -54,8 +54,17 @@ QUARANTINED_USERS = "quarantined_users"
 USERS_QUARANTINE_RELATION = f"raw.{rejected_name(USERS_TABLE.name)}"
 INPUT_RELATIONS: dict[str, tuple[str, ...]] = {
     LEDGER_ROWS: (
-        "id", "user_id", "credit_events_id", "creditable_type", "creditable_id",
-        "calculative_index", "amount", "previous_amount", "event_type", "created_at", "updated_at",
+        "id",
+        "user_id",
+        "credit_events_id",
+        "creditable_type",
+        "creditable_id",
+        "calculative_index",
+        "amount",
+        "previous_amount",
+        "event_type",
+        "created_at",
+        "updated_at",
     ),
     EVENTS: ("id", "name", "type", "calculation_type", "value", "min_amount"),
     USERS: ("id", "remaining_credit_amount", "extra_credits"),
@@ -83,8 +92,15 @@ DOUBLE_CHARGE_WINDOW_S = 60
 NULL_INT_VALUE = int(NULL_INT)
 
 ANOMALY_COLUMNS = (
-    "rule", "user_id", "credit_history_id", "entity_type", "entity_id", "expected", "actual",
-    "detail", "credits",
+    "rule",
+    "user_id",
+    "credit_history_id",
+    "entity_type",
+    "entity_id",
+    "expected",
+    "actual",
+    "detail",
+    "credits",
 )
 
 
@@ -224,6 +240,7 @@ select
 from {LEDGER_ROWS} as r
 left join {EVENTS_TABLE} as e on e.id = r.credit_events_id
 """
+
 
 # What the replay reads: the few columns it needs, sorted by (user_id, id) by DuckDB (a parallel,
 # cache-friendly sort: cheaper than sorting in Python and then walking rows in random order).
@@ -373,10 +390,10 @@ select
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    {_text('declared_type')} as expected,
-    {_text('event_type')} as actual,
-    'event ' || {_show_str('event_name')} || ' has type ' || {_show('declared_type')}
-        || ' but the row was written with event_type ' || {_show('event_type')} as detail,
+    {_text("declared_type")} as expected,
+    {_text("event_type")} as actual,
+    'event ' || {_show_str("event_name")} || ' has type ' || {_show("declared_type")}
+        || ' but the row was written with event_type ' || {_show("event_type")} as detail,
     amount as credits
 from {ROW_CHECKS_TABLE}
 where type_mismatch
@@ -389,21 +406,21 @@ select
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    case when wrong_price then {_text('price')} else {_text('min_amount')} end as expected,
-    {_text('amount')} as actual,
+    case when wrong_price then {_text("price")} else {_text("min_amount")} end as expected,
+    {_text("amount")} as actual,
     case
         when wrong_price and below_minimum then
-            'event ' || {_show_str('event_name')} || ' (' || calculation_type || ', index '
-            || {_show('calculative_index')} || ') prices ' || {_show('price')}
-            || ' and charges at least ' || {_show('min_amount')} || ', the row moved '
-            || {_show('amount')}
+            'event ' || {_show_str("event_name")} || ' (' || calculation_type || ', index '
+            || {_show("calculative_index")} || ') prices ' || {_show("price")}
+            || ' and charges at least ' || {_show("min_amount")} || ', the row moved '
+            || {_show("amount")}
         when wrong_price then
-            'event ' || {_show_str('event_name')} || ' (' || calculation_type || ', index '
-            || {_show('calculative_index')} || ') prices ' || {_show('price')}
-            || ', the row moved ' || {_show('amount')}
+            'event ' || {_show_str("event_name")} || ' (' || calculation_type || ', index '
+            || {_show("calculative_index")} || ') prices ' || {_show("price")}
+            || ', the row moved ' || {_show("amount")}
         else
-            'spend of ' || {_show('amount')} || ' is below the minimum '
-            || {_show('min_amount')} || ' of event ' || {_show_str('event_name')}
+            'spend of ' || {_show("amount")} || ' is below the minimum '
+            || {_show("min_amount")} || ' of event ' || {_show_str("event_name")}
     end as detail,
     case
         when wrong_price then cast(abs(cast(amount as double) - price) as bigint)
@@ -454,10 +471,10 @@ select
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    {_text('charged')} as expected,
-    {_text('refunded')} as actual,
-    'refunds of ' || creditable_type || ' ' || {_show('creditable_id')} || ' reach '
-        || {_show('refunded')} || ' credits, but only ' || {_show('charged')}
+    {_text("charged")} as expected,
+    {_text("refunded")} as actual,
+    'refunds of ' || creditable_type || ' ' || {_show("creditable_id")} || ' reach '
+        || {_show("refunded")} || ' credits, but only ' || {_show("charged")}
         || ' were charged for it before' as detail,
     least(refunded - charged, amount) as credits
 from {CREDITED_TABLE}
@@ -473,10 +490,10 @@ select
     $row_entity as entity_type,
     id as entity_id,
     null as expected,
-    {_text('amount')} as actual,
-    'refund of ' || {_show('amount')} || ' credits names no creditable ('
-        || 'creditable_type ' || {_show_str('creditable_type')} || ', creditable_id '
-        || {_show('creditable_id')} || ')' as detail,
+    {_text("amount")} as actual,
+    'refund of ' || {_show("amount")} || ' credits names no creditable ('
+        || 'creditable_type ' || {_show_str("creditable_type")} || ', creditable_id '
+        || {_show("creditable_id")} || ')' as detail,
     amount as credits
 from {CREDITED_TABLE}
 where is_refund and (creditable_type is null or creditable_id is null)
@@ -491,7 +508,7 @@ with timed_spends as (
         creditable_type,
         creditable_id,
         amount,
-        {_seconds('created_at')} as created_s,
+        {_seconds("created_at")} as created_s,
         last_refund_id
     from {CREDITED_TABLE}
     where is_spend and created_at is not null
@@ -523,9 +540,9 @@ select
     $row_entity as entity_type,
     id as entity_id,
     null as expected,
-    {_text('amount')} as actual,
-    'charges ' || creditable_type || ' ' || {_show('creditable_id')} || ' again '
-        || 'less than 60 s after row ' || {_show('earlier_id')}
+    {_text("amount")} as actual,
+    'charges ' || creditable_type || ' ' || {_show("creditable_id")} || ' again '
+        || 'less than 60 s after row ' || {_show("earlier_id")}
         || ', with no refund in between' as detail,
     amount as credits
 from repeats
@@ -564,7 +581,7 @@ select
     c.id as entity_id,
     null as expected,
     null as actual,
-    'completed ' || c.alias || ' ' || {_show('c.id')} || ' has no ' || c.charge
+    'completed ' || c.alias || ' ' || {_show("c.id")} || ' has no ' || c.charge
         || ' row in the ledger' as detail,
     cast(0 as bigint) as credits
 from completed_content as c
@@ -590,13 +607,13 @@ select
     $row_entity as entity_type,
     id as entity_id,
     null as expected,
-    {_text('user_id')} as actual,
+    {_text("user_id")} as actual,
     case
         when user_quarantined then
-            'user ' || {_show('user_id')} || ' was quarantined in ' || $users_quarantine || ': '
+            'user ' || {_show("user_id")} || ' was quarantined in ' || $users_quarantine || ': '
             || coalesce(user_quarantine_reason, 'no reason recorded')
             || '; not reconciled (no row in marts.user_balance_reconciliation) until the row is fixed'
-        else 'user ' || {_show('user_id')} || ' is not in users'
+        else 'user ' || {_show("user_id")} || ' is not in users'
     end as detail,
     amount as credits
 from {ROW_CHECKS_TABLE}
@@ -611,8 +628,8 @@ select
     $row_entity as entity_type,
     id as entity_id,
     null as expected,
-    {_text('credit_events_id')} as actual,
-    'credit event ' || {_show('credit_events_id')} || ' is not in credit_events' as detail,
+    {_text("credit_events_id")} as actual,
+    'credit event ' || {_show("credit_events_id")} || ' is not in credit_events' as detail,
     amount as credits
 from {ROW_CHECKS_TABLE}
 where orphan_event
@@ -625,22 +642,22 @@ select
     id as credit_history_id,
     $row_entity as entity_type,
     id as entity_id,
-    case when creditable_problem = {CREDITABLE_OTHER_USER} then {_text('user_id')} end as expected,
+    case when creditable_problem = {CREDITABLE_OTHER_USER} then {_text("user_id")} end as expected,
     case creditable_problem
         when {CREDITABLE_UNKNOWN_ALIAS} then creditable_type
-        when {CREDITABLE_MISSING} then {_text('creditable_id')}
-        when {CREDITABLE_OTHER_USER} then {_text('owner_id')}
+        when {CREDITABLE_MISSING} then {_text("creditable_id")}
+        when {CREDITABLE_OTHER_USER} then {_text("owner_id")}
     end as actual,
     case creditable_problem
         when {CREDITABLE_UNKNOWN_ALIAS} then
-            'creditable_type ' || {_show_str('creditable_type')} || ' is not a known alias'
+            'creditable_type ' || {_show_str("creditable_type")} || ' is not a known alias'
         when {CREDITABLE_NO_ID} then
             'creditable_type ' || creditable_type || ' with a NULL creditable_id names no row'
         when {CREDITABLE_MISSING} then
-            creditable_type || ' ' || {_show('creditable_id')} || ' does not exist'
+            creditable_type || ' ' || {_show("creditable_id")} || ' does not exist'
         else
-            creditable_type || ' ' || {_show('creditable_id')} || ' belongs to user '
-            || {_show('owner_id')} || ', not to user ' || {_show('user_id')}
+            creditable_type || ' ' || {_show("creditable_id")} || ' belongs to user '
+            || {_show("owner_id")} || ', not to user ' || {_show("user_id")}
     end as detail,
     amount as credits
 from {ROW_CHECKS_TABLE}
@@ -668,8 +685,8 @@ select
     $row_entity as entity_type,
     id as entity_id,
     '1' as expected,
-    {_text('nth')} as actual,
-    'release number ' || {_show('nth')} || ' of monthly credits in '
+    {_text("nth")} as actual,
+    'release number ' || {_show("nth")} || ' of monthly credits in '
         || strftime(created_at, '%Y-%m') || ' (UTC)' as detail,
     amount as credits
 from releases
@@ -706,23 +723,23 @@ select
     $row_entity as entity_type,
     id as entity_id,
     case problem
-        when {TS_AFTER_CUTOFF} then {_iso('cutoff_at')}
-        when {TS_BEFORE_PREVIOUS} then {_iso('previous_created_at')}
-        when {TS_UPDATED_BEFORE_CREATED} then {_iso('created_at')}
+        when {TS_AFTER_CUTOFF} then {_iso("cutoff_at")}
+        when {TS_BEFORE_PREVIOUS} then {_iso("previous_created_at")}
+        when {TS_UPDATED_BEFORE_CREATED} then {_iso("created_at")}
     end as expected,
     case problem
-        when {TS_UPDATED_BEFORE_CREATED} then {_iso('updated_at')}
+        when {TS_UPDATED_BEFORE_CREATED} then {_iso("updated_at")}
         when {TS_NULL_CREATED} then null
-        else {_iso('created_at')}
+        else {_iso("created_at")}
     end as actual,
     case problem
         when {TS_NULL_CREATED} then 'created_at is NULL'
-        when {TS_AFTER_CUTOFF} then 'created_at ' || {_iso('created_at')}
-            || ' is after the extraction cut-off ' || {_iso('cutoff_at')}
-        when {TS_BEFORE_PREVIOUS} then 'created_at ' || {_iso('created_at')}
-            || ' is before the user''s previous row (' || {_iso('previous_created_at')} || ')'
-        else 'updated_at ' || {_iso('updated_at')} || ' is before created_at '
-            || {_iso('created_at')}
+        when {TS_AFTER_CUTOFF} then 'created_at ' || {_iso("created_at")}
+            || ' is after the extraction cut-off ' || {_iso("cutoff_at")}
+        when {TS_BEFORE_PREVIOUS} then 'created_at ' || {_iso("created_at")}
+            || ' is before the user''s previous row (' || {_iso("previous_created_at")} || ')'
+        else 'updated_at ' || {_iso("updated_at")} || ' is before created_at '
+            || {_iso("created_at")}
     end as detail,
     amount as credits
 from reasons

@@ -118,7 +118,9 @@ def _literal_type(name: str, value: object) -> sa.types.TypeEngine:
     raise TypeError(f"parameter {name!r}: cannot render a {type(value).__name__} as an SQL literal")
 
 
-def render_sql(family: str, table: Table, where: str | None, params: Mapping[str, Any] | None) -> str:
+def render_sql(
+    family: str, table: Table, where: str | None, params: Mapping[str, Any] | None
+) -> str:
     """The SELECT of `reader.select_sql` with every `:name` replaced by its value as an SQL literal.
 
     connectorx takes a finished SQL string, with no bound parameters. The values here are the
@@ -138,7 +140,10 @@ def render_sql(family: str, table: Table, where: str | None, params: Mapping[str
     if unbound:
         raise KeyError(f"no value for placeholder(s) {', '.join(sorted(unbound))}")
     statement = statement.bindparams(
-        *(sa.bindparam(name, params[name], type_=_literal_type(name, params[name])) for name in sorted(placeholders))
+        *(
+            sa.bindparam(name, params[name], type_=_literal_type(name, params[name]))
+            for name in sorted(placeholders)
+        )
     )
     return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
@@ -187,7 +192,7 @@ def read_batches(
         sql = f"{render_sql(family, table, chunk_where, chunk_params)} LIMIT {int(chunk_rows)}"
         try:
             stream = _stream(url, sql, family, batch_size)
-        except Exception as exc:  # noqa: BLE001 - any connectorx failure means "read it the robust way"
+        except Exception as exc:
             on_fallback(_fallback_reason(url, table, exc, last_id))
             break
         rows_in_chunk = 0
@@ -198,7 +203,9 @@ def read_batches(
                     batch = stream.read_next_batch()
                 except StopIteration:
                     break
-                except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException (BaseException)
+                except (
+                    BaseException
+                ) as exc:  # a Rust panic arrives as pyo3's PanicException (BaseException)
                     if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                         raise
                     on_fallback(_fallback_reason(url, table, exc, last_id))
@@ -207,7 +214,9 @@ def read_batches(
                 if batch.num_rows == 0:
                     continue
                 rows_in_chunk += batch.num_rows
-                last_id = int(pc.max(batch.column(batch.schema.get_field_index("id"))).as_py())  # ORDER BY id
+                last_id = int(
+                    pc.max(batch.column(batch.schema.get_field_index("id"))).as_py()
+                )  # ORDER BY id
                 yield pa.Table.from_batches([batch])
         finally:
             stream.close()  # stops connectorx's reading thread when the consumer stops early
@@ -229,7 +238,9 @@ def _fallback_reason(url: str, table: Table, exc: BaseException, last_id: int | 
     )
 
 
-def _after(where: str | None, params: Mapping[str, Any] | None, after_id: int | None) -> tuple[str | None, dict]:
+def _after(
+    where: str | None, params: Mapping[str, Any] | None, after_id: int | None
+) -> tuple[str | None, dict]:
     """`where`, restricted to ids above `after_id` (keyset pagination and the fallback's resume)."""
     params = dict(params or {})
     if after_id is None:

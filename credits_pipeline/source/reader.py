@@ -63,7 +63,9 @@ class SourceDatabase(dg.ConfigurableResource):
 
     def uses_demo(self) -> bool:
         """The embedded demo database, only ever by explicit choice (`url` or the variable `demo`)."""
-        return self.url == settings.DEMO_SOURCE or (not self.url and settings.source_url_is_default())
+        return self.url == settings.DEMO_SOURCE or (
+            not self.url and settings.source_url_is_default()
+        )
 
     def resolved_url(self) -> str:
         if self.uses_demo():
@@ -113,14 +115,22 @@ class SourceDatabase(dg.ConfigurableResource):
                 conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                 now = conn.exec_driver_sql("SELECT UTC_TIMESTAMP()").scalar_one()
             elif family == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                conn = conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
                 conn.begin()
-                now = conn.exec_driver_sql("SELECT (now() AT TIME ZONE 'UTC')::timestamp").scalar_one()
+                now = conn.exec_driver_sql(
+                    "SELECT (now() AT TIME ZONE 'UTC')::timestamp"
+                ).scalar_one()
             else:
                 conn.exec_driver_sql("BEGIN")
-                conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar_one()  # takes the read lock
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM sqlite_master"
+                ).scalar_one()  # takes the read lock
                 now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            cut = settings.pinned_cutoff() or pd.Timestamp(now).to_pydatetime().replace(microsecond=0, tzinfo=None)
+            cut = settings.pinned_cutoff() or pd.Timestamp(now).to_pydatetime().replace(
+                microsecond=0, tzinfo=None
+            )
             try:
                 yield conn, cut
             finally:
@@ -172,9 +182,13 @@ def check_table(conn: sa.Connection, table: Table) -> None:
     except sa.exc.NoSuchTableError:
         present = set()
     except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(f"syllaby_v2.{table.name}: cannot read the table's columns: {_first_line(exc)}") from None
+        raise SourceError(
+            f"syllaby_v2.{table.name}: cannot read the table's columns: {_first_line(exc)}"
+        ) from None
     if not present:
-        raise SourceError(f"syllaby_v2.{table.name}: the table does not exist in the source database")
+        raise SourceError(
+            f"syllaby_v2.{table.name}: the table does not exist in the source database"
+        )
     found = drift.compare(table, present)  # optional columns may be absent: read as NULL, WARN
     drift.record(found)
     if found.missing_required:
@@ -222,8 +236,10 @@ def _object_frame(rows: Sequence[Any], names: list[str]) -> pd.DataFrame:
     `DataFrame.from_records` would turn an integer column holding a NULL into floats, and ids
     above 2**53 would silently lose digits before validation ever saw them.
     """
-    columns = list(zip(*rows)) if rows else [() for _ in names]
-    return pd.DataFrame({name: pd.Series(col, dtype=object) for name, col in zip(names, columns)})
+    columns = list(zip(*rows, strict=False)) if rows else [() for _ in names]
+    return pd.DataFrame(
+        {name: pd.Series(col, dtype=object) for name, col in zip(names, columns, strict=False)}
+    )
 
 
 def _ensure_demo_source(url: str) -> None:

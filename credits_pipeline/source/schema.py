@@ -59,7 +59,9 @@ def build_metadata(with_foreign_keys: bool = False) -> sa.MetaData:
     return md
 
 
-def create_tables(engine: sa.Engine, with_foreign_keys: bool = False, drop_first: bool = True) -> sa.MetaData:
+def create_tables(
+    engine: sa.Engine, with_foreign_keys: bool = False, drop_first: bool = True
+) -> sa.MetaData:
     """Create (after dropping, by default) every contract table at `engine`."""
     md = build_metadata(with_foreign_keys)
     if drop_first:

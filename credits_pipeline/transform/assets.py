@@ -21,8 +21,6 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from pydantic import Field
 
 from credits_pipeline import settings
-from credits_pipeline.warehouse import cost, memory
-from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
 from credits_pipeline.transform.dbt_project import (
     DBT_PROJECT,
     dbt_cli_resource,
@@ -30,6 +28,8 @@ from credits_pipeline.transform.dbt_project import (
     prepare_manifest,
 )
 from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, CreditsDbtTranslator
+from credits_pipeline.warehouse import cost, memory
+from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
 
 DBT_RESOURCE_KEY = "dbt"
 CREDITS_LAYER_SELECT = f"config.schema:{CREDITS_SCHEMA}"
@@ -78,14 +78,14 @@ def build_layer(
     the step fail with dbt's own message.
     """
     with dbt_environment():
-        invocation = dbt.cli(build_args(config or DbtBuildConfig()), context=context, raise_on_error=False)
+        invocation = dbt.cli(
+            build_args(config or DbtBuildConfig()), context=context, raise_on_error=False
+        )
     try:
         # column schemas, without sqlglot's column lineage: it cannot resolve the models'
         # `select *` import CTEs and would log a traceback per model
         events = list(
-            invocation.stream()
-            .fetch_row_counts()
-            .fetch_column_metadata(with_column_lineage=False)
+            invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=False)
         )
     finally:
         release_warehouse_connections(invocation)
@@ -131,7 +131,12 @@ def with_previews(context: dg.AssetExecutionContext, events: list) -> Iterator[A
         memory.apply(con)
         for event in events:
             if isinstance(event, dg.Output):
-                event = event.with_metadata({**event.metadata, **_preview(con, context.asset_key_for_output(event.output_name))})
+                event = event.with_metadata(
+                    {
+                        **event.metadata,
+                        **_preview(con, context.asset_key_for_output(event.output_name)),
+                    }
+                )
             yield event
     finally:
         con.close()
@@ -151,9 +156,13 @@ def _preview(con: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]
         return {}
     relation = f"{schema}.{name}"
     metadata: dict[str, Any] = {
-        "preview": dg.MetadataValue.md(newest_rows_markdown(con, relation, recency_column(columns), PREVIEW_ROWS))
+        "preview": dg.MetadataValue.md(
+            newest_rows_markdown(con, relation, recency_column(columns), PREVIEW_ROWS)
+        )
     }
-    metadata["dagster/row_count"] = dg.MetadataValue.int(con.execute(f"select count(*) from {relation}").fetchone()[0])  # type: ignore[index]
+    metadata["dagster/row_count"] = dg.MetadataValue.int(
+        con.execute(f"select count(*) from {relation}").fetchone()[0]  # type: ignore[index]
+    )
     return metadata
 
 
@@ -194,7 +203,9 @@ def release_warehouse_connections(invocation: Any) -> None:
         close_all()
 
 
-def dbt_layer(name: str, select: str, description: str, exclude: str | None = None) -> dg.AssetsDefinition:
+def dbt_layer(
+    name: str, select: str, description: str, exclude: str | None = None
+) -> dg.AssetsDefinition:
     """One `dbt build` step over part of the project; the layers differ only in their selection."""
 
     @dbt_assets(
@@ -231,4 +242,8 @@ dbt_revenue_model = dbt_layer(
 
 
 # Everything dbt builds, for `dg.Definitions(assets=[*dbt_credit_assets, ...])`.
-dbt_credit_assets: list[dg.AssetsDefinition] = [dbt_credit_models, dbt_mart_models, dbt_revenue_model]
+dbt_credit_assets: list[dg.AssetsDefinition] = [
+    dbt_credit_models,
+    dbt_mart_models,
+    dbt_revenue_model,
+]

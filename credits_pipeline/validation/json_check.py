@@ -20,7 +20,9 @@ def json_validity(values: pd.Series) -> pd.Series:
     """True where the value is NULL or valid JSON text; False where it is not."""
     if values.empty:
         return pd.Series([], dtype=bool, index=values.index)
-    frame = pd.DataFrame({"v": values.astype(object).where(values.notna(), None).reset_index(drop=True)})
+    frame = pd.DataFrame(
+        {"v": values.astype(object).where(values.notna(), None).reset_index(drop=True)}
+    )
     con = duckdb.connect()
     try:
         con.register("values_to_check", frame)
@@ -44,4 +46,3 @@ def register_json_check() -> None:
         return json_validity(pandas_obj)
 
     _registered = True
-

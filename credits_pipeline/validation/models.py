@@ -191,4 +191,10 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
 
 # Pandera checks whose failure means "the warehouse cannot hold this row": the row is quarantined.
 # Every other failed check (isin, ge, ...) is a domain warning: the row loads and is counted.
-QUARANTINE_CHECK_PREFIXES = ("coerce_dtype", "dtype", "not_nullable", "field_uniqueness", "valid_json")
+QUARANTINE_CHECK_PREFIXES = (
+    "coerce_dtype",
+    "dtype",
+    "not_nullable",
+    "field_uniqueness",
+    "valid_json",
+)

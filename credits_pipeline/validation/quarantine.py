@@ -63,7 +63,9 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return out.map(lambda v: None if v is None else str(v))
 
 
-def validate_batch(table: str, frame: pd.DataFrame | pyarrow.Table | pyarrow.RecordBatch) -> ValidatedBatch:
+def validate_batch(
+    table: str, frame: pd.DataFrame | pyarrow.Table | pyarrow.RecordBatch
+) -> ValidatedBatch:
     """Validate one batch of `table` (columns named as in the contract, any dtypes).
 
     Duplicated ids inside the batch keep their first row; the later copies are quarantined.
@@ -87,7 +89,9 @@ def validate_batch(table: str, frame: pd.DataFrame | pyarrow.Table | pyarrow.Rec
     original = frame
     frame, unparseable = _parse_timestamps(table, frame)
     for index, column, value in unparseable:
-        reject_reason.setdefault(index, (column, _describe(column, "coerce_dtype('datetime64[ns]')", value)))
+        reject_reason.setdefault(
+            index, (column, _describe(column, "coerce_dtype('datetime64[ns]')", value))
+        )
     try:
         clean = model.validate(frame, lazy=True)
         if not reject_reason:
@@ -97,9 +101,9 @@ def validate_batch(table: str, frame: pd.DataFrame | pyarrow.Table | pyarrow.Rec
         cases = errors.failure_cases
     warnings: Counter = Counter()
     cases = cases[cases["index"].notna()]
-    for column, check, failure_case, index in cases[["column", "check", "failure_case", "index"]].itertuples(
-        index=False
-    ):
+    for column, check, failure_case, index in cases[
+        ["column", "check", "failure_case", "index"]
+    ].itertuples(index=False):
         index = int(index)
         if str(check).startswith("field_uniqueness"):
             continue  # decided below: the first row with an id is kept, later copies quarantined
@@ -110,7 +114,9 @@ def validate_batch(table: str, frame: pd.DataFrame | pyarrow.Table | pyarrow.Rec
     ids = frame["id"]
     duplicated = ids.notna() & ids.astype(str).duplicated(keep="first")
     for index in frame.index[duplicated]:
-        reject_reason.setdefault(int(index), ("id", _describe("id", "field_uniqueness", ids[index])))
+        reject_reason.setdefault(
+            int(index), ("id", _describe("id", "field_uniqueness", ids[index]))
+        )
     bad = sorted(reject_reason)
     rejected = _as_text(original.loc[bad])
     rejected[FAILED_COLUMN] = [reject_reason[i][0] for i in bad]
@@ -122,10 +128,14 @@ def validate_batch(table: str, frame: pd.DataFrame | pyarrow.Table | pyarrow.Rec
         clean = model.validate(keep, lazy=True)
     except pa.errors.SchemaErrors:
         clean = _coerce_only(model, keep)
-    return ValidatedBatch(table, clean.reset_index(drop=True), rejected.reset_index(drop=True), warnings)
+    return ValidatedBatch(
+        table, clean.reset_index(drop=True), rejected.reset_index(drop=True), warnings
+    )
 
 
-def _parse_timestamps(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, str, object]]]:
+def _parse_timestamps(
+    table: str, frame: pd.DataFrame
+) -> tuple[pd.DataFrame, list[tuple[int, str, object]]]:
     """Parse timestamp columns value by value (`format="mixed"`), reporting what cannot be parsed.
 
     Drivers hand timestamps over as datetimes (MySQL, PostgreSQL) or as text in whatever format
@@ -164,4 +174,6 @@ def _coerce_only(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.Data
 
 
 def _empty_rejected(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype=object) for c in [*columns, FAILED_COLUMN, REASON_COLUMN]})
+    return pd.DataFrame(
+        {c: pd.Series([], dtype=object) for c in [*columns, FAILED_COLUMN, REASON_COLUMN]}
+    )

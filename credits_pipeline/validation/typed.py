@@ -81,7 +81,9 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
 def json_validity_arrow(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """True where the value is NULL or valid JSON text (DuckDB's `json_valid`, as on the pandas path)."""
     json_values = pa.table({"v": values})  # noqa: F841 - DuckDB reads it by name
-    result = _duckdb().execute("select coalesce(json_valid(v::varchar), true) as ok from json_values")
+    result = _duckdb().execute(
+        "select coalesce(json_valid(v::varchar), true) as ok from json_values"
+    )
     return result.to_arrow_table().column("ok").combine_chunks()
 
 
@@ -99,7 +101,9 @@ def _polars_check(check) -> pap.Check:
         return pap.Check(_polars_json_check, name=JSON_CHECK, error=JSON_CHECK)
     builder = getattr(pap.Check, check.name, None)
     if builder is None:
-        raise NotImplementedError(f"check {check.name!r} has no polars counterpart in credits_pipeline.validation.typed")
+        raise NotImplementedError(
+            f"check {check.name!r} has no polars counterpart in credits_pipeline.validation.typed"
+        )
     return builder(**check.statistics)
 
 
@@ -136,7 +140,9 @@ def _cast(series: pl.Series, target: pl.DataType) -> pl.Series:
     out = series.cast(target, strict=False)
     if series.dtype.is_float() and target.is_integer():
         # a cast would truncate 1.5 to 1; pandas refuses non-integral floats, and so do we
-        out = pl.select(pl.when(out.cast(pl.Float64) == series).then(out).otherwise(None)).to_series()
+        out = pl.select(
+            pl.when(out.cast(pl.Float64) == series).then(out).otherwise(None)
+        ).to_series()
     return out.alias(series.name)
 
 
@@ -188,7 +194,9 @@ def validate_arrow_batch(table_name: str, batch: pa.Table | pa.RecordBatch) -> V
         polars_schema(table_name).validate(frame, lazy=True)
     except pap.errors.SchemaErrors as errors:
         cases = errors.failure_cases.filter(pl.col("index").is_not_null())
-        for column, check, failure_case, index in cases.select("column", "check", "failure_case", "index").iter_rows():
+        for column, check, _failure_case, index in cases.select(
+            "column", "check", "failure_case", "index"
+        ).iter_rows():
             if str(check).startswith(UNIQUENESS_CHECK):
                 continue
             if _is_quarantine_check(check):
@@ -209,7 +217,10 @@ def validate_arrow_batch(table_name: str, batch: pa.Table | pa.RecordBatch) -> V
         return ValidatedBatch(table_name, clean, _empty_rejected(names), warnings)
     bad = sorted(reject_reason)
     rejected = pd.DataFrame(
-        {c: [None if v is None else str(v) for v in original.column(c).take(bad).to_pylist()] for c in names}
+        {
+            c: [None if v is None else str(v) for v in original.column(c).take(bad).to_pylist()]
+            for c in names
+        }
     )
     rejected[FAILED_COLUMN] = [reject_reason[i][0] for i in bad]
     rejected[REASON_COLUMN] = [reject_reason[i][1] for i in bad]

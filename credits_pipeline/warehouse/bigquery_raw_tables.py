@@ -21,17 +21,17 @@ from google.cloud import bigquery
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.bigquery_warehouse import STAGING_SCHEMA, BigQueryConnection
-from credits_pipeline.warehouse.shrink_guard import guard_replacement
 from credits_pipeline.warehouse.raw_tables import (
     OPEN_LEDGER,
     PARTITION_COLUMN,
-    StageStats,
-    Stager,
     WHOLE_TABLE_LABEL,
+    Stager,
+    StageStats,
     ensure_raw_tables,
     rejected_name,
     rejected_partition_labels,
 )
+from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
 BIGQUERY_TYPES = {
     "id": "INT64",
@@ -99,12 +99,17 @@ class BigQueryStager:
             ensure_ledger_tables(con)
         ensure_raw_tables(con, table)  # type: ignore[arg-type]  # speaks DuckDB's execute()
         names = [c.name for c in table.extracted_columns]
-        self._schema = [bigquery.SchemaField(c.name, BIGQUERY_TYPES[c.kind]) for c in table.extracted_columns]
+        self._schema = [
+            bigquery.SchemaField(c.name, BIGQUERY_TYPES[c.kind]) for c in table.extracted_columns
+        ]
         self._schema.append(bigquery.SchemaField(SEQ_COLUMN, "INT64"))
         text = [*names, FAILED_COLUMN, REASON_COLUMN, PARTITION_COLUMN]
         self._rejected_schema = [bigquery.SchemaField(n, "STRING") for n in text]
         self._rejected_schema.append(bigquery.SchemaField(SEQ_COLUMN, "INT64"))
-        for stage, schema in ((self.stage, self._schema), (self.stage_rejected, self._rejected_schema)):
+        for stage, schema in (
+            (self.stage, self._schema),
+            (self.stage_rejected, self._rejected_schema),
+        ):
             cols = ", ".join(f"{f.name} {f.field_type}" for f in schema)
             con.execute(f"create or replace table {stage} ({cols})", dialect="bigquery")
 
@@ -115,7 +120,10 @@ class BigQueryStager:
         if isinstance(clean, pd.DataFrame):
             frame = clean[names].astype(object).where(clean[names].notna(), None)
             arrays = [
-                pa.array(frame[c.name].tolist(), type=ARROW_TYPES[c.kind] if c.kind != "ts" else pa.timestamp("us"))
+                pa.array(
+                    frame[c.name].tolist(),
+                    type=ARROW_TYPES[c.kind] if c.kind != "ts" else pa.timestamp("us"),
+                )
                 for c in self.table.extracted_columns
             ]
             clean = pa.table(arrays, names=names)
@@ -136,17 +144,27 @@ class BigQueryStager:
         rows = batch.clean.num_rows if isinstance(batch.clean, pa.Table) else len(batch.clean)
         if rows:
             table = self._with_seq(self._typed_arrow(batch.clean))
-            self.con.load_arrow(table, STAGING_SCHEMA, self.target, append=True, bq_schema=self._schema)
+            self.con.load_arrow(
+                table, STAGING_SCHEMA, self.target, append=True, bq_schema=self._schema
+            )
         if len(batch.rejected):
             names = self.table.extracted_names
             rejected = batch.rejected[[*names, FAILED_COLUMN, REASON_COLUMN]].copy()
-            rejected[PARTITION_COLUMN] = rejected_partition_labels(self.table, self.target, rejected, partition_label)
+            rejected[PARTITION_COLUMN] = rejected_partition_labels(
+                self.table, self.target, rejected, partition_label
+            )
             rejected = rejected.astype(object).where(rejected.notna(), None)
             text = pa.table(
-                {c: pa.array([None if v is None else str(v) for v in rejected[c]], pa.string()) for c in rejected.columns}
+                {
+                    c: pa.array([None if v is None else str(v) for v in rejected[c]], pa.string())
+                    for c in rejected.columns
+                }
             )
             self.con.load_arrow(
-                self._with_seq(text), STAGING_SCHEMA, rejected_name(self.target), append=True,
+                self._with_seq(text),
+                STAGING_SCHEMA,
+                rejected_name(self.target),
+                append=True,
                 bq_schema=self._rejected_schema,
             )
         self.stats.loaded += rows
@@ -161,7 +179,9 @@ class BigQueryStager:
     ) -> int:
         """Move staged rows whose id repeats (in staging, or among rows the swap keeps) to quarantine."""
         as_text = ", ".join(
-            f"format_timestamp('%Y-%m-%d %H:%M:%S', {c.name})" if c.kind == "ts" else f"cast({c.name} as string)"
+            f"format_timestamp('%Y-%m-%d %H:%M:%S', {c.name})"
+            if c.kind == "ts"
+            else f"cast({c.name} as string)"
             for c in self.table.extracted_columns
         )
         elsewhere = f" or id in ({kept_elsewhere_sql})" if kept_elsewhere_sql else ""
@@ -191,14 +211,19 @@ class BigQueryStager:
                 label_params,
                 dialect="bigquery",
             )
-            con.execute(f"delete from {self.stage} where {SEQ_COLUMN} in (select seq from _dups)", dialect="bigquery")
+            con.execute(
+                f"delete from {self.stage} where {SEQ_COLUMN} in (select seq from _dups)",
+                dialect="bigquery",
+            )
             self.stats.loaded -= moved
             self.stats.rejected += moved
         con.execute("drop table if exists _dups", dialect="bigquery")
         return int(moved)
 
     def _rejected_columns(self) -> str:
-        return ", ".join([*self.table.extracted_names, FAILED_COLUMN, REASON_COLUMN, PARTITION_COLUMN])
+        return ", ".join(
+            [*self.table.extracted_names, FAILED_COLUMN, REASON_COLUMN, PARTITION_COLUMN]
+        )
 
     def _drop_stage(self) -> None:
         for stage in (self.stage, self.stage_rejected):
@@ -207,14 +232,18 @@ class BigQueryStager:
     def _guard_shrink(self, relation: str, before_sql: str, params: list, kept: int = 0) -> None:
         """The shrink guard (`shrink_guard.py`), as `Stager._guard_shrink`."""
         before = self.con.execute(before_sql, params, dialect="bigquery").fetchone()[0]  # type: ignore[index]
-        after = self.con.execute(f"select count(*) from {self.stage}", dialect="bigquery").fetchone()[0]  # type: ignore[index]
+        after = self.con.execute(
+            f"select count(*) from {self.stage}", dialect="bigquery"
+        ).fetchone()[0]  # type: ignore[index]
         guard_replacement(relation, self.table.name, kept + int(before), kept + int(after))
 
     def _guard_whole_replacement(self) -> None:
         """A whole table, or the open ledger slice with the closed days (as `Stager`'s)."""
         if self.target == OPEN_LEDGER:
             ledger = f"raw.{self.table.name}"
-            closed = self.con.execute(f"select count(*) from {ledger}", dialect="bigquery").fetchone()[0]  # type: ignore[index]
+            closed = self.con.execute(
+                f"select count(*) from {ledger}", dialect="bigquery"
+            ).fetchone()[0]  # type: ignore[index]
             relation = f"raw.{OPEN_LEDGER} (with {ledger}: the whole ledger)"
             self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
         else:
@@ -243,12 +272,15 @@ class BigQueryStager:
             f"select id from {ledger} where ({PARTITION_COLUMN} < ? or {PARTITION_COLUMN} >= ? "
             f"or {PARTITION_COLUMN} is null) and id between (select min(id) from {self.stage}) "
             f"and (select max(id) from {self.stage})",
-            f"coalesce(format_timestamp('%Y-%m-%d', created_at), ?)",
+            "coalesce(format_timestamp('%Y-%m-%d', created_at), ?)",
             [start, end],
             [start.isoformat()],
         )
         counts = dict(
-            con.execute(f"select date(created_at), count(*) from {self.stage} group by 1", dialect="bigquery").fetchall()
+            con.execute(
+                f"select date(created_at), count(*) from {self.stage} group by 1",
+                dialect="bigquery",
+            ).fetchall()
         )
         rejected = dict(
             con.execute(
@@ -258,7 +290,8 @@ class BigQueryStager:
         )
         names = ", ".join(self.table.extracted_names)
         rows = ", ".join(
-            f"(date '{k.isoformat()}', {int(counts.get(k, 0))}, {int(rejected.get(k, 0))})" for k in keys
+            f"(date '{k.isoformat()}', {int(counts.get(k, 0))}, {int(rejected.get(k, 0))})"
+            for k in keys
         )
         con.execute("begin transaction")
         try:
@@ -269,7 +302,8 @@ class BigQueryStager:
             )
             con.execute(
                 f"delete from {ledger} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
-                [start, end], dialect="bigquery",
+                [start, end],
+                dialect="bigquery",
             )
             con.execute(
                 f"insert into {ledger} ({names}, {PARTITION_COLUMN}) "
@@ -279,7 +313,8 @@ class BigQueryStager:
             target_rejected = f"raw.{rejected_name(self.table.name)}"
             con.execute(
                 f"delete from {target_rejected} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
-                [start.isoformat(), end.isoformat()], dialect="bigquery",
+                [start.isoformat(), end.isoformat()],
+                dialect="bigquery",
             )
             con.execute(
                 f"insert into {target_rejected} ({self._rejected_columns()}) "
@@ -288,7 +323,8 @@ class BigQueryStager:
             )
             con.execute(
                 "delete from raw._ledger_partitions where partition_date >= ? and partition_date < ?",
-                [start, end], dialect="bigquery",
+                [start, end],
+                dialect="bigquery",
             )
             if rows:
                 con.execute(
@@ -313,8 +349,14 @@ class BigQueryStager:
         self._quarantine_duplicates(None, "?", [], [WHOLE_TABLE_LABEL])
         self._begin(in_transaction)
         try:
-            con.execute(f"delete from {target} where id in (select id from {self.stage})", dialect="bigquery")
-            con.execute(f"insert into {target} ({names}) select {names} from {self.stage}", dialect="bigquery")
+            con.execute(
+                f"delete from {target} where id in (select id from {self.stage})",
+                dialect="bigquery",
+            )
+            con.execute(
+                f"insert into {target} ({names}) select {names} from {self.stage}",
+                dialect="bigquery",
+            )
             target_rejected = f"raw.{rejected_name(self.table.name)}"
             con.execute(
                 f"delete from {target_rejected} where id in (select id from {self.stage_rejected}) "
@@ -327,10 +369,15 @@ class BigQueryStager:
                 dialect="bigquery",
             )
             if watermark is not None:
-                con.execute("delete from raw._watermarks where table_name = ?", [self.target], dialect="bigquery")
+                con.execute(
+                    "delete from raw._watermarks where table_name = ?",
+                    [self.target],
+                    dialect="bigquery",
+                )
                 con.execute(
                     "insert into raw._watermarks (table_name, updated_at, max_id) values (?, ?, ?)",
-                    [self.target, *watermark], dialect="bigquery",
+                    [self.target, *watermark],
+                    dialect="bigquery",
                 )
         except BaseException:
             self._rollback(in_transaction)
@@ -339,7 +386,9 @@ class BigQueryStager:
         if not in_transaction:
             self._drop_stage()
 
-    def replace_whole(self, partition_label: str = WHOLE_TABLE_LABEL, in_transaction: bool = False) -> None:
+    def replace_whole(
+        self, partition_label: str = WHOLE_TABLE_LABEL, in_transaction: bool = False
+    ) -> None:
         """Replace the whole target (and its quarantine rows of this label) in one transaction."""
         con = self.con
         target = f"raw.{self.target}"
@@ -352,10 +401,15 @@ class BigQueryStager:
         try:
             self._guard_whole_replacement()
             con.execute(f"delete from {target} where true", dialect="bigquery")
-            con.execute(f"insert into {target} ({columns}) select {select} from {self.stage}", dialect="bigquery")
+            con.execute(
+                f"insert into {target} ({columns}) select {select} from {self.stage}",
+                dialect="bigquery",
+            )
             target_rejected = f"raw.{rejected_name(self.table.name)}"
             con.execute(
-                f"delete from {target_rejected} where {PARTITION_COLUMN} = ?", [partition_label], dialect="bigquery"
+                f"delete from {target_rejected} where {PARTITION_COLUMN} = ?",
+                [partition_label],
+                dialect="bigquery",
             )
             con.execute(
                 f"insert into {target_rejected} ({self._rejected_columns()}) "

@@ -165,7 +165,11 @@ def warehouse_from_env() -> BigQueryWarehouse:
 
 def _inline_named_windows(select: exp.Select) -> None:
     """`over w ... window w as (...)` → the window spelled out (BigQuery's generator needs it)."""
-    named = {w.this.name: w for w in select.args.get("windows") or [] if isinstance(w.this, exp.Identifier)}
+    named = {
+        w.this.name: w
+        for w in select.args.get("windows") or []
+        if isinstance(w.this, exp.Identifier)
+    }
     if not named:
         return
     for window in select.find_all(exp.Window):
@@ -176,7 +180,9 @@ def _inline_named_windows(select: exp.Select) -> None:
         for key in ("partition_by", "order", "spec"):
             value = spec.args.get(key)
             if value is not None:
-                window.set(key, [e.copy() for e in value] if isinstance(value, list) else value.copy())
+                window.set(
+                    key, [e.copy() for e in value] if isinstance(value, list) else value.copy()
+                )
         window.set("alias", None)
     select.set("windows", None)
 
@@ -213,12 +219,17 @@ def _to_bigquery(tree: exp.Expr, datasets: Mapping[str, str], registered: Mappin
                 node.set("this", exp.to_identifier(registered[node.name]))
             return node
         if isinstance(node, exp.DataType) and node.this in (
-            exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ,
+            exp.DataType.Type.TIMESTAMP,
+            exp.DataType.Type.TIMESTAMPNTZ,
         ):
             return exp.DataType.build("TIMESTAMP", dialect="bigquery")
         if isinstance(node, exp.UnixToTime):
             scale = node.args.get("scale")
-            if scale is not None and scale.name == str(UNIX_MILLIS_SCALE) and not node.this.is_number:
+            if (
+                scale is not None
+                and scale.name == str(UNIX_MILLIS_SCALE)
+                and not node.this.is_number
+            ):
                 return exp.Anonymous(this="UNIX_MILLIS", expressions=[node.this])
         if isinstance(node, exp.TimeToStr):
             # strftime elements of DuckDB and BigQuery's format_timestamp agree for those used here.
@@ -230,7 +241,9 @@ def _to_bigquery(tree: exp.Expr, datasets: Mapping[str, str], registered: Mappin
                 node.set("kind", "TABLE")
         if isinstance(node, exp.Drop) and str(node.args.get("kind", "")).upper() == "VIEW":
             node.set("kind", "TABLE")
-        if isinstance(node, exp.ColumnConstraint) and isinstance(node.args.get("kind"), exp.PrimaryKeyColumnConstraint):
+        if isinstance(node, exp.ColumnConstraint) and isinstance(
+            node.args.get("kind"), exp.PrimaryKeyColumnConstraint
+        ):
             # sqlglot's transform drops a node its function maps to None (not in its annotation).
             return None  # type: ignore[return-value]
         if isinstance(node, exp.Delete) and node.args.get("where") is None:
@@ -268,7 +281,7 @@ def _naive(value: object) -> object:
 def _naive_arrow(table: pa.Table) -> pa.Table:
     """Timestamps as naive UTC (what a DuckDB connection returns for `timestamp`)."""
     columns = []
-    for field, column in zip(table.schema, table.columns):
+    for field, column in zip(table.schema, table.columns, strict=False):
         if pa.types.is_timestamp(field.type) and field.type.tz is not None:
             column = column.cast(pa.timestamp(field.type.unit))
         columns.append(column)
@@ -278,7 +291,7 @@ def _naive_arrow(table: pa.Table) -> pa.Table:
 def _utc_arrow(table: pa.Table) -> pa.Table:
     """Naive timestamps marked UTC, so that BigQuery loads them as TIMESTAMP, not DATETIME."""
     columns = []
-    for field, column in zip(table.schema, table.columns):
+    for field, column in zip(table.schema, table.columns, strict=False):
         if pa.types.is_timestamp(field.type) and field.type.tz is None:
             column = column.cast(pa.timestamp("us", tz="UTC"))
         columns.append(column)
@@ -308,7 +321,9 @@ def arrow_schema(table: pa.Table) -> list[bigquery.SchemaField]:
 LEGACY_TYPE_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
 
 
-def replace_table_schema(con: "BigQueryConnection", schema: str, name: str, table: pa.Table) -> None:
+def replace_table_schema(
+    con: "BigQueryConnection", schema: str, name: str, table: pa.Table
+) -> None:
     """Make `<schema>.<name>` exist with the columns of `table`: kept when they match, else recreated.
 
     DDL, so never inside a transaction: a writer calls it first, then changes rows in one.
@@ -316,7 +331,10 @@ def replace_table_schema(con: "BigQueryConnection", schema: str, name: str, tabl
     ref = con.table_ref(schema, name)
     wanted = arrow_schema(table)
     try:
-        current = [(f.name, LEGACY_TYPE_NAMES.get(f.field_type, f.field_type)) for f in con.client.get_table(ref).schema]
+        current = [
+            (f.name, LEGACY_TYPE_NAMES.get(f.field_type, f.field_type))
+            for f in con.client.get_table(ref).schema
+        ]
     except NotFound:
         current = None
     if current != [(f.name, f.field_type) for f in wanted]:
@@ -336,7 +354,9 @@ class BigQueryResult:
     def _all_rows(self) -> list[tuple]:
         if self._rows is None:
             cols = [c.to_pylist() for c in self._arrow.columns]
-            self._rows = [tuple(_naive(v) for v in row) for row in zip(*cols)] if cols else []
+            self._rows = (
+                [tuple(_naive(v) for v in row) for row in zip(*cols, strict=False)] if cols else []
+            )
         return self._rows
 
     def fetchone(self) -> tuple | None:
@@ -347,7 +367,7 @@ class BigQueryResult:
         return rows[self._next - 1]
 
     def fetchall(self) -> list[tuple]:
-        rows = self._all_rows()[self._next:]
+        rows = self._all_rows()[self._next :]
         self._next = len(self._all_rows())
         return rows
 
@@ -360,7 +380,7 @@ class BigQueryResult:
     def fetchnumpy(self) -> dict[str, np.ndarray]:
         """Columns as numpy arrays; integer columns with NULLs as masked arrays (as DuckDB does)."""
         out: dict[str, np.ndarray] = {}
-        for name, column in zip(self._arrow.column_names, self._arrow.columns):
+        for name, column in zip(self._arrow.column_names, self._arrow.columns, strict=False):
             column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
             if column.null_count and pa.types.is_integer(column.type):
                 mask = column.is_null().to_numpy(zero_copy_only=False)
@@ -416,7 +436,9 @@ class BigQueryConnection:
         if isinstance(params, Mapping):
             query_params = [_param(k, v) for k, v in params.items()]
         else:
-            query_params = [_param(f"{POSITIONAL_PREFIX}{i}", v) for i, v in enumerate(params or [])]
+            query_params = [
+                _param(f"{POSITIONAL_PREFIX}{i}", v) for i, v in enumerate(params or [])
+            ]
         return self.query(sql, query_params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
@@ -426,7 +448,11 @@ class BigQueryConnection:
     def query(self, sql: str, query_params: list | None = None) -> BigQueryResult:
         """Run BigQuery SQL as is (datasets already qualified) in this connection's session."""
         job, rows = self._run(sql, query_params)
-        arrow = rows.to_arrow(create_bqstorage_client=False) if job.statement_type == "SELECT" or rows.schema else None
+        arrow = (
+            rows.to_arrow(create_bqstorage_client=False)
+            if job.statement_type == "SELECT" or rows.schema
+            else None
+        )
         return BigQueryResult(arrow, job)
 
     def _run(self, sql: str, query_params: list | None, page_size: int | None = None) -> tuple:
@@ -437,7 +463,9 @@ class BigQueryConnection:
         if self._session_id is None:
             config.create_session = True
         else:
-            config.connection_properties = [bigquery.ConnectionProperty("session_id", self._session_id)]
+            config.connection_properties = [
+                bigquery.ConnectionProperty("session_id", self._session_id)
+            ]
         job = self.client.query(sql, job_config=config, location=self.location)
         try:
             rows = job.result(page_size=page_size)
@@ -458,7 +486,11 @@ class BigQueryConnection:
         Why: the replay reads a result far larger than a worker's memory on a full replay; pages
         of the query's result keep what is held at once bounded (DuckDB's `fetch_record_batch`).
         """
-        _, rows = self._run(self.translate(statement, dialect), [_param(k, v) for k, v in params.items()], batch_rows)
+        _, rows = self._run(
+            self.translate(statement, dialect),
+            [_param(k, v) for k, v in params.items()],
+            batch_rows,
+        )
         for batch in rows.to_arrow_iterable():
             # a page may exceed batch_rows when the service ignores the page size
             for offset in range(0, batch.num_rows, batch_rows):
@@ -470,7 +502,11 @@ class BigQueryConnection:
         return f"{self.client.project}.{self.datasets[schema]}.{name}"
 
     def load_arrow(
-        self, table: pa.Table, schema: str, name: str, append: bool = False,
+        self,
+        table: pa.Table,
+        schema: str,
+        name: str,
+        append: bool = False,
         bq_schema: list[bigquery.SchemaField] | None = None,
     ) -> None:
         """Load an Arrow table into `<schema>.<name>` (parquet load job: no row-by-row inserts).
@@ -494,7 +530,9 @@ class BigQueryConnection:
 
     def register(self, name: str, data: pa.Table | pd.DataFrame) -> None:
         """Make `data` readable as `name` in later statements (a table in the staging dataset)."""
-        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        table = (
+            data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        )
         target = f"_reg_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
         self.load_arrow(table, STAGING_SCHEMA, target)
         self._registered[name] = target

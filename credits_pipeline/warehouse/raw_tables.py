@@ -70,10 +70,16 @@ def _rejected_columns_ddl(table: Table) -> str:
 def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     """Create `raw.<table>`, its quarantine and (for the ledger) its open slice and bookkeeping."""
     is_ledger = table is CREDIT_HISTORIES
-    con.execute(f"create table if not exists raw.{table.name} ({_raw_columns_ddl(table, is_ledger)})")
-    con.execute(f"create table if not exists raw.{rejected_name(table.name)} ({_rejected_columns_ddl(table)})")
+    con.execute(
+        f"create table if not exists raw.{table.name} ({_raw_columns_ddl(table, is_ledger)})"
+    )
+    con.execute(
+        f"create table if not exists raw.{rejected_name(table.name)} ({_rejected_columns_ddl(table)})"
+    )
     if is_ledger:
-        con.execute(f"create table if not exists raw.{OPEN_LEDGER} ({_raw_columns_ddl(table, True)})")
+        con.execute(
+            f"create table if not exists raw.{OPEN_LEDGER} ({_raw_columns_ddl(table, True)})"
+        )
         con.execute(
             f"create table if not exists {LEDGER_PARTITIONS} "
             "(partition_date DATE primary key, loaded_rows BIGINT, rejected_rows BIGINT)"
@@ -113,7 +119,9 @@ class Stager:
         ensure_raw_tables(con, table)
         con.execute(f"create schema if not exists {STAGING_SCHEMA}")
         con.execute(f"create or replace table {self.stage} ({_raw_columns_ddl(table, False)})")
-        con.execute(f"create or replace table {self.stage_rejected} ({_rejected_columns_ddl(table)})")
+        con.execute(
+            f"create or replace table {self.stage_rejected} ({_rejected_columns_ddl(table)})"
+        )
 
     def append(self, batch: ValidatedBatch, partition_label: str | None = None) -> None:
         names = self.table.extracted_names
@@ -183,7 +191,9 @@ class Stager:
             return
         names = self.table.extracted_names
         rejected = batch.rejected[[*names, FAILED_COLUMN, REASON_COLUMN]].copy()
-        rejected[PARTITION_COLUMN] = rejected_partition_labels(self.table, self.target, rejected, partition_label)
+        rejected[PARTITION_COLUMN] = rejected_partition_labels(
+            self.table, self.target, rejected, partition_label
+        )
         rejected = rejected.astype(object).where(rejected.notna(), None)
         self.con.register("_rejected_batch", rejected)
         self.con.execute(f"insert into {self.stage_rejected} select * from _rejected_batch")
@@ -299,7 +309,8 @@ class Stager:
                 f"from {self.stage}{self._order_by_id()}"
             )
             self._insert_rejected(
-                f"{PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?", [start.isoformat(), end.isoformat()]
+                f"{PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                [start.isoformat(), end.isoformat()],
             )
             counts = dict(
                 con.execute(
@@ -311,7 +322,10 @@ class Stager:
                     f"select try_cast({PARTITION_COLUMN} as date), count(*) from {self.stage_rejected} group by 1"
                 ).fetchall()
             )
-            con.execute(f"delete from {LEDGER_PARTITIONS} where partition_date >= ? and partition_date < ?", [start, end])
+            con.execute(
+                f"delete from {LEDGER_PARTITIONS} where partition_date >= ? and partition_date < ?",
+                [start, end],
+            )
             con.executemany(
                 f"insert into {LEDGER_PARTITIONS} values (?, ?, ?)",
                 [[k, int(counts.get(k, 0)), int(rejected.get(k, 0))] for k in keys],
@@ -342,7 +356,9 @@ class Stager:
                 con.execute(f"insert into {WATERMARKS} values (?, ?, ?)", [self.target, *watermark])
             self._drop_stage()
 
-    def replace_whole(self, partition_label: str = WHOLE_TABLE_LABEL, in_transaction: bool = False) -> None:
+    def replace_whole(
+        self, partition_label: str = WHOLE_TABLE_LABEL, in_transaction: bool = False
+    ) -> None:
         """Replace the whole target (and its quarantine rows of this label) in one transaction."""
         con = self.con
         target = f"raw.{self.target}"
@@ -352,7 +368,9 @@ class Stager:
             partition = ", cast(created_at as date)" if self.target == OPEN_LEDGER else ""
             self._guard_whole_replacement()
             con.execute(f"delete from {target}")
-            con.execute(f"insert into {target} select {names}{partition} from {self.stage} order by id")
+            con.execute(
+                f"insert into {target} select {names}{partition} from {self.stage} order by id"
+            )
             self._insert_rejected(f"{PARTITION_COLUMN} = ?", [partition_label])
             self._drop_stage()
 
@@ -366,7 +384,11 @@ def rejected_partition_labels(
     that happened to read it) keeps re-runs of narrower or wider ranges from quarantining the same
     row twice: each range replaces exactly the quarantine rows of its own days.
     """
-    if table is not CREDIT_HISTORIES or target != CREDIT_HISTORIES.name or "created_at" not in rejected:
+    if (
+        table is not CREDIT_HISTORIES
+        or target != CREDIT_HISTORIES.name
+        or "created_at" not in rejected
+    ):
         return [fallback] * len(rejected)
     days = pd.to_datetime(rejected["created_at"], format="mixed", errors="coerce")
     return [fallback if pd.isna(d) else d.date().isoformat() for d in days]
@@ -374,20 +396,33 @@ def rejected_partition_labels(
 
 def loaded_ledger_partitions(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
     ensure_raw_tables(con, CREDIT_HISTORIES)
-    return [r[0] for r in con.execute(f"select partition_date from {LEDGER_PARTITIONS} order by 1").fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            f"select partition_date from {LEDGER_PARTITIONS} order by 1"
+        ).fetchall()
+    ]
 
 
-def watermark(con: duckdb.DuckDBPyConnection, target: str) -> tuple[dt.datetime | None, int | None] | None:
-    row = con.execute(f"select updated_at, max_id from {WATERMARKS} where table_name = ?", [target]).fetchone()
+def watermark(
+    con: duckdb.DuckDBPyConnection, target: str
+) -> tuple[dt.datetime | None, int | None] | None:
+    row = con.execute(
+        f"select updated_at, max_id from {WATERMARKS} where table_name = ?", [target]
+    ).fetchone()
     return (row[0], row[1]) if row else None
 
 
-def staged_watermark(con: duckdb.DuckDBPyConnection, stage: str) -> tuple[dt.datetime | None, int | None]:
+def staged_watermark(
+    con: duckdb.DuckDBPyConnection, stage: str
+) -> tuple[dt.datetime | None, int | None]:
     row = con.execute(f"select max(updated_at), max(id) from {stage}").fetchone()
     return row[0], row[1]  # type: ignore[index]
 
 
-def newest_rows_markdown(con: duckdb.DuckDBPyConnection, relation: str, order_by: str, limit: int = 5) -> str:
+def newest_rows_markdown(
+    con: duckdb.DuckDBPyConnection, relation: str, order_by: str, limit: int = 5
+) -> str:
     """A small Markdown preview of the newest rows (raw tables hold no personal data)."""
     frame: pd.DataFrame = con.execute(
         f"select * from {relation} order by {order_by} desc nulls last limit {int(limit)}"
@@ -445,7 +480,8 @@ def replace_ledger_fingerprints(
         days = sorted(d for d in fingerprints if d < end)
     else:
         con.execute(
-            f"delete from {LEDGER_FINGERPRINTS} where partition_date >= ? and partition_date < ?", [first, end]
+            f"delete from {LEDGER_FINGERPRINTS} where partition_date >= ? and partition_date < ?",
+            [first, end],
         )
         days = [first + dt.timedelta(days=i) for i in range((end - first).days)]
     rows = []
@@ -453,7 +489,7 @@ def replace_ledger_fingerprints(
         fp = fingerprints.get(day, DayFingerprint())
         rows.append([day, int(through_id), fp.rows, fp.id_sum, fp.user_sum, fp.digest])
     for i in range(0, len(rows), FINGERPRINT_INSERT_CHUNK):
-        chunk = rows[i: i + FINGERPRINT_INSERT_CHUNK]
+        chunk = rows[i : i + FINGERPRINT_INSERT_CHUNK]
         values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in chunk)
         con.execute(
             f"insert into {LEDGER_FINGERPRINTS} (partition_date, through_id, row_count, id_sum, user_id_sum, digest) "
@@ -462,7 +498,9 @@ def replace_ledger_fingerprints(
         )
 
 
-def _ranges_sql(column: str, ranges: list[tuple[dt.date, dt.date]], as_text: bool = False) -> tuple[str, list]:
+def _ranges_sql(
+    column: str, ranges: list[tuple[dt.date, dt.date]], as_text: bool = False
+) -> tuple[str, list]:
     """`(column >= ? and column < ?) or ...` over half-open day ranges (`false` when none)."""
     if not ranges:
         return "false", []
@@ -496,7 +534,9 @@ def fold_closed_ledger_rows(
     names = ", ".join(stager.table.extracted_names)
     stager._quarantine_duplicates(None, "?", [], [OPEN_PARTITION_LABEL])
     folded = int(
-        con.execute(f"select count(*) from {stage} where created_at < ?", [closed_before]).fetchone()[0]
+        con.execute(
+            f"select count(*) from {stage} where created_at < ?", [closed_before]
+        ).fetchone()[0]
     )
     reread_sql, reread_params = _ranges_sql(PARTITION_COLUMN, reread_ranges)
     con.execute(
@@ -516,7 +556,9 @@ def fold_closed_ledger_rows(
         [closed_before],
     )
     rejected = f"raw.{rejected_name(CREDIT_HISTORIES.name)}"
-    rejected_cols = ", ".join([*stager.table.extracted_names, FAILED_COLUMN, REASON_COLUMN, PARTITION_COLUMN])
+    rejected_cols = ", ".join(
+        [*stager.table.extracted_names, FAILED_COLUMN, REASON_COLUMN, PARTITION_COLUMN]
+    )
     reread_text_sql, reread_text_params = _ranges_sql(PARTITION_COLUMN, reread_ranges, as_text=True)
     con.execute(
         f"delete from {rejected} where {PARTITION_COLUMN} <> ? and ({reread_text_sql} "
@@ -528,10 +570,16 @@ def fold_closed_ledger_rows(
         f"where {PARTITION_COLUMN} <> ?",
         [OPEN_PARTITION_LABEL],
     )
-    con.execute(f"delete from {stage_rejected} where {PARTITION_COLUMN} <> ?", [OPEN_PARTITION_LABEL])
-    first_sql, first_params = _ranges_sql("created_at", [
-        (dt.datetime.combine(a, dt.time()), dt.datetime.combine(b, dt.time())) for a, b in first_read_ranges
-    ])
+    con.execute(
+        f"delete from {stage_rejected} where {PARTITION_COLUMN} <> ?", [OPEN_PARTITION_LABEL]
+    )
+    first_sql, first_params = _ranges_sql(
+        "created_at",
+        [
+            (dt.datetime.combine(a, dt.time()), dt.datetime.combine(b, dt.time()))
+            for a, b in first_read_ranges
+        ],
+    )
     # rows of days read for the first time that are not late: in their partition only
     con.execute(
         f"delete from {stage} where created_at < ? and id <= ? and {first_sql}",

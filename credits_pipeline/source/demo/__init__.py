@@ -43,7 +43,7 @@ from credits_pipeline.source.demo.writer import (
     make_engine,
 )
 
-__all__ = ["GenerationSummary", "TargetNotEmpty", "generate", "default_manifest_path", "RULES"]
+__all__ = ["RULES", "GenerationSummary", "TargetNotEmpty", "default_manifest_path", "generate"]
 
 RULES = faults.RULES
 MANIFEST_SUFFIX = ".anomalies.json"
@@ -98,8 +98,18 @@ def _catalog_rows(rng: random.Random, ts: TimestampFormatter, seeded: int) -> tu
     rows, ids = [], {}
     for i, e in enumerate(events, start=1):
         ids[e.name] = i
-        rows.append((i, e.name, e.type, e.calculation_type, float(e.value),
-                     None if e.min_amount is None else float(e.min_amount), ts(seeded), ts(seeded)))
+        rows.append(
+            (
+                i,
+                e.name,
+                e.type,
+                e.calculation_type,
+                float(e.value),
+                None if e.min_amount is None else float(e.min_amount),
+                ts(seeded),
+                ts(seeded),
+            )
+        )
     return rows, ids
 
 
@@ -112,24 +122,53 @@ def _plan_rows(ts: TimestampFormatter, seeded: int) -> tuple[list, dict, dict]:
 
     def add(parent, stripe_id, name, kind, price, slug, meta):
         pid = len(rows) + 1
-        rows.append((pid, parent, stripe_id, name, kind, float(price),
-                     None if kind == "product" else STRIPE_CURRENCY, slug, 1,
-                     json.dumps(meta) if meta is not None else None, when, when))
+        rows.append(
+            (
+                pid,
+                parent,
+                stripe_id,
+                name,
+                kind,
+                float(price),
+                None if kind == "product" else STRIPE_CURRENCY,
+                slug,
+                1,
+                json.dumps(meta) if meta is not None else None,
+                when,
+                when,
+            )
+        )
         return pid
 
     for plan in cat.PLANS:
         product = add(None, f"prod_{plan.slug}", plan.name, "product", 0, plan.slug, None)
-        for kind, price, full in ((MONTH, plan.month_price_cents, plan.monthly_credits),
-                                  (YEAR, plan.year_price_cents, plan.yearly_full_credits)):
+        for kind, price, full in (
+            (MONTH, plan.month_price_cents, plan.monthly_credits),
+            (YEAR, plan.year_price_cents, plan.yearly_full_credits),
+        ):
             stripe_id = f"price_{plan.slug}_{kind}ly"
-            pid = add(product, stripe_id, plan.name, kind, price, f"{plan.slug}-{kind}ly",
-                      {"full_credits": full, "trial_credits": plan.trial_credits})
+            pid = add(
+                product,
+                stripe_id,
+                plan.name,
+                kind,
+                price,
+                f"{plan.slug}-{kind}ly",
+                {"full_credits": full, "trial_credits": plan.trial_credits},
+            )
             prices[(plan.slug, kind)] = (pid, stripe_id)
     product = add(None, "prod_extra_credits", "Extra Credits", "product", 0, "extra-credits", None)
     for credits, price in cat.CREDIT_PACKS:
         stripe_id = f"price_extra_credits_{credits}"
-        pid = add(product, stripe_id, f"Extra Credits {credits}", "one_time", price,
-                  f"extra-credits-{credits}", {"credits": credits})
+        pid = add(
+            product,
+            stripe_id,
+            f"Extra Credits {credits}",
+            "one_time",
+            price,
+            f"extra-credits-{credits}",
+            {"credits": credits},
+        )
         packs[credits] = (pid, stripe_id)
     return rows, prices, packs
 
@@ -146,11 +185,15 @@ def _check_arguments(users: int, months: int, anomalies: bool, abuse: bool = Fal
         raise ValueError("users and months must be at least 1")
     needed = (faults.INJECTION_COUNT if anomalies else 0) + abusive.ABUSER_COUNT + 10
     if abuse and users < needed:
-        raise ValueError(f"abusive users need at least {needed} users "
-                         "(one distinct user per abuser and per injected fault)")
+        raise ValueError(
+            f"abusive users need at least {needed} users "
+            "(one distinct user per abuser and per injected fault)"
+        )
     if anomalies and users < faults.MIN_USERS_WITH_ANOMALIES:
-        raise ValueError(f"--anomalies needs at least {faults.MIN_USERS_WITH_ANOMALIES} users "
-                         "(one distinct user per injected fault)")
+        raise ValueError(
+            f"--anomalies needs at least {faults.MIN_USERS_WITH_ANOMALIES} users "
+            "(one distinct user per injected fault)"
+        )
     if anomalies and months < faults.MIN_MONTHS_WITH_ANOMALIES:
         raise ValueError(f"--anomalies needs at least {faults.MIN_MONTHS_WITH_ANOMALIES} months")
 
@@ -185,7 +228,7 @@ def generate(
     _check_arguments(users, months, anomalies, abuse)
     _prepare_sqlite_file(url)
     if end is None:
-        end = dt.datetime.now(dt.timezone.utc).date()
+        end = dt.datetime.now(dt.UTC).date()
     end_ts = epoch(end)
     start_ts = add_months(end_ts, -months)
     rng = random.Random(seed)
@@ -206,9 +249,18 @@ def generate(
         abusers = abusive.assign(seed, users, set(injections)) if abuse else {}
         sink = Sink(writer.write, batch_rows)
         sim = Simulation(
-            rng=rng, users=users, start_ts=start_ts, end_ts=end_ts, sink=sink, ts=ts,
-            event_ids=event_ids, price_rows=prices, pack_rows=packs, injections=injections,
-            malformed_json_allowed=writer.family != MYSQL, abusers=abusers,
+            rng=rng,
+            users=users,
+            start_ts=start_ts,
+            end_ts=end_ts,
+            sink=sink,
+            ts=ts,
+            event_ids=event_ids,
+            price_rows=prices,
+            pack_rows=packs,
+            injections=injections,
+            malformed_json_allowed=writer.family != MYSQL,
+            abusers=abusers,
         )
         sim.run()
         stuck = [u.uid for u in sim.users if u.pending_break]
@@ -227,15 +279,28 @@ def generate(
 
     anomaly_rows = sorted(
         ({k: a[k] for k in MANIFEST_ROW_KEYS} for a in sim.anomalies),
-        key=lambda a: (a["rule"], a["user_id"], a["credit_history_id"] or 0, a["entity_type"],
-                       a["entity_id"]),
+        key=lambda a: (
+            a["rule"],
+            a["user_id"],
+            a["credit_history_id"] or 0,
+            a["entity_type"],
+            a["entity_id"],
+        ),
     )
-    summary = GenerationSummary(url=engine.url.render_as_string(hide_password=True),
-                                counts=counts, seconds=0.0, anomalies=anomaly_rows,
-                                quarantined=list(sim.quarantined), replaced=held,
-                                abusers=abusive.manifest_rows(abusers))
-    target = Path(manifest_path) if manifest_path is not None else (
-        default_manifest_path(url) if anomalies or abuse else None)
+    summary = GenerationSummary(
+        url=engine.url.render_as_string(hide_password=True),
+        counts=counts,
+        seconds=0.0,
+        anomalies=anomaly_rows,
+        quarantined=list(sim.quarantined),
+        replaced=held,
+        abusers=abusive.manifest_rows(abusers),
+    )
+    target = (
+        Path(manifest_path)
+        if manifest_path is not None
+        else (default_manifest_path(url) if anomalies or abuse else None)
+    )
     if target is not None:
         manifest = {
             "generator": "credits_pipeline.source.demo",

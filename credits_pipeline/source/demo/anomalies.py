@@ -43,9 +43,19 @@ DUPLICATE_MONTHLY_RELEASE = "duplicate_monthly_release"
 TIMESTAMP_ORDER = "timestamp_order"
 
 RULES: tuple[str, ...] = (
-    CHAIN_BREAK, BALANCE_DRIFT, OVERDRAFT_WRITEOFF, EVENT_TYPE_MISMATCH, PRICING_MISMATCH,
-    EXCESS_REFUND, DOUBLE_CHARGE, UNCHARGED_CONTENT, ORPHAN_USER, ORPHAN_EVENT,
-    ORPHAN_CREDITABLE, DUPLICATE_MONTHLY_RELEASE, TIMESTAMP_ORDER,
+    CHAIN_BREAK,
+    BALANCE_DRIFT,
+    OVERDRAFT_WRITEOFF,
+    EVENT_TYPE_MISMATCH,
+    PRICING_MISMATCH,
+    EXCESS_REFUND,
+    DOUBLE_CHARGE,
+    UNCHARGED_CONTENT,
+    ORPHAN_USER,
+    ORPHAN_EVENT,
+    ORPHAN_CREDITABLE,
+    DUPLICATE_MONTHLY_RELEASE,
+    TIMESTAMP_ORDER,
 )
 
 MALFORMED_META = '{"keyword": "faceless channel ideas", "source": '  # truncated by a serializer
@@ -131,8 +141,15 @@ class LostUpdate(Injection):
             remaining = (remaining or 0) + 35
         else:
             remaining = None if (remaining or 0) > 0 else 120
-        sim.anomalies.append({"rule": BALANCE_DRIFT, "user_id": u.uid, "credit_history_id": None,
-                              "entity_type": "user", "entity_id": u.uid})
+        sim.anomalies.append(
+            {
+                "rule": BALANCE_DRIFT,
+                "user_id": u.uid,
+                "credit_history_id": None,
+                "entity_type": "user",
+                "entity_id": u.uid,
+            }
+        )
         self.note(sim, u, variant=self.variant)
         return remaining, extra
 
@@ -147,8 +164,9 @@ class ChargedWithoutRecheck(Injection):
     def fire(self, sim, u, t):
         index = max(50, u.sub + u.pur + sim.rng.randint(1, 40))
         cid = sim.new_clone(u, t, COMPLETED, t + 600)
-        sim.charge(u, t, cat.REAL_CLONE_GENERATED, index, cat.ALIAS_REAL_CLONE, cid,
-                   tag=OVERDRAFT_WRITEOFF)
+        sim.charge(
+            u, t, cat.REAL_CLONE_GENERATED, index, cat.ALIAS_REAL_CLONE, cid, tag=OVERDRAFT_WRITEOFF
+        )
 
 
 class StaleEventType(Injection):
@@ -164,13 +182,27 @@ class StaleEventType(Injection):
             return
         sim.ensure_funds(u, t, 15)
         if self.variant == 0:
-            sim.charge(u, t, cat.IDEA_DISCOVERED, 1, cat.ALIAS_KEYWORD,
-                       sim.unextracted_id(cat.ALIAS_KEYWORD), event_type=cat.ADD,
-                       tag=EVENT_TYPE_MISMATCH)
+            sim.charge(
+                u,
+                t,
+                cat.IDEA_DISCOVERED,
+                1,
+                cat.ALIAS_KEYWORD,
+                sim.unextracted_id(cat.ALIAS_KEYWORD),
+                event_type=cat.ADD,
+                tag=EVENT_TYPE_MISMATCH,
+            )
         else:
-            sim.charge(u, t, cat.AI_IMAGE_GENERATED, 1, cat.ALIAS_MEDIA,
-                       sim.unextracted_id(cat.ALIAS_MEDIA), event_type=cat.ADD,
-                       tag=EVENT_TYPE_MISMATCH)
+            sim.charge(
+                u,
+                t,
+                cat.AI_IMAGE_GENERATED,
+                1,
+                cat.ALIAS_MEDIA,
+                sim.unextracted_id(cat.ALIAS_MEDIA),
+                event_type=cat.ADD,
+                tag=EVENT_TYPE_MISMATCH,
+            )
 
 
 class WrongPrice(Injection):
@@ -218,8 +250,11 @@ class RefundReplayed(Injection):
         vid = sim.new_video(u, t, VIDEO_CUSTOM, FAILED, t + 600)
         amount = sim.charge(u, t, cat.VIDEO_GENERATED, index, cat.ALIAS_VIDEO, vid)
         sim.call_at(t + 600, u, lambda when: sim.refund(u, when, amount, cat.ALIAS_VIDEO, vid))
-        sim.call_at(t + 630, u, lambda when: sim.refund(u, when, amount, cat.ALIAS_VIDEO, vid,
-                                                        tag=EXCESS_REFUND))
+        sim.call_at(
+            t + 630,
+            u,
+            lambda when: sim.refund(u, when, amount, cat.ALIAS_VIDEO, vid, tag=EXCESS_REFUND),
+        )
 
 
 class RaceChargedTwice(Injection):
@@ -253,10 +288,12 @@ class RaceChargedTwice(Injection):
             sid = sim.new_speech(u, t, COMPLETED, t + 300)
             times, tags = (t, t + 20, t + 45), (None, DOUBLE_CHARGE, DOUBLE_CHARGE)
             name, ctype, cid, index = cat.TEXT_TO_SPEECH_GENERATED, cat.ALIAS_SPEECH, sid, 20
-        for when, tag in zip(times, tags):
+        for when, tag in zip(times, tags, strict=False):
+
             def charge(at, tag=tag):
                 sim.ensure_funds(u, at, index)
                 sim.charge(u, at, name, index, ctype, cid, tag=tag)
+
             sim.call_at(when, u, charge)
 
 
@@ -278,8 +315,15 @@ class CompletedWithoutCharge(Injection):
             cid, alias = sim.new_speech(u, t, COMPLETED, done), cat.ALIAS_SPEECH
         else:
             cid, alias = sim.new_video(u, t, VIDEO_CUSTOM, COMPLETED, done), cat.ALIAS_VIDEO
-        sim.anomalies.append({"rule": UNCHARGED_CONTENT, "user_id": u.uid,
-                              "credit_history_id": None, "entity_type": alias, "entity_id": cid})
+        sim.anomalies.append(
+            {
+                "rule": UNCHARGED_CONTENT,
+                "user_id": u.uid,
+                "credit_history_id": None,
+                "entity_type": alias,
+                "entity_id": cid,
+            }
+        )
 
 
 class DeletedUser(Injection):
@@ -310,8 +354,17 @@ class LegacyEvent(Injection):
         effect = cat.EFFECT_ADD if event_type == cat.ADD else cat.EFFECT_SPEND
         if event_type == cat.SPEND:
             sim.ensure_funds(u, t, amount)
-        sim.row(u, t, name, amount, amount, event_type=event_type, event_id=event_id,
-                effect=effect, tag=ORPHAN_EVENT)
+        sim.row(
+            u,
+            t,
+            name,
+            amount,
+            amount,
+            event_type=event_type,
+            event_id=event_id,
+            effect=effect,
+            tag=ORPHAN_EVENT,
+        )
 
 
 class BadCreditable(Injection):
@@ -327,13 +380,21 @@ class BadCreditable(Injection):
             index = 60
             sim.ensure_funds(u, t, index)
             cid = sim.new_clone(u, t, GENERATING, t)
-            sim.charge(u, t, cat.REAL_CLONE_GENERATED, index, "real_clone", cid,
-                       tag=ORPHAN_CREDITABLE)
+            sim.charge(
+                u, t, cat.REAL_CLONE_GENERATED, index, "real_clone", cid, tag=ORPHAN_CREDITABLE
+            )
         elif self.variant == 1:
             fid, _, duration = sim.new_faceless(u, t, COMPLETED, t, write=False)
             sim.ensure_funds(u, t, duration)
-            sim.charge(u, t, cat.FACELESS_VIDEO_GENERATED, duration, cat.ALIAS_FACELESS, fid,
-                       tag=ORPHAN_CREDITABLE)
+            sim.charge(
+                u,
+                t,
+                cat.FACELESS_VIDEO_GENERATED,
+                duration,
+                cat.ALIAS_FACELESS,
+                fid,
+                tag=ORPHAN_CREDITABLE,
+            )
         else:
             sim.ensure_funds(u, t, 2)
             if sim.last_clean_video is not None:
@@ -361,12 +422,14 @@ class ReleaseRanTwice(Injection):
         if self.variant == 0:
             sim.release(u, t, tag=DUPLICATE_MONTHLY_RELEASE)
         elif self.variant == 1:
-            sim.call_at(t + DAY, u,
-                        lambda when: sim.release(u, when, tag=DUPLICATE_MONTHLY_RELEASE))
+            sim.call_at(
+                t + DAY, u, lambda when: sim.release(u, when, tag=DUPLICATE_MONTHLY_RELEASE)
+            )
         else:
             sim.release(u, t, tag=DUPLICATE_MONTHLY_RELEASE)
-            sim.call_at(t + HOUR, u, lambda when: sim.release(u, when,
-                                                              tag=DUPLICATE_MONTHLY_RELEASE))
+            sim.call_at(
+                t + HOUR, u, lambda when: sim.release(u, when, tag=DUPLICATE_MONTHLY_RELEASE)
+            )
 
 
 class BadTimestamp(Injection):
@@ -391,21 +454,51 @@ class BadTimestamp(Injection):
             sim.admin_bonus(u, t, 100, created=None, updated=None, tag=TIMESTAMP_ORDER)
         elif self.variant == 1:
             sim.ensure_funds(u, t, 15)
-            sim.charge(u, t, cat.IDEA_DISCOVERED, 1, cat.ALIAS_KEYWORD,
-                       sim.unextracted_id(cat.ALIAS_KEYWORD), updated=t - HOUR,
-                       tag=TIMESTAMP_ORDER)
+            sim.charge(
+                u,
+                t,
+                cat.IDEA_DISCOVERED,
+                1,
+                cat.ALIAS_KEYWORD,
+                sim.unextracted_id(cat.ALIAS_KEYWORD),
+                updated=t - HOUR,
+                tag=TIMESTAMP_ORDER,
+            )
         elif self.variant == 2:
             sim.ensure_funds(u, t, 2)
-            sim.charge(u, t, cat.AI_IMAGE_GENERATED, 1, cat.ALIAS_MEDIA,
-                       sim.unextracted_id(cat.ALIAS_MEDIA))
-            sim.charge(u, t, cat.AI_IMAGE_GENERATED, 1, cat.ALIAS_MEDIA,
-                       sim.unextracted_id(cat.ALIAS_MEDIA), created=t - 90, updated=t - 90,
-                       tag=TIMESTAMP_ORDER)
+            sim.charge(
+                u,
+                t,
+                cat.AI_IMAGE_GENERATED,
+                1,
+                cat.ALIAS_MEDIA,
+                sim.unextracted_id(cat.ALIAS_MEDIA),
+            )
+            sim.charge(
+                u,
+                t,
+                cat.AI_IMAGE_GENERATED,
+                1,
+                cat.ALIAS_MEDIA,
+                sim.unextracted_id(cat.ALIAS_MEDIA),
+                created=t - 90,
+                updated=t - 90,
+                tag=TIMESTAMP_ORDER,
+            )
         else:
             sim.ensure_funds(u, t, 1)
             future = FUTURE_TS + t % DAY
-            sim.charge(u, t, cat.AI_IMAGE_GENERATED, 1, None, None, created=future,
-                       updated=future, tag=TIMESTAMP_ORDER)
+            sim.charge(
+                u,
+                t,
+                cat.AI_IMAGE_GENERATED,
+                1,
+                None,
+                None,
+                created=future,
+                updated=future,
+                tag=TIMESTAMP_ORDER,
+            )
             u.frozen = True  # the user's last row: nothing later compares with it
 
 
@@ -433,8 +526,14 @@ class QuarantinedRenewal(Injection):
 
     def renewed(self, sim, u, t, rid):
         if u.renewals == 2 and sim.malformed_json_allowed:
-            sim.quarantined.append({"table": "credit_histories", "id": rid, "column": "meta",
-                                    "reason": MALFORMED_REASON})
+            sim.quarantined.append(
+                {
+                    "table": "credit_histories",
+                    "id": rid,
+                    "column": "meta",
+                    "reason": MALFORMED_REASON,
+                }
+            )
             self.note(sim, u, credit_history_id=rid, consequence="none")
 
 
@@ -450,16 +549,30 @@ class QuarantinedSpend(Injection):
         sim.ensure_subscription_pool(u, t, 30)
         bad = sim.malformed_json_allowed
         amount = cat.price(cat.EVENTS_BY_NAME[cat.IDEA_DISCOVERED], 1)
-        rid = sim.row(u, t, cat.IDEA_DISCOVERED, amount, 1, cat.ALIAS_KEYWORD,
-                      sim.unextracted_id(cat.ALIAS_KEYWORD),
-                      meta=MALFORMED_META if bad else '{"keyword": "faceless channel ideas"}')
+        rid = sim.row(
+            u,
+            t,
+            cat.IDEA_DISCOVERED,
+            amount,
+            1,
+            cat.ALIAS_KEYWORD,
+            sim.unextracted_id(cat.ALIAS_KEYWORD),
+            meta=MALFORMED_META if bad else '{"keyword": "faceless channel ideas"}',
+        )
         if bad:
-            sim.quarantined.append({"table": "credit_histories", "id": rid, "column": "meta",
-                                    "reason": MALFORMED_REASON})
+            sim.quarantined.append(
+                {
+                    "table": "credit_histories",
+                    "id": rid,
+                    "column": "meta",
+                    "reason": MALFORMED_REASON,
+                }
+            )
             u.pending_break = True
             self.note(sim, u, credit_history_id=rid, consequence="chain_break at the next row")
-        sim.charge(u, t, cat.IDEA_DISCOVERED, 1, cat.ALIAS_KEYWORD,
-                   sim.unextracted_id(cat.ALIAS_KEYWORD))
+        sim.charge(
+            u, t, cat.IDEA_DISCOVERED, 1, cat.ALIAS_KEYWORD, sim.unextracted_id(cat.ALIAS_KEYWORD)
+        )
 
 
 # (class, variants): one designated user per variant.

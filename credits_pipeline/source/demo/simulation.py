@@ -75,10 +75,46 @@ SUCCEEDED = "succeeded"
 K_SIGNUP, K_TRIAL_END, K_RENEW, K_RELEASE, K_ACTION, K_CALL = range(6)
 
 PROVIDERS = ((1, 0.86), (2, 0.06), (3, 0.06), (4, 0.02))  # stripe, google_play, apple, jvzoo
-FIRST_NAMES = ("Avery", "Jordan", "Riley", "Casey", "Morgan", "Quinn", "Harper", "Rowan", "Emery",
-               "Sage", "Noa", "Kai", "Mika", "Luca", "Ines", "Omar", "Yuki", "Lena", "Tariq", "Zoe")
-LAST_NAMES = ("Fischer", "Okafor", "Silva", "Nguyen", "Kowalski", "Haddad", "Moreau", "Tanaka",
-              "Novak", "Reyes", "Lindqvist", "Mensah", "Costa", "Ivanova", "Byrne", "Sato")
+FIRST_NAMES = (
+    "Avery",
+    "Jordan",
+    "Riley",
+    "Casey",
+    "Morgan",
+    "Quinn",
+    "Harper",
+    "Rowan",
+    "Emery",
+    "Sage",
+    "Noa",
+    "Kai",
+    "Mika",
+    "Luca",
+    "Ines",
+    "Omar",
+    "Yuki",
+    "Lena",
+    "Tariq",
+    "Zoe",
+)
+LAST_NAMES = (
+    "Fischer",
+    "Okafor",
+    "Silva",
+    "Nguyen",
+    "Kowalski",
+    "Haddad",
+    "Moreau",
+    "Tanaka",
+    "Novak",
+    "Reyes",
+    "Lindqvist",
+    "Mensah",
+    "Costa",
+    "Ivanova",
+    "Byrne",
+    "Sato",
+)
 GENRES = ("motivation", "history", "true crime", "finance", "travel", "science", "horror", "tech")
 VIDEO_PROVIDERS = ("creatomate", "remotion")
 CLONE_PROVIDERS = ("heygen", "d-id")
@@ -284,8 +320,8 @@ class Simulation:
         cid: int | None = None,
         meta: str = EMPTY_META,
         *,
-        created: int | None | bool = True,
-        updated: int | None | bool = True,
+        created: int | bool | None = True,
+        updated: int | bool | None = True,
         event_type: int | None = None,
         event_id: int | None = None,
         effect: str | None = None,
@@ -315,8 +351,23 @@ class Simulation:
         label = event.label if event is not None else name.replace("_", " ").title()
         self.sink.add(
             "credit_histories",
-            (rid, u.uid, eid, ctype, cid, name, label, index, event_value, amount, prev,
-             written_type, meta, self.ts(created_ts), self.ts(updated_ts)),
+            (
+                rid,
+                u.uid,
+                eid,
+                ctype,
+                cid,
+                name,
+                label,
+                index,
+                event_value,
+                amount,
+                prev,
+                written_type,
+                meta,
+                self.ts(created_ts),
+                self.ts(updated_ts),
+            ),
         )
         u.has_rows = True
         u.last_ts = t
@@ -331,12 +382,26 @@ class Simulation:
 
     def flag(self, rule: str, u: User, rid: int) -> None:
         self.anomalies.append(
-            {"rule": rule, "user_id": u.uid, "credit_history_id": rid,
-             "entity_type": "credit_history", "entity_id": rid}
+            {
+                "rule": rule,
+                "user_id": u.uid,
+                "credit_history_id": rid,
+                "entity_type": "credit_history",
+                "entity_id": rid,
+            }
         )
 
-    def charge(self, u: User, t: int, name: str, index: int, ctype=None, cid=None,
-               meta: str = EMPTY_META, **kw) -> int:
+    def charge(
+        self,
+        u: User,
+        t: int,
+        name: str,
+        index: int,
+        ctype=None,
+        cid=None,
+        meta: str = EMPTY_META,
+        **kw,
+    ) -> int:
         """A spend priced exactly as the application prices it."""
         amount = cat.price(cat.EVENTS_BY_NAME[name], index)
         self.row(u, t, name, amount, index, ctype, cid, meta, **kw)
@@ -365,8 +430,10 @@ class Simulation:
             pid = self.ids.take("purchases")
             failed = may_fail and self.rng.random() < PURCHASE_FAILURE
             status = FAILED if failed else SUCCEEDED
-            self.sink.add("purchases", (pid, u.uid, plan_row, f"pi_{u.uid:06d}{pid:08d}", status,
-                                        self.ts(t), self.ts(t)))
+            self.sink.add(
+                "purchases",
+                (pid, u.uid, plan_row, f"pi_{u.uid:06d}{pid:08d}", status, self.ts(t), self.ts(t)),
+            )
             if not failed:
                 meta = json.dumps({"purchase_id": pid, "plan_id": plan_row})
                 self.row(u, t, cat.CUSTOM_CREDIT_PURCHASED, credits, credits, meta=meta)
@@ -389,50 +456,114 @@ class Simulation:
 
     def admin_bonus(self, u: User, t: int, credits: int, **kw) -> int:
         meta = json.dumps({"admin_id": 1 + credits % 7, "reason": "support goodwill"})
-        return self.row(u, t, cat.ADMIN_CREDIT_ADDED, cat.price(
-            cat.EVENTS_BY_NAME[cat.ADMIN_CREDIT_ADDED], credits), credits, meta=meta, **kw)
+        return self.row(
+            u,
+            t,
+            cat.ADMIN_CREDIT_ADDED,
+            cat.price(cat.EVENTS_BY_NAME[cat.ADMIN_CREDIT_ADDED], credits),
+            credits,
+            meta=meta,
+            **kw,
+        )
 
     # ------------------------------------------------------------------ content
 
-    def new_video(self, u: User, t: int, kind: str, status: str, done: int, exports: int = 0,
-                  *, write: bool = True, title: str | None = None) -> int:
+    def new_video(
+        self,
+        u: User,
+        t: int,
+        kind: str,
+        status: str,
+        done: int,
+        exports: int = 0,
+        *,
+        write: bool = True,
+        title: str | None = None,
+    ) -> int:
         vid = self.ids.take("videos")
         if write:
             title = title if title is not None else f"{kind.title()} video {vid}"
-            self.sink.add("videos", (vid, u.uid, title, kind, self.rng.choice(VIDEO_PROVIDERS),
-                                     status, exports, 0, self.ts(t), self.ts(done)))
+            self.sink.add(
+                "videos",
+                (
+                    vid,
+                    u.uid,
+                    title,
+                    kind,
+                    self.rng.choice(VIDEO_PROVIDERS),
+                    status,
+                    exports,
+                    0,
+                    self.ts(t),
+                    self.ts(done),
+                ),
+            )
             if u.injection is None and not u.deleted:
                 self.last_clean_video = (vid, u.uid)
         return vid
 
-    def new_faceless(self, u: User, t: int, video_status: str, done: int, exports: int = 0,
-                     *, write: bool = True) -> tuple[int, int, int]:
+    def new_faceless(
+        self, u: User, t: int, video_status: str, done: int, exports: int = 0, *, write: bool = True
+    ) -> tuple[int, int, int]:
         """A faceless and its render video; returns (faceless id, video id, duration)."""
         vid = self.new_video(u, t, VIDEO_FACELESS, video_status, done, exports, write=write)
         fid = self.ids.take("facelesses")
         duration = self.rng.randint(15, 90)
         if write:
-            self.sink.add("facelesses", (fid, u.uid, "ai_visuals", vid, duration,
-                                         self.rng.choice(GENRES), self.ts(t), self.ts(done)))
+            self.sink.add(
+                "facelesses",
+                (
+                    fid,
+                    u.uid,
+                    "ai_visuals",
+                    vid,
+                    duration,
+                    self.rng.choice(GENRES),
+                    self.ts(t),
+                    self.ts(done),
+                ),
+            )
         return fid, vid, duration
 
     def new_clone(self, u: User, t: int, status: str, done: int) -> int:
         cid = self.ids.take("real_clones")
-        self.sink.add("real_clones", (cid, u.uid, self.rng.choice(CLONE_PROVIDERS), status,
-                                      0, self.ts(t), self.ts(done)))
+        self.sink.add(
+            "real_clones",
+            (cid, u.uid, self.rng.choice(CLONE_PROVIDERS), status, 0, self.ts(t), self.ts(done)),
+        )
         u.last_clone = cid
         return cid
 
     def new_speech(self, u: User, t: int, status: str, done: int) -> int:
         sid = self.ids.take("speeches")
-        self.sink.add("speeches", (sid, u.uid, u.last_clone, self.rng.choice(SPEECH_PROVIDERS),
-                                   status, self.ts(t), self.ts(done)))
+        self.sink.add(
+            "speeches",
+            (
+                sid,
+                u.uid,
+                u.last_clone,
+                self.rng.choice(SPEECH_PROVIDERS),
+                status,
+                self.ts(t),
+                self.ts(done),
+            ),
+        )
         return sid
 
     def new_caption(self, u: User, t: int, model_type: str, model_id: int) -> None:
         cap = self.ids.take("captions")
-        self.sink.add("captions", (cap, u.uid, model_type, model_id,
-                                   self.rng.choice(CAPTION_PROVIDERS), self.ts(t), self.ts(t)))
+        self.sink.add(
+            "captions",
+            (
+                cap,
+                u.uid,
+                model_type,
+                model_id,
+                self.rng.choice(CAPTION_PROVIDERS),
+                self.ts(t),
+                self.ts(t),
+            ),
+        )
 
     def outcome(self, t: int, in_progress: str, u: User | None = None) -> tuple[str, int]:
         """A generation's final status as of the snapshot and when it got there."""
@@ -447,8 +578,7 @@ class Simulation:
         """A failed generation is refunded by the failure webhook, for the charge it reverses."""
         self.call_at(done, u, lambda t: self.refund(u, t, amount, ctype, cid))
 
-    def refund(self, u: User, t: int, amount: int, ctype: str | None, cid: int | None,
-               **kw) -> int:
+    def refund(self, u: User, t: int, amount: int, ctype: str | None, cid: int | None, **kw) -> int:
         return self.row(u, t, cat.REFUNDED_CREDITS, amount, amount, ctype, cid, **kw)
 
     def unextracted_id(self, alias: str) -> int:
@@ -464,8 +594,15 @@ class Simulation:
                 ctype, cid = cat.ALIAS_GENERATOR, self.unextracted_id(cat.ALIAS_GENERATOR)
             else:
                 ctype, cid = None, None
-            self.charge(u, t, cat.CONTENT_PROMPT_REQUESTED, index, ctype, cid,
-                        meta='{"model": "gpt-4o-mini"}')
+            self.charge(
+                u,
+                t,
+                cat.CONTENT_PROMPT_REQUESTED,
+                index,
+                ctype,
+                cid,
+                meta='{"model": "gpt-4o-mini"}',
+            )
 
     def _act_ai_image(self, u: User, t: int) -> None:
         if self.afford_or_buy(u, t, 1):
@@ -581,8 +718,9 @@ class Simulation:
         u.status = TRIALING
         u.trial_end = t + TRIAL_SECONDS
         meta = json.dumps({"plan": u.plan.slug, "interval": u.interval})
-        self.row(u, t, cat.SUBSCRIBE_TO_TRIAL, u.plan.trial_credits, u.plan.trial_credits,
-                 meta=meta)
+        self.row(
+            u, t, cat.SUBSCRIBE_TO_TRIAL, u.plan.trial_credits, u.plan.trial_credits, meta=meta
+        )
         self.push(u.trial_end, K_TRIAL_END, u)
         if u.rate > 0:
             self.push(t + MINUTE + int(self.rng.expovariate(u.rate) * DAY), K_ACTION, u)
@@ -606,13 +744,21 @@ class Simulation:
             self.push(add_months(t, 12), K_RENEW, u)
         else:
             self.schedule_monthly_renewal(u, add_months(t, 1))
-            if (u.injection is None and u.abuse is None and self.rng.random() < UPGRADE_SHARE
-                    and u.plan.tier < 3):
-                self.call_at(t + self.rng.randint(5 * DAY, 200 * DAY), u,
-                             lambda when: self._upgrade(u, when))
+            if (
+                u.injection is None
+                and u.abuse is None
+                and self.rng.random() < UPGRADE_SHARE
+                and u.plan.tier < 3
+            ):
+                self.call_at(
+                    t + self.rng.randint(5 * DAY, 200 * DAY), u, lambda when: self._upgrade(u, when)
+                )
         if u.injection is None and u.abuse is None and self.rng.random() < ADMIN_BONUS_SHARE:
-            self.call_at(t + self.rng.randint(DAY, 150 * DAY), u,
-                         lambda when: self.admin_bonus(u, when, self.rng.choice((50, 100, 250))))
+            self.call_at(
+                t + self.rng.randint(DAY, 150 * DAY),
+                u,
+                lambda when: self.admin_bonus(u, when, self.rng.choice((50, 100, 250))),
+            )
         if u.injection is not None:
             u.injection.converted(self, u, t)
         if u.abuse is not None:
@@ -739,9 +885,20 @@ class Simulation:
             if u.status is not None:
                 plan_id = self.price_rows[(u.plan.slug, u.interval)][0]
                 monthly = self.monthly_credits(u)
-            yield (u.uid, f"{first} {last}", f"{first.lower()}.{last.lower()}.{u.uid}@example.test",
-                   plan_id, u.provider, self.ts(u.trial_end), self.ts(u.ends_at), remaining,
-                   monthly, extra, self.ts(u.signup), self.ts(max(u.last_ts, u.signup)))
+            yield (
+                u.uid,
+                f"{first} {last}",
+                f"{first.lower()}.{last.lower()}.{u.uid}@example.test",
+                plan_id,
+                u.provider,
+                self.ts(u.trial_end),
+                self.ts(u.ends_at),
+                remaining,
+                monthly,
+                extra,
+                self.ts(u.signup),
+                self.ts(max(u.last_ts, u.signup)),
+            )
 
     def subscription_rows(self):
         """Cashier's subscriptions table at the end of the history.
@@ -756,12 +913,34 @@ class Simulation:
             for old_plan, swapped_at in u.plan_history:
                 sid = self.ids.take("subscriptions")
                 old_price = self.price_rows[(old_plan.slug, u.interval)][1]
-                yield (sid, u.uid, "default", f"sub_{u.uid:08d}_{sid}", CANCELED, old_price, 1,
-                       self.ts(u.trial_end), self.ts(u.anchor), self.ts(swapped_at),
-                       self.ts(since), self.ts(swapped_at))
+                yield (
+                    sid,
+                    u.uid,
+                    "default",
+                    f"sub_{u.uid:08d}_{sid}",
+                    CANCELED,
+                    old_price,
+                    1,
+                    self.ts(u.trial_end),
+                    self.ts(u.anchor),
+                    self.ts(swapped_at),
+                    self.ts(since),
+                    self.ts(swapped_at),
+                )
                 since = swapped_at
             sid = self.ids.take("subscriptions")
             price_id = self.price_rows[(u.plan.slug, u.interval)][1]
-            yield (sid, u.uid, "default", f"sub_{u.uid:08d}", u.status, price_id, 1,
-                   self.ts(u.trial_end), self.ts(u.anchor), self.ts(u.ends_at),
-                   self.ts(since), self.ts(max(u.last_ts, u.signup)))
+            yield (
+                sid,
+                u.uid,
+                "default",
+                f"sub_{u.uid:08d}",
+                u.status,
+                price_id,
+                1,
+                self.ts(u.trial_end),
+                self.ts(u.anchor),
+                self.ts(u.ends_at),
+                self.ts(since),
+                self.ts(max(u.last_ts, u.signup)),
+            )

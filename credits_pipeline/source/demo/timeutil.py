@@ -21,7 +21,7 @@ def epoch(d: dt.date | dt.datetime) -> int:
     if not isinstance(d, dt.datetime):
         d = dt.datetime(d.year, d.month, d.day)
     if d.tzinfo is not None:
-        d = d.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        d = d.astimezone(dt.UTC).replace(tzinfo=None)
     return calendar.timegm(d.timetuple())
 
 

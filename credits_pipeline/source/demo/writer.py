@@ -133,9 +133,11 @@ class BulkWriter:
         path = Path(self._tmpdir.name) / f"{table}.tsv"
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write("".join("\t".join(map(_tsv_field, row)) + "\n" for row in rows))
-        sql = (f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
-               f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
-               f"({', '.join(column_names(table))})")
+        sql = (
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+            f"({', '.join(column_names(table))})"
+        )
         try:
             self._cur.execute(sql, (str(path),))
         except Exception as exc:  # local_infile disabled on the server or the client
@@ -145,8 +147,9 @@ class BulkWriter:
             self._load_data = False
             return False
         if self._cur.rowcount != len(rows):  # LOCAL turns rejected rows into mere warnings
-            raise RuntimeError(f"LOAD DATA wrote {self._cur.rowcount} of {len(rows)} rows "
-                               f"into {table}")
+            raise RuntimeError(
+                f"LOAD DATA wrote {self._cur.rowcount} of {len(rows)} rows into {table}"
+            )
         return True
 
     def close(self) -> None:
