@@ -1,4 +1,5 @@
-"""Benchmark: extracting the ledger `credit_histories` from MariaDB into DuckDB, validated by pandera.
+"""Benchmark: extracting the ledger `credit_histories` from MariaDB into DuckDB, validated by
+pandera.
 
 The ledger is the one table that grows without bound, so its extraction must cost about what the
 source itself needs to hand the rows over. This script seeds a dedicated MariaDB database with N
@@ -43,8 +44,9 @@ TARGET_PARTITION_SECONDS = 2.0
 
 # MariaDB: % is SQL's modulo, but pymysql would read it as a format directive, hence MOD.
 SEED_SQL = """
-INSERT INTO credit_histories (id, user_id, credit_events_id, creditable_type, creditable_id, description,
-  label, calculative_index, event_value, amount, previous_amount, event_type, meta, created_at, updated_at)
+INSERT INTO credit_histories (id, user_id, credit_events_id, creditable_type, creditable_id,
+  description, label, calculative_index, event_value, amount, previous_amount, event_type, meta,
+  created_at, updated_at)
 SELECT seq,
   1 + seq MOD 100003,
   1 + seq MOD 14,
@@ -144,7 +146,9 @@ started = time.perf_counter()
 with open(os.devnull, "w") as sink:
     subprocess.run(sys.argv[1:], stdout=sink, check=True)
 seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+print(json.dumps({
+    "seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+}))
 """
 
 
@@ -184,7 +188,8 @@ def measure_naive(scope: str) -> dict:
 
 
 def measure_pipeline(scope: str, fast: bool = True) -> dict:
-    """The pipeline: read, validate with pandera, stage and swap into DuckDB (the ledger asset's path)."""
+    """The pipeline: read, validate with pandera, stage and swap into DuckDB (the ledger asset's
+    path)."""
     import connectorx  # noqa: F401 - imported before the clock starts, like the modules above:
 
     import credits_pipeline.validation.typed  # noqa: F401 - process start is not what is measured
@@ -258,7 +263,10 @@ def _row(label: str, r: dict, rows: int, client: dict, naive: dict | None) -> st
     rate = rows / r["seconds"] if r["seconds"] else float("nan")
     vs_client = f"{r['seconds'] / client['seconds']:.2f}x"
     vs_naive = f"{r['seconds'] / naive['seconds']:.2f}x" if naive else "-"
-    return f"  {label:<34} {r['seconds']:>8.2f} s {rate:>12,.0f} rows/s {r['rss_mb']:>8.0f} MB   {vs_client:>7} {vs_naive:>7}"
+    return (
+        f"  {label:<34} {r['seconds']:>8.2f} s {rate:>12,.0f} rows/s {r['rss_mb']:>8.0f} MB   "
+        f"{vs_client:>7} {vs_naive:>7}"
+    )
 
 
 def report(scope: str, results: dict[str, dict]) -> list[str]:
@@ -267,7 +275,8 @@ def report(scope: str, results: dict[str, dict]) -> list[str]:
     title = "whole credit_histories" if scope == "full" else f"one daily partition ({ONE_DAY})"
     lines = [
         f"{title}: {rows:,} rows",
-        f"  {'':<34} {'seconds':>10} {'throughput':>19} {'peak RSS':>11}   {'/client':>7} {'/naive':>7}",
+        f"  {'':<34} {'seconds':>10} {'throughput':>19} {'peak RSS':>11}   {'/client':>7} "
+        f"{'/naive':>7}",
         _row("mariadb --batch --quick > /dev/null", client, rows, client, naive),
     ]
     if naive:
@@ -278,8 +287,9 @@ def report(scope: str, results: dict[str, dict]) -> list[str]:
         )
     lines.append(_row("pipeline: connectorx+pandera+DuckDB", pipe, rows, client, naive))
     lines.append(
-        f"  pipeline rows: {pipe['loaded']:,} loaded ({pipe['stored']:,} in raw), {pipe['quarantined']:,} "
-        f"quarantined, {pipe['domain_warnings']:,} domain warnings, {pipe['fallbacks']} fallback(s) to SQLAlchemy"
+        f"  pipeline rows: {pipe['loaded']:,} loaded ({pipe['stored']:,} in raw), "
+        f"{pipe['quarantined']:,} quarantined, {pipe['domain_warnings']:,} domain warnings, "
+        f"{pipe['fallbacks']} fallback(s) to SQLAlchemy"
     )
     ratio = pipe["seconds"] / client["seconds"]
     if scope == "full":
@@ -291,13 +301,14 @@ def report(scope: str, results: dict[str, dict]) -> list[str]:
     else:
         ok = pipe["seconds"] < TARGET_PARTITION_SECONDS
         lines.append(
-            f"  target: < {TARGET_PARTITION_SECONDS:.0f} s: {pipe['seconds']:.2f} s {'OK' if ok else 'MISSED'}"
+            f"  target: < {TARGET_PARTITION_SECONDS:.0f} s: {pipe['seconds']:.2f} s "
+            f"{'OK' if ok else 'MISSED'}"
         )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
     parser.add_argument(
         "--skip-naive", action="store_true", help="skip pandas.read_sql (~70 s, ~5 GB at 5M)"

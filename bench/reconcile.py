@@ -370,10 +370,10 @@ def main() -> None:
         print("anomalies by rule   :", json.dumps(rec["by_rule"]))
         daily = _child("resume", db)
         print(
-            f"daily run, resumed : {daily['seconds']:.2f} s ({daily['replayed_rows']:,} rows replayed, "
-            f"mode {daily['mode']}; replay stage {daily['timings']['replay']:.2f} s) vs full "
-            f"{daily['full_seconds']:.2f} s (replay stage {daily['full_timings']['replay']:.2f} s); "
-            f"same report: {daily['same_report']}"
+            f"daily run, resumed : {daily['seconds']:.2f} s ({daily['replayed_rows']:,} rows "
+            f"replayed, mode {daily['mode']}; replay stage {daily['timings']['replay']:.2f} s) vs "
+            f"full {daily['full_seconds']:.2f} s (replay stage "
+            f"{daily['full_timings']['replay']:.2f} s); same report: {daily['same_report']}"
         )
         met = ratio <= TARGET_RATIO and peak < TARGET_RSS_MB and daily["same_report"]
         print("TARGET MET" if met else "TARGET MISSED")

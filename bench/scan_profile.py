@@ -176,7 +176,7 @@ def main() -> None:
         d_total = sum(v[0] for k, v in daily.items() if k[0] == process)
         print(
             f"total {process}: full {f_total:,} rows, daily {d_total:,} rows "
-            f"({d_total / max(n, 1):.2f} × N, {d_total / max(d, 1):.0f} × D)"
+            f"({d_total / max(n, 1):.2f} × N, {d_total / max(d, 1):.0f} × D)"  # noqa: RUF001 (deliberate multiplication sign in the printed report)
         )
     print(f"profiles: {run_dir}")
 

@@ -480,9 +480,11 @@ class Progress:
                 if loaded is not None and key not in seen_assets:
                     self.rows[event.step_key] = self.rows.get(event.step_key, 0) + int(loaded.value)
                 seen_assets.add(key)
-            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-                if self.show:
-                    self._finished(event.step_key, kind == dg.DagsterEventType.STEP_SUCCESS)
+            elif self.show and kind in (
+                dg.DagsterEventType.STEP_SUCCESS,
+                dg.DagsterEventType.STEP_FAILURE,
+            ):
+                self._finished(event.step_key, kind == dg.DagsterEventType.STEP_SUCCESS)
             yield event
 
     def _finished(self, step: str, ok: bool) -> None:

@@ -333,7 +333,7 @@ DUCKDB_MEMORY_LIMIT_VAR = "CREDITS_DUCKDB_MEMORY_LIMIT"
 def duckdb_memory_limit() -> str | None:
     """`CREDITS_DUCKDB_MEMORY_LIMIT`, e.g. '4GB': how much DuckDB may use before spilling.
 
-    Unset, `warehouse/memory.py` sizes it from the machine (half of RAM, 1–64 GiB). Measured at
+    Unset, `warehouse/memory.py` sizes it from the machine (half of RAM, 1-64 GiB). Measured at
     100,000 users (6.6 M ledger rows): a 2 GB limit made the reconciliation's row checks fail with
     an out-of-memory error, so the default stays generous.
     """
@@ -358,7 +358,8 @@ REPLAY_BATCH_ROWS_VAR = "CREDITS_REPLAY_BATCH_ROWS"
 
 
 def replay_batch_rows() -> int | None:
-    """`CREDITS_REPLAY_BATCH_ROWS`: ledger rows the replay holds in memory at once (None: 2,000,000).
+    """`CREDITS_REPLAY_BATCH_ROWS`: ledger rows the replay holds in memory at once (None:
+    2,000,000).
 
     The replay streams its input in batches of this size; lower it on a small worker, raise it to
     spend fewer round trips on a large one. The result does not depend on it.
@@ -375,7 +376,8 @@ DEFAULT_SHRINK_FRACTION = 0.5
 
 
 def parse_shrink_fraction(raw: str | None) -> float:
-    """`CREDITS_SHRINK_FRACTION` (0 to 1, default 0.5): the least share of its rows a raw table keeps.
+    """`CREDITS_SHRINK_FRACTION` (0 to 1, default 0.5): the least share of its rows a raw table
+    keeps.
 
     0 still refuses a table going to zero rows; 1 refuses any shrink at all.
     """
@@ -408,7 +410,8 @@ DEFAULT_SOURCE_STALE_AFTER_HOURS = 48.0
 
 
 def source_stale_after() -> dt.timedelta:
-    """`CREDITS_SOURCE_STALE_AFTER_HOURS` (default 48): how old the source's newest ledger row may be
+    """`CREDITS_SOURCE_STALE_AFTER_HOURS` (default 48): how old the source's newest ledger row may
+    be
     before the source counts as stale (the application stopped writing, or a replica stopped)."""
     return parse_source_stale_after(os.environ.get(SOURCE_STALE_AFTER_HOURS_VAR))
 
@@ -433,7 +436,8 @@ BIGQUERY_MAXIMUM_BYTES_BILLED_VAR = "CREDITS_BIGQUERY_MAXIMUM_BYTES_BILLED"
 
 
 def parse_temp_directory(raw: str | None) -> Path | None:
-    """`CREDITS_DUCKDB_TEMP_DIRECTORY`: a directory (created on first spill), not an existing file."""
+    """`CREDITS_DUCKDB_TEMP_DIRECTORY`: a directory (created on first spill), not an existing
+    file."""
     value = (raw or "").strip()
     if not value:
         return None

@@ -264,7 +264,8 @@ DEMO_USERS = 60
 DEMO_MONTHS = 6
 PARTITION_DAYS = 100  # as test_end_to_end: daily partitions for the last 100 days, older rows open
 REPORTS = ("marts.user_balance_reconciliation", "marts.ledger_anomalies")
-# What dbt builds on BigQuery, compared with floats rounded (sums of doubles may add up in another order).
+# What dbt builds on BigQuery, compared with floats rounded (sums of doubles may add up in another
+# order).
 DBT_RELATIONS = (
     "credits.int_credit_replay",
     "marts.user_credit_daily",
@@ -353,7 +354,8 @@ def test_the_anomalies_demo_through_extraction_dbt_and_reconciliation_on_bigquer
 
 
 def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigquery_emulator):
-    # BigQuery forbids DDL on permanent tables inside a transaction; the emulator does not: record it
+    # BigQuery forbids DDL on permanent tables inside a transaction; the emulator does not: record
+    # it
     duck = duckdb.connect()
     duck.execute("set timezone = 'UTC'")
     load_inputs(

@@ -126,7 +126,8 @@ def test_the_billing_cap_is_a_positive_number_of_bytes_or_unset():
 
 @pytest.fixture
 def sent_configs(monkeypatch):
-    """Every (job config, labels) a real `bigquery.Client.query` call sends, recorded; still sent."""
+    """Every (job config, labels) a real `bigquery.Client.query` call sends, recorded; still
+    sent."""
     sent: list[bigquery.QueryJobConfig] = []
     original = bigquery.Client.query
 

@@ -150,7 +150,8 @@ def _wait_for_server(base: str, server: subprocess.Popen, log_path: Path) -> Non
     while time.monotonic() < deadline:
         if server.poll() is not None:
             pytest.fail(
-                f"dagster-webserver exited with {server.returncode}:\n{log_path.read_text()[-3000:]}"
+                f"dagster-webserver exited with {server.returncode}:\n"
+                f"{log_path.read_text()[-3000:]}"
             )
         try:
             with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
@@ -160,7 +161,8 @@ def _wait_for_server(base: str, server: subprocess.Popen, log_path: Path) -> Non
             pass
         time.sleep(0.5)  # polling a port, not waiting on the page: nothing to wait on yet
     pytest.fail(
-        f"dagster-webserver did not answer in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
+        f"dagster-webserver did not answer in {SERVER_START_TIMEOUT_S} s:\n"
+        f"{log_path.read_text()[-3000:]}"
     )
 
 
@@ -353,7 +355,8 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     )
     page.screenshot("04-reconciliation-summary")
 
-    # 5. the weekly anomalies per rule over the last 12 months, undated apart: a chart the UI renders
+    # 5. the weekly anomalies per rule over the last 12 months, undated apart: a chart the UI
+    # renders
     row = f"//tr[.//*[normalize-space()='{TREND_METADATA_KEY}']]"
     page.click(f"{row}//a[normalize-space()='[Show Markdown]']")
     page.wait_for_text(TREND_HEADING, "undated")

@@ -1,4 +1,5 @@
-"""The production Dagster instance (deploy/dagster.yaml): runs, events and schedules in PostgreSQL."""
+"""The production Dagster instance (deploy/dagster.yaml): runs, events and schedules in
+PostgreSQL."""
 
 from __future__ import annotations
 

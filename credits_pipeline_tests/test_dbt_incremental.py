@@ -154,9 +154,8 @@ def latest_delta_ids(warehouse: Path) -> list[int]:
         return [
             r[0]
             for r in con.execute(
-                "select credit_history_id from credits.int_credit_replay_delta"
-                " where replayed_at = (select max(replayed_at) from credits.int_credit_replay_delta)"
-                " order by 1"
+                "select credit_history_id from credits.int_credit_replay_delta where replayed_at "
+                "= (select max(replayed_at) from credits.int_credit_replay_delta) order by 1"
             ).fetchall()
         ]
     finally:
@@ -372,7 +371,8 @@ def test_an_incremental_replay_on_bigquery_equals_a_full_rebuild(
         for prefix in (incremental, full):
             with emulator_warehouse(endpoint, prefix).connect(read_only=True) as con:
                 found[prefix] = con.execute(
-                    f"select * except ({', '.join(RUN_COLUMNS)}) from {relation} order by {order_by}",
+                    f"select * except ({', '.join(RUN_COLUMNS)}) from {relation} order by "
+                    f"{order_by}",
                     dialect="bigquery",
                 ).fetchall()
         assert found[incremental], relation

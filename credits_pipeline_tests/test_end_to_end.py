@@ -79,7 +79,8 @@ def test_a_full_materialize_of_the_anomalies_demo_reports_exactly_its_manifest(t
     found = set(
         _query(
             tmp_path,
-            "select rule, user_id, credit_history_id, entity_type, entity_id from marts.ledger_anomalies",
+            "select rule, user_id, credit_history_id, entity_type, entity_id from "
+            "marts.ledger_anomalies",
         )
     )
     assert found - expected == set(), "anomalies nobody injected"
@@ -128,7 +129,8 @@ def test_a_clean_demo_reconciles_every_user_ok_with_zero_anomalies_and_matching_
         """
         with latest as (
             select user_id, closing_balance,
-                   row_number() over (partition by user_id order by balance_date desc) as newest_first
+                   row_number() over (partition by user_id order by balance_date desc)
+                       as newest_first
             from marts.user_credit_daily
         )
         select count(*)
@@ -202,7 +204,8 @@ def _relation_rows(warehouse: Path, relation: str) -> list[tuple]:
 
 def _write_the_next_day(source: Path, day: dt.datetime) -> None:
     """What the application writes after the first cut-off: new rows of five users, a late commit
-    (an id below every other, so below each user's last replayed id) and a changed stored balance."""
+    (an id below every other, so below each user's last replayed id) and a changed stored
+    balance."""
     con = sqlite3.connect(source)
     try:
         columns = [r[1] for r in con.execute("pragma table_info(credit_histories)")]

@@ -44,7 +44,8 @@ def sqlite_url(tmp_path) -> str:
 def _assert_everything_extracted(warehouse: str) -> None:
     ledger_ids = query(
         warehouse,
-        "select id from raw.credit_histories union all select id from raw.credit_histories__open order by 1",
+        "select id from raw.credit_histories union all select id from raw.credit_histories__open "
+        "order by 1",
     )
     assert [r[0] for r in ledger_ids] == [1, 2, 3, 4, 5]
     assert query(
@@ -103,7 +104,8 @@ def test_personal_data_is_never_extracted(instance, warehouse, sqlite_url):
         r[0]
         for r in query(
             warehouse,
-            "select column_name from information_schema.columns where table_schema='raw' and table_name like 'users%'",
+            "select column_name from information_schema.columns where table_schema='raw' and "
+            "table_name like 'users%'",
         )
     }
     assert "name" not in user_columns and "email" not in user_columns
@@ -155,7 +157,8 @@ def test_rows_the_warehouse_cannot_hold_are_quarantined_with_a_reason_and_nothin
         r[0]
         for r in query(
             warehouse,
-            "select id from raw.credit_histories union all select id from raw.credit_histories__open order by 1",
+            "select id from raw.credit_histories union all select id from "
+            "raw.credit_histories__open order by 1",
         )
     ]
     assert loaded == [1, 4, 5, 6]  # 6 rows read = 4 loaded + 2 quarantined
@@ -223,9 +226,9 @@ def test_a_row_written_after_the_closed_days_were_loaded_is_read_in_the_consiste
     with engine.begin() as conn:  # a late write into an already-loaded day, and a balance change
         conn.execute(
             sa.text(
-                "insert into credit_histories (id, user_id, credit_events_id, calculative_index, event_value, "
-                "amount, previous_amount, event_type, meta, created_at) values "
-                "(7, 1, 2, 1, 15, 15, 470, 2, '[]', '2025-01-02 23:59:59')"
+                "insert into credit_histories (id, user_id, credit_events_id, calculative_index, "
+                "event_value, amount, previous_amount, event_type, meta, created_at) values (7, "
+                "1, 2, 1, 15, 15, 470, 2, '[]', '2025-01-02 23:59:59')"
             )
         )
         conn.execute(sa.text("update users set remaining_credit_amount = 455 where id = 1"))
@@ -256,13 +259,15 @@ def test_content_tables_merge_changed_rows_by_id_after_the_first_full_read(
     with engine.begin() as conn:
         conn.execute(
             sa.text(
-                "update videos set status = 'completed', updated_at = '2025-01-03 00:00:00' where id = 1"
+                "update videos set status = 'completed', updated_at = '2025-01-03 00:00:00' "
+                "where id = 1"
             )
         )
         conn.execute(
             sa.text(
-                "insert into videos (id, user_id, type, status, exports, retries, created_at, updated_at) "
-                "values (2, 2, 'faceless', 'draft', 0, 0, '2025-01-03 01:00:00', '2025-01-03 01:00:00')"
+                "insert into videos (id, user_id, type, status, exports, retries, created_at, "
+                "updated_at) values (2, 2, 'faceless', 'draft', 0, 0, '2025-01-03 01:00:00', "
+                "'2025-01-03 01:00:00')"
             )
         )
     result = run_extraction(instance, sqlite_url, warehouse, selection=key)

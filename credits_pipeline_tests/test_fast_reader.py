@@ -1,4 +1,5 @@
-"""The fast read path (connectorx) against the robust one (SQLAlchemy), on real MariaDB and PostgreSQL.
+"""The fast read path (connectorx) against the robust one (SQLAlchemy), on real MariaDB and
+PostgreSQL.
 
 Each database test writes its own `syllaby_v2` into a freshly created database (`cp_test_<uuid>`,
 dropped afterwards), reads the ledger both ways and requires the same rows, values and warehouse
@@ -152,7 +153,8 @@ def _as_python(rows: list[dict]) -> list[dict]:
 
 
 def _staged(batches) -> tuple[list[tuple], list[tuple], dict]:
-    """Validate and stage the batches in a throw-away DuckDB: warehouse rows, quarantine, warnings."""
+    """Validate and stage the batches in a throw-away DuckDB: warehouse rows, quarantine,
+    warnings."""
     con = duckdb.connect()
     con.execute("create schema raw")
     stager = Stager(con, CREDIT_HISTORIES)
@@ -392,7 +394,8 @@ def test_sqlite_takes_the_robust_path(tmp_path):
 
 @pytest.mark.mysql
 def test_chunked_queries_read_every_row_once(mariadb_url, monkeypatch):
-    """connectorx buffers a whole result ahead, so reads are split into `id > last LIMIT n` queries."""
+    """connectorx buffers a whole result ahead, so reads are split into `id > last LIMIT n`
+    queries."""
     write_source(mariadb_url, varied_ledger("mysql"))
     monkeypatch.setattr(fast_reader, "CHUNK_BATCHES", 1)  # two-row queries over five rows
     batches = list(

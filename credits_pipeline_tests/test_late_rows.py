@@ -241,7 +241,8 @@ def _days_ledger() -> list[dict]:
 
 def _late_rewrite_delete_scenario(instance, warehouse, url, tmp_path) -> None:
     """Day 5 (Jan 6) is written with a late row for Jan 4 among its ids; then a rewrite and a
-    delete in days closed two runs earlier; each partition run leaves the ledger a fresh read has."""
+    delete in days closed two runs earlier; each partition run leaves the ledger a fresh read
+    has."""
     engine = write_source(url, _days_ledger())
     assert run_extraction(instance, url, warehouse, first="2025-01-01", last="2025-01-05").success
     new_day = [
@@ -299,7 +300,10 @@ def _late_rewrite_delete_scenario(instance, warehouse, url, tmp_path) -> None:
 
 def _insert_sql() -> str:
     cols = list(ledger_row(0, 0, 1, 0, 0, None))
-    return f"insert into credit_histories ({', '.join(cols)}) values ({', '.join(':' + c for c in cols)})"
+    return (
+        f"insert into credit_histories ({', '.join(cols)}) values "
+        f"({', '.join(':' + c for c in cols)})"
+    )
 
 
 def test_late_rewritten_and_deleted_rows_reach_the_warehouse_by_the_next_partition_run_on_sqlite(
@@ -316,7 +320,7 @@ def test_late_rewritten_and_deleted_rows_reach_the_warehouse_by_the_next_partiti
 
 
 @pytest.mark.postgres
-def test_late_rewritten_and_deleted_rows_reach_the_warehouse_by_the_next_partition_run_on_postgresql(
+def test_late_rewritten_and_deleted_rows_reach_the_warehouse_by_the_next_partition_run_on_postgres(
     instance, warehouse, fresh_postgres_url, tmp_path
 ):
     _late_rewrite_delete_scenario(instance, warehouse, fresh_postgres_url, tmp_path)
@@ -428,7 +432,8 @@ def _copy_rows(
             row |= {"id": new, "created_at": at, "updated_at": at}
             conn.execute(
                 sa.text(
-                    f"insert into credit_histories ({', '.join(cols)}) values ({', '.join(':' + c for c in cols)})"
+                    f"insert into credit_histories ({', '.join(cols)}) values "
+                    f"({', '.join(':' + c for c in cols)})"
                 ),
                 {c: row[c] for c in cols},
             )
@@ -478,7 +483,8 @@ def _daily_runs_equal_full_rebuilds(tmp_path: Path, url: str) -> None:
     with engine.begin() as conn:
         rewritten, deleted = conn.execute(
             sa.text(
-                "select min(id), max(id) from credit_histories where created_at >= :a and created_at < :b"
+                "select min(id), max(id) from credit_histories where created_at >= :a and "
+                "created_at < :b"
             ),
             window,
         ).one()

@@ -134,7 +134,8 @@ def test_a_chain_of_daily_resumes_equals_one_full_replay():
 
 
 def test_resuming_from_zero_state_differs_from_resuming_from_the_real_one():
-    """The state carries the pools: forgetting it changes the outcome (so the tests above can fail)."""
+    """The state carries the pools: forgetting it changes the outcome (so the tests above can
+    fail)."""
     ledger = random_ledger(3)
     full = replay_rows(ledger, np.ones(len(ledger["row_id"]), dtype=bool))
     later = ledger["row_id"] > 6000

@@ -96,7 +96,8 @@ def test_dbt_subprocesses_get_the_same_limit_and_spill_directory(monkeypatch, tm
 
 
 def test_a_full_run_under_a_256mb_duckdb_limit_completes_with_the_limit_in_force(tmp_path):
-    """The whole materialization (extraction, dbt, reconciliation) under CREDITS_DUCKDB_MEMORY_LIMIT;
+    """The whole materialization (extraction, dbt, reconciliation) under
+    CREDITS_DUCKDB_MEMORY_LIMIT;
     the assets' metadata and dbt's own DuckDB session say the limit was in force."""
     from credits_pipeline.ledger.checks import RECONCILIATION_KEY
     from credits_pipeline.source.demo import generate
@@ -151,8 +152,9 @@ def test_a_full_run_under_a_256mb_duckdb_limit_completes_with_the_limit_in_force
             "--inline",
             # dbt show cuts long values: the spill directory is compared in SQL
             (
-                "select current_setting('memory_limit') as limit_in_force,"
-                f" cast(current_setting('temp_directory') = '{warehouse}.tmp' as varchar) as spill_ok"
+                "select current_setting('memory_limit') as limit_in_force, "
+                f"cast(current_setting('temp_directory') = '{warehouse}.tmp' as varchar) as "
+                "spill_ok"
             ),
             "--project-dir",
             str(settings.DBT_PROJECT_DIR),

@@ -2,7 +2,8 @@
 
 Each channel is switched on by its own environment variables (`channels_from_env`), so a laptop with
 none set sends nothing and production enables exactly what it configures. Senders are small
-classes with one `send(digest)` (a run's alerts, `messages.Digest`) that either returns or raises `DeliveryError`; the sensor decides
+classes with one `send(digest)` (a run's alerts, `messages.Digest`) that either returns or raises
+`DeliveryError`; the sensor decides
 what to retry. Webhook URLs carry their secret in the path (Slack's `/services/T…/B…/…`) and SMTP
 has a password, so nothing here ever puts a URL, a path, a user or a password into an error or a
 log line: only the channel's name and a redacted host (`target`). Exceptions from `requests` embed

@@ -128,7 +128,8 @@ def state_change(previous: CheckState | None, current: CheckState) -> str | None
 
 @dataclasses.dataclass(frozen=True)
 class Observation:
-    """One evaluation read from the event log: the check's new state, and its alert if it changed."""
+    """One evaluation read from the event log: the check's new state, and its alert if it
+    changed."""
 
     storage_id: int
     run_id: str | None
@@ -422,7 +423,8 @@ def read_events(
 
 
 class RunFinished:
-    """Whether a run has finished, asked once per run and tick (a run's digest waits for its end)."""
+    """Whether a run has finished, asked once per run and tick (a run's digest waits for its
+    end)."""
 
     def __init__(self, instance: dg.DagsterInstance):
         self._instance = instance

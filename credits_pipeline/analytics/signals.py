@@ -5,7 +5,8 @@ signal family on that mart fails (WARN: a suspicion, not a broken pipeline) when
 with the metadata keys of `credits_pipeline.check_metadata` that the alert sensor reads from any
 failing check — the signal as the rule, the flagged users as the violations, the credits they
 involve, and the worst users (highest score first) as a Markdown table — so the alert channels
-carry them with no code of their own. The summary is computed by a pure function over the mart's flagged rows.
+carry them with no code of their own. The summary is computed by a pure function over the mart's
+flagged rows.
 """
 
 from __future__ import annotations

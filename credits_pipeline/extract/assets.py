@@ -147,7 +147,9 @@ source_table_specs = [
     dg.AssetSpec(
         key=source_key(t.name),
         group_name=GROUP_SOURCE,
-        description=f"`syllaby_v2.{t.name}` in the operational database (read only). {t.description}",
+        description=(
+            f"`syllaby_v2.{t.name}` in the operational database (read only). {t.description}"
+        ),
         kinds={source_kind()},
         owners=[OWNER_DATA_ENGINEERING],
         metadata={
@@ -173,11 +175,12 @@ LEDGER_KEY = raw_key(CREDIT_HISTORIES.name)
     kinds=warehouse_kinds(),
     owners=[OWNER_DATA_ENGINEERING],
     check_specs=[validation_check_spec(LEDGER_KEY), drift_check_spec(LEDGER_KEY)],
-    description="Closed days of the credit ledger `syllaby_v2.credit_histories`, one daily partition "
-    "per UTC day of `created_at`; each day keeps a fingerprint of what was read. Rows with NULL or "
-    "future `created_at`, the open day and rows written late are read at the consistent cut into "
-    "`raw.credit_histories__open` (late rows and the history before the first partition are also "
-    "written into their own day here). Quarantine: `raw.credit_histories__rejected`.",
+    description="Closed days of the credit ledger `syllaby_v2.credit_histories`, one daily "
+    "partition per UTC day of `created_at`; each day keeps a fingerprint of what was read. Rows "
+    "with NULL or future `created_at`, the open day and rows written late are read at the "
+    "consistent cut into `raw.credit_histories__open` (late rows and the history before the "
+    "first partition are also written into their own day here). Quarantine: "
+    "`raw.credit_histories__rejected`.",
 )
 def raw_credit_histories(
     context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
@@ -230,14 +233,15 @@ def raw_credit_histories(
                 **watermark_metadata(newest_created_at, newest_id, "created_at"),
                 "fingerprint_through_id": dg.MetadataValue.int(through_id),
                 "rows_outside_partitions": dg.MetadataValue.text(
-                    "NULL-dated, open-day and late rows, and the history before the first partition, "
-                    "are extracted by raw/credit_histories__open at the consistent cut"
+                    "NULL-dated, open-day and late rows, and the history before the first "
+                    "partition, are extracted by raw/credit_histories__open at the consistent cut"
                 ),
             },
         )
         per_partition = partition_row_counts(con, start, end)
     context.log.info(
-        f"credit_histories [{start}, {end}): {tally.rows_loaded} loaded, {tally.rows_rejected} quarantined"
+        f"credit_histories [{start}, {end}): {tally.rows_loaded} loaded, {tally.rows_rejected} "
+        "quarantined"
     )
     # A ranged run records one materialization per partition: each carries its own day's counts
     # (the run's totals stay under `range_rows_*`).
@@ -283,7 +287,8 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
             OPEN_KEY,
             deps=[source_key(CREDIT_HISTORIES.name), LEDGER_KEY],
             description="Ledger rows the closed days may not hold — the open day, NULL or future "
-            "`created_at`, rows written late (ids above the closed days' fingerprint bound), closed days "
+            "`created_at`, rows written late (ids above the closed days' fingerprint bound), "
+            "closed days "
             "whose fingerprint changed — read in the same snapshot as `raw.users`.",
             group_name=GROUP_RAW,
             kinds=warehouse_kinds(),
@@ -291,8 +296,9 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
         ),
         dg.AssetSpec(
             CUTOFF_KEY,
-            description="The extraction cut-off: the time of the consistent snapshot, and where the "
-            "closed ledger partitions end. Marts measure 'last N days' from it, never from now().",
+            description="The extraction cut-off: the time of the consistent snapshot, and where "
+            "the closed ledger partitions end. Marts measure 'last N days' from it, never from "
+            "now().",
             group_name=GROUP_RAW,
             kinds=warehouse_kinds() - {"pandera"},
             owners=[OWNER_DATA_ENGINEERING],
@@ -307,7 +313,8 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
             asset=OPEN_KEY,
             description="Closed ledger days compared by fingerprint (row count, sum of ids, the "
             "replay inputs' checksum) between source and warehouse: fails (WARN) when a closed day "
-            "was rewritten in place or lost rows since it was read. The day is read again either way.",
+            "was rewritten in place or lost rows since it was read. The day is read again "
+            "either way.",
         ),
     ],
 )
@@ -370,7 +377,8 @@ def raw_consistent_cut(
             con.execute("rollback")
             raise
         # Every closed day now holds its rows up to the snapshot's highest id: the next run's bound.
-        # (Stored after the commit: a crash in between only makes the next run read those days again.)
+        # (Stored after the commit: a crash in between only makes the next run read those days
+        # again.)
         replace_ledger_fingerprints(
             con,
             None,
@@ -405,7 +413,8 @@ def raw_consistent_cut(
     context.log.info(
         f"consistent cut at {cutoff:%Y-%m-%d %H:%M:%S} UTC: {users_tally.rows_loaded} users, "
         f"{open_tally.rows_loaded} open ledger rows ({rows_into_closed_days} into closed days; "
-        f"{len(plan.changed)} changed closed day(s) re-read, {len(plan.first_read)} read for the first time)"
+        f"{len(plan.changed)} changed closed day(s) re-read, {len(plan.first_read)} read for the "
+        "first time)"
     )
     cut_ts = dg.MetadataValue.timestamp(cutoff.replace(tzinfo=dt.UTC))
     yield dg.MaterializeResult(asset_key=USERS_KEY, metadata=users_meta)

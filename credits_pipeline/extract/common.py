@@ -124,8 +124,8 @@ def validation_check_result(tally: ExtractionTally, asset_key: dg.AssetKey) -> d
     )
     examples = "\n".join(f"- {e}" for e in tally.rejected_examples) or "none"
     description = (
-        f"syllaby_v2.{tally.table}: {tally.rows_loaded} row(s) loaded, {tally.rows_rejected} quarantined "
-        f"in raw.{rejected_name(tally.table)}."
+        f"syllaby_v2.{tally.table}: {tally.rows_loaded} row(s) loaded, {tally.rows_rejected} "
+        f"quarantined in raw.{rejected_name(tally.table)}."
     )
     if tally.rows_rejected:
         description += f" First rows at fault: {'; '.join(tally.rejected_examples[:3])}"
@@ -149,6 +149,7 @@ def validation_check_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         name=VALIDATION_CHECK,
         asset=asset_key,
-        description="Pandera validation: rows the warehouse cannot hold are quarantined with a reason; "
-        "fails (WARN) when any row was quarantined. Domain oddities load and are counted.",
+        description="Pandera validation: rows the warehouse cannot hold are quarantined with a "
+        "reason; fails (WARN) when any row was quarantined. Domain oddities load and are "
+        "counted.",
     )

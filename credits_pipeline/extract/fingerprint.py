@@ -3,7 +3,8 @@
 The ledger is append-only by contract, yet the application rewrites an old row now and then,
 may delete one, and commits rows whose `created_at` lies in a day the warehouse closed already.
 Re-reading every closed day on every run would find all three, at the cost of the whole history
-each day. Instead each closed day keeps a fingerprint of what the warehouse read for it — the row count, the
+each day. Instead each closed day keeps a fingerprint of what the warehouse read for it — the row
+count, the
 sum of ids, the sum of user ids and the sum of the reconciliation's per-row fingerprint
 (`ledger.replay_state.ROW_FINGERPRINT`, one definition of "the replay's inputs") — over the rows
 with an id at or below the day's `through_id` (the source's highest id when the day was read).
@@ -57,7 +58,8 @@ _DIALECT = {
 
 @dataclass(frozen=True)
 class DayFingerprint:
-    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal rows."""
+    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal
+    rows."""
 
     rows: int = 0
     id_sum: int = 0

@@ -112,8 +112,8 @@ def source_staleness_check(source: SourceDatabase) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=OPEN_KEY,
     name=LEDGER_LAG_CHECK,
-    description=f"Newest ledger `created_at` in the source vs the warehouse; fails when the warehouse "
-    f"trails by more than {MAX_LAG}.",
+    description="Newest ledger `created_at` in the source vs the warehouse; fails when the "
+    f"warehouse trails by more than {MAX_LAG}.",
 )
 def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
     now = _now()
@@ -134,7 +134,9 @@ def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.A
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"warehouse trails the source by {hours if hours is not None else 'everything'} hour(s)"
+        description=(
+            f"warehouse trails the source by {hours if hours is not None else 'everything'} hour(s)"
+        )
         if lag
         else "warehouse is level with the source",
         metadata={

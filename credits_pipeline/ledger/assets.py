@@ -1,4 +1,5 @@
-"""The reconciliation as Dagster assets: `marts/user_balance_reconciliation` and `marts/ledger_anomalies`.
+"""The reconciliation as Dagster assets: `marts/user_balance_reconciliation` and
+`marts/ledger_anomalies`.
 
 Both relations come from one pass over the ledger, so they are one `@dg.multi_asset` that always
 materializes both, whatever it finds: they are the report, and a report must never be hidden by
@@ -8,7 +9,8 @@ emit materialization metadata plus the 13 rule checks from the same result. The 
 the run's story in the UI (`report.py`): users ok / drifting / broken, credits at stake per rule,
 every non-ok user (the 50 with most credits at stake first, and the total), both column schemas,
 previews sorted by credits at stake, and a chart of weekly anomalies per rule over the last 12
-months (weekly totals inline, per rule behind a click). When rules fail and no alert channel is configured, the summary says
+months (weekly totals inline, per rule behind a click). When rules fail and no alert channel is
+configured, the summary says
 that nobody will be told.
 The replay resumes from the state the previous run stored (`replay_state.py`); the metadata says
 whether it did (`replay_mode`, `replay_reason`, `replayed_rows`).
@@ -45,20 +47,20 @@ from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 ASSET_NAME = "ledger_reconciliation"
 COMPUTE_KIND = "python"  # the replay (numba) and the rules run in Python over the warehouse
 RECONCILIATION_DESCRIPTION = (
-    "One row per user in `users`, as of the run's extraction cut-off: the subscription and purchased "
-    "pools the ledger replay ends with (`ledger_*_balance`) next to the ones the application stores "
-    "(`recorded_*_balance`: `remaining_credit_amount`, `extra_credits`), `drift` (recorded minus "
-    "ledger, both pools summed), `chain_breaks` and the first one, `forfeited_credits` (breakage "
-    "from monthly resets), `written_off_credits` (overdrafts), and a `status`: `broken_chain`, "
-    "`drift` or `ok`. Recomputed whole on every run; checks never hold it back. Checks: "
-    "`ledger_rule_chain_break`, `ledger_rule_balance_drift`."
+    "One row per user in `users`, as of the run's extraction cut-off: the subscription and "
+    "purchased pools the ledger replay ends with (`ledger_*_balance`) next to the ones the "
+    "application stores (`recorded_*_balance`: `remaining_credit_amount`, `extra_credits`), "
+    "`drift` (recorded minus ledger, both pools summed), `chain_breaks` and the first one, "
+    "`forfeited_credits` (breakage from monthly resets), `written_off_credits` (overdrafts), and a "
+    "`status`: `broken_chain`, `drift` or `ok`. Recomputed whole on every run; checks never hold "
+    "it back. Checks: `ledger_rule_chain_break`, `ledger_rule_balance_drift`."
 )
 ANOMALIES_DESCRIPTION = (
     "One row per violation of the 13 ledger rules (contract section 3), as of the run's extraction "
-    "cut-off: `rule`, `user_id`, `credit_history_id` (NULL for rules about a user or a content row), "
-    "`entity_type` / `entity_id`, `expected`, `actual`, `detail` (a sentence for a human), `credits` "
-    "and `detected_at` (the cut-off, so a re-run on unchanged data gives identical rows). Alerts, "
-    "dashboards and acceptance checks read it; one `ledger_rule_*` check per rule."
+    "cut-off: `rule`, `user_id`, `credit_history_id` (NULL for rules about a user or a content "
+    "row), `entity_type` / `entity_id`, `expected`, `actual`, `detail` (a sentence for a human), "
+    "`credits` and `detected_at` (the cut-off, so a re-run on unchanged data gives identical "
+    "rows). Alerts, dashboards and acceptance checks read it; one `ledger_rule_*` check per rule."
 )
 WEEKLY_CHART_METADATA_KEY = "anomalies_per_week"
 FAILING_RULES_METADATA_KEY = "failing_rules"
@@ -103,7 +105,8 @@ def summary_markdown(result: ReconciliationResult, channels_configured: bool = T
         f"**Ledger reconciliation** as of {result.cutoff_at.isoformat()}Z over "
         f"{result.ledger_rows:,} ledger rows and {result.reconciliation.num_rows:,} users.",
         "",
-        f"Replay: {result.replay_mode}, {result.replayed_rows:,} rows replayed ({result.replay_reason}).",
+        f"Replay: {result.replay_mode}, {result.replayed_rows:,} rows replayed "
+        f"({result.replay_reason}).",
         "",
         f"Users: {s.get(rc.STATUS_OK, 0):,} ok, {s.get(rc.STATUS_DRIFT, 0):,} drifting, "
         f"{s.get(rc.STATUS_BROKEN_CHAIN, 0):,} broken chain.",

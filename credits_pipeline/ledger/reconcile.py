@@ -70,7 +70,8 @@ ANOMALY_OUTPUT_COLUMNS = (*sql.ANOMALY_COLUMNS, "detected_at", rs.FIRST_DETECTED
 
 @dataclass(frozen=True)
 class RuleSummary:
-    """How one rule fared: violations, credits involved, and the worst ones for a human to act on."""
+    """How one rule fared: violations, credits involved, and the worst ones for a human to act
+    on."""
 
     code: str
     severity: str
@@ -118,7 +119,8 @@ def _plain(a: np.ndarray | np.ma.MaskedArray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ReplayRun:
-    """How the replay went: how many rows it walked, from scratch or resumed, and the ledger's size."""
+    """How the replay went: how many rows it walked, from scratch or resumed, and the ledger's
+    size."""
 
     plan: rs.ResumePlan
     replayed_rows: int
@@ -287,12 +289,11 @@ def _replay_outputs(
         + rs.untouched_state_sql(plan, REPLAYED_STATE_TABLE)
     )
     con.execute(
-        f"create or replace temp table {USER_POOLS_TABLE} as select "
-        "user_id, subscription as ledger_subscription_balance, "
-        "purchased as ledger_purchased_balance, chain_breaks, "
-        "case when first_break_id = $null_int then null else first_break_id end as first_break_history_id, "
-        "forfeited as forfeited_credits, written_off as written_off_credits "
-        f"from {ALL_STATE_TABLE}",
+        f"create or replace temp table {USER_POOLS_TABLE} as select user_id, subscription as "
+        "ledger_subscription_balance, purchased as ledger_purchased_balance, chain_breaks, case "
+        "when first_break_id = $null_int then null else first_break_id end as "
+        "first_break_history_id, forfeited as forfeited_credits, written_off as "
+        f"written_off_credits from {ALL_STATE_TABLE}",
         {"null_int": NULL_INT},
     )
     con.execute(
@@ -491,7 +492,8 @@ def reconcile(
     force_full_replay: bool = False,
     batch_rows: int | None = None,
 ) -> ReconciliationResult:
-    """Replay the ledger and evaluate all 13 rules over the input relations of `rules.INPUT_RELATIONS`.
+    """Replay the ledger and evaluate all 13 rules over the input relations of
+    `rules.INPUT_RELATIONS`.
 
     The connection must expose those relations (tables or views, e.g. temp views); working tables
     named `_recon_*` are created as temp tables on it. `cutoff_at` is the extraction cut-off: it

@@ -2,7 +2,8 @@
 
 Three rules (`chain_break`, `overdraft_writeoff`, `balance_drift`) and the reconciliation columns
 (ledger pools, forfeited and written-off credits) depend on walking every user's rows in write
-order, carrying two pools from row to row. That is inherently sequential, so it cannot be a set-based
+order, carrying two pools from row to row. That is inherently sequential, so it cannot be a
+set-based
 SQL query, and a Python loop over millions of rows is far too slow: the walk is one numba-compiled
 pass over flat numpy arrays sorted by (user_id, id). The same pass also compares each row's
 `created_at` with the user's previous row (the sequential half of `timestamp_order`), because it
@@ -395,7 +396,8 @@ def resolve_effects(
     event_ids: np.ndarray,
     event_effects: np.ndarray,
 ) -> np.ndarray:
-    """Each row's EFFECT_* code: its event's catalog effect, else its own event_type (1/2), else skip.
+    """Each row's EFFECT_* code: its event's catalog effect, else its own event_type (1/2), else
+    skip.
 
     `event_ids`/`event_effects` describe the `credit_events` rows (effect EFFECT_SKIP for an event
     whose name is not in the catalog). Why here and not in SQL: a join per row of a 5M-row scan

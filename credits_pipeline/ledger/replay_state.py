@@ -219,7 +219,8 @@ def plan_replay(
     start = ReplayState.from_columns({k: np.asarray(v) for k, v in fetched.items()})
     return ResumePlan(
         MODE_RESUMED,
-        f"resumed after ledger id {through_id}; {dirty} user(s) replayed again from their first row",
+        f"resumed after ledger id {through_id}; {dirty} user(s) replayed again "
+        "from their first row",
         through_id,
         start,
         dirty,
@@ -323,8 +324,12 @@ limit 0
 def detection_join(anomalies_alias: str, detections_alias: str) -> str:
     """The join condition between this run's anomalies and the previous detections."""
     return " and ".join(
-        f"{expr.replace('(', f'({anomalies_alias}.', 1) if '(' in expr else f'{anomalies_alias}.{expr}'}"
-        f" = {detections_alias}.{alias}"
+        (
+            expr.replace("(", f"({anomalies_alias}.", 1)
+            if "(" in expr
+            else f"{anomalies_alias}.{expr}"
+        )
+        + f" = {detections_alias}.{alias}"
         for expr, alias in DETECTION_KEY
     )
 

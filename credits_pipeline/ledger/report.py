@@ -81,7 +81,9 @@ ANOMALY_COLUMN_DOCS = {
     "rule": "a rule code of contract section 3",
     "user_id": "the user the violation belongs to",
     "credit_history_id": "the ledger row (NULL for rules about a user or a content row)",
-    "entity_type": "'credit_history', 'user' (balance_drift) or the content alias (uncharged_content)",
+    "entity_type": (
+        "'credit_history', 'user' (balance_drift) or the content alias (uncharged_content)"
+    ),
     "entity_id": "id of the entity",
     "expected": "what the rule expected",
     "actual": "what the ledger holds",

@@ -246,7 +246,8 @@ left join {EVENTS_TABLE} as e on e.id = r.credit_events_id
 # cache-friendly sort: cheaper than sorting in Python and then walking rows in random order).
 # Effects are resolved on the arrays afterwards (replay.resolve_effects), not by a join here.
 def replay_input_sql(row_filter: str = "") -> str:
-    """The replay's input in (user_id, id) order; `row_filter` (a where clause) narrows a resumed one.
+    """The replay's input in (user_id, id) order; `row_filter` (a where clause) narrows a resumed
+    one.
 
     A NULL user_id sorts first as NULL_INT, exactly where the replay's arrays put it.
     """
@@ -612,7 +613,8 @@ select
         when user_quarantined then
             'user ' || {_show("user_id")} || ' was quarantined in ' || $users_quarantine || ': '
             || coalesce(user_quarantine_reason, 'no reason recorded')
-            || '; not reconciled (no row in marts.user_balance_reconciliation) until the row is fixed'
+            || '; not reconciled (no row in marts.user_balance_reconciliation)'
+            || ' until the row is fixed'
         else 'user ' || {_show("user_id")} || ' is not in users'
     end as detail,
     amount as credits

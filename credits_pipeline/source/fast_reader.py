@@ -46,7 +46,8 @@ CONNECTORX_SCHEMES = {"mysql": "mysql", "postgresql": "postgresql"}
 
 # Statements connectorx runs on its connection before the query, so that TIMESTAMP values come as
 # UTC wall-clock times, exactly like the SQLAlchemy engine's sessions (`create_source_engine`):
-# MySQL converts TIMESTAMP columns to the *session* time zone, and connectorx returns what it is sent.
+# MySQL converts TIMESTAMP columns to the *session* time zone, and connectorx returns what it is
+# sent.
 UTC_SESSION = {
     "mysql": ["SET time_zone = '+00:00'"],
     "postgresql": ["SET TIME ZONE 'UTC'"],
@@ -233,8 +234,9 @@ def _fallback_reason(url: str, table: Table, exc: BaseException, last_id: int | 
     # connectorx may echo its connection string (in its own spelling): no secret reaches a log
     cause = redact_text(cause, [url, connectorx_url(url)])
     return (
-        f"syllaby_v2.{table.name}: the fast reader (connectorx) failed on {settings.redact_url(url)} "
-        f"({type(exc).__name__}: {cause}); reading {where} through SQLAlchemy instead"
+        f"syllaby_v2.{table.name}: the fast reader (connectorx) failed on "
+        f"{settings.redact_url(url)} ({type(exc).__name__}: {cause}); reading {where} through "
+        "SQLAlchemy instead"
     )
 
 
@@ -269,7 +271,8 @@ def _read_robust(
             own = engine.connect()
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(
-                f"cannot connect to the source database {settings.redact_url(url)}: {_first_line(exc, url)}"
+                f"cannot connect to the source database {settings.redact_url(url)}: "
+                f"{_first_line(exc, url)}"
             ) from None
         with own:
             yield from read_batches_sqlalchemy(own, table, where, params, batch_size)

@@ -50,7 +50,8 @@ def create_source_engine(url: str) -> sa.Engine:
 
 
 def _first_line(exc: BaseException, url: str | None = None) -> str:
-    """The driver's first line of error, redacted: drivers may echo the URL or DSN they were given."""
+    """The driver's first line of error, redacted: drivers may echo the URL or DSN they were
+    given."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return redact_text(text[0], [url] if url else []) if text else type(exc).__name__
 
@@ -62,7 +63,8 @@ class SourceDatabase(dg.ConfigurableResource):
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def uses_demo(self) -> bool:
-        """The embedded demo database, only ever by explicit choice (`url` or the variable `demo`)."""
+        """The embedded demo database, only ever by explicit choice (`url` or the variable
+        `demo`)."""
         return self.url == settings.DEMO_SOURCE or (
             not self.url and settings.source_url_is_default()
         )

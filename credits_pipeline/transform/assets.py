@@ -147,8 +147,8 @@ def _preview(con: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]
     columns = [
         r[0]
         for r in con.execute(
-            "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-            "order by ordinal_position",
+            "select column_name from information_schema.columns where table_schema = ? and "
+            "table_name = ? order by ordinal_position",
             [schema, name],
         ).fetchall()
     ]

@@ -180,7 +180,8 @@ class CreditsDbtTranslator(DagsterDbtTranslator):
             kinds.add("table")
         spec = spec.replace_attributes(kinds=kinds)
         if spec.key == REVENUE_KEY and settings.block_revenue_on_error():
-            # With the setting on, an ERROR ledger check (blocking then) holds the revenue mart back:
+            # With the setting on, an ERROR ledger check (blocking then) holds the revenue mart
+            # back:
             # Dagster only blocks what is downstream of the checked asset.
             spec = spec.merge_attributes(deps=[marts_key(name) for name in RECONCILIATION_MODELS])
         return spec

@@ -79,7 +79,8 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
 
 
 def json_validity_arrow(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """True where the value is NULL or valid JSON text (DuckDB's `json_valid`, as on the pandas path)."""
+    """True where the value is NULL or valid JSON text (DuckDB's `json_valid`, as on the pandas
+    path)."""
     json_values = pa.table({"v": values})  # noqa: F841 - DuckDB reads it by name
     result = _duckdb().execute(
         "select coalesce(json_valid(v::varchar), true) as ok from json_values"
@@ -130,7 +131,8 @@ def polars_schema(table_name: str) -> pap.DataFrameSchema:
 
 
 def _cast(series: pl.Series, target: pl.DataType) -> pl.Series:
-    """Cast without raising: a value that cannot become `target` becomes NULL (reported by caller)."""
+    """Cast without raising: a value that cannot become `target` becomes NULL (reported by
+    caller)."""
     if isinstance(series.dtype, pl.Datetime) and series.dtype.time_zone is not None:
         series = series.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     if series.dtype == target:
@@ -147,7 +149,8 @@ def _cast(series: pl.Series, target: pl.DataType) -> pl.Series:
 
 
 def _conform(frame: pl.DataFrame, table: Table) -> tuple[pl.DataFrame, list[tuple[str, str, int]]]:
-    """Cast every column to the warehouse type; return the frame and (column, check, row) failures."""
+    """Cast every column to the warehouse type; return the frame and (column, check, row)
+    failures."""
     model_schema = MODELS[table.name].to_schema()
     failures: list[tuple[str, str, int]] = []
     columns = []

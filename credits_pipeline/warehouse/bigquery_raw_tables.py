@@ -177,7 +177,8 @@ class BigQueryStager:
     def _quarantine_duplicates(
         self, kept_elsewhere_sql: str | None, label_sql: str, kept_params: list, label_params: list
     ) -> int:
-        """Move staged rows whose id repeats (in staging, or among rows the swap keeps) to quarantine."""
+        """Move staged rows whose id repeats (in staging, or among rows the swap keeps) to
+        quarantine."""
         as_text = ", ".join(
             f"format_timestamp('%Y-%m-%d %H:%M:%S', {c.name})"
             if c.kind == "ts"
@@ -190,7 +191,8 @@ class BigQueryStager:
             f"""
             create or replace temp table _dups as
             select {SEQ_COLUMN} as seq from (
-                select {SEQ_COLUMN}, id, row_number() over (partition by id order by {SEQ_COLUMN}) as copy_number
+                select {SEQ_COLUMN}, id,
+                    row_number() over (partition by id order by {SEQ_COLUMN}) as copy_number
                 from {self.stage}
             ) where copy_number > 1{elsewhere}
             """,
@@ -284,7 +286,8 @@ class BigQueryStager:
         )
         rejected = dict(
             con.execute(
-                f"select safe_cast({PARTITION_COLUMN} as date), count(*) from {self.stage_rejected} group by 1",
+                f"select safe_cast({PARTITION_COLUMN} as date), count(*) from "
+                f"{self.stage_rejected} group by 1",
                 dialect="bigquery",
             ).fetchall()
         )
@@ -297,7 +300,8 @@ class BigQueryStager:
         try:
             self._guard_shrink(
                 f"{ledger} for [{start}, {end})",
-                f"select count(*) from {ledger} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                f"select count(*) from {ledger} where {PARTITION_COLUMN} >= ? and "
+                f"{PARTITION_COLUMN} < ?",
                 [start, end],
             )
             con.execute(
@@ -312,7 +316,8 @@ class BigQueryStager:
             )
             target_rejected = f"raw.{rejected_name(self.table.name)}"
             con.execute(
-                f"delete from {target_rejected} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                f"delete from {target_rejected} where {PARTITION_COLUMN} >= ? and "
+                f"{PARTITION_COLUMN} < ?",
                 [start.isoformat(), end.isoformat()],
                 dialect="bigquery",
             )
@@ -322,14 +327,15 @@ class BigQueryStager:
                 dialect="bigquery",
             )
             con.execute(
-                "delete from raw._ledger_partitions where partition_date >= ? and partition_date < ?",
+                "delete from raw._ledger_partitions where partition_date >= ? and partition_date "
+                "< ?",
                 [start, end],
                 dialect="bigquery",
             )
             if rows:
                 con.execute(
-                    "insert into raw._ledger_partitions (partition_date, loaded_rows, rejected_rows) "
-                    f"values {rows}",
+                    "insert into raw._ledger_partitions (partition_date, loaded_rows, "
+                    f"rejected_rows) values {rows}",
                     dialect="bigquery",
                 )
             con.execute("commit")

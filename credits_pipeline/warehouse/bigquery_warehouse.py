@@ -324,7 +324,8 @@ LEGACY_TYPE_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
 def replace_table_schema(
     con: "BigQueryConnection", schema: str, name: str, table: pa.Table
 ) -> None:
-    """Make `<schema>.<name>` exist with the columns of `table`: kept when they match, else recreated.
+    """Make `<schema>.<name>` exist with the columns of `table`: kept when they match, else
+    recreated.
 
     DDL, so never inside a transaction: a writer calls it first, then changes rows in one.
     """
@@ -456,7 +457,8 @@ class BigQueryConnection:
         return BigQueryResult(arrow, job)
 
     def _run(self, sql: str, query_params: list | None, page_size: int | None = None) -> tuple:
-        """Start a query job in this connection's session and wait for it; errors name the statement."""
+        """Start a query job in this connection's session and wait for it; errors name the
+        statement."""
         config = bigquery.QueryJobConfig(query_parameters=query_params or [], labels=self.labels)
         if self.maximum_bytes_billed is not None:
             config.maximum_bytes_billed = self.maximum_bytes_billed

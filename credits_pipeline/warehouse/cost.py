@@ -113,7 +113,8 @@ def dbt_statistics_by_node(run_results: dict) -> dict[str, JobStatistics]:
 
 
 def with_dbt_statistics(events: list, run_results: dict) -> list:
-    """dagster-dbt's events, each model's Output with its bytes processed/billed added (BigQuery)."""
+    """dagster-dbt's events, each model's Output with its bytes processed/billed added
+    (BigQuery)."""
     import dagster as dg
 
     by_node = dbt_statistics_by_node(run_results)

@@ -74,7 +74,8 @@ def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
         f"create table if not exists raw.{table.name} ({_raw_columns_ddl(table, is_ledger)})"
     )
     con.execute(
-        f"create table if not exists raw.{rejected_name(table.name)} ({_rejected_columns_ddl(table)})"
+        f"create table if not exists raw.{rejected_name(table.name)} "
+        f"({_rejected_columns_ddl(table)})"
     )
     if is_ledger:
         con.execute(
@@ -85,8 +86,8 @@ def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
             "(partition_date DATE primary key, loaded_rows BIGINT, rejected_rows BIGINT)"
         )
         con.execute(
-            f"create table if not exists {LEDGER_FINGERPRINTS} (partition_date DATE, through_id BIGINT, "
-            "row_count BIGINT, id_sum BIGINT, user_id_sum BIGINT, digest BIGINT)"
+            f"create table if not exists {LEDGER_FINGERPRINTS} (partition_date DATE, through_id "
+            "BIGINT, row_count BIGINT, id_sum BIGINT, user_id_sum BIGINT, digest BIGINT)"
         )
     con.execute(
         f"create table if not exists {WATERMARKS} "
@@ -166,7 +167,8 @@ class Stager:
         self.stats.rejected += len(batch.rejected)
 
     def _note_id_order(self, ids: pa.ChunkedArray) -> None:
-        """Track whether every staged row so far arrived in ascending id order (see `_order_by_id`)."""
+        """Track whether every staged row so far arrived in ascending id order (see
+        `_order_by_id`)."""
         if not self._ids_ascending or ids.null_count:
             self._ids_ascending = False
             return
@@ -181,7 +183,8 @@ class Stager:
         """`order by id` for copying the stage into `raw`, unless the stage is in id order already.
 
         The fast reader stages the ledger in id order (`ORDER BY id`, batch after batch), and DuckDB
-        keeps insertion order on a plain `insert ... select`, so sorting millions of rows again would
+        keeps insertion order on a plain `insert ... select`, so sorting millions of rows again
+        would
         only cost time and memory for the same result. Any pandas batch makes the order unknown.
         """
         return "" if self._ids_ascending else " order by id"
@@ -208,7 +211,8 @@ class Stager:
         kept_params: list | None = None,
         label_params: list | None = None,
     ) -> int:
-        """Move staged rows whose id repeats (within staging, or in rows the swap keeps) to quarantine."""
+        """Move staged rows whose id repeats (within staging, or in rows the swap keeps) to
+        quarantine."""
         names = self.table.extracted_names
         as_text = ", ".join(f"cast({n} as varchar)" for n in names)
         elsewhere = f" or id in ({kept_elsewhere_sql})" if kept_elsewhere_sql else ""
@@ -283,25 +287,29 @@ class Stager:
     # -- the three ways a slice is swapped in --------------------------------------------------
 
     def swap_ledger_range(self, start: dt.date, end: dt.date) -> dict[dt.date, int]:
-        """Replace ledger partitions [start, end) (days) with the staged rows, in one transaction."""
+        """Replace ledger partitions [start, end) (days) with the staged rows, in one
+        transaction."""
         keys = [start + dt.timedelta(days=i) for i in range((end - start).days)]
         con = self.con
         con.execute("begin transaction")
         try:
             self._quarantine_duplicates(
-                f"select id from raw.{self.table.name} where {PARTITION_COLUMN} < ? or {PARTITION_COLUMN} >= ?",
+                f"select id from raw.{self.table.name} where {PARTITION_COLUMN} < ? or "
+                f"{PARTITION_COLUMN} >= ?",
                 "coalesce(strftime(try_cast(created_at as timestamp), '%Y-%m-%d'), ?)",
                 kept_params=[start, end],
                 label_params=[start.isoformat()],
             )
             self._guard_shrink(
                 f"raw.{self.table.name} for [{start}, {end})",
-                f"select count(*) from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                f"select count(*) from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and "
+                f"{PARTITION_COLUMN} < ?",
                 [start, end],
             )
             names = ", ".join(self.table.extracted_names)
             con.execute(
-                f"delete from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
+                f"delete from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and "
+                f"{PARTITION_COLUMN} < ?",
                 [start, end],
             )
             con.execute(
@@ -319,7 +327,8 @@ class Stager:
             )
             rejected = dict(
                 con.execute(
-                    f"select try_cast({PARTITION_COLUMN} as date), count(*) from {self.stage_rejected} group by 1"
+                    f"select try_cast({PARTITION_COLUMN} as date), count(*) from "
+                    f"{self.stage_rejected} group by 1"
                 ).fetchall()
             )
             con.execute(
@@ -349,7 +358,8 @@ class Stager:
             con.execute(f"delete from {target} where id in (select id from {self.stage})")
             con.execute(f"insert into {target} select {names} from {self.stage} order by id")
             self._insert_rejected(
-                f"id in (select id from {self.stage_rejected}) or id in (select cast(id as varchar) from {self.stage})"
+                f"id in (select id from {self.stage_rejected}) or id in (select cast(id as "
+                f"varchar) from {self.stage})"
             )
             if watermark is not None:
                 con.execute(f"delete from {WATERMARKS} where table_name = ?", [self.target])
@@ -452,7 +462,8 @@ def stored_ledger_fingerprints(con) -> dict[dt.date, StoredFingerprint]:
     """Each closed day's fingerprint as the warehouse read it (see extract/fingerprint.py)."""
     ensure_raw_tables(con, CREDIT_HISTORIES)
     rows = con.execute(
-        f"select partition_date, through_id, row_count, id_sum, user_id_sum, digest from {LEDGER_FINGERPRINTS}"
+        "select partition_date, through_id, row_count, id_sum, user_id_sum, digest from "
+        f"{LEDGER_FINGERPRINTS}"
     ).fetchall()
     out = {}
     for day, through, *values in rows:
@@ -492,8 +503,8 @@ def replace_ledger_fingerprints(
         chunk = rows[i : i + FINGERPRINT_INSERT_CHUNK]
         values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in chunk)
         con.execute(
-            f"insert into {LEDGER_FINGERPRINTS} (partition_date, through_id, row_count, id_sum, user_id_sum, digest) "
-            f"values {values}",
+            f"insert into {LEDGER_FINGERPRINTS} (partition_date, through_id, row_count, id_sum, "
+            f"user_id_sum, digest) values {values}",
             [v for row in chunk for v in row],
         )
 
@@ -589,7 +600,8 @@ def fold_closed_ledger_rows(
 
 
 def partition_row_counts(con, start: dt.date, end: dt.date) -> dict[dt.date, tuple[int, int]]:
-    """(loaded, quarantined) rows of each partition day in [start, end), as its own run loaded them."""
+    """(loaded, quarantined) rows of each partition day in [start, end), as its own run loaded
+    them."""
     rows = con.execute(
         f"select partition_date, loaded_rows, rejected_rows from {LEDGER_PARTITIONS} "
         "where partition_date >= ? and partition_date < ?",
