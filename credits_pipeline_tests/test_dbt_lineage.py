@@ -43,6 +43,7 @@ MARTS = [
         "plan_utilization",
         "revenue_attribution",
         "credit_cohorts",
+        "usage_risk_signals",
     )
 ]
 SEED_VIEWS = [dg.AssetKey(["credits", "credit_events"]), CREDIT_HISTORIES]
