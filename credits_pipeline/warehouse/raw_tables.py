@@ -482,13 +482,16 @@ def replace_ledger_fingerprints(
     """Replace the stored fingerprints of days [first, end) (`first` None: every day before `end`).
 
     `fingerprints` is the source's, taken at `through_id` before (or in the snapshot of) the read
-    that loaded those days: a day absent from it is stored only if it lies in a bounded range
-    (an empty partition), so that a row appearing in it later is a change, not a first read.
+    that loaded those days: a day absent from it is stored (empty) when it lies in a bounded range
+    or is a loaded partition, so that a row appearing in it later is a change, not a first read,
+    and the partition run and the cut store the same fingerprints.
     """
     ensure_raw_tables(con, CREDIT_HISTORIES)
     if first is None:
         con.execute(f"delete from {LEDGER_FINGERPRINTS} where partition_date < ?", [end])
-        days = sorted(d for d in fingerprints if d < end)
+        # loaded partitions without rows keep their empty fingerprint, as the partition run stored
+        loaded = {d for d in loaded_ledger_partitions(con) if d < end}
+        days = sorted(loaded | {d for d in fingerprints if d < end})
     else:
         con.execute(
             f"delete from {LEDGER_FINGERPRINTS} where partition_date >= ? and partition_date < ?",
