@@ -422,7 +422,7 @@ def _copy_rows(
 ) -> None:
     """New ledger rows shaped like existing ones (same user and event), at new ids and times."""
     with engine.begin() as conn:
-        cols = [c for c in conn.execute(sa.text("select * from credit_histories where 1 = 0"))]
+        cols = list(conn.execute(sa.text("select * from credit_histories where 1 = 0")).keys())
         for old, new, at in zip(ids, new_ids, stamps, strict=True):
             row = dict(
                 conn.execute(sa.text("select * from credit_histories where id = :i"), {"i": old})
