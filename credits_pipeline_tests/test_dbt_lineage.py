@@ -27,6 +27,7 @@ from credits_pipeline.transform import (
     dbt_revenue_model,
     prepare_manifest,
 )
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 RAW_KEYS = {dg.AssetKey(["raw", t.name]) for t in TABLES} | {
     dg.AssetKey(["raw", "credit_histories__open"]),
@@ -52,7 +53,10 @@ DBT_KEYS = {key for assets in dbt_credit_assets for key in assets.keys}
 
 @pytest.fixture(scope="module")
 def asset_graph():
-    defs = dg.Definitions(assets=[*dbt_credit_assets], resources={"dbt": dbt_resource()})
+    defs = dg.Definitions(
+        assets=[*dbt_credit_assets],
+        resources={"dbt": dbt_resource(), "warehouse": DuckDBWarehouse()},
+    )
     return defs.resolve_asset_graph()
 
 
