@@ -242,14 +242,24 @@ def materialize(
         str,
         typer.Option(help=f"Level of Dagster's log lines with --verbose: {', '.join(LOG_LEVELS)}."),
     ] = "INFO",
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Extract every ledger partition again and rebuild dbt's incremental models from "
+            "the whole ledger, instead of catching up from what the warehouse holds.",
+        ),
+    ] = False,
 ) -> None:
     """Materialize every asset with Dagster, then print a summary (source: CREDITS_SOURCE_URL)."""
     problems = settings.configuration_problems()
     if log_level.upper() not in LOG_LEVELS:
         problems.append(f"--log-level {log_level!r} is not valid: one of {', '.join(LOG_LEVELS)}")
+    if partition and full_refresh:
+        problems.append("--partition and --full-refresh exclude each other: choose one")
     if problems:
         raise UsageProblem(problems)
-    code = _materialize(partition, verbose, log_level.upper())
+    code = _materialize(partition, verbose, log_level.upper(), full_refresh)
     raise typer.Exit(code)
 
 
@@ -267,11 +277,15 @@ def _default_dagster_home() -> Path:
     return path
 
 
-def _window(partition: str | None) -> tuple[str, str] | None:
-    """The ledger partitions of the run; a bad --partition is a usage problem (one line)."""
-    from credits_pipeline.extract.assets import LEDGER_PARTITIONS
+def _window(partition: str | None, full_refresh: bool = False) -> tuple[str, str] | None:
+    """The ledger partitions of the run; a bad --partition is a usage problem (one line).
 
-    first = LEDGER_PARTITIONS.get_first_partition_key()
+    Without --partition: a catch-up (extract/catch_up.py) from what the warehouse holds — on an
+    empty warehouse every day, on one kept up to date the newest closed day.
+    """
+    from credits_pipeline.extract.assets import LEDGER_PARTITIONS
+    from credits_pipeline.extract.catch_up import catch_up_window
+
     last = LEDGER_PARTITIONS.get_last_partition_key()
     if partition is not None:
         problem = settings.partition_problem(
@@ -280,10 +294,44 @@ def _window(partition: str | None) -> tuple[str, str] | None:
         if problem:
             raise UsageProblem([problem])
         return partition, partition
-    return (first, last) if first and last else None
+    keys = LEDGER_PARTITIONS.get_partition_keys()
+    loaded = [] if full_refresh else _loaded_partitions()
+    return catch_up_window(keys, loaded, full_refresh=full_refresh)
 
 
-def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
+def _loaded_partitions() -> list[dt.date]:
+    """The ledger days the warehouse already holds (none when it does not exist yet)."""
+    from credits_pipeline.warehouse.raw_tables import LEDGER_PARTITIONS, loaded_ledger_partitions
+
+    if settings.warehouse_kind() == "duckdb":
+        import duckdb
+
+        path = settings.warehouse_path()
+        if not path.exists():
+            return []
+        schema, table = LEDGER_PARTITIONS.split(".")
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            exists = con.execute(
+                "select count(*) from information_schema.tables where table_schema = ? "
+                "and table_name = ?",
+                [schema, table],
+            ).fetchone()
+            if not exists or not exists[0]:
+                return []
+            rows = con.execute(f"select partition_date from {LEDGER_PARTITIONS}").fetchall()
+            return [r[0] for r in rows]
+        finally:
+            con.close()  # before the run opens the file
+    from credits_pipeline.warehouse.bigquery_warehouse import warehouse_from_env
+
+    with warehouse_from_env().process_config_and_initialize().connect() as con:
+        return loaded_ledger_partitions(con)
+
+
+def _materialize(
+    partition: str | None, verbose: bool, log_level: str, full_refresh: bool = False
+) -> int:
     import dagster as dg
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
@@ -292,8 +340,9 @@ def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
     )
 
     from credits_pipeline.schedules import DAILY_JOB_NAME
+    from credits_pipeline.transform.assets import DBT_OPS
 
-    window = _window(partition)
+    window = _window(partition, full_refresh)
     _default_dagster_home()
     out = _console()
     instance = dg.DagsterInstance.get()
@@ -312,12 +361,16 @@ def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
         if window
         else "no closed ledger partition yet"
     )
+    if window and not partition:
+        span += " (full refresh)" if full_refresh else " (catch-up: the days the warehouse lacks)"
     out.print(
         f"materializing every asset of {DAILY_JOB_NAME}: {span} in one run; source {source}; "
         f"warehouse {warehouse}"
     )
     level = log_level if verbose else QUIET_LOG_LEVEL
-    run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
+    if full_refresh:
+        run_config["ops"] = {op: {"config": {"full_refresh": True}} for op in DBT_OPS}
     launched = launch_in_code_location(instance, DAILY_JOB_NAME, run_config, tags)
     progress = Progress(out, launched.plan, show=not verbose)
     events = list(progress.follow(launched.events()))

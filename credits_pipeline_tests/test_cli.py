@@ -105,7 +105,7 @@ def test_the_help_shows_every_command_option_default_and_examples(capsys):
 
     assert main(["materialize", "--help"]) == 0
     mat = capsys.readouterr().out
-    for option in ("--partition", "--verbose", "--log-level"):
+    for option in ("--partition", "--verbose", "--log-level", "--full-refresh"):
         assert option in mat, option
     assert "[default: INFO]" in mat and "Examples" in mat
 
@@ -171,6 +171,20 @@ def test_a_bad_partition_exits_2_with_one_line_saying_which_days_are_allowed(
         line.startswith(f"{PROG}: --partition '{partition}' {says}")
         and settings.LEDGER_START_DATE_VAR in line
     )
+
+
+def test_a_partition_and_a_full_refresh_together_are_one_usage_line(tmp_path):
+    run = _cli(
+        tmp_path,
+        "materialize",
+        "--partition",
+        "2025-01-01",
+        "--full-refresh",
+        **{settings.SOURCE_URL_VAR: settings.DEMO_SOURCE},
+    )
+    assert run.returncode == EXIT_USAGE
+    [line] = run.stderr.strip().splitlines()
+    assert "--partition and --full-refresh exclude each other" in line
 
 
 def test_a_usage_error_of_the_command_line_is_one_line_too(tmp_path):

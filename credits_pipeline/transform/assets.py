@@ -291,3 +291,6 @@ dbt_credit_assets: list[dg.AssetsDefinition] = [
     dbt_mart_models,
     dbt_revenue_model,
 ]
+
+# The op of each dbt step, for run configuration (`full_refresh`, credits-pipeline --full-refresh).
+DBT_OPS: tuple[str, ...] = tuple(a.op.name for a in dbt_credit_assets)
