@@ -6,18 +6,20 @@ The observation reads, for every contract table and inside one consistent snapsh
 `SourceDatabase.consistent_snapshot` the extraction uses, so the eleven counts are of one moment),
 the row count and the newest `created_at` (when the table has the column: an older application
 schema may lack it), records both as metadata and derives the table's data version from them. A
-table whose count and newest row did not change keeps its version, so the UI calls the raw assets
-stale only when their source really moved. Only counts and a timestamp leave the source — no row,
-no personal data — the SQL names quoted identifiers and binds no value, and an error is one
-redacted line (`source/reader.py`, `redaction.py`), like every other source error.
+table whose count and newest row did not change keeps its version, and each raw materialization
+records the version of the source it was built from (`dagster/input_data_version/...`), so the UI
+can tell a raw table whose source moved since from one that is current. Only counts and a
+timestamp leave the source — no row, no personal data — the SQL names quoted identifiers and binds
+no value, and an error is one redacted line (`source/reader.py`, `redaction.py`), like every other
+source error.
 
 When it runs, and why there:
 - `syllaby_v2_observe_at_0250_utc` runs `syllaby_v2_observe` at 02:50 UTC, ten minutes before the
   daily run, so every morning the source tables show what the source held just before the night's
-  extraction (and the raw tables' lineage says which source version they were built from);
+  extraction;
 - `credits-pipeline materialize` observes first, in a run of its own, so a run from a terminal
   (and `make materialize` on the demo) leaves the source observed next to what it extracted;
-- from the UI: "Observe sources" on the asset graph, or the job's launchpad, at any time.
+- from the UI: "Observe" on a source table's page, or the job's launchpad, at any time.
 It is a job of its own, not a step of the daily job: an observation that fails must never hold
 back an extraction (the extraction reads the source itself and reports its own errors), and the
 daily run's summary counts materializations only. The counts are exact (`count(*)`): on a large
