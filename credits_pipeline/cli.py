@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,8 +32,6 @@ from rich.table import Table
 
 from credits_pipeline import settings
 from credits_pipeline.run_tags import (
-    FAILED_ERROR_CHECKS_TAG,
-    FAILED_WARN_CHECKS_TAG,
     HOST_TAG,
     PID_TAG,
     TRIGGER_CLI,
@@ -349,7 +347,12 @@ def _materialize(
     for line in mark_interrupted_runs_failed(instance):
         out.print(line)
 
-    tags = {TRIGGER_TAG: TRIGGER_CLI, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    run_tags = {
+        TRIGGER_TAG: TRIGGER_CLI,
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+    }
+    tags = dict(run_tags)
     if partition:
         tags[PARTITION_NAME_TAG] = partition
     elif window:
@@ -369,19 +372,57 @@ def _materialize(
     )
     level = log_level if verbose else QUIET_LOG_LEVEL
     run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
-    if full_refresh:
-        run_config["ops"] = {op: {"config": {"full_refresh": True}} for op in DBT_OPS}
+    out.print(observe_source(instance, run_config, run_tags))
+    if full_refresh:  # the observation job has no dbt step: only the daily run is configured
+        run_config = {
+            **run_config,
+            "ops": {op: {"config": {"full_refresh": True}} for op in DBT_OPS},
+        }
     launched = launch_in_code_location(instance, DAILY_JOB_NAME, run_config, tags)
     progress = Progress(out, launched.plan, show=not verbose)
     events = list(progress.follow(launched.events()))
     return report(instance, launched.run_id, events, launched.plan)
 
 
+def observe_source(instance, run_config: dict, tags: dict) -> str:
+    """Observe `syllaby_v2` in a run of its own before materializing; one line saying what it saw.
+
+    The source tables then show their row counts and newest rows in the UI next to the raw tables
+    this run extracts (extract/observe.py says why it is a job of its own). A failed observation
+    never stops the materialization: the extraction reads the source itself and reports the cause,
+    once, in the summary; this line only says that observing failed.
+    """
+    import dagster as dg
+
+    from credits_pipeline.extract.observe import OBSERVE_JOB_NAME, ROW_COUNT_METADATA
+    from credits_pipeline.source.tables import CREDIT_HISTORIES
+
+    launched = launch_in_code_location(instance, OBSERVE_JOB_NAME, run_config, tags)
+    rows: dict[str, int] = {}
+    failed = False
+    for event in launched.events():
+        if event.event_type == dg.DagsterEventType.ASSET_OBSERVATION:
+            observation = event.event_specific_data.asset_observation
+            count = observation.metadata.get(ROW_COUNT_METADATA)
+            if count is not None:
+                rows[observation.asset_key.path[-1]] = int(count.value)
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            failed = True
+    if failed:
+        return (
+            f"observing syllaby_v2 failed (run {launched.run_id}); materializing anyway, the "
+            "extraction reports the cause"
+        )
+    ledger = rows.get(CREDIT_HISTORIES.name)
+    ledger_part = f", {ledger:,} ledger rows" if ledger is not None else ""
+    return f"observed syllaby_v2: {len(rows)} tables{ledger_part} (run {launched.run_id})"
+
+
 @dataclass
 class LaunchedRun:
     run_id: str
     plan: object  # run_summary.PlanShape
-    events: Callable[[], Iterator[object]]  # yields DagsterEvent
+    events: Callable[[], Iterator[Any]]  # yields DagsterEvent
 
 
 def _workspace_location() -> tuple[str, str]:
@@ -552,16 +593,10 @@ class Progress:
 
 def report(instance, run_id: str, events: list, plan) -> int:
     """Print the summary, tag the run with its failed check counts, return the exit code."""
-    from credits_pipeline.run_summary import ERROR, WARN, summarize
+    from credits_pipeline.run_summary import ERROR, WARN, failed_check_tags, summarize
 
     summary = summarize(events, plan, failure_message)
-    instance.add_run_tags(
-        run_id,
-        {
-            FAILED_ERROR_CHECKS_TAG: str(summary.failed_check_count(ERROR)),
-            FAILED_WARN_CHECKS_TAG: str(summary.failed_check_count(WARN)),
-        },
-    )
+    instance.add_run_tags(run_id, failed_check_tags(summary.failed_checks))
     out = _console()
     link = f"{settings.ui_base_url()}/runs/{run_id}"
     out.print(f"\n=== {PROG} materialize: summary ===")

@@ -32,6 +32,8 @@ from credits_pipeline.cli import (
     main,
     mark_interrupted_runs_failed,
 )
+from credits_pipeline.extract.observe import ROW_COUNT_METADATA
+from credits_pipeline.names import source_key
 from credits_pipeline.run_tags import FAILED_ERROR_CHECKS_TAG, FAILED_WARN_CHECKS_TAG
 from credits_pipeline.source.tables import TABLES
 
@@ -389,6 +391,15 @@ def test_materialize_shows_progress_and_a_summary_table_of_the_warehouses_own_nu
         assert errors > 0
         assert record.tags[FAILED_ERROR_CHECKS_TAG] == str(errors)
         assert record.tags[FAILED_WARN_CHECKS_TAG] == str(warns)
+        # the source was observed first, in a run of its own: no source table reads "Missing"
+        observed = {
+            t.name: instance.fetch_observations(source_key(t.name), limit=1).records for t in TABLES
+        }
+        assert all(observed.values()), [name for name, records in observed.items() if not records]
+        ledger_rows = (
+            observed["credit_histories"][0].asset_observation.metadata[ROW_COUNT_METADATA].value
+        )
+    assert f"observed syllaby_v2: {len(TABLES)} tables, {ledger_rows:,} ledger rows" in run.stdout
     assert f"checks failed: {errors + warns} ({errors} ERROR, {warns} WARN)" in run.stdout
 
 
