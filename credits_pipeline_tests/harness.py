@@ -182,6 +182,22 @@ def run_extraction(
     )
 
 
+def run_status_context(
+    instance: dg.DagsterInstance,
+    result: dg.ExecuteInProcessResult,
+    sensor_name: str,
+    kind: dg.DagsterEventType,
+) -> dg.RunStatusSensorContext:
+    """The context a run-status sensor gets for `result`'s run reaching status `kind`."""
+    [event] = [e for e in result.all_events if e.event_type == kind]
+    return dg.build_run_status_sensor_context(
+        sensor_name=sensor_name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+        dagster_event=event,
+    )
+
+
 def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """What a data engineer reads for each failed step (the Failure's description, if any)."""
     return [

@@ -53,7 +53,7 @@ from credits_pipeline.ledger.fixtures import ledger_row, load_inputs
 from credits_pipeline.ledger.reconcile import reconcile
 from credits_pipeline.runbook import RUNBOOK_PATH
 from credits_pipeline.settings import UI_BASE_URL_VAR
-from credits_pipeline_tests.harness import run_extraction
+from credits_pipeline_tests.harness import run_extraction, run_status_context
 
 LOCALHOST = "127.0.0.1"
 UI_BASE = "http://dagster.test:3000"
@@ -487,11 +487,8 @@ def test_a_run_that_cannot_reach_its_source_alerts_every_channel(
     with dg.instance_for_test() as instance:
         result = run_extraction(instance, unreachable, str(tmp_path / "warehouse.duckdb"))
         assert not result.success
-        context = dg.build_run_status_sensor_context(
-            sensor_name=RUN_FAILURE_SENSOR_NAME,
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(),
+        context = run_status_context(
+            instance, result, RUN_FAILURE_SENSOR_NAME, dg.DagsterEventType.RUN_FAILURE
         )
         run_failure_alert_sensor(context)
 

@@ -447,14 +447,22 @@ def _delete_from_an_old_closed_day(warehouse: Path, log_the_edit: bool) -> int:
     return deleted
 
 
+def _day_3_after_a_delete_in_an_old_day(
+    day_1: Path, monkeypatch: pytest.MonkeyPatch, log_the_edit: bool
+) -> int:
+    """Day 2 built; then a row deleted from an older closed day, and day 3 extracted."""
+    advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
+    dbt_build(day_1, monkeypatch)
+    deleted = _delete_from_an_old_closed_day(day_1, log_the_edit)
+    advance_to(day_1, DAY_3_CUTOFF, DAY_3_ROWS)
+    return deleted
+
+
 def test_without_the_edit_log_a_row_deleted_from_an_old_day_stays_in_the_resumed_replay(
     day_1, tmp_path, monkeypatch
 ):
     """Why the log exists: dbt's resumable replay reads only its latest days."""
-    advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
-    dbt_build(day_1, monkeypatch)
-    deleted = _delete_from_an_old_closed_day(day_1, log_the_edit=False)
-    advance_to(day_1, DAY_3_CUTOFF, DAY_3_ROWS)
+    deleted = _day_3_after_a_delete_in_an_old_day(day_1, monkeypatch, log_the_edit=False)
     dbt_build(day_1, monkeypatch)
     kept = "select count(*) from credits.int_credit_replay where credit_history_id = "
     assert duckdb_value(day_1, f"{kept}{deleted}") == 1
@@ -468,10 +476,7 @@ def test_a_row_deleted_from_an_old_closed_day_rebuilds_the_replay_and_the_daily_
     from credits_pipeline.transform import dbt_credit_assets
     from credits_pipeline.transform.assets import REBUILT_BECAUSE
 
-    advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
-    dbt_build(day_1, monkeypatch)
-    deleted = _delete_from_an_old_closed_day(day_1, log_the_edit=True)
-    advance_to(day_1, DAY_3_CUTOFF, DAY_3_ROWS)
+    deleted = _day_3_after_a_delete_in_an_old_day(day_1, monkeypatch, log_the_edit=True)
     monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(day_1))
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -430,6 +430,19 @@ def _copy_rows(
             )
 
 
+def _last_rows_of_users(engine: sa.Engine, users: int) -> tuple[list[int], int]:
+    """The last ledger id of each of the first `users` users, and the ledger's highest id."""
+    with engine.connect() as conn:
+        last = [
+            r[0]
+            for r in conn.execute(
+                sa.text("select max(id) from credit_histories group by user_id order by user_id")
+            ).fetchall()
+        ][:users]
+        top = conn.execute(sa.text("select max(id) from credit_histories")).scalar()
+    return last, top
+
+
 def _daily_runs_equal_full_rebuilds(tmp_path: Path, url: str) -> None:
     from credits_pipeline.source.demo import generate
 
@@ -442,14 +455,7 @@ def _daily_runs_equal_full_rebuilds(tmp_path: Path, url: str) -> None:
     _cli(daily, url, midnight - dt.timedelta(hours=20))  # the first full run: yesterday was empty
 
     # yesterday's activity, with a row written late for the day before yesterday among its ids
-    with engine.connect() as conn:
-        last = [
-            r[0]
-            for r in conn.execute(
-                sa.text("select max(id) from credit_histories group by user_id order by user_id")
-            ).fetchall()
-        ][:6]
-        top = conn.execute(sa.text("select max(id) from credit_histories")).scalar()
+    last, top = _last_rows_of_users(engine, 6)
     two_days_ago = midnight - dt.timedelta(days=2)
     stamps = [midnight - dt.timedelta(hours=20 - k) for k in range(6)]
     stamps[3] = two_days_ago + dt.timedelta(
@@ -537,14 +543,7 @@ def test_a_plain_materialize_on_a_kept_warehouse_loads_only_the_days_it_lacks(
     finally:
         con.close()
     engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        last = [
-            r[0]
-            for r in conn.execute(
-                sa.text("select max(id) from credit_histories group by user_id order by user_id")
-            ).fetchall()
-        ][:4]
-        top = conn.execute(sa.text("select max(id) from credit_histories")).scalar()
+    last, top = _last_rows_of_users(engine, 4)
     stamps = [midnight - dt.timedelta(hours=10 - k) for k in range(4)]
     _copy_rows(engine, last, [top + 1 + k for k in range(4)], stamps)
     engine.dispose()

@@ -28,6 +28,7 @@ from credits_pipeline_tests.harness import (
     clean_ledger,
     code_location_definitions,
     run_extraction,
+    run_status_context,
     write_source,
 )
 
@@ -58,11 +59,6 @@ def _cli_report(instance: dg.DagsterInstance, run_id: str, capsys) -> tuple[dict
     return _failed_check_tags(instance, run_id), capsys.readouterr().out
 
 
-def _status_event(result: dg.ExecuteInProcessResult, kind: dg.DagsterEventType):
-    [event] = [e for e in result.all_events if e.event_type == kind]
-    return event
-
-
 def test_a_daily_run_the_cli_did_not_start_gets_the_clis_failed_check_counts(
     tmp_path, monkeypatch, capsys
 ):
@@ -82,11 +78,8 @@ def test_a_daily_run_the_cli_did_not_start_gets_the_clis_failed_check_counts(
         assert _failed_check_tags(instance, result.run_id) == {}  # nobody tagged it yet
 
         check_tags_on_success(
-            dg.build_run_status_sensor_context(
-                sensor_name=SUCCESS_SENSOR_NAME,
-                dagster_instance=instance,
-                dagster_run=instance.get_run_by_id(result.run_id),
-                dagster_event=_status_event(result, dg.DagsterEventType.RUN_SUCCESS),
+            run_status_context(
+                instance, result, SUCCESS_SENSOR_NAME, dg.DagsterEventType.RUN_SUCCESS
             )
         )
         by_sensor = _failed_check_tags(instance, result.run_id)
@@ -113,11 +106,8 @@ def test_a_failed_run_is_tagged_too_and_a_run_the_cli_tagged_is_left_alone(
     with dg.instance_for_test() as instance:
         result = run_extraction(instance, url, str(tmp_path / "warehouse.duckdb"))
         assert not result.success
-        context = dg.build_run_status_sensor_context(
-            sensor_name=FAILURE_SENSOR_NAME,
-            dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id),
-            dagster_event=_status_event(result, dg.DagsterEventType.RUN_FAILURE),
+        context = run_status_context(
+            instance, result, FAILURE_SENSOR_NAME, dg.DagsterEventType.RUN_FAILURE
         )
         check_tags_on_failure(context)
         by_sensor = _failed_check_tags(instance, result.run_id)

@@ -34,7 +34,12 @@ import sqlalchemy as sa
 
 from credits_pipeline.extract.assets import source_errors_as_failure, source_table_specs
 from credits_pipeline.names import source_key
-from credits_pipeline.source.reader import SourceDatabase, SourceError, _first_line
+from credits_pipeline.source.reader import (
+    SourceDatabase,
+    SourceError,
+    _first_line,
+    present_columns,
+)
 from credits_pipeline.source.tables import TABLES, Table
 
 OBSERVE_ASSET_NAME = "observe_syllaby_v2"
@@ -95,18 +100,7 @@ def _as_timestamp(value: object) -> tuple[dt.datetime | None, str | None]:
 
 def observe_table(conn: sa.Connection, table: Table) -> TableObservation:
     """Count the table's rows and read its newest `created_at` on `conn` (one statement)."""
-    try:
-        present = {c["name"].lower() for c in sa.inspect(conn).get_columns(table.name)}
-    except sa.exc.NoSuchTableError:
-        present = set()
-    except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(
-            f"syllaby_v2.{table.name}: cannot read the table's columns: {_first_line(exc)}"
-        ) from None
-    if not present:
-        raise SourceError(
-            f"syllaby_v2.{table.name}: the table does not exist in the source database"
-        )
+    present = present_columns(conn, table)
     quote = conn.dialect.identifier_preparer.quote
     has_created_at = CREATED_AT in present
     items = ["count(*)", *([f"max({quote(CREATED_AT)})"] if has_created_at else [])]

@@ -173,14 +173,10 @@ class SourceDatabase(dg.ConfigurableResource):
         )
 
 
-def check_table(conn: sa.Connection, table: Table) -> None:
-    """Fail with one clear message when the table or a required contract column is missing.
-
-    Absent optional columns are recorded (`drift.record`) for `select_sql` and the drift check.
-    """
-    inspector = sa.inspect(conn)
+def present_columns(conn: sa.Connection, table: Table) -> set[str]:
+    """The table's column names in the source (lower case); one clear message if it is missing."""
     try:
-        present = {c["name"].lower() for c in inspector.get_columns(table.name)}
+        present = {c["name"].lower() for c in sa.inspect(conn).get_columns(table.name)}
     except sa.exc.NoSuchTableError:
         present = set()
     except sa.exc.SQLAlchemyError as exc:
@@ -191,6 +187,15 @@ def check_table(conn: sa.Connection, table: Table) -> None:
         raise SourceError(
             f"syllaby_v2.{table.name}: the table does not exist in the source database"
         )
+    return present
+
+
+def check_table(conn: sa.Connection, table: Table) -> None:
+    """Fail with one clear message when the table or a required contract column is missing.
+
+    Absent optional columns are recorded (`drift.record`) for `select_sql` and the drift check.
+    """
+    present = present_columns(conn, table)
     found = drift.compare(table, present)  # optional columns may be absent: read as NULL, WARN
     drift.record(found)
     if found.missing_required:
