@@ -426,43 +426,35 @@ def duckdb_value(warehouse: Path, sql: str):
         con.close()
 
 
-def _delete_from_an_old_closed_day(warehouse: Path, log_the_edit: bool) -> int:
-    """What the consistent cut does when a closed day lost a row: the day read again without it,
-    and (the fix) the edit logged. Returns the deleted id."""
-    from credits_pipeline.warehouse.raw_tables import record_ledger_edits
-
+def _delete_from_an_old_closed_day(warehouse: Path) -> int:
+    """What the consistent cut does when a closed day lost a row: the day, read again, lacks it."""
     con = duckdb.connect(str(warehouse))
     try:
-        deleted, day = con.execute(
-            "select id, _partition from raw.credit_histories where _partition < ? "
-            "order by _partition, id limit 1",
+        deleted = con.execute(
+            "select id from raw.credit_histories where _partition < ? order by _partition, id "
+            "limit 1",
             [dt.date(2025, 3, 31)],
-        ).fetchone()
+        ).fetchone()[0]
         con.execute("delete from raw.credit_histories where id = ?", [deleted])
-        if log_the_edit:
-            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            record_ledger_edits(con, (day,), now, DAY_3_CUTOFF)
     finally:
         con.close()
     return deleted
 
 
-def _day_3_after_a_delete_in_an_old_day(
-    day_1: Path, monkeypatch: pytest.MonkeyPatch, log_the_edit: bool
-) -> int:
+def _day_3_after_a_delete_in_an_old_day(day_1: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     """Day 2 built; then a row deleted from an older closed day, and day 3 extracted."""
     advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
     dbt_build(day_1, monkeypatch)
-    deleted = _delete_from_an_old_closed_day(day_1, log_the_edit)
+    deleted = _delete_from_an_old_closed_day(day_1)
     advance_to(day_1, DAY_3_CUTOFF, DAY_3_ROWS)
     return deleted
 
 
-def test_without_the_edit_log_a_row_deleted_from_an_old_day_stays_in_the_resumed_replay(
+def test_a_resumed_dbt_build_alone_keeps_a_row_deleted_from_an_old_day(
     day_1, tmp_path, monkeypatch
 ):
-    """Why the log exists: dbt's resumable replay reads only its latest days."""
-    deleted = _day_3_after_a_delete_in_an_old_day(day_1, monkeypatch, log_the_edit=False)
+    """Why the Dagster step looks for vanished rows: dbt's replay reads only its latest days."""
+    deleted = _day_3_after_a_delete_in_an_old_day(day_1, monkeypatch)
     dbt_build(day_1, monkeypatch)
     kept = "select count(*) from credits.int_credit_replay where credit_history_id = "
     assert duckdb_value(day_1, f"{kept}{deleted}") == 1
@@ -476,7 +468,7 @@ def test_a_row_deleted_from_an_old_closed_day_rebuilds_the_replay_and_the_daily_
     from credits_pipeline.transform import dbt_credit_assets
     from credits_pipeline.transform.assets import REBUILT_BECAUSE
 
-    deleted = _day_3_after_a_delete_in_an_old_day(day_1, monkeypatch, log_the_edit=True)
+    deleted = _day_3_after_a_delete_in_an_old_day(day_1, monkeypatch)
     monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(day_1))
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -500,8 +492,9 @@ def test_a_row_deleted_from_an_old_closed_day_rebuilds_the_replay_and_the_daily_
 
     rebuilt = materialize()
     assert {"int_credit_replay", "int_credit_replay_delta", "user_credit_daily"} <= set(rebuilt)
-    assert "1 closed ledger day(s) changed in place" in rebuilt["int_credit_replay"]
+    assert "holds rows the ledger no longer has, on 1 day(s)" in rebuilt["int_credit_replay"]
+    assert "int_credit_replay_delta was rebuilt" in rebuilt["user_credit_daily"]
     kept = "select count(*) from credits.int_credit_replay where credit_history_id = "
     assert duckdb_value(day_1, f"{kept}{deleted}") == 0
     assert_equal_to_a_full_rebuild(day_1, tmp_path, monkeypatch)
-    assert materialize() == {}  # the edit is taken in: the next run resumes again
+    assert materialize() == {}  # nothing vanished since: the next run resumes again

@@ -68,7 +68,6 @@ from credits_pipeline.warehouse.raw_tables import (
     closed_ledger_end,
     fold_closed_ledger_rows,
     partition_row_counts,
-    record_ledger_edits,
     replace_ledger_fingerprints,
     staged_watermark,
     stored_ledger_fingerprints,
@@ -377,10 +376,6 @@ def raw_consistent_cut(
                 day_ranges(plan.first_read),
             )
             open_stager.replace_whole(OPEN_PARTITION_LABEL, in_transaction=True)
-            # ledgers are append-only: a changed closed day is logged, and dbt's replay rebuilt
-            record_ledger_edits(
-                con, plan.changed, dt.datetime.now(dt.UTC).replace(tzinfo=None), cutoff
-            )
             con.execute(f"delete from {CUTOFF_RELATION} where true")
             con.execute(
                 f"insert into {CUTOFF_RELATION} values (?, ?, ?)",

@@ -12,7 +12,7 @@ a fresh clone.
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -27,12 +27,7 @@ from credits_pipeline.transform.dbt_project import (
     dbt_environment,
     prepare_manifest,
 )
-from credits_pipeline.transform.replay_rebuild import (
-    DAILY_MART_RELATION,
-    REPLAY_RELATION,
-    edited_days_not_taken_in,
-    rebuild_reason,
-)
+from credits_pipeline.transform.replay_rebuild import daily_mart_must_rebuild, replay_must_rebuild
 from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, CreditsDbtTranslator
 from credits_pipeline.warehouse import cost, memory
 from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
@@ -233,12 +228,12 @@ def dbt_layer(
     select: str,
     description: str,
     exclude: str | None = None,
-    resumes_from: str | None = None,
+    must_rebuild: Callable[[Any], str | None] | None = None,
 ) -> dg.AssetsDefinition:
     """One `dbt build` step over part of the project; the layers differ only in their selection.
 
-    `resumes_from`: the incremental relation of the layer whose replay runs are compared with the
-    log of edited closed days (replay_rebuild.py) before the build.
+    `must_rebuild`: asked before the build, on a read-only warehouse session, whether the layer's
+    incremental models must be rebuilt from the whole ledger, and why (replay_rebuild.py).
     """
 
     @dbt_assets(
@@ -256,9 +251,9 @@ def dbt_layer(
         config: DbtBuildConfig,
     ):
         because = None
-        if resumes_from is not None and not config.full_refresh:
+        if must_rebuild is not None and not config.full_refresh:
             with warehouse.connect(read_only=True) as con:  # closed before dbt opens the file
-                because = rebuild_reason(edited_days_not_taken_in(con, resumes_from), resumes_from)
+                because = must_rebuild(con)
         yield from build_layer(context, dbt, config, full_refresh_because=because)
 
     _build.__doc__ = description
@@ -269,14 +264,14 @@ dbt_credit_models = dbt_layer(
     "dbt_credit_models",
     CREDITS_LAYER_SELECT,
     "Build and test the seed's credit models, the event catalog and the replay (`credits`).",
-    resumes_from=REPLAY_RELATION,
+    must_rebuild=replay_must_rebuild,
 )
 dbt_mart_models = dbt_layer(
     "dbt_mart_models",
     MARTS_LAYER_SELECT,
     "Build and test the analytics marts (`marts`), all but revenue.",
     exclude=REVENUE_MODEL_SELECT,
-    resumes_from=DAILY_MART_RELATION,
+    must_rebuild=daily_mart_must_rebuild,
 )
 dbt_revenue_model = dbt_layer(
     "dbt_revenue_model",

@@ -1,15 +1,18 @@
 """When a dbt step must rebuild its incremental models instead of resuming them.
 
 dbt's replay (int_credit_replay_delta → int_credit_replay → marts.user_credit_daily) resumes from
-what it stored: it reads the ledger partitions from its latest stored day on, so it cannot see a
-row rewritten in place or deleted in an older, closed day. The extraction does see those (the
-closed days' fingerprints, extract/fingerprint.py) and logs every changed day it read again in
-`raw._ledger_edits`. Ledgers are append-only, so such an edit is rare and is news: the step whose
-incremental models took in a replay older than the newest logged edit rebuilds them from the whole
-ledger (`dbt build --full-refresh`), and both reports — the reconciliation and every mart — say
-the same thing about the edited days. Each step compares the log with its own relation, so a step
-that was skipped or failed on the day of the edit still rebuilds on the next run, and a step that
-already rebuilt does not rebuild again.
+what it stored. It sees every row that is new or changed (the consistent cut keeps rows written
+late and rows of closed days rewritten in place in the open slice for the run that finds them),
+but a row that is *gone* — deleted from the source in a closed or open day, or now quarantined —
+leaves nothing to see: the stored replay would keep it for ever. Ledgers are append-only, so a
+vanished row is rare and is news; when the replay holds rows the raw ledger no longer has, the
+credits step rebuilds its incremental models from the whole ledger (`dbt build --full-refresh`),
+and the marts step rebuilds the daily mart when the replay's log was rebuilt after the mart last
+took it in. Both reports — the reconciliation and every mart — then say the same thing.
+
+Each step looks at the warehouse itself, not at a flag: a step that was skipped or failed still
+rebuilds on its next run, and a step that rebuilt does not rebuild again. The checks read ids
+only (on BigQuery: the id columns of the ledger and of the replay, ~16 bytes a row).
 """
 
 from __future__ import annotations
@@ -20,54 +23,77 @@ from collections.abc import Sequence
 import duckdb
 from google.api_core.exceptions import NotFound
 
-from credits_pipeline.warehouse.raw_tables import LEDGER_EDITS
+from credits_pipeline.source.tables import CREDIT_HISTORIES
+from credits_pipeline.warehouse.raw_tables import OPEN_LEDGER
+
+# The incremental relations dbt resumes from (names as in dbt_transform/models).
+REPLAY_RELATION = "credits.int_credit_replay"
+REPLAY_LOG_RELATION = "credits.int_credit_replay_delta"
+DAILY_MART_RELATION = "marts.user_credit_daily"
+SHOWN_DAYS = 5
 
 # What DuckDB and BigQuery raise for a relation that does not exist (yet).
 MISSING_RELATION = (duckdb.CatalogException, NotFound)
 
-# The incremental relation each dbt step resumes from; its `replayed_at` is the newest replay run
-# it took in (macros/incremental_runs.sql).
-REPLAY_RELATION = "credits.int_credit_replay"
-DAILY_MART_RELATION = "marts.user_credit_daily"
+VANISHED_ROWS_SQL = f"""
+select distinct replayed.balance_date
+from {REPLAY_RELATION} as replayed
+where not exists (
+        select 1 from raw.{CREDIT_HISTORIES.name} as closed_rows
+        where closed_rows.id = replayed.credit_history_id
+    )
+    and not exists (
+        select 1 from raw.{OPEN_LEDGER} as open_rows
+        where open_rows.id = replayed.credit_history_id
+    )
+order by 1
+"""
 
 
-def _newest_replay(con, relation: str) -> dt.datetime | None:
-    """The newest `replayed_at` of `relation`; None when it does not exist yet or is empty."""
-    try:
-        row = con.execute(f"select max(replayed_at) from {relation}").fetchone()
-    except MISSING_RELATION:  # not built yet
-        return None
-    return None if row is None else row[0]
+def days_with_vanished_rows(con) -> list[dt.date]:
+    """The days of replayed rows the raw ledger no longer holds, oldest first.
 
-
-def edited_days_not_taken_in(con, relation: str) -> list[dt.date]:
-    """The closed days edited after `relation` last took in a replay run, oldest first.
-
-    Empty when the relation does not exist yet (its first build is a full one anyway), when it is
-    empty, or when no edit is newer than its newest replay run.
+    Empty when the replay does not exist yet: its first build is a full one anyway.
     """
-    newest = _newest_replay(con, relation)
-    if newest is None:
-        return []
     try:
-        rows = con.execute(
-            f"select distinct partition_date from {LEDGER_EDITS} where detected_at > ? order by 1",
-            [_naive_utc(newest)],
-        ).fetchall()
-    except MISSING_RELATION:  # a warehouse from before the log: nothing logged
+        rows = con.execute(VANISHED_ROWS_SQL).fetchall()
+    except MISSING_RELATION:
         return []
     return [_as_date(r[0]) for r in rows]
 
 
-def rebuild_reason(days: Sequence[dt.date], relation: str) -> str | None:
-    """One line for the step's log and metadata, or None when nothing forces a rebuild."""
+def replay_log_rebuilt_since_mart(con) -> bool:
+    """True when the replay's log was rebuilt after the daily mart's newest replay run.
+
+    The log keeps every run (no retention), so its oldest run is older than the mart's watermark
+    unless the log was rebuilt from the whole ledger since the mart last took it in.
+    """
+    try:
+        watermark = con.execute(f"select max(replayed_at) from {DAILY_MART_RELATION}").fetchone()
+        oldest = con.execute(f"select min(replayed_at) from {REPLAY_LOG_RELATION}").fetchone()
+    except MISSING_RELATION:
+        return False
+    if not watermark or watermark[0] is None or not oldest or oldest[0] is None:
+        return False
+    return _naive_utc(oldest[0]) > _naive_utc(watermark[0])
+
+
+def replay_rebuild_reason(days: Sequence[dt.date]) -> str | None:
+    """One line for the credits step's log and metadata, or None when nothing forces a rebuild."""
     if not days:
         return None
-    shown = ", ".join(d.isoformat() for d in days[:5]) + (" …" if len(days) > 5 else "")
+    shown = ", ".join(d.isoformat() for d in days[:SHOWN_DAYS])
+    more = " …" if len(days) > SHOWN_DAYS else ""
     return (
-        f"{len(days)} closed ledger day(s) changed in place after {relation}'s last replay "
-        f"({shown}): rebuilding the incremental models from the whole ledger (--full-refresh)"
+        f"{REPLAY_RELATION} holds rows the ledger no longer has, on {len(days)} day(s) "
+        f"({shown}{more}): rebuilding the replay from the whole ledger (--full-refresh)"
     )
+
+
+DAILY_MART_REBUILD_REASON = (
+    f"{REPLAY_LOG_RELATION} was rebuilt from the whole ledger after {DAILY_MART_RELATION} last "
+    "took it in: rebuilding the daily mart too (--full-refresh)"
+)
 
 
 def _naive_utc(value: dt.datetime) -> dt.datetime:
@@ -82,3 +108,13 @@ def _as_date(value: object) -> dt.date:
     if isinstance(value, dt.date):
         return value
     return dt.date.fromisoformat(str(value)[:10])
+
+
+def replay_must_rebuild(con) -> str | None:
+    """The credits step's reason to rebuild, or None (it resumes)."""
+    return replay_rebuild_reason(days_with_vanished_rows(con))
+
+
+def daily_mart_must_rebuild(con) -> str | None:
+    """The marts step's reason to rebuild, or None (it resumes)."""
+    return DAILY_MART_REBUILD_REASON if replay_log_rebuilt_since_mart(con) else None
