@@ -14,6 +14,7 @@ from credits_pipeline.transform.replay_rebuild import (
     replay_must_rebuild,
     replay_rebuild_reason,
 )
+from credits_pipeline_tests.bigquery_emulator import bigquery_emulator  # noqa: F401
 
 RUN_1 = dt.datetime(2025, 4, 1, 3, 5)
 RUN_2 = dt.datetime(2025, 4, 2, 3, 5)
@@ -24,8 +25,8 @@ def con(tmp_path):
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     for schema in ("raw", "credits", "marts"):
         con.execute(f"create schema {schema}")
-    con.execute("create table raw.credit_histories (id bigint, _partition date)")
-    con.execute("create table raw.credit_histories__open (id bigint)")
+    con.execute("create or replace table raw.credit_histories (id bigint, _partition date)")
+    con.execute("create or replace table raw.credit_histories__open (id bigint)")
     yield con
     con.close()
 
@@ -101,3 +102,21 @@ def test_the_daily_mart_rebuilds_when_the_log_was_rebuilt_after_its_watermark(co
     _log_and_mart(con, [RUN_2], RUN_1)
     reason = daily_mart_must_rebuild(con)
     assert reason is not None and "int_credit_replay_delta was rebuilt" in reason
+
+
+@pytest.mark.bigquery
+def test_on_bigquery_missing_relations_vanished_rows_and_a_rebuilt_log_read_as_on_duckdb(
+    bigquery_emulator,
+):
+    from credits_pipeline_tests.bigquery_emulator import emulator_warehouse
+
+    warehouse = emulator_warehouse(bigquery_emulator)
+    with warehouse.connect() as con:
+        con.execute("create or replace table raw.credit_histories (id bigint, _partition date)")
+        con.execute("create or replace table raw.credit_histories__open (id bigint)")
+        _ledger(con, [1], [4])
+        assert replay_must_rebuild(con) is None and daily_mart_must_rebuild(con) is None
+        _replay(con, [(1, dt.date(2025, 3, 1)), (2, dt.date(2025, 3, 9)), (4, dt.date(2025, 3, 3))])
+        assert days_with_vanished_rows(con) == [dt.date(2025, 3, 9)]
+        _log_and_mart(con, [RUN_2], RUN_1)
+        assert daily_mart_must_rebuild(con) is not None
