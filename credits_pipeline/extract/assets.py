@@ -34,7 +34,6 @@ from credits_pipeline.extract.common import (
     validation_check_result,
     validation_check_spec,
 )
-from credits_pipeline.extract.fingerprint import EMPTY as EMPTY_DAY
 from credits_pipeline.extract.fingerprint import (
     ClosedDaysPlan,
     cut_where,
@@ -44,6 +43,7 @@ from credits_pipeline.extract.fingerprint import (
     source_day_fingerprints,
     source_max_id,
 )
+from credits_pipeline.ledger_fingerprint import EMPTY as EMPTY_DAY
 from credits_pipeline.names import (
     CUTOFF_TABLE,
     GROUP_RAW,
@@ -55,7 +55,8 @@ from credits_pipeline.names import (
 )
 from credits_pipeline.source import tables as tables_module
 from credits_pipeline.source.drift import drift_check_result, drift_check_spec
-from credits_pipeline.source.reader import SourceDatabase, SourceError, check_table, dialect_family
+from credits_pipeline.source.reader import SourceError, check_table, dialect_family
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, USERS, Table
 from credits_pipeline.warehouse.bigquery_raw_tables import stager_for as Stager
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse

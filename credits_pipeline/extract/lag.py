@@ -23,7 +23,7 @@ from credits_pipeline import settings
 from credits_pipeline.extract.assets import OPEN_KEY, source_errors_as_failure
 from credits_pipeline.names import LEDGER_LAG_CHECK
 from credits_pipeline.runbook import STALE_SOURCE_ANCHOR, runbook_link
-from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline.warehouse.raw_tables import OPEN_LEDGER

@@ -16,7 +16,7 @@ import datetime as dt
 import duckdb
 
 from credits_pipeline.ledger import rules as sql
-from credits_pipeline.validation.quarantine import REASON_COLUMN
+from credits_pipeline.validation.outcome import REASON_COLUMN
 
 LEDGER_COPY_TABLE = "_recon_ledger_input"
 

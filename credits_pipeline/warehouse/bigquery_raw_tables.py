@@ -19,8 +19,13 @@ import pyarrow.compute as pc
 from google.cloud import bigquery
 
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
-from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
-from credits_pipeline.warehouse.bigquery_warehouse import STAGING_SCHEMA, BigQueryConnection
+from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
+from credits_pipeline.warehouse.bigquery_ledger_layout import BIGQUERY_TYPES
+from credits_pipeline.warehouse.bigquery_warehouse import (
+    STAGING_SCHEMA,
+    BigQueryConnection,
+    ensure_ledger_tables,
+)
 from credits_pipeline.warehouse.raw_tables import (
     OPEN_LEDGER,
     PARTITION_COLUMN,
@@ -33,15 +38,6 @@ from credits_pipeline.warehouse.raw_tables import (
 )
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
-BIGQUERY_TYPES = {
-    "id": "INT64",
-    "int": "INT64",
-    "float": "FLOAT64",
-    "str": "STRING",
-    "ts": "TIMESTAMP",
-    "json": "STRING",
-    "bool": "BOOL",
-}
 ARROW_TYPES = {
     "id": pa.int64(),
     "int": pa.int64(),
@@ -52,29 +48,6 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
 }
 SEQ_COLUMN = "_seq"  # arrival order of a staged row: the first copy of a duplicate id wins
-LEDGER_CLUSTER_COLUMNS = ("id",)
-LEDGER_TABLES = (CREDIT_HISTORIES.name, OPEN_LEDGER)
-
-
-def _columns_ddl(table: Table, with_partition: bool) -> str:
-    cols = [f"{c.name} {BIGQUERY_TYPES[c.kind]}" for c in table.extracted_columns]
-    if with_partition:
-        cols.append(f"{PARTITION_COLUMN} DATE")
-    return ", ".join(cols)
-
-
-def ensure_ledger_tables(con: BigQueryConnection) -> None:
-    """The ledger tables, partitioned by day and clustered by id, before anything else creates them.
-
-    The daily swap deletes and inserts one day: with day partitions it rewrites that partition
-    only, and the duplicate-id check reads only the id blocks of the staged range.
-    """
-    for name in LEDGER_TABLES:
-        con.execute(
-            f"create table if not exists raw.{name} ({_columns_ddl(CREDIT_HISTORIES, True)}) "
-            f"partition by {PARTITION_COLUMN} cluster by {', '.join(LEDGER_CLUSTER_COLUMNS)}",
-            dialect="bigquery",
-        )
 
 
 def stager_for(con, table: Table, target: str | None = None):

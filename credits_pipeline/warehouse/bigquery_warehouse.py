@@ -37,6 +37,7 @@ from sqlglot import exp
 
 from credits_pipeline import settings
 from credits_pipeline.warehouse import cost
+from credits_pipeline.warehouse.bigquery_ledger_layout import ledger_tables_ddl
 
 SCHEMAS = ("raw", "credits", "marts")
 # Scratch dataset for staged extraction batches and Arrow tables handed to SQL (`register`).
@@ -109,8 +110,6 @@ class BigQueryWarehouse(BigQueryResource):
         try:
             if not read_only:
                 self._ensure_datasets(client)
-                from credits_pipeline.warehouse.bigquery_raw_tables import ensure_ledger_tables
-
                 ensure_ledger_tables(con)
             yield con
         finally:
@@ -551,3 +550,10 @@ class BigQueryConnection:
             with contextlib.suppress(Exception):
                 self.query("call bq.abort_session()")
             self._session_id = None
+
+
+def ensure_ledger_tables(con: BigQueryConnection) -> None:
+    """The ledger tables, partitioned by day and clustered by id, before anything else creates them
+    (`bigquery_ledger_layout`)."""
+    for ddl in ledger_tables_ddl():
+        con.execute(ddl, dialect="bigquery")

@@ -21,10 +21,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from credits_pipeline.extract.fingerprint import DayFingerprint, StoredFingerprint
+from credits_pipeline.ledger_fingerprint import DayFingerprint, StoredFingerprint
 from credits_pipeline.names import rejected_name
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
-from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
+from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
 DUCKDB_TYPES = {
