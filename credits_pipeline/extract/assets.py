@@ -25,6 +25,7 @@ from credits_pipeline import settings
 from credits_pipeline.extract.column_docs import raw_table_schema
 from credits_pipeline.extract.common import (
     COLUMN_SCHEMA_METADATA,
+    CUTOFF_METADATA,
     ROWS_LOADED_METADATA,
     ROWS_QUARANTINED_METADATA,
     ROWS_READ_METADATA,
@@ -61,10 +62,7 @@ from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, USERS, Tabl
 from credits_pipeline.warehouse.bigquery_raw_tables import stager_for as Stager
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline.warehouse.raw_tables import (
-    CUTOFF_TABLE as CUTOFF_RELATION,
-)
-from credits_pipeline.warehouse.raw_tables import (
-    OPEN_LEDGER,
+    CUTOFF_RELATION,
     OPEN_PARTITION_LABEL,
     closed_ledger_end,
     fold_closed_ledger_rows,
@@ -349,7 +347,7 @@ def raw_consistent_cut(
             users_tally = stage_batches(
                 users_stager, source.read_batches(conn, USERS), label="whole"
             )
-            open_stager = Stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER)
+            open_stager = Stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER_TABLE)
             where, params = cut_where(plan, closed_before)
             open_tally = stage_batches(
                 open_stager,
@@ -410,7 +408,7 @@ def raw_consistent_cut(
             CREDIT_HISTORIES,
             cutoff,
             con,
-            f"raw.{OPEN_LEDGER}",
+            f"raw.{OPEN_LEDGER_TABLE}",
             with_partition=True,
             extra={
                 "closed_partitions_end": dg.MetadataValue.timestamp(
@@ -437,7 +435,7 @@ def raw_consistent_cut(
     yield dg.MaterializeResult(
         asset_key=CUTOFF_KEY,
         metadata={
-            "extraction_cutoff": cut_ts,
+            CUTOFF_METADATA: cut_ts,
             "ledger_closed_before": dg.MetadataValue.timestamp(
                 closed_before.replace(tzinfo=dt.UTC)
             ),

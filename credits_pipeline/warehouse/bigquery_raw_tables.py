@@ -18,16 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.cloud import bigquery
 
+from credits_pipeline.names import OPEN_LEDGER_TABLE, STAGING_SCHEMA
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.bigquery_ledger_layout import BIGQUERY_TYPES
-from credits_pipeline.warehouse.bigquery_warehouse import (
-    STAGING_SCHEMA,
-    BigQueryConnection,
-    ensure_ledger_tables,
-)
+from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection, ensure_ledger_tables
 from credits_pipeline.warehouse.raw_tables import (
-    OPEN_LEDGER,
     PARTITION_COLUMN,
     WHOLE_TABLE_LABEL,
     Stager,
@@ -214,12 +210,12 @@ class BigQueryStager:
 
     def _guard_whole_replacement(self) -> None:
         """A whole table, or the open ledger slice with the closed days (as `Stager`'s)."""
-        if self.target == OPEN_LEDGER:
+        if self.target == OPEN_LEDGER_TABLE:
             ledger = f"raw.{self.table.name}"
             closed = self.con.execute(
                 f"select count(*) from {ledger}", dialect="bigquery"
             ).fetchone()[0]  # type: ignore[index]
-            relation = f"raw.{OPEN_LEDGER} (with {ledger}: the whole ledger)"
+            relation = f"raw.{OPEN_LEDGER_TABLE} (with {ledger}: the whole ledger)"
             self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
         else:
             self._guard_shrink(f"raw.{self.target}", f"select count(*) from raw.{self.target}", [])
@@ -373,7 +369,7 @@ class BigQueryStager:
         target = f"raw.{self.target}"
         names = ", ".join(self.table.extracted_names)
         self._quarantine_duplicates(None, "?", [], [partition_label])
-        is_open = self.target == OPEN_LEDGER
+        is_open = self.target == OPEN_LEDGER_TABLE
         columns = f"{names}, {PARTITION_COLUMN}" if is_open else names
         select = f"{names}, date(created_at)" if is_open else names
         self._begin(in_transaction)

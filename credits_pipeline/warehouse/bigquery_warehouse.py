@@ -36,13 +36,14 @@ from pydantic import Field
 from sqlglot import exp
 
 from credits_pipeline import settings
+from credits_pipeline.names import (  # the staging dataset also holds Arrow given to `register`
+    STAGING_SCHEMA,
+    WAREHOUSE_SCHEMAS,
+)
 from credits_pipeline.warehouse import cost
 from credits_pipeline.warehouse.bigquery_ledger_layout import ledger_tables_ddl
 
-SCHEMAS = ("raw", "credits", "marts")
-# Scratch dataset for staged extraction batches and Arrow tables handed to SQL (`register`).
-STAGING_SCHEMA = "_staging"
-ALL_SCHEMAS = (*SCHEMAS, STAGING_SCHEMA)
+ALL_SCHEMAS = (*WAREHOUSE_SCHEMAS, STAGING_SCHEMA)
 # google-cloud-bigquery's own convention for pointing a client at a local emulator.
 EMULATOR_HOST_VAR = "BIGQUERY_EMULATOR_HOST"
 # DuckDB statements that end or start a transaction, and their BigQuery spelling.
