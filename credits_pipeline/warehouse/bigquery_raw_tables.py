@@ -24,7 +24,9 @@ from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, Va
 from credits_pipeline.warehouse.bigquery_ledger_layout import BIGQUERY_TYPES
 from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection, ensure_ledger_tables
 from credits_pipeline.warehouse.raw_tables import (
+    LEDGER_PARTITIONS,
     PARTITION_COLUMN,
+    WATERMARKS,
     WHOLE_TABLE_LABEL,
     Stager,
     StageStats,
@@ -296,14 +298,13 @@ class BigQueryStager:
                 dialect="bigquery",
             )
             con.execute(
-                "delete from raw._ledger_partitions where partition_date >= ? and partition_date "
-                "< ?",
+                f"delete from {LEDGER_PARTITIONS} where partition_date >= ? and partition_date < ?",
                 [start, end],
                 dialect="bigquery",
             )
             if rows:
                 con.execute(
-                    "insert into raw._ledger_partitions (partition_date, loaded_rows, "
+                    f"insert into {LEDGER_PARTITIONS} (partition_date, loaded_rows, "
                     f"rejected_rows) values {rows}",
                     dialect="bigquery",
                 )
@@ -345,12 +346,12 @@ class BigQueryStager:
             )
             if watermark is not None:
                 con.execute(
-                    "delete from raw._watermarks where table_name = ?",
+                    f"delete from {WATERMARKS} where table_name = ?",
                     [self.target],
                     dialect="bigquery",
                 )
                 con.execute(
-                    "insert into raw._watermarks (table_name, updated_at, max_id) values (?, ?, ?)",
+                    f"insert into {WATERMARKS} (table_name, updated_at, max_id) values (?, ?, ?)",
                     [self.target, *watermark],
                     dialect="bigquery",
                 )
