@@ -27,7 +27,7 @@ from credits_pipeline.ledger import blocking_from_settings, build_reconciliation
 from credits_pipeline.names import MARTS_PREFIX
 from credits_pipeline.run_tag_sensors import check_tags_on_failure, check_tags_on_success
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
-from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.assets import DBT_RESOURCE_KEY
 from credits_pipeline.warehouse.bigquery_warehouse import warehouse_from_env

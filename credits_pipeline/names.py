@@ -12,6 +12,8 @@ SOURCE_PREFIX = "syllaby_v2"
 RAW_PREFIX = "raw"
 CREDITS_PREFIX = "credits"
 MARTS_PREFIX = "marts"
+# The warehouse's schemas (DuckDB) or datasets (BigQuery): the asset-key prefixes above.
+WAREHOUSE_SCHEMAS = (RAW_PREFIX, CREDITS_PREFIX, MARTS_PREFIX)
 
 GROUP_SOURCE = "syllaby_v2"
 GROUP_RAW = "raw"
@@ -26,7 +28,9 @@ LEDGER_LAG_CHECK = "ledger_lag_vs_source"
 
 OPEN_LEDGER_TABLE = "credit_histories__open"
 QUARANTINE_SUFFIX = "__rejected"
-CUTOFF_TABLE = "extraction_cutoff"
+CUTOFF_TABLE = "extraction_cutoff"  # the table's name; `raw_tables.CUTOFF_RELATION` is raw.<it>
+# Scratch schema (DuckDB) or dataset (BigQuery) where extraction batches are staged before a swap.
+STAGING_SCHEMA = "_staging"
 
 
 def source_key(table: str) -> dg.AssetKey:

@@ -19,6 +19,8 @@ DAILY_JOB_NAME = "credits_daily"
 DAILY_SCHEDULE_NAME = "credits_daily_at_0300_utc"
 DAILY_CRON = "0 3 * * *"
 SCHEDULE_TIMEZONE = "UTC"
+# A day between daily runs plus two hours for the run: the freshness policies' failure window and
+# the most the warehouse's ledger may trail the source (`extract/lag.py`).
 FRESHNESS_FAIL_WINDOW = dt.timedelta(hours=26)
 FRESHNESS_WARN_WINDOW = dt.timedelta(hours=25)
 

@@ -22,7 +22,7 @@ from dagster._core.storage.tags import (
 from credits_pipeline import settings
 from credits_pipeline.cli import failure_message
 from credits_pipeline.extract.assets import extraction_assets, source_table_specs
-from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.schema import create_tables
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 

@@ -171,7 +171,7 @@ def test_the_extraction_assets_label_their_jobs_and_record_bytes_processed_and_b
     )
 
     from credits_pipeline.extract.assets import CUTOFF_KEY, extraction_assets, source_table_specs
-    from credits_pipeline.source.reader import SourceDatabase
+    from credits_pipeline.source.resource import SourceDatabase
 
     url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
     write_source(url, clean_ledger())

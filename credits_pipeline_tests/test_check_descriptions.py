@@ -13,7 +13,7 @@ import pytest
 from credits_pipeline.extract.lag import ledger_lag_check, source_staleness_check
 from credits_pipeline.ledger import reconciliation_assets
 from credits_pipeline.ledger import rules_catalog as rc
-from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.translator import dbt_test_description
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse

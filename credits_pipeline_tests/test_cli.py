@@ -236,7 +236,7 @@ def test_without_a_source_url_nothing_uses_the_demo(tmp_path):
 def test_a_source_resource_without_a_url_refuses_instead_of_creating_the_demo(
     tmp_path, monkeypatch
 ):
-    from credits_pipeline.source.reader import SourceDatabase
+    from credits_pipeline.source.resource import SourceDatabase
 
     monkeypatch.delenv(settings.SOURCE_URL_VAR, raising=False)
     monkeypatch.setenv(settings.DATA_DIR_VAR, str(tmp_path))

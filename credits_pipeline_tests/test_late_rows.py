@@ -572,7 +572,7 @@ def test_late_rewritten_and_deleted_rows_land_on_bigquery_exactly_as_on_duckdb(
     )
 
     from credits_pipeline.extract.assets import extraction_assets, source_table_specs
-    from credits_pipeline.source.reader import SourceDatabase
+    from credits_pipeline.source.resource import SourceDatabase
     from credits_pipeline_tests.bigquery_emulator import emulator_warehouse
     from credits_pipeline_tests.harness import warehouse_fingerprint
 

@@ -29,7 +29,7 @@ from credits_pipeline.extract.observe import (
 from credits_pipeline.names import source_key
 from credits_pipeline.schedules import DAILY_CRON
 from credits_pipeline.source.demo import generate
-from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES
 from credits_pipeline_tests.harness import code_location_definitions
 

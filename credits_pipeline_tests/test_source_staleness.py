@@ -19,7 +19,7 @@ from credits_pipeline.extract.lag import (
     source_age,
     source_staleness_check,
 )
-from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline_tests.harness import ledger_row, run_extraction, write_source
 

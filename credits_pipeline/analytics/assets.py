@@ -21,6 +21,7 @@ from credits_pipeline import settings
 from credits_pipeline.analytics import churn, signals
 from credits_pipeline.analytics.tables import replace_table
 from credits_pipeline.names import (
+    CUTOFF_TABLE,
     GROUP_MARTS,
     MARTS_PREFIX,
     OWNER_DATA_ENGINEERING,
@@ -28,6 +29,7 @@ from credits_pipeline.names import (
     raw_key,
 )
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline.warehouse.raw_tables import CUTOFF_RELATION
 
 CHURN_RISK_KEY = marts_key("churn_risk")
 CHURN_MODEL_KEY = marts_key("churn_model")
@@ -39,7 +41,7 @@ CHURN_UPSTREAM = (
     marts_key("user_credit_trends"),
     raw_key("subscriptions"),
     raw_key("plans"),
-    raw_key("extraction_cutoff"),
+    raw_key(CUTOFF_TABLE),
 )
 RULE_VARS = ("churn_inactive_days", "churn_declining_ratio", "churn_subscription_ending_days")
 STALE_VAR = "source_stale_after_hours"
@@ -66,7 +68,7 @@ from raw.subscriptions
 PLANS_SQL = (
     "select id, parent_id, plan_id, name, type, cast(meta as varchar) as meta from raw.plans"
 )
-CUTOFF_SQL = "select max(cutoff_at) from raw.extraction_cutoff"
+CUTOFF_SQL = f"select max(cutoff_at) from {CUTOFF_RELATION}"
 FRESHNESS_SQL = "select max(created_at) from credits.credit_histories where created_at <= $cutoff"
 RULE_FLAGS_SQL = f"select user_id, churn_risk from {MARTS_PREFIX}.user_credit_trends"
 STORED_MODEL_SQL = f"select * from {MARTS_PREFIX}.{CHURN_MODEL_TABLE} order by position"
@@ -102,7 +104,7 @@ def read_inputs(con) -> tuple[churn.Inputs, pd.Timestamp, pd.Timestamp | None]:
     """The model's inputs, the cut-off, and the source's newest ledger row up to it."""
     cutoff = _timestamp(con.execute(CUTOFF_SQL).fetchone()[0])
     if cutoff is None:
-        raise RuntimeError("raw.extraction_cutoff holds no cutoff_at: run the extraction first")
+        raise RuntimeError(f"{CUTOFF_RELATION} holds no cutoff_at: run the extraction first")
     fresh = _timestamp(con.execute(FRESHNESS_SQL, {"cutoff": cutoff.to_pydatetime()}).fetchone()[0])
     daily = _naive(con.execute(DAILY_SQL).fetchdf(), ("balance_date",))
     subscriptions = _naive(

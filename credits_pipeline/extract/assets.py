@@ -25,6 +25,7 @@ from credits_pipeline import settings
 from credits_pipeline.extract.column_docs import raw_table_schema
 from credits_pipeline.extract.common import (
     COLUMN_SCHEMA_METADATA,
+    CUTOFF_METADATA,
     ROWS_LOADED_METADATA,
     ROWS_QUARANTINED_METADATA,
     ROWS_READ_METADATA,
@@ -34,7 +35,6 @@ from credits_pipeline.extract.common import (
     validation_check_result,
     validation_check_spec,
 )
-from credits_pipeline.extract.fingerprint import EMPTY as EMPTY_DAY
 from credits_pipeline.extract.fingerprint import (
     ClosedDaysPlan,
     cut_where,
@@ -44,6 +44,7 @@ from credits_pipeline.extract.fingerprint import (
     source_day_fingerprints,
     source_max_id,
 )
+from credits_pipeline.ledger_fingerprint import EMPTY as EMPTY_DAY
 from credits_pipeline.names import (
     CUTOFF_TABLE,
     GROUP_RAW,
@@ -55,15 +56,13 @@ from credits_pipeline.names import (
 )
 from credits_pipeline.source import tables as tables_module
 from credits_pipeline.source.drift import drift_check_result, drift_check_spec
-from credits_pipeline.source.reader import SourceDatabase, SourceError, check_table, dialect_family
+from credits_pipeline.source.reader import SourceError, check_table, dialect_family
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, USERS, Table
 from credits_pipeline.warehouse.bigquery_raw_tables import stager_for as Stager
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline.warehouse.raw_tables import (
-    CUTOFF_TABLE as CUTOFF_RELATION,
-)
-from credits_pipeline.warehouse.raw_tables import (
-    OPEN_LEDGER,
+    CUTOFF_RELATION,
     OPEN_PARTITION_LABEL,
     closed_ledger_end,
     fold_closed_ledger_rows,
@@ -347,7 +346,7 @@ def raw_consistent_cut(
             users_tally = stage_batches(
                 users_stager, source.read_batches(conn, USERS), label="whole"
             )
-            open_stager = Stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER)
+            open_stager = Stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER_TABLE)
             where, params = cut_where(plan, closed_before)
             open_tally = stage_batches(
                 open_stager,
@@ -404,7 +403,7 @@ def raw_consistent_cut(
             CREDIT_HISTORIES,
             cutoff,
             con,
-            f"raw.{OPEN_LEDGER}",
+            f"raw.{OPEN_LEDGER_TABLE}",
             with_partition=True,
             extra={
                 "closed_partitions_end": dg.MetadataValue.timestamp(
@@ -431,7 +430,7 @@ def raw_consistent_cut(
     yield dg.MaterializeResult(
         asset_key=CUTOFF_KEY,
         metadata={
-            "extraction_cutoff": cut_ts,
+            CUTOFF_METADATA: cut_ts,
             "ledger_closed_before": dg.MetadataValue.timestamp(
                 closed_before.replace(tzinfo=dt.UTC)
             ),

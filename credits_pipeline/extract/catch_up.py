@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 
-from credits_pipeline.extract.fingerprint import EMPTY, DayFingerprint, StoredFingerprint
+from credits_pipeline.ledger_fingerprint import EMPTY, DayFingerprint, StoredFingerprint
 
 
 def changed_days(

@@ -36,6 +36,7 @@ ROWS_READ_METADATA = "rows_read"
 ROWS_LOADED_METADATA = "rows_loaded"
 ROWS_QUARANTINED_METADATA = "rows_quarantined"
 QUARANTINE_RELATION_METADATA = "quarantine_relation"
+CUTOFF_METADATA = "extraction_cutoff"  # the consistent cut a materialization read at
 COLUMN_SCHEMA_METADATA = "dagster/column_schema"
 
 
@@ -93,7 +94,7 @@ def extraction_metadata(
         ROWS_LOADED_METADATA: dg.MetadataValue.int(tally.rows_loaded),
         ROWS_QUARANTINED_METADATA: dg.MetadataValue.int(tally.rows_rejected),
         QUARANTINE_RELATION_METADATA: dg.MetadataValue.text(f"raw.{rejected_name(table.name)}"),
-        "extraction_cutoff": dg.MetadataValue.timestamp(cutoff.replace(tzinfo=dt.UTC)),
+        CUTOFF_METADATA: dg.MetadataValue.timestamp(cutoff.replace(tzinfo=dt.UTC)),
         COLUMN_SCHEMA_METADATA: raw_table_schema(
             table, relation.removeprefix(f"{RAW_PREFIX}."), with_partition
         ),

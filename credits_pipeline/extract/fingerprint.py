@@ -25,6 +25,12 @@ import sqlalchemy as sa
 
 from credits_pipeline.ledger import replay_state
 
+# The fingerprint values themselves live below both this module and the warehouse that stores them
+# (`ledger_fingerprint`); they remain importable from here.
+from credits_pipeline.ledger_fingerprint import EMPTY as EMPTY
+from credits_pipeline.ledger_fingerprint import DayFingerprint as DayFingerprint
+from credits_pipeline.ledger_fingerprint import StoredFingerprint as StoredFingerprint
+
 # How each term of the reconciliation's row fingerprint reads in the source databases: the
 # DuckDB expression of `replay_state._FINGERPRINT_TERMS` -> (how to render it, column).
 _TERM_RENDERING = {
@@ -54,28 +60,6 @@ _DIALECT = {
         "day": "CAST({} AS DATE)",
     },
 }
-
-
-@dataclass(frozen=True)
-class DayFingerprint:
-    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal
-    rows."""
-
-    rows: int = 0
-    id_sum: int = 0
-    user_sum: int = 0
-    digest: int = 0
-
-
-EMPTY = DayFingerprint()
-
-
-@dataclass(frozen=True)
-class StoredFingerprint:
-    """A closed day's fingerprint as the warehouse read it: over ids at or below `through_id`."""
-
-    through_id: int
-    fingerprint: DayFingerprint
 
 
 def source_row_fingerprint(family: str) -> str:

@@ -21,14 +21,14 @@ import sqlalchemy as sa
 from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.extract.assets import OPEN_KEY, source_errors_as_failure
-from credits_pipeline.names import LEDGER_LAG_CHECK
+from credits_pipeline.names import LEDGER_LAG_CHECK, OPEN_LEDGER_TABLE
 from credits_pipeline.runbook import STALE_SOURCE_ANCHOR, runbook_link
-from credits_pipeline.source.reader import SourceDatabase
+from credits_pipeline.schedules import FRESHNESS_FAIL_WINDOW
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
-from credits_pipeline.warehouse.raw_tables import OPEN_LEDGER
 
-MAX_LAG = dt.timedelta(hours=26)
+MAX_LAG = FRESHNESS_FAIL_WINDOW  # the daily run's cadence and slack, as the freshness policies
 LAG_CHECK_JOB_NAME = "ledger_lag_check"
 LAG_SCHEDULE_NAME = "ledger_lag_hourly"
 SOURCE_STALENESS_CHECK = "source_ledger_staleness"
@@ -123,7 +123,7 @@ def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.A
             f"""
             select max(created_at) from (
                 select created_at from raw.{CREDIT_HISTORIES.name}
-                union all select created_at from raw.{OPEN_LEDGER}
+                union all select created_at from raw.{OPEN_LEDGER_TABLE}
             ) where created_at <= ?
             """,
             [now],

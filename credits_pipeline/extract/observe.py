@@ -34,12 +34,8 @@ import sqlalchemy as sa
 
 from credits_pipeline.extract.assets import source_errors_as_failure, source_table_specs
 from credits_pipeline.names import source_key
-from credits_pipeline.source.reader import (
-    SourceDatabase,
-    SourceError,
-    _first_line,
-    present_columns,
-)
+from credits_pipeline.source.reader import SourceError, first_error_line, present_columns
+from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import TABLES, Table
 
 OBSERVE_ASSET_NAME = "observe_syllaby_v2"
@@ -108,7 +104,7 @@ def observe_table(conn: sa.Connection, table: Table) -> TableObservation:
         row = conn.execute(sa.text(f"SELECT {', '.join(items)} FROM {quote(table.name)}")).one()
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(
-            f"syllaby_v2.{table.name}: observing failed: {_first_line(exc)}"
+            f"syllaby_v2.{table.name}: observing failed: {first_error_line(exc)}"
         ) from None
     newest, text = _as_timestamp(row[1]) if has_created_at else (None, None)
     return TableObservation(table.name, int(row[0]), has_created_at, newest, text)

@@ -41,7 +41,8 @@ from credits_pipeline.ledger.reconcile import (
     reconcile,
     write_reconciliation,
 )
-from credits_pipeline.names import OWNER_DATA_ENGINEERING
+from credits_pipeline.names import CUTOFF_TABLE, OWNER_DATA_ENGINEERING, credits_key, raw_key
+from credits_pipeline.source.tables import FACELESSES, REAL_CLONES, SPEECHES, USERS, VIDEOS
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 ASSET_NAME = "ledger_reconciliation"
@@ -68,14 +69,10 @@ TREND_METADATA_KEY = f"anomalies_by_rule_last_{report.TREND_WEEKS}_weeks"
 NON_OK_METADATA_KEY = "non_ok_users"
 NON_OK_TOTAL_METADATA_KEY = "non_ok_users_total"
 UPSTREAM_KEYS: tuple[dg.AssetKey, ...] = (
-    dg.AssetKey(["credits", "credit_histories"]),
-    dg.AssetKey(["credits", "credit_events"]),
-    dg.AssetKey(["raw", "users"]),
-    dg.AssetKey(["raw", "facelesses"]),
-    dg.AssetKey(["raw", "videos"]),
-    dg.AssetKey(["raw", "real_clones"]),
-    dg.AssetKey(["raw", "speeches"]),
-    dg.AssetKey(["raw", "extraction_cutoff"]),
+    credits_key("credit_histories"),
+    credits_key("credit_events"),
+    *(raw_key(table.name) for table in (USERS, FACELESSES, VIDEOS, REAL_CLONES, SPEECHES)),
+    raw_key(CUTOFF_TABLE),
 )
 
 

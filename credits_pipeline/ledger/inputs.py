@@ -16,7 +16,8 @@ import datetime as dt
 import duckdb
 
 from credits_pipeline.ledger import rules as sql
-from credits_pipeline.validation.quarantine import REASON_COLUMN
+from credits_pipeline.validation.outcome import REASON_COLUMN
+from credits_pipeline.warehouse.raw_tables import CUTOFF_RELATION
 
 LEDGER_COPY_TABLE = "_recon_ledger_input"
 
@@ -62,7 +63,7 @@ select
 from credits.credit_histories
 """
 
-CUTOFF_SQL = "select max(cutoff_at) from raw.extraction_cutoff"
+CUTOFF_SQL = f"select max(cutoff_at) from {CUTOFF_RELATION}"
 
 
 def create_warehouse_inputs(con: duckdb.DuckDBPyConnection) -> None:
@@ -83,7 +84,7 @@ def read_cutoff(con: duckdb.DuckDBPyConnection) -> dt.datetime:
     row = con.execute(CUTOFF_SQL).fetchone()
     if row is None or row[0] is None:
         raise RuntimeError(
-            "raw.extraction_cutoff holds no cutoff_at: run the extraction before the reconciliation"
+            f"{CUTOFF_RELATION} holds no cutoff_at: run the extraction before the reconciliation"
         )
     value = row[0]
     if isinstance(value, dt.datetime):

@@ -2,15 +2,18 @@
 
 Everything downstream keys on these strings — the `rule` column of `marts.ledger_anomalies`, the
 asset check names, the alert sensor and the acceptance checks — so they are plain constants in one
-module that knows nothing of Dagster or DuckDB. The severity of a rule says what its failure means:
-rules about money (credits that appear, vanish or are priced wrong) are ERROR, rules about data
-hygiene (orphans, timestamps, missing charges, duplicate releases) are WARN.
+module that uses nothing of Dagster or DuckDB (its marts schema and group name are `names.py`'s).
+The severity of a rule says what its failure means: rules about money (credits that appear, vanish
+or are priced wrong) are ERROR, rules about data hygiene (orphans, timestamps, missing charges,
+duplicate releases) are WARN.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from credits_pipeline.names import GROUP_RECONCILIATION, MARTS_PREFIX
 
 Severity = Literal["ERROR", "WARN"]
 
@@ -30,12 +33,12 @@ DUPLICATE_MONTHLY_RELEASE = "duplicate_monthly_release"
 TIMESTAMP_ORDER = "timestamp_order"
 
 # The two relations the reconciliation writes (contract section 4).
-MARTS_SCHEMA = "marts"
+MARTS_SCHEMA = MARTS_PREFIX
 RECONCILIATION_TABLE = "user_balance_reconciliation"
 ANOMALIES_TABLE = "ledger_anomalies"
 
 # Dagster names.
-GROUP_NAME = "reconciliation"
+GROUP_NAME = GROUP_RECONCILIATION
 CHECK_PREFIX = "ledger_rule_"
 
 # Entity types of anomaly rows.

@@ -33,9 +33,9 @@ from credits_pipeline.redaction import redact_text
 from credits_pipeline.source.reader import (
     DEFAULT_BATCH_SIZE,
     SourceError,
-    _first_line,
     create_source_engine,
     dialect_family,
+    first_error_line,
     select_sql,
 )
 from credits_pipeline.source.reader import read_batches as read_batches_sqlalchemy
@@ -272,7 +272,7 @@ def _read_robust(
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(
                 f"cannot connect to the source database {settings.redact_url(url)}: "
-                f"{_first_line(exc, url)}"
+                f"{first_error_line(exc, url)}"
             ) from None
         with own:
             yield from read_batches_sqlalchemy(own, table, where, params, batch_size)

@@ -1,4 +1,4 @@
-"""Reading `syllaby_v2`: connections, the consistent cut, and bounded batches of named columns.
+"""Reading `syllaby_v2`: UTC engines, the contract check, and bounded batches of named columns.
 
 The pipeline only reads the operational database, and it must read it the same way on MySQL,
 MariaDB, PostgreSQL and SQLite: UTC sessions, columns selected by name (never `SELECT *`, which
@@ -6,21 +6,18 @@ would copy passwords and personal data), values bound as parameters, results str
 so memory stays flat however large the ledger grows, and the balances read in the same snapshot
 as the ledger rows they are compared with. Failures to connect or a table that does not match the
 contract become one `SourceError` naming the table, the column and the cause; the URL is shown
-without credentials.
+without credentials. The Dagster resource that opens connections and the consistent cut lives
+above this module and `fast_reader` (`resource.SourceDatabase`); neither reader imports it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from credits_pipeline import settings
 from credits_pipeline.redaction import redact_text
 from credits_pipeline.source import drift
 from credits_pipeline.source.tables import Table
@@ -49,128 +46,11 @@ def create_source_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
 
-def _first_line(exc: BaseException, url: str | None = None) -> str:
+def first_error_line(exc: BaseException, url: str | None = None) -> str:
     """The driver's first line of error, redacted: drivers may echo the URL or DSN they were
-    given."""
+    given (shared by the readers, the resource and the observation)."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return redact_text(text[0], [url] if url else []) if text else type(exc).__name__
-
-
-class SourceDatabase(dg.ConfigurableResource):
-    """The operational database `syllaby_v2` (`CREDITS_SOURCE_URL`; `demo`: the SQLite demo)."""
-
-    url: str = ""
-    batch_size: int = DEFAULT_BATCH_SIZE
-
-    def uses_demo(self) -> bool:
-        """The embedded demo database, only ever by explicit choice (`url` or the variable
-        `demo`)."""
-        return self.url == settings.DEMO_SOURCE or (
-            not self.url and settings.source_url_is_default()
-        )
-
-    def resolved_url(self) -> str:
-        if self.uses_demo():
-            return settings.parse_source_url(settings.DEMO_SOURCE)
-        return self.url or settings.source_url()
-
-    def display_name(self) -> str:
-        return settings.redact_url(self.resolved_url())
-
-    def family(self) -> str:
-        return dialect_family(self.resolved_url())
-
-    def engine(self) -> sa.Engine:
-        url = self.resolved_url()
-        if self.uses_demo():
-            _ensure_demo_source(url)
-        return create_source_engine(url)
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sa.Connection]:
-        engine = self.engine()
-        try:
-            try:
-                conn = engine.connect()
-            except sa.exc.SQLAlchemyError as exc:
-                raise SourceError(
-                    f"cannot connect to the source database {self.display_name()}: "
-                    f"{_first_line(exc, self.resolved_url())}"
-                ) from None
-            with conn:
-                yield conn
-        finally:
-            engine.dispose()
-
-    @contextlib.contextmanager
-    def consistent_snapshot(self) -> Iterator[tuple[sa.Connection, dt.datetime]]:
-        """A read-only transaction in which every query sees one snapshot, and the cut's time.
-
-        InnoDB: `START TRANSACTION WITH CONSISTENT SNAPSHOT`; PostgreSQL: `REPEATABLE READ`;
-        SQLite: one read transaction. The cut time is taken inside the snapshot (the database's
-        clock on MySQL/PostgreSQL), truncated to the second, unless `CREDITS_CUTOFF_AT` pins it.
-        """
-        family = self.family()
-        with self.connect() as conn:
-            if family == "mysql":
-                conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                now = conn.exec_driver_sql("SELECT UTC_TIMESTAMP()").scalar_one()
-            elif family == "postgresql":
-                conn = conn.execution_options(
-                    isolation_level="REPEATABLE READ", postgresql_readonly=True
-                )
-                conn.begin()
-                now = conn.exec_driver_sql(
-                    "SELECT (now() AT TIME ZONE 'UTC')::timestamp"
-                ).scalar_one()
-            else:
-                conn.exec_driver_sql("BEGIN")
-                conn.exec_driver_sql(
-                    "SELECT count(*) FROM sqlite_master"
-                ).scalar_one()  # takes the read lock
-                now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            cut = settings.pinned_cutoff() or pd.Timestamp(now).to_pydatetime().replace(
-                microsecond=0, tzinfo=None
-            )
-            try:
-                yield conn, cut
-            finally:
-                if family == "postgresql":
-                    conn.rollback()
-                else:
-                    conn.exec_driver_sql("ROLLBACK")  # read-only: nothing to keep
-
-    def check_table(self, conn: sa.Connection, table: Table) -> None:
-        check_table(conn, table)
-
-    def read_batches(
-        self,
-        conn: sa.Connection,
-        table: Table,
-        where: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Iterator[pd.DataFrame]:
-        return read_batches(conn, table, where, params, self.batch_size)
-
-    def read_batches_fast(
-        self,
-        conn: sa.Connection,
-        table: Table,
-        where: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Iterator[Any]:
-        """`read_batches` through connectorx on MySQL/PostgreSQL (typed Arrow batches), else `conn`.
-
-        connectorx reads on a connection of its own, outside `conn`'s transaction: use it where no
-        snapshot is shared (the closed ledger partitions), never inside `consistent_snapshot`.
-        Falls back to the robust path on `conn` if connectorx fails (`fast_reader.read_batches`).
-        """
-        from credits_pipeline.source import fast_reader  # imports this module
-
-        return fast_reader.read_batches(
-            self.resolved_url(), table, where, params, self.batch_size, fallback_conn=conn
-        )
 
 
 def present_columns(conn: sa.Connection, table: Table) -> set[str]:
@@ -181,7 +61,7 @@ def present_columns(conn: sa.Connection, table: Table) -> set[str]:
         present = set()
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(
-            f"syllaby_v2.{table.name}: cannot read the table's columns: {_first_line(exc)}"
+            f"syllaby_v2.{table.name}: cannot read the table's columns: {first_error_line(exc)}"
         ) from None
     if not present:
         raise SourceError(
@@ -234,7 +114,9 @@ def read_batches(
         for rows in result.partitions(batch_size):
             yield _object_frame(rows, names)
     except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(f"syllaby_v2.{table.name}: reading failed: {_first_line(exc)}") from None
+        raise SourceError(
+            f"syllaby_v2.{table.name}: reading failed: {first_error_line(exc)}"
+        ) from None
 
 
 def _object_frame(rows: Sequence[Any], names: list[str]) -> pd.DataFrame:
@@ -247,14 +129,3 @@ def _object_frame(rows: Sequence[Any], names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
         {name: pd.Series(col, dtype=object) for name, col in zip(names, columns, strict=False)}
     )
-
-
-def _ensure_demo_source(url: str) -> None:
-    """Create the embedded SQLite demo database on first use (`CREDITS_SOURCE_URL=demo`)."""
-    path = settings.default_source_path()
-    if path.exists():
-        return
-    from credits_pipeline.source.demo import generate  # imported lazily: only the default needs it
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generate(url, users=settings.demo_users(), anomalies=True)

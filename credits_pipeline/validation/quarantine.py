@@ -10,51 +10,21 @@ warnings. It knows nothing of Dagster or of the warehouse.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
 
 from credits_pipeline.source.tables import TABLES_BY_NAME
-from credits_pipeline.validation.models import MODELS, QUARANTINE_CHECK_PREFIXES
-
-REASON_COLUMN = "_reason"
-FAILED_COLUMN = "_column"
-MAX_REASON_EXAMPLE = 80
-
-
-@dataclass
-class ValidatedBatch:
-    """The outcome of validating one batch of one table."""
-
-    table: str
-    clean: pd.DataFrame | pyarrow.Table  # Arrow when the batch came typed from the fast reader
-    rejected: pd.DataFrame  # the table's columns as text, plus `_reason` and `_column`
-    domain_warnings: Counter = field(default_factory=Counter)  # "column: check" -> rows
-
-    @property
-    def rows_in(self) -> int:
-        return len(self.clean) + len(self.rejected)
-
-
-def _is_quarantine_check(check: str) -> bool:
-    return str(check).startswith(QUARANTINE_CHECK_PREFIXES)
-
-
-def _describe(column: str, check: str, failure_case: object) -> str:
-    """A sentence naming the column and the value at fault, e.g. for the rejected table."""
-    value = repr(failure_case)
-    if len(value) > MAX_REASON_EXAMPLE:
-        value = value[: MAX_REASON_EXAMPLE - 3] + "..."
-    check = str(check)
-    if check.startswith("field_uniqueness"):
-        return f"{column}: duplicate primary key {value} (a later copy of an id already seen)"
-    if check.startswith("not_nullable"):
-        return f"{column}: NULL primary key"
-    if check.startswith("valid_json"):
-        return f"{column}: malformed JSON text {value}"
-    return f"{column}: value {value} cannot be stored as the column's type ({check})"
+from credits_pipeline.validation.models import MODELS
+from credits_pipeline.validation.outcome import (
+    FAILED_COLUMN,
+    REASON_COLUMN,
+    ValidatedBatch,
+    describe_failure,
+    empty_rejected,
+    is_quarantine_check,
+)
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +45,8 @@ def validate_batch(
     coercing it; a pandas frame takes the path below, unchanged.
     """
     if isinstance(frame, (pyarrow.Table, pyarrow.RecordBatch)):
-        from credits_pipeline.validation.typed import validate_arrow_batch  # imports this module
+        # imported lazily: polars and pandera's polars API are needed by typed batches only
+        from credits_pipeline.validation.typed import validate_arrow_batch
 
         return validate_arrow_batch(table, frame)
     model = MODELS[table]
@@ -90,12 +61,12 @@ def validate_batch(
     frame, unparseable = _parse_timestamps(table, frame)
     for index, column, value in unparseable:
         reject_reason.setdefault(
-            index, (column, _describe(column, "coerce_dtype('datetime64[ns]')", value))
+            index, (column, describe_failure(column, "coerce_dtype('datetime64[ns]')", value))
         )
     try:
         clean = model.validate(frame, lazy=True)
         if not reject_reason:
-            return ValidatedBatch(table, clean, _empty_rejected(columns))
+            return ValidatedBatch(table, clean, empty_rejected(columns))
         cases = pd.DataFrame(columns=["column", "check", "failure_case", "index"])
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
@@ -107,15 +78,17 @@ def validate_batch(
         index = int(index)
         if str(check).startswith("field_uniqueness"):
             continue  # decided below: the first row with an id is kept, later copies quarantined
-        if _is_quarantine_check(check):
-            reject_reason.setdefault(index, (str(column), _describe(column, check, failure_case)))
+        if is_quarantine_check(check):
+            reject_reason.setdefault(
+                index, (str(column), describe_failure(column, check, failure_case))
+            )
         else:
             warnings[f"{column}: {check}"] += 1
     ids = frame["id"]
     duplicated = ids.notna() & ids.astype(str).duplicated(keep="first")
     for index in frame.index[duplicated]:
         reject_reason.setdefault(
-            int(index), ("id", _describe("id", "field_uniqueness", ids[index]))
+            int(index), ("id", describe_failure("id", "field_uniqueness", ids[index]))
         )
     bad = sorted(reject_reason)
     rejected = _as_text(original.loc[bad])
@@ -171,9 +144,3 @@ def _coerce_only(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.Data
     for name, column in schema.columns.items():
         out[name] = column.dtype.coerce(out[name])
     return out
-
-
-def _empty_rejected(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {c: pd.Series([], dtype=object) for c in [*columns, FAILED_COLUMN, REASON_COLUMN]}
-    )

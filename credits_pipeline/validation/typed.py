@@ -27,13 +27,13 @@ from pandera.api.polars.types import PolarsData
 
 from credits_pipeline.source.tables import TABLES_BY_NAME, Table
 from credits_pipeline.validation.models import MODELS
-from credits_pipeline.validation.quarantine import (
+from credits_pipeline.validation.outcome import (
     FAILED_COLUMN,
     REASON_COLUMN,
     ValidatedBatch,
-    _describe,
-    _empty_rejected,
-    _is_quarantine_check,
+    describe_failure,
+    empty_rejected,
+    is_quarantine_check,
 )
 
 JSON_CHECK = "valid_json"
@@ -192,7 +192,9 @@ def validate_arrow_batch(table_name: str, batch: pa.Table | pa.RecordBatch) -> V
         return original_column[column][index].as_py()
 
     for column, check, index in coerce_failures:
-        reject_reason.setdefault(index, (column, _describe(column, check, value_at(column, index))))
+        reject_reason.setdefault(
+            index, (column, describe_failure(column, check, value_at(column, index)))
+        )
     try:
         polars_schema(table_name).validate(frame, lazy=True)
     except pap.errors.SchemaErrors as errors:
@@ -202,9 +204,11 @@ def validate_arrow_batch(table_name: str, batch: pa.Table | pa.RecordBatch) -> V
         ).iter_rows():
             if str(check).startswith(UNIQUENESS_CHECK):
                 continue
-            if _is_quarantine_check(check):
+            if is_quarantine_check(check):
                 value = None if check == NOT_NULLABLE_CHECK else value_at(column, index)
-                reject_reason.setdefault(index, (str(column), _describe(column, check, value)))
+                reject_reason.setdefault(
+                    index, (str(column), describe_failure(column, check, value))
+                )
             else:
                 warnings[f"{column}: {check}"] += 1
     ids = frame["id"]
@@ -212,12 +216,14 @@ def validate_arrow_batch(table_name: str, batch: pa.Table | pa.RecordBatch) -> V
     if duplicated.any():
         for index in duplicated.arg_true():
             index = int(index)
-            reject_reason.setdefault(index, ("id", _describe("id", UNIQUENESS_CHECK, ids[index])))
+            reject_reason.setdefault(
+                index, ("id", describe_failure("id", UNIQUENESS_CHECK, ids[index]))
+            )
 
     target = arrow_schema(table)
     if not reject_reason:
         clean = frame.to_arrow().cast(target)
-        return ValidatedBatch(table_name, clean, _empty_rejected(names), warnings)
+        return ValidatedBatch(table_name, clean, empty_rejected(names), warnings)
     bad = sorted(reject_reason)
     rejected = pd.DataFrame(
         {

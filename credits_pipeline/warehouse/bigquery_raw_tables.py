@@ -18,12 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.cloud import bigquery
 
+from credits_pipeline.names import OPEN_LEDGER_TABLE, STAGING_SCHEMA
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
-from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
-from credits_pipeline.warehouse.bigquery_warehouse import STAGING_SCHEMA, BigQueryConnection
+from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
+from credits_pipeline.warehouse.bigquery_ledger_layout import BIGQUERY_TYPES
+from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection, ensure_ledger_tables
 from credits_pipeline.warehouse.raw_tables import (
-    OPEN_LEDGER,
+    LEDGER_PARTITIONS,
     PARTITION_COLUMN,
+    WATERMARKS,
     WHOLE_TABLE_LABEL,
     Stager,
     StageStats,
@@ -33,15 +36,6 @@ from credits_pipeline.warehouse.raw_tables import (
 )
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
-BIGQUERY_TYPES = {
-    "id": "INT64",
-    "int": "INT64",
-    "float": "FLOAT64",
-    "str": "STRING",
-    "ts": "TIMESTAMP",
-    "json": "STRING",
-    "bool": "BOOL",
-}
 ARROW_TYPES = {
     "id": pa.int64(),
     "int": pa.int64(),
@@ -52,29 +46,6 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
 }
 SEQ_COLUMN = "_seq"  # arrival order of a staged row: the first copy of a duplicate id wins
-LEDGER_CLUSTER_COLUMNS = ("id",)
-LEDGER_TABLES = (CREDIT_HISTORIES.name, OPEN_LEDGER)
-
-
-def _columns_ddl(table: Table, with_partition: bool) -> str:
-    cols = [f"{c.name} {BIGQUERY_TYPES[c.kind]}" for c in table.extracted_columns]
-    if with_partition:
-        cols.append(f"{PARTITION_COLUMN} DATE")
-    return ", ".join(cols)
-
-
-def ensure_ledger_tables(con: BigQueryConnection) -> None:
-    """The ledger tables, partitioned by day and clustered by id, before anything else creates them.
-
-    The daily swap deletes and inserts one day: with day partitions it rewrites that partition
-    only, and the duplicate-id check reads only the id blocks of the staged range.
-    """
-    for name in LEDGER_TABLES:
-        con.execute(
-            f"create table if not exists raw.{name} ({_columns_ddl(CREDIT_HISTORIES, True)}) "
-            f"partition by {PARTITION_COLUMN} cluster by {', '.join(LEDGER_CLUSTER_COLUMNS)}",
-            dialect="bigquery",
-        )
 
 
 def stager_for(con, table: Table, target: str | None = None):
@@ -241,12 +212,12 @@ class BigQueryStager:
 
     def _guard_whole_replacement(self) -> None:
         """A whole table, or the open ledger slice with the closed days (as `Stager`'s)."""
-        if self.target == OPEN_LEDGER:
+        if self.target == OPEN_LEDGER_TABLE:
             ledger = f"raw.{self.table.name}"
             closed = self.con.execute(
                 f"select count(*) from {ledger}", dialect="bigquery"
             ).fetchone()[0]  # type: ignore[index]
-            relation = f"raw.{OPEN_LEDGER} (with {ledger}: the whole ledger)"
+            relation = f"raw.{OPEN_LEDGER_TABLE} (with {ledger}: the whole ledger)"
             self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
         else:
             self._guard_shrink(f"raw.{self.target}", f"select count(*) from raw.{self.target}", [])
@@ -327,14 +298,13 @@ class BigQueryStager:
                 dialect="bigquery",
             )
             con.execute(
-                "delete from raw._ledger_partitions where partition_date >= ? and partition_date "
-                "< ?",
+                f"delete from {LEDGER_PARTITIONS} where partition_date >= ? and partition_date < ?",
                 [start, end],
                 dialect="bigquery",
             )
             if rows:
                 con.execute(
-                    "insert into raw._ledger_partitions (partition_date, loaded_rows, "
+                    f"insert into {LEDGER_PARTITIONS} (partition_date, loaded_rows, "
                     f"rejected_rows) values {rows}",
                     dialect="bigquery",
                 )
@@ -376,12 +346,12 @@ class BigQueryStager:
             )
             if watermark is not None:
                 con.execute(
-                    "delete from raw._watermarks where table_name = ?",
+                    f"delete from {WATERMARKS} where table_name = ?",
                     [self.target],
                     dialect="bigquery",
                 )
                 con.execute(
-                    "insert into raw._watermarks (table_name, updated_at, max_id) values (?, ?, ?)",
+                    f"insert into {WATERMARKS} (table_name, updated_at, max_id) values (?, ?, ?)",
                     [self.target, *watermark],
                     dialect="bigquery",
                 )
@@ -400,7 +370,7 @@ class BigQueryStager:
         target = f"raw.{self.target}"
         names = ", ".join(self.table.extracted_names)
         self._quarantine_duplicates(None, "?", [], [partition_label])
-        is_open = self.target == OPEN_LEDGER
+        is_open = self.target == OPEN_LEDGER_TABLE
         columns = f"{names}, {PARTITION_COLUMN}" if is_open else names
         select = f"{names}, date(created_at)" if is_open else names
         self._begin(in_transaction)

@@ -36,12 +36,14 @@ from pydantic import Field
 from sqlglot import exp
 
 from credits_pipeline import settings
+from credits_pipeline.names import (  # the staging dataset also holds Arrow given to `register`
+    STAGING_SCHEMA,
+    WAREHOUSE_SCHEMAS,
+)
 from credits_pipeline.warehouse import cost
+from credits_pipeline.warehouse.bigquery_ledger_layout import ledger_tables_ddl
 
-SCHEMAS = ("raw", "credits", "marts")
-# Scratch dataset for staged extraction batches and Arrow tables handed to SQL (`register`).
-STAGING_SCHEMA = "_staging"
-ALL_SCHEMAS = (*SCHEMAS, STAGING_SCHEMA)
+ALL_SCHEMAS = (*WAREHOUSE_SCHEMAS, STAGING_SCHEMA)
 # google-cloud-bigquery's own convention for pointing a client at a local emulator.
 EMULATOR_HOST_VAR = "BIGQUERY_EMULATOR_HOST"
 # DuckDB statements that end or start a transaction, and their BigQuery spelling.
@@ -109,8 +111,6 @@ class BigQueryWarehouse(BigQueryResource):
         try:
             if not read_only:
                 self._ensure_datasets(client)
-                from credits_pipeline.warehouse.bigquery_raw_tables import ensure_ledger_tables
-
                 ensure_ledger_tables(con)
             yield con
         finally:
@@ -551,3 +551,10 @@ class BigQueryConnection:
             with contextlib.suppress(Exception):
                 self.query("call bq.abort_session()")
             self._session_id = None
+
+
+def ensure_ledger_tables(con: BigQueryConnection) -> None:
+    """The ledger tables, partitioned by day and clustered by id, before anything else creates them
+    (`bigquery_ledger_layout`)."""
+    for ddl in ledger_tables_ddl():
+        con.execute(ddl, dialect="bigquery")

@@ -18,9 +18,8 @@ import dagster as dg
 import duckdb
 
 from credits_pipeline import settings
+from credits_pipeline.names import WAREHOUSE_SCHEMAS
 from credits_pipeline.warehouse import cost, memory
-
-SCHEMAS = ("raw", "credits", "marts")
 
 
 class DuckDBWarehouse(dg.ConfigurableResource):
@@ -43,7 +42,7 @@ class DuckDBWarehouse(dg.ConfigurableResource):
             # warehouse file (`memory.py` says why and how much).
             memory.apply(con, path)
             if not read_only:
-                for schema in SCHEMAS:
+                for schema in WAREHOUSE_SCHEMAS:
                     con.execute(f"create schema if not exists {schema}")
             yield con
         finally:

@@ -21,10 +21,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from credits_pipeline.extract.fingerprint import DayFingerprint, StoredFingerprint
-from credits_pipeline.names import rejected_name
+from credits_pipeline.ledger_fingerprint import DayFingerprint, StoredFingerprint
+from credits_pipeline.names import (
+    CUTOFF_TABLE,
+    OPEN_LEDGER_TABLE,
+    RAW_PREFIX,
+    STAGING_SCHEMA,
+    rejected_name,
+)
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
-from credits_pipeline.validation.quarantine import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
+from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
 DUCKDB_TYPES = {
@@ -37,13 +43,11 @@ DUCKDB_TYPES = {
     "bool": "BOOLEAN",
 }
 PARTITION_COLUMN = "_partition"
-STAGING_SCHEMA = "_staging"
-OPEN_LEDGER = "credit_histories__open"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
 LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
 FINGERPRINT_INSERT_CHUNK = 400  # days per parametrized insert (6 parameters each)
 WATERMARKS = "raw._watermarks"
-CUTOFF_TABLE = "raw.extraction_cutoff"
+CUTOFF_RELATION = f"{RAW_PREFIX}.{CUTOFF_TABLE}"
 OPEN_PARTITION_LABEL = "open"
 WHOLE_TABLE_LABEL = "whole"
 # DuckDB threads while appending one Arrow batch to staging (see `Stager.append_arrow`).
@@ -79,7 +83,7 @@ def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     )
     if is_ledger:
         con.execute(
-            f"create table if not exists raw.{OPEN_LEDGER} ({_raw_columns_ddl(table, True)})"
+            f"create table if not exists raw.{OPEN_LEDGER_TABLE} ({_raw_columns_ddl(table, True)})"
         )
         con.execute(
             f"create table if not exists {LEDGER_PARTITIONS} "
@@ -94,7 +98,7 @@ def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
         "(table_name VARCHAR primary key, updated_at TIMESTAMP, max_id BIGINT)"
     )
     con.execute(
-        f"create table if not exists {CUTOFF_TABLE} "
+        f"create table if not exists {CUTOFF_RELATION} "
         "(cutoff_at TIMESTAMP, ledger_closed_before TIMESTAMP, ledger_closed_max_id BIGINT)"
     )
 
@@ -273,9 +277,9 @@ class Stager:
         The open slice alone shrinks every day by design (yesterday's open day moves into a closed
         partition), so it is measured as part of the whole ledger: closed rows + open rows.
         """
-        if self.target == OPEN_LEDGER:
+        if self.target == OPEN_LEDGER_TABLE:
             closed = self.con.execute(f"select count(*) from raw.{self.table.name}").fetchone()[0]  # type: ignore[index]
-            relation = f"raw.{OPEN_LEDGER} (with raw.{self.table.name}: the whole ledger)"
+            relation = f"raw.{OPEN_LEDGER_TABLE} (with raw.{self.table.name}: the whole ledger)"
             self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
         else:
             self._guard_shrink(f"raw.{self.target}", f"select count(*) from raw.{self.target}", [])
@@ -375,7 +379,7 @@ class Stager:
         with self._transaction(in_transaction):
             self._quarantine_duplicates(None, "?", label_params=[partition_label])
             names = ", ".join(self.table.extracted_names)
-            partition = ", cast(created_at as date)" if self.target == OPEN_LEDGER else ""
+            partition = ", cast(created_at as date)" if self.target == OPEN_LEDGER_TABLE else ""
             self._guard_whole_replacement()
             con.execute(f"delete from {target}")
             con.execute(

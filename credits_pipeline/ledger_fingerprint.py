@@ -1,0 +1,33 @@
+"""The fingerprint of a closed ledger day, as the extraction computes it and the warehouse keeps it.
+
+`extract/fingerprint.py` computes fingerprints from the source and decides which days to read
+again; `warehouse/raw_tables.py` stores them in `raw._ledger_fingerprints` and reads them back. The
+values both exchange are defined here, in a module that imports nothing of either, so the warehouse
+does not import the extraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DayFingerprint:
+    """What a day of the ledger holds, cheaply: equal fingerprints mean (almost surely) equal
+    rows."""
+
+    rows: int = 0
+    id_sum: int = 0
+    user_sum: int = 0
+    digest: int = 0
+
+
+EMPTY = DayFingerprint()
+
+
+@dataclass(frozen=True)
+class StoredFingerprint:
+    """A closed day's fingerprint as the warehouse read it: over ids at or below `through_id`."""
+
+    through_id: int
+    fingerprint: DayFingerprint
