@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import duckdb
 from google.api_core.exceptions import NotFound
 
+from credits_pipeline.names import OPEN_LEDGER_TABLE
 from credits_pipeline.source.tables import CREDIT_HISTORIES
-from credits_pipeline.warehouse.raw_tables import OPEN_LEDGER
 
 # The incremental relations dbt resumes from (names as in dbt_transform/models).
 REPLAY_RELATION = "credits.int_credit_replay"
@@ -43,7 +43,7 @@ where not exists (
         where closed_rows.id = replayed.credit_history_id
     )
     and not exists (
-        select 1 from raw.{OPEN_LEDGER} as open_rows
+        select 1 from raw.{OPEN_LEDGER_TABLE} as open_rows
         where open_rows.id = replayed.credit_history_id
     )
 order by 1
