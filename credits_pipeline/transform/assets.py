@@ -82,10 +82,10 @@ def build_layer(
             build_args(config or DbtBuildConfig()), context=context, raise_on_error=False
         )
     try:
-        # column schemas, without sqlglot's column lineage: it cannot resolve the models'
-        # `select *` import CTEs and would log a traceback per model
+        # column schemas and column lineage (sqlglot, from the compiled SQL): the models name
+        # every column they read and have no ephemeral parents, so every column resolves
         events = list(
-            invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=False)
+            invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=True)
         )
     finally:
         release_warehouse_connections(invocation)

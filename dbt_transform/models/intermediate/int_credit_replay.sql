@@ -21,11 +21,17 @@
     on_schema_change='fail',
 ) }}
 
+{%- set replay_columns = [
+    'credit_history_id', 'user_id', 'event_name', 'effect', 'service', 'creditable_type',
+    'creditable_id', 'amount', 'recorded_pool', 'created_at', 'balance_date', 'user_row_number',
+    'subscription_before', 'purchased_before', 'subscription_after', 'purchased_after',
+    'balance_after', 'forfeited_credits', 'written_off_credits', 'replayed_at',
+] %}
 with
 
 replayed_rows as (
 
-    select *
+    select {{ replay_columns | join(', ') }}
     from {{ ref('int_credit_replay_delta') }}
     {%- if is_incremental() %}
     where {{ rows_of_this_replay_run() }}
@@ -36,7 +42,7 @@ replayed_rows as (
 newest_versions as (
 
     select
-        *,
+        {{ replay_columns | join(', ') }},
         row_number() over (
             partition by credit_history_id
             order by replayed_at desc
@@ -46,25 +52,8 @@ newest_versions as (
 )
 
 select
-    credit_history_id,
-    user_id,
-    event_name,
-    effect,
-    service,
-    creditable_type,
-    creditable_id,
-    amount,
-    recorded_pool,
-    created_at,
-    balance_date,
-    user_row_number,
-    subscription_before,
-    purchased_before,
-    subscription_after,
-    purchased_after,
-    balance_after,
-    forfeited_credits,
-    written_off_credits,
-    replayed_at
+    {%- for column in replay_columns %}
+    {{ column }}{{ ',' if not loop.last }}
+    {%- endfor %}
 from newest_versions
 where version_from_newest = 1
