@@ -7,7 +7,7 @@
     On BigQuery the table is partitioned by balance_date and clustered by user_id; the run is a
     merge on credit_history_id (exact: a row that moves to another day is updated in place, no
     stale copy is left on the old day) whose target is narrowed to the days the replaced rows are
-    stored on (`prune_merge_to_replaced_days`, macros/incremental_runs.sql): a day of new rows
+    stored on (meta `prune_merge_to_replaced_days`, macros/incremental_runs.sql): a day of new rows
     reads no stored partition at all. On DuckDB it is a delete+insert on credit_history_id.
 -#}
 {{ config(
@@ -17,7 +17,7 @@
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
-    prune_merge_to_replaced_days=true,
+    meta={'prune_merge_to_replaced_days': true},
     on_schema_change='fail',
 ) }}
 
