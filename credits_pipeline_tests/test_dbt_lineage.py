@@ -189,7 +189,8 @@ def lineage_run(tmp_path_factory):
             logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert result.success
     materializations = {
-        event.asset_key: event.materialization for event in result.get_asset_materialization_events()
+        event.asset_key: event.materialization
+        for event in result.get_asset_materialization_events()
     }
     return materializations, logs
 

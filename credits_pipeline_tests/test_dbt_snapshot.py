@@ -170,9 +170,7 @@ def test_the_history_mart_has_one_row_per_change_with_contiguous_periods(two_day
     ]
 
 
-def test_a_run_at_the_same_or_an_earlier_cutoff_records_no_version(
-    two_days, tmp_path, monkeypatch
-):
+def test_a_run_at_the_same_or_an_earlier_cutoff_records_no_version(two_days, tmp_path, monkeypatch):
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(two_days, warehouse)
     versions = "select * from credits.users_stored_balances order by dbt_scd_id"

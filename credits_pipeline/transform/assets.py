@@ -6,10 +6,10 @@ counts, column schemas and column lineage) and asset-check results. The project 
 purpose. The `credits` layer (the seed's views, the event catalog, the replay, the snapshot of
 stored balances) feeds the ledger reconciliation, and no check may hold that back (contract
 section 4): its data tests are all `warn`, and only a step that really errors (bad SQL, a missing
-column, a failing unit test: a bug whatever the data) fails it. The `marts` layer carries the blocking checks (severity `error`: a key a
-mart itself duplicated); a failed one fails the marts step alone, after the reconciliation's inputs
-are built. The manifest is prepared at import (`prepare_manifest()`), so the definitions load from
-a fresh clone.
+column, a failing unit test: a bug whatever the data) fails it. The `marts` layer carries the
+blocking checks (severity `error`: a key a mart itself duplicated); a failed one fails the marts
+step alone, after the reconciliation's inputs are built. The manifest is prepared at import
+(`prepare_manifest()`), so the definitions load from a fresh clone.
 """
 
 import contextlib
