@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,8 +32,6 @@ from rich.table import Table
 
 from credits_pipeline import settings
 from credits_pipeline.run_tags import (
-    FAILED_ERROR_CHECKS_TAG,
-    FAILED_WARN_CHECKS_TAG,
     HOST_TAG,
     PID_TAG,
     TRIGGER_CLI,
@@ -242,14 +240,24 @@ def materialize(
         str,
         typer.Option(help=f"Level of Dagster's log lines with --verbose: {', '.join(LOG_LEVELS)}."),
     ] = "INFO",
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Extract every ledger partition again and rebuild dbt's incremental models from "
+            "the whole ledger, instead of catching up from what the warehouse holds.",
+        ),
+    ] = False,
 ) -> None:
     """Materialize every asset with Dagster, then print a summary (source: CREDITS_SOURCE_URL)."""
     problems = settings.configuration_problems()
     if log_level.upper() not in LOG_LEVELS:
         problems.append(f"--log-level {log_level!r} is not valid: one of {', '.join(LOG_LEVELS)}")
+    if partition and full_refresh:
+        problems.append("--partition and --full-refresh exclude each other: choose one")
     if problems:
         raise UsageProblem(problems)
-    code = _materialize(partition, verbose, log_level.upper())
+    code = _materialize(partition, verbose, log_level.upper(), full_refresh)
     raise typer.Exit(code)
 
 
@@ -267,11 +275,15 @@ def _default_dagster_home() -> Path:
     return path
 
 
-def _window(partition: str | None) -> tuple[str, str] | None:
-    """The ledger partitions of the run; a bad --partition is a usage problem (one line)."""
-    from credits_pipeline.extract.assets import LEDGER_PARTITIONS
+def _window(partition: str | None, full_refresh: bool = False) -> tuple[str, str] | None:
+    """The ledger partitions of the run; a bad --partition is a usage problem (one line).
 
-    first = LEDGER_PARTITIONS.get_first_partition_key()
+    Without --partition: a catch-up (extract/catch_up.py) from what the warehouse holds — on an
+    empty warehouse every day, on one kept up to date the newest closed day.
+    """
+    from credits_pipeline.extract.assets import LEDGER_PARTITIONS
+    from credits_pipeline.extract.catch_up import catch_up_window
+
     last = LEDGER_PARTITIONS.get_last_partition_key()
     if partition is not None:
         problem = settings.partition_problem(
@@ -280,10 +292,44 @@ def _window(partition: str | None) -> tuple[str, str] | None:
         if problem:
             raise UsageProblem([problem])
         return partition, partition
-    return (first, last) if first and last else None
+    keys = LEDGER_PARTITIONS.get_partition_keys()
+    loaded = [] if full_refresh else _loaded_partitions()
+    return catch_up_window(keys, loaded, full_refresh=full_refresh)
 
 
-def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
+def _loaded_partitions() -> list[dt.date]:
+    """The ledger days the warehouse already holds (none when it does not exist yet)."""
+    from credits_pipeline.warehouse.raw_tables import LEDGER_PARTITIONS, loaded_ledger_partitions
+
+    if settings.warehouse_kind() == "duckdb":
+        import duckdb
+
+        path = settings.warehouse_path()
+        if not path.exists():
+            return []
+        schema, table = LEDGER_PARTITIONS.split(".")
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            exists = con.execute(
+                "select count(*) from information_schema.tables where table_schema = ? "
+                "and table_name = ?",
+                [schema, table],
+            ).fetchone()
+            if not exists or not exists[0]:
+                return []
+            rows = con.execute(f"select partition_date from {LEDGER_PARTITIONS}").fetchall()
+            return [r[0] for r in rows]
+        finally:
+            con.close()  # before the run opens the file
+    from credits_pipeline.warehouse.bigquery_warehouse import warehouse_from_env
+
+    with warehouse_from_env().process_config_and_initialize().connect() as con:
+        return loaded_ledger_partitions(con)
+
+
+def _materialize(
+    partition: str | None, verbose: bool, log_level: str, full_refresh: bool = False
+) -> int:
     import dagster as dg
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
@@ -292,15 +338,21 @@ def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
     )
 
     from credits_pipeline.schedules import DAILY_JOB_NAME
+    from credits_pipeline.transform.assets import DBT_OPS
 
-    window = _window(partition)
+    window = _window(partition, full_refresh)
     _default_dagster_home()
     out = _console()
     instance = dg.DagsterInstance.get()
     for line in mark_interrupted_runs_failed(instance):
         out.print(line)
 
-    tags = {TRIGGER_TAG: TRIGGER_CLI, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    run_tags = {
+        TRIGGER_TAG: TRIGGER_CLI,
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+    }
+    tags = dict(run_tags)
     if partition:
         tags[PARTITION_NAME_TAG] = partition
     elif window:
@@ -312,23 +364,65 @@ def _materialize(partition: str | None, verbose: bool, log_level: str) -> int:
         if window
         else "no closed ledger partition yet"
     )
+    if window and not partition:
+        span += " (full refresh)" if full_refresh else " (catch-up: the days the warehouse lacks)"
     out.print(
         f"materializing every asset of {DAILY_JOB_NAME}: {span} in one run; source {source}; "
         f"warehouse {warehouse}"
     )
     level = log_level if verbose else QUIET_LOG_LEVEL
-    run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": level}}}}
+    out.print(observe_source(instance, run_config, run_tags))
+    if full_refresh:  # the observation job has no dbt step: only the daily run is configured
+        run_config = {
+            **run_config,
+            "ops": {op: {"config": {"full_refresh": True}} for op in DBT_OPS},
+        }
     launched = launch_in_code_location(instance, DAILY_JOB_NAME, run_config, tags)
     progress = Progress(out, launched.plan, show=not verbose)
     events = list(progress.follow(launched.events()))
     return report(instance, launched.run_id, events, launched.plan)
 
 
+def observe_source(instance, run_config: dict, tags: dict) -> str:
+    """Observe `syllaby_v2` in a run of its own before materializing; one line saying what it saw.
+
+    The source tables then show their row counts and newest rows in the UI next to the raw tables
+    this run extracts (extract/observe.py says why it is a job of its own). A failed observation
+    never stops the materialization: the extraction reads the source itself and reports the cause,
+    once, in the summary; this line only says that observing failed.
+    """
+    import dagster as dg
+
+    from credits_pipeline.extract.observe import OBSERVE_JOB_NAME, ROW_COUNT_METADATA
+    from credits_pipeline.source.tables import CREDIT_HISTORIES
+
+    launched = launch_in_code_location(instance, OBSERVE_JOB_NAME, run_config, tags)
+    rows: dict[str, int] = {}
+    failed = False
+    for event in launched.events():
+        if event.event_type == dg.DagsterEventType.ASSET_OBSERVATION:
+            observation = event.event_specific_data.asset_observation
+            count = observation.metadata.get(ROW_COUNT_METADATA)
+            if count is not None:
+                rows[observation.asset_key.path[-1]] = int(count.value)
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            failed = True
+    if failed:
+        return (
+            f"observing syllaby_v2 failed (run {launched.run_id}); materializing anyway, the "
+            "extraction reports the cause"
+        )
+    ledger = rows.get(CREDIT_HISTORIES.name)
+    ledger_part = f", {ledger:,} ledger rows" if ledger is not None else ""
+    return f"observed syllaby_v2: {len(rows)} tables{ledger_part} (run {launched.run_id})"
+
+
 @dataclass
 class LaunchedRun:
     run_id: str
     plan: object  # run_summary.PlanShape
-    events: Callable[[], Iterator[object]]  # yields DagsterEvent
+    events: Callable[[], Iterator[Any]]  # yields DagsterEvent
 
 
 def _workspace_location() -> tuple[str, str]:
@@ -499,16 +593,10 @@ class Progress:
 
 def report(instance, run_id: str, events: list, plan) -> int:
     """Print the summary, tag the run with its failed check counts, return the exit code."""
-    from credits_pipeline.run_summary import ERROR, WARN, summarize
+    from credits_pipeline.run_summary import ERROR, WARN, failed_check_tags, summarize
 
     summary = summarize(events, plan, failure_message)
-    instance.add_run_tags(
-        run_id,
-        {
-            FAILED_ERROR_CHECKS_TAG: str(summary.failed_check_count(ERROR)),
-            FAILED_WARN_CHECKS_TAG: str(summary.failed_check_count(WARN)),
-        },
-    )
+    instance.add_run_tags(run_id, failed_check_tags(summary.failed_checks))
     out = _console()
     link = f"{settings.ui_base_url()}/runs/{run_id}"
     out.print(f"\n=== {PROG} materialize: summary ===")

@@ -15,15 +15,17 @@ import dagster as dg
 from credits_pipeline import settings
 from credits_pipeline.alerts import alert_sensor, run_failure_alert_sensor
 from credits_pipeline.analytics import analytics_assets, usage_risk_checks
-from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets, source_table_specs
+from credits_pipeline.extract.assets import LEDGER_KEY, extraction_assets
 from credits_pipeline.extract.lag import (
     lag_check_job,
     lag_schedule,
     ledger_lag_check,
     source_staleness_check,
 )
+from credits_pipeline.extract.observe import observe_job, observe_schedule, source_observation
 from credits_pipeline.ledger import blocking_from_settings, build_reconciliation_assets
 from credits_pipeline.names import MARTS_PREFIX
+from credits_pipeline.run_tag_sensors import check_tags_on_failure, check_tags_on_success
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
 from credits_pipeline.source.reader import SourceDatabase
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
@@ -92,12 +94,17 @@ def build_definitions() -> dg.Definitions:
             ]
         )
     return dg.Definitions(
-        assets=[*source_table_specs, *_with_freshness(list(computed))],
+        assets=[source_observation, *_with_freshness(list(computed))],
         resources=build_resources(),
         asset_checks=[ledger_lag_check, source_staleness_check, usage_risk_checks],
-        jobs=[daily_job, lag_check_job],
-        schedules=[daily_schedule, lag_schedule],
-        sensors=[alert_sensor, run_failure_alert_sensor],
+        jobs=[daily_job, lag_check_job, observe_job],
+        schedules=[daily_schedule, lag_schedule, observe_schedule],
+        sensors=[
+            alert_sensor,
+            run_failure_alert_sensor,
+            check_tags_on_success,
+            check_tags_on_failure,
+        ],
         executor=dg.in_process_executor,
     )
 

@@ -5,7 +5,8 @@ each extraction quarantined; the run's execution plan says what *should* have be
 both together answer the morning's questions — what was not built, and because of which failed
 step — so this module folds the events into one `RunSummary` against the plan. It is pure (no
 printing, no instance access) so the rules are unit-tested directly, and the run tags and the
-terminal summary read the same counts (one truth).
+terminal summary read the same counts (one truth): `failed_check_tags` is what the CLI writes on
+its runs and what the run-status sensors (`run_tag_sensors.py`) write on every other run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from credits_pipeline.extract.common import (
     ROWS_LOADED_METADATA,
     ROWS_QUARANTINED_METADATA,
 )
+from credits_pipeline.run_tags import FAILED_ERROR_CHECKS_TAG, FAILED_WARN_CHECKS_TAG
 
 ROW_COUNT_METADATA = "dagster/row_count"
 BLOCKING_CHECK_ERROR = "DagsterAssetCheckFailedError"
@@ -90,7 +92,7 @@ class RunSummary:
         return sum(self.rows_loaded.values())
 
     def failed_check_count(self, severity: str) -> int:
-        return sum(1 for c in self.failed_checks if c.severity == severity)
+        return count_failed_checks(self.failed_checks, severity)
 
     def failures_by_cause(self) -> list[tuple[str, list[StepFailure]]]:
         """Failures grouped by their message: one cause printed once, with every step it hit."""
@@ -116,18 +118,9 @@ def summarize(events: Iterable, plan: PlanShape, failure_message) -> RunSummary:
         elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
             _record_materialization(summary, event.event_specific_data.materialization)
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            if not evaluation.passed:
-                severity = evaluation.severity.value if evaluation.severity else ERROR
-                summary.failed_checks.append(
-                    FailedCheck(
-                        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
-                        severity,
-                        (evaluation.description or "").strip().splitlines()[0]
-                        if (evaluation.description or "").strip()
-                        else "",
-                    )
-                )
+            check = failed_check(event)
+            if check is not None:
+                summary.failed_checks.append(check)
         elif kind == dg.DagsterEventType.STEP_FAILURE:
             error = event.event_specific_data.error
             if error is not None and error.cls_name == BLOCKING_CHECK_ERROR:
@@ -145,6 +138,40 @@ def summarize(events: Iterable, plan: PlanShape, failure_message) -> RunSummary:
         plan, started, failed_steps, set(summary.blocked_by_checks), set(summary.materialized)
     )
     return summary
+
+
+def failed_check(event) -> FailedCheck | None:
+    """The failed check an `ASSET_CHECK_EVALUATION` event reports; None when it passed (or the
+    event is of another kind). A check without a severity counts as ERROR, Dagster's default."""
+    if event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        return None
+    evaluation = event.event_specific_data
+    if evaluation.passed:
+        return None
+    description = (evaluation.description or "").strip()
+    return FailedCheck(
+        f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
+        evaluation.severity.value if evaluation.severity else ERROR,
+        description.splitlines()[0] if description else "",
+    )
+
+
+def failed_checks(events: Iterable) -> list[FailedCheck]:
+    """Every failed check among a run's `DagsterEvent`s, in event order."""
+    return [check for check in map(failed_check, events) if check is not None]
+
+
+def count_failed_checks(checks: Iterable[FailedCheck], severity: str) -> int:
+    return sum(1 for check in checks if check.severity == severity)
+
+
+def failed_check_tags(checks: Iterable[FailedCheck]) -> dict[str, str]:
+    """The run tags that count a run's failed checks by severity (`run_tags.py`)."""
+    checks = list(checks)
+    return {
+        FAILED_ERROR_CHECKS_TAG: str(count_failed_checks(checks, ERROR)),
+        FAILED_WARN_CHECKS_TAG: str(count_failed_checks(checks, WARN)),
+    }
 
 
 def _record_materialization(summary: RunSummary, mat) -> None:

@@ -4,15 +4,17 @@ The other tests prove what the pipeline computes; this one proves that a person 
 a full materialization of the `--anomalies` demo, the webserver shows the asset graph in the order
 the data flows, the lineage from the raw ledger down to the reconciliation, the reconciliation's
 story (summary and the weekly anomaly chart inline, the non-ok users with most credits at stake,
-the chart per rule) and its failing ledger-rule checks. It walks those pages the
-way a person would — asset page, lineage, click through to the reconciliation, its checks — waits
-on text rather than time, and leaves a screenshot of each page in `docs/screenshots/` for the
-README. Debian's Chromium and chromedriver are used as installed (`.ci/install-browser`); Selenium
-Manager is kept offline.
+the chart per rule) and its failing ledger-rule checks; the run carries its failed check counts
+as tags (in the runs list and on the run's page), and the source ledger is observed (its row
+count, not "Missing"). It walks those pages the way a person would — asset page, lineage, click
+through to the reconciliation, its checks, the run — waits on text rather than time, and leaves a
+screenshot of each page in `docs/screenshots/` for the README. Debian's Chromium and chromedriver
+are used as installed (`.ci/install-browser`); Selenium Manager is kept offline.
 """
 
 import datetime as dt
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,11 +25,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from credits_pipeline import settings
+from credits_pipeline.extract.column_docs import raw_column_descriptions
+from credits_pipeline.extract.observe import NEWEST_CREATED_AT_METADATA
 from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.assets import (
@@ -36,6 +41,7 @@ from credits_pipeline.ledger.assets import (
     TREND_METADATA_KEY,
     WEEKLY_CHART_METADATA_KEY,
 )
+from credits_pipeline.run_tags import FAILED_ERROR_CHECKS_TAG, FAILED_WARN_CHECKS_TAG
 
 pytestmark = pytest.mark.browser
 
@@ -67,6 +73,7 @@ PAGE_TIMEOUT_S = 60
 LINEAGE_DEPTH = 2
 
 LEDGER_PATH = "raw/credit_histories"
+SOURCE_LEDGER_PATH = "syllaby_v2/credit_histories"
 RECONCILIATION_PATH = f"{rc.MARTS_SCHEMA}/{rc.RECONCILIATION_TABLE}"
 # The reconciliation relation's checks; the --anomalies demo breaks chains and drifts balances.
 FAILING_RECONCILIATION_CHECKS = (rc.CHECK_CHAIN_BREAK, rc.CHECK_BALANCE_DRIFT)
@@ -102,8 +109,34 @@ def _pipeline_env(tmp_path: Path, source_url: str) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Materialized:
+    """The webserver's address, and the CLI's run it shows with the counts the CLI printed."""
+
+    base: str
+    run_id: str
+    failed_error_checks: int
+    failed_warn_checks: int
+    source_ledger_rows: int
+
+
+def _cli_run(stdout: str) -> tuple[str, int, int, int]:
+    """The run id, the failed ERROR/WARN check counts and the observed ledger rows the CLI
+    printed."""
+    run_id = re.search(r"run id: ([0-9a-f-]{36})", stdout)
+    failed = re.search(r"checks failed: \d+ \((\d+) ERROR, (\d+) WARN\)", stdout)
+    observed = re.search(r"observed syllaby_v2: \d+ tables, ([\d,]+) ledger rows", stdout)
+    assert run_id and failed and observed, stdout[-3000:]
+    return (
+        run_id.group(1),
+        int(failed.group(1)),
+        int(failed.group(2)),
+        int(observed.group(1).replace(",", "")),
+    )
+
+
 @pytest.fixture(scope="module")
-def ui_url() -> Iterator[str]:
+def ui() -> Iterator[Materialized]:
     """A webserver on a free port over an instance holding one full run of the --anomalies demo.
 
     The webserver starts while the materialization runs (both only read the definitions; the
@@ -139,10 +172,15 @@ def ui_url() -> Iterator[str]:
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         base = f"http://127.0.0.1:{port}"
         _wait_for_server(base, server, log_path)
-        yield base
+        yield Materialized(base, *_cli_run(run.stdout))
     finally:
         _stop(server)
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ui_url(ui: Materialized) -> str:
+    return ui.base
 
 
 def _wait_for_server(base: str, server: subprocess.Popen, log_path: Path) -> None:
@@ -285,7 +323,7 @@ def _asset_tab(label: str) -> str:
 
 
 def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_checks(
-    browser, ui_url
+    browser, ui_url, ui
 ):
     page = Page(browser, ui_url)
 
@@ -295,10 +333,16 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     page.wait_until_loaded()
     page.screenshot("01-asset-graph")
 
-    # 2. the raw ledger's asset page: description, kinds, owners, schema from the contract
+    # 2. the raw ledger's asset page: description, kinds, owners, columns with their meaning
+    # (from the dbt sources YAML; this one has no markup the UI would render)
     page.open(f"/assets/{LEDGER_PATH}")
     page.wait_for_text(
-        "Closed days of the credit ledger", "data-engineering", "DuckDB", "Pandera", "created_at"
+        "Closed days of the credit ledger",
+        "data-engineering",
+        "DuckDB",
+        "Pandera",
+        "created_at",
+        raw_column_descriptions()["credit_histories"]["previous_amount"],
     )
     page.screenshot("02-raw-credit-histories")
 
@@ -425,3 +469,24 @@ def test_a_data_engineer_follows_the_raw_ledger_to_the_failing_reconciliation_ch
     for check in FAILING_RECONCILIATION_CHECKS:
         assert check in checks_list
     page.screenshot("06-reconciliation-failing-checks")
+
+    # 7. the run itself says how many checks failed: its tags, in the runs list and on its page
+    errors = f"{FAILED_ERROR_CHECKS_TAG}: {ui.failed_error_checks}"
+    warns = f"{FAILED_WARN_CHECKS_TAG}: {ui.failed_warn_checks}"
+    assert ui.failed_error_checks > 0  # the --anomalies demo breaks money rules
+    page.open("/runs")
+    page.wait_for_text(ui.run_id[:8], errors, warns)
+    page.wait_until_loaded()
+    page.screenshot("08-runs-failed-check-tags")
+    page.open(f"/runs/{ui.run_id}")
+    page.click("//button[normalize-space()='View tags and config']")
+    page.wait_for_text(ui.run_id[:8], "Tags", errors, warns)
+    page.screenshot("09-run-failed-check-tags")
+    page.click("//button[normalize-space()='OK']")
+
+    # 8. the source ledger is observed, not "Missing": its row count as the CLI's observation saw it
+    page.open(f"/assets/{SOURCE_LEDGER_PATH}")
+    page.wait_for_text(
+        "Latest observation", "Row count", f"{ui.source_ledger_rows:,}", NEWEST_CREATED_AT_METADATA
+    )
+    page.screenshot("10-source-ledger-observed")

@@ -32,6 +32,8 @@ from credits_pipeline.cli import (
     main,
     mark_interrupted_runs_failed,
 )
+from credits_pipeline.extract.observe import ROW_COUNT_METADATA
+from credits_pipeline.names import source_key
 from credits_pipeline.run_tags import FAILED_ERROR_CHECKS_TAG, FAILED_WARN_CHECKS_TAG
 from credits_pipeline.source.tables import TABLES
 
@@ -105,7 +107,7 @@ def test_the_help_shows_every_command_option_default_and_examples(capsys):
 
     assert main(["materialize", "--help"]) == 0
     mat = capsys.readouterr().out
-    for option in ("--partition", "--verbose", "--log-level"):
+    for option in ("--partition", "--verbose", "--log-level", "--full-refresh"):
         assert option in mat, option
     assert "[default: INFO]" in mat and "Examples" in mat
 
@@ -171,6 +173,20 @@ def test_a_bad_partition_exits_2_with_one_line_saying_which_days_are_allowed(
         line.startswith(f"{PROG}: --partition '{partition}' {says}")
         and settings.LEDGER_START_DATE_VAR in line
     )
+
+
+def test_a_partition_and_a_full_refresh_together_are_one_usage_line(tmp_path):
+    run = _cli(
+        tmp_path,
+        "materialize",
+        "--partition",
+        "2025-01-01",
+        "--full-refresh",
+        **{settings.SOURCE_URL_VAR: settings.DEMO_SOURCE},
+    )
+    assert run.returncode == EXIT_USAGE
+    [line] = run.stderr.strip().splitlines()
+    assert "--partition and --full-refresh exclude each other" in line
 
 
 def test_a_usage_error_of_the_command_line_is_one_line_too(tmp_path):
@@ -375,6 +391,15 @@ def test_materialize_shows_progress_and_a_summary_table_of_the_warehouses_own_nu
         assert errors > 0
         assert record.tags[FAILED_ERROR_CHECKS_TAG] == str(errors)
         assert record.tags[FAILED_WARN_CHECKS_TAG] == str(warns)
+        # the source was observed first, in a run of its own: no source table reads "Missing"
+        observed = {
+            t.name: instance.fetch_observations(source_key(t.name), limit=1).records for t in TABLES
+        }
+        assert all(observed.values()), [name for name, records in observed.items() if not records]
+        ledger_rows = (
+            observed["credit_histories"][0].asset_observation.metadata[ROW_COUNT_METADATA].value
+        )
+    assert f"observed syllaby_v2: {len(TABLES)} tables, {ledger_rows:,} ledger rows" in run.stdout
     assert f"checks failed: {errors + warns} ({errors} ERROR, {warns} WARN)" in run.stdout
 
 

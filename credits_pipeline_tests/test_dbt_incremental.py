@@ -21,6 +21,7 @@ import pytest
 from credits_pipeline import settings
 from credits_pipeline.transform import dbt_resource, prepare_manifest
 from credits_pipeline.transform.dbt_project import dbt_environment
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline_tests.bigquery_emulator import bigquery_emulator  # noqa: F401
 from credits_pipeline_tests.test_dbt_models import EVENT_ID, T, write_fixture_warehouse
 
@@ -404,7 +405,7 @@ def test_a_full_refresh_asked_for_in_the_run_config_rebuilds_the_replay_and_its_
         result = dg.materialize(
             [dbt_credit_models],
             instance=instance,
-            resources={"dbt": dbt_resource()},
+            resources={"dbt": dbt_resource(), "warehouse": DuckDBWarehouse(path=str(day_1))},
             run_config={"ops": {"dbt_credit_models": {"config": {"full_refresh": True}}}},
             raise_on_error=False,
         )
@@ -423,3 +424,79 @@ def duckdb_value(warehouse: Path, sql: str):
         return con.execute(sql).fetchone()[0]
     finally:
         con.close()
+
+
+def _delete_from_an_old_closed_day(warehouse: Path, log_the_edit: bool) -> int:
+    """What the consistent cut does when a closed day lost a row: the day read again without it,
+    and (the fix) the edit logged. Returns the deleted id."""
+    from credits_pipeline.warehouse.raw_tables import record_ledger_edits
+
+    con = duckdb.connect(str(warehouse))
+    try:
+        deleted, day = con.execute(
+            "select id, _partition from raw.credit_histories where _partition < ? "
+            "order by _partition, id limit 1",
+            [dt.date(2025, 3, 31)],
+        ).fetchone()
+        con.execute("delete from raw.credit_histories where id = ?", [deleted])
+        if log_the_edit:
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            record_ledger_edits(con, (day,), now, DAY_3_CUTOFF)
+    finally:
+        con.close()
+    return deleted
+
+
+def test_without_the_edit_log_a_row_deleted_from_an_old_day_stays_in_the_resumed_replay(
+    day_1, tmp_path, monkeypatch
+):
+    """Why the log exists: dbt's resumable replay reads only its latest days."""
+    advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
+    dbt_build(day_1, monkeypatch)
+    deleted = _delete_from_an_old_closed_day(day_1, log_the_edit=False)
+    advance_to(day_1, DAY_3_CUTOFF, DAY_3_ROWS)
+    dbt_build(day_1, monkeypatch)
+    kept = "select count(*) from credits.int_credit_replay where credit_history_id = "
+    assert duckdb_value(day_1, f"{kept}{deleted}") == 1
+
+
+def test_a_row_deleted_from_an_old_closed_day_rebuilds_the_replay_and_the_daily_mart_once(
+    day_1, tmp_path, monkeypatch
+):
+    import dagster as dg
+
+    from credits_pipeline.transform import dbt_credit_assets
+    from credits_pipeline.transform.assets import REBUILT_BECAUSE
+
+    advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
+    dbt_build(day_1, monkeypatch)
+    deleted = _delete_from_an_old_closed_day(day_1, log_the_edit=True)
+    advance_to(day_1, DAY_3_CUTOFF, DAY_3_ROWS)
+    monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(day_1))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+    def materialize() -> dict[str, str]:
+        with dg.instance_for_test() as instance:
+            result = dg.materialize(
+                dbt_credit_assets,
+                instance=instance,
+                resources={"dbt": dbt_resource(), "warehouse": DuckDBWarehouse(path=str(day_1))},
+                raise_on_error=False,
+            )
+        assert result.success
+        return {
+            m.asset_key.path[-1]: m.metadata[REBUILT_BECAUSE].value
+            for m in result.get_asset_materialization_events()
+            for m in [m.materialization]
+            if REBUILT_BECAUSE in m.metadata
+        }
+
+    rebuilt = materialize()
+    assert {"int_credit_replay", "int_credit_replay_delta", "user_credit_daily"} <= set(rebuilt)
+    assert "1 closed ledger day(s) changed in place" in rebuilt["int_credit_replay"]
+    kept = "select count(*) from credits.int_credit_replay where credit_history_id = "
+    assert duckdb_value(day_1, f"{kept}{deleted}") == 0
+    assert_equal_to_a_full_rebuild(day_1, tmp_path, monkeypatch)
+    assert materialize() == {}  # the edit is taken in: the next run resumes again

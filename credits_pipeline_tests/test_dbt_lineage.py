@@ -29,6 +29,7 @@ from credits_pipeline.transform import (
     dbt_revenue_model,
     prepare_manifest,
 )
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 RAW_KEYS = {dg.AssetKey(["raw", t.name]) for t in TABLES} | {
     dg.AssetKey(["raw", "credit_histories__open"]),
@@ -55,7 +56,10 @@ DBT_KEYS = {key for assets in dbt_credit_assets for key in assets.keys}
 
 @pytest.fixture(scope="module")
 def asset_graph():
-    defs = dg.Definitions(assets=[*dbt_credit_assets], resources={"dbt": dbt_resource()})
+    defs = dg.Definitions(
+        assets=[*dbt_credit_assets],
+        resources={"dbt": dbt_resource(), "warehouse": DuckDBWarehouse()},
+    )
     return defs.resolve_asset_graph()
 
 
@@ -182,7 +186,10 @@ def lineage_run(tmp_path_factory):
         with dg.instance_for_test() as instance:
             result = dg.materialize(
                 [*dbt_credit_assets],
-                resources={"dbt": dbt_resource()},
+                resources={
+                    "dbt": dbt_resource(),
+                    "warehouse": DuckDBWarehouse(path=str(warehouse)),
+                },
                 instance=instance,
                 raise_on_error=False,
             )

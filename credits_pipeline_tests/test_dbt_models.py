@@ -27,6 +27,7 @@ from credits_pipeline.source.catalog import CATALOG
 from credits_pipeline.source.tables import TABLES
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.dbt_project import dbt_environment
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline.warehouse.raw_tables import DUCKDB_TYPES
 
 T = dt.datetime
@@ -259,7 +260,7 @@ def materialize_dbt_assets(
     with dg.instance_for_test() as instance:
         return dg.materialize(
             [*dbt_credit_assets, *more_assets],
-            resources={"dbt": dbt_resource()},
+            resources={"dbt": dbt_resource(), "warehouse": DuckDBWarehouse(path=str(warehouse))},
             instance=instance,
             raise_on_error=False,
         )

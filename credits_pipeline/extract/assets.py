@@ -22,7 +22,9 @@ from pathlib import Path
 import dagster as dg
 
 from credits_pipeline import settings
+from credits_pipeline.extract.column_docs import raw_table_schema
 from credits_pipeline.extract.common import (
+    COLUMN_SCHEMA_METADATA,
     ROWS_LOADED_METADATA,
     ROWS_QUARANTINED_METADATA,
     ROWS_READ_METADATA,
@@ -66,6 +68,7 @@ from credits_pipeline.warehouse.raw_tables import (
     closed_ledger_end,
     fold_closed_ledger_rows,
     partition_row_counts,
+    record_ledger_edits,
     replace_ledger_fingerprints,
     staged_watermark,
     stored_ledger_fingerprints,
@@ -175,6 +178,7 @@ LEDGER_KEY = raw_key(CREDIT_HISTORIES.name)
     kinds=warehouse_kinds(),
     owners=[OWNER_DATA_ENGINEERING],
     check_specs=[validation_check_spec(LEDGER_KEY), drift_check_spec(LEDGER_KEY)],
+    metadata={COLUMN_SCHEMA_METADATA: raw_table_schema(CREDIT_HISTORIES, with_partition=True)},
     description="Closed days of the credit ledger `syllaby_v2.credit_histories`, one daily "
     "partition per UTC day of `created_at`; each day keeps a fingerprint of what was read. Rows "
     "with NULL or future `created_at`, the open day and rows written late are read at the "
@@ -279,6 +283,7 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
             deps=[source_key(USERS.name)],
             description="Users and their stored credit pools, read whole inside the consistent cut "
             "(never name or e-mail). Quarantine: `raw.users__rejected`.",
+            metadata={COLUMN_SCHEMA_METADATA: raw_table_schema(USERS)},
             group_name=GROUP_RAW,
             kinds=warehouse_kinds(),
             owners=[OWNER_DATA_ENGINEERING],
@@ -290,6 +295,11 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
             "`created_at`, rows written late (ids above the closed days' fingerprint bound), "
             "closed days "
             "whose fingerprint changed — read in the same snapshot as `raw.users`.",
+            metadata={
+                COLUMN_SCHEMA_METADATA: raw_table_schema(
+                    CREDIT_HISTORIES, OPEN_LEDGER_TABLE, with_partition=True
+                )
+            },
             group_name=GROUP_RAW,
             kinds=warehouse_kinds(),
             owners=[OWNER_DATA_ENGINEERING],
@@ -367,6 +377,10 @@ def raw_consistent_cut(
                 day_ranges(plan.first_read),
             )
             open_stager.replace_whole(OPEN_PARTITION_LABEL, in_transaction=True)
+            # ledgers are append-only: a changed closed day is logged, and dbt's replay rebuilt
+            record_ledger_edits(
+                con, plan.changed, dt.datetime.now(dt.UTC).replace(tzinfo=None), cutoff
+            )
             con.execute(f"delete from {CUTOFF_RELATION} where true")
             con.execute(
                 f"insert into {CUTOFF_RELATION} values (?, ?, ?)",
@@ -502,6 +516,7 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
         kinds=warehouse_kinds(),
         owners=[OWNER_DATA_ENGINEERING],
         check_specs=[validation_check_spec(key), drift_check_spec(key)],
+        metadata={COLUMN_SCHEMA_METADATA: raw_table_schema(table)},
         description=f"{table.description} Copied from `syllaby_v2.{table.name}`, {how}. "
         f"Quarantine: `raw.{table.name}__rejected`.",
     )

@@ -6,8 +6,10 @@ by its fingerprint (extract/fingerprint.py) — the consistent cut reads such da
 re-loading them as partitions keeps `raw._ledger_partitions` true to its day. A catch-up therefore
 loads only the partitions that are missing (new days since the last run, a failed run's days) or
 whose fingerprint differs, as few contiguous ranges as possible: each range is one single-run
-backfill. Pure functions; the CLI reads the inputs (partition keys, `loaded_ledger_partitions`,
-`stored_ledger_fingerprints`, `source_day_fingerprints`) and launches the runs.
+backfill. Pure functions; the CLI reads the inputs (partition keys, `loaded_ledger_partitions`)
+and launches one run over `catch_up_window` (`credits-pipeline materialize`; `--full-refresh` takes
+every day). Changed closed days need no partition run of their own: the consistent cut of the same
+run reads them again by fingerprint (extract/fingerprint.py) and logs them for dbt.
 """
 
 from __future__ import annotations
@@ -66,3 +68,21 @@ def catch_up_ranges(
             ranges.append([key, key])
         previous_taken = take
     return [(a, b) for a, b in ranges]
+
+
+def catch_up_window(
+    partition_keys: Sequence[str], loaded: Iterable[dt.date], full_refresh: bool = False
+) -> tuple[str, str] | None:
+    """The one partition range a `materialize` runs: from the first day to load to the last.
+
+    Why one range: the daily job's ledger asset is backfilled in a single run, so the rest of the
+    graph runs once. Days already loaded between two missing ones are read again (idempotent: a
+    partition is replaced whole). With nothing missing the newest closed day is taken, as the
+    schedule would: cheap, and it picks up that day's rows committed since. None: no closed day.
+    """
+    if not partition_keys:
+        return None
+    ranges = catch_up_ranges(partition_keys, loaded, full_refresh=full_refresh)
+    if not ranges:
+        return partition_keys[-1], partition_keys[-1]
+    return ranges[0][0], ranges[-1][1]

@@ -18,13 +18,12 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from credits_pipeline.names import VALIDATION_CHECK
+from credits_pipeline.extract.column_docs import raw_table_schema
+from credits_pipeline.names import RAW_PREFIX, VALIDATION_CHECK
 from credits_pipeline.source.tables import Table
 from credits_pipeline.validation.quarantine import REASON_COLUMN, validate_batch
 from credits_pipeline.warehouse.cost import connection_usage_metadata
 from credits_pipeline.warehouse.raw_tables import (
-    DUCKDB_TYPES,
-    PARTITION_COLUMN,
     Stager,
     newest_rows_markdown,
     rejected_name,
@@ -37,6 +36,7 @@ ROWS_READ_METADATA = "rows_read"
 ROWS_LOADED_METADATA = "rows_loaded"
 ROWS_QUARANTINED_METADATA = "rows_quarantined"
 QUARANTINE_RELATION_METADATA = "quarantine_relation"
+COLUMN_SCHEMA_METADATA = "dagster/column_schema"
 
 
 @dataclass
@@ -76,20 +76,6 @@ def finish_tally(tally: ExtractionTally, stager: Stager) -> ExtractionTally:
     return tally
 
 
-def table_schema(table: Table, with_partition: bool = False) -> dg.TableSchema:
-    cols = [
-        dg.TableColumn(
-            c.name,
-            DUCKDB_TYPES[c.kind],
-            description=f"{c.kind}{'' if c.nullable else ', not null'}",
-        )
-        for c in table.extracted_columns
-    ]
-    if with_partition:
-        cols.append(dg.TableColumn(PARTITION_COLUMN, "DATE", description="UTC day of created_at"))
-    return dg.TableSchema(columns=cols)
-
-
 def extraction_metadata(
     tally: ExtractionTally,
     table: Table,
@@ -108,7 +94,9 @@ def extraction_metadata(
         ROWS_QUARANTINED_METADATA: dg.MetadataValue.int(tally.rows_rejected),
         QUARANTINE_RELATION_METADATA: dg.MetadataValue.text(f"raw.{rejected_name(table.name)}"),
         "extraction_cutoff": dg.MetadataValue.timestamp(cutoff.replace(tzinfo=dt.UTC)),
-        "dagster/column_schema": table_schema(table, with_partition),
+        COLUMN_SCHEMA_METADATA: raw_table_schema(
+            table, relation.removeprefix(f"{RAW_PREFIX}."), with_partition
+        ),
         "preview": dg.MetadataValue.md(newest_rows_markdown(con, relation, "id")),
     }
     # BigQuery: bytes processed/billed by this asset's jobs; DuckDB: its memory limit, spill dir

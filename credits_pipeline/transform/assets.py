@@ -28,11 +28,19 @@ from credits_pipeline.transform.dbt_project import (
     dbt_environment,
     prepare_manifest,
 )
+from credits_pipeline.transform.replay_rebuild import (
+    DAILY_MART_RELATION,
+    REPLAY_RELATION,
+    edited_days_not_taken_in,
+    rebuild_reason,
+)
 from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, CreditsDbtTranslator
 from credits_pipeline.warehouse import cost, memory
 from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
 
 DBT_RESOURCE_KEY = "dbt"
+# Metadata on a model its step rebuilt from the whole ledger, and why (replay_rebuild.py).
+REBUILT_BECAUSE = "rebuilt_because"
 CREDITS_LAYER_SELECT = f"config.schema:{CREDITS_SCHEMA}"
 MARTS_LAYER_SELECT = f"config.schema:{MARTS_SCHEMA}"
 # The revenue mart is built in a step of its own: when ERROR ledger checks are set to block it
@@ -74,18 +82,24 @@ def build_args(config: DbtBuildConfig) -> list[str]:
 
 
 def build_layer(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig | None = None
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    config: DbtBuildConfig | None = None,
+    full_refresh_because: str | None = None,
 ) -> Iterator[Any]:
     """`dbt build` the selected part of a layer, streaming its events; raise only on real errors.
 
     Test failures are reported as asset-check results (a failed `error` test becomes a failed
     blocking check, which Dagster turns into a step failure itself); a node that errored makes
-    the step fail with dbt's own message.
+    the step fail with dbt's own message. `full_refresh_because` (replay_rebuild.py) forces a
+    full rebuild and is recorded on every model the step materializes.
     """
+    config = config or DbtBuildConfig()
+    if full_refresh_because:
+        context.log.warning(full_refresh_because)
+        config = DbtBuildConfig(full_refresh=True)
     with dbt_environment():
-        invocation = dbt.cli(
-            build_args(config or DbtBuildConfig()), context=context, raise_on_error=False
-        )
+        invocation = dbt.cli(build_args(config), context=context, raise_on_error=False)
     try:
         # column schemas and column lineage (sqlglot, from the compiled SQL): the models name
         # every column they read and have no ephemeral parents, so every column resolves
@@ -99,6 +113,8 @@ def build_layer(
         with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
             run_results = invocation.get_artifact("run_results.json")
         events = cost.with_dbt_statistics(events, run_results)
+    if full_refresh_because:
+        events = [_with_rebuild_reason(e, full_refresh_because) for e in events]
     yield from with_previews(context, events)
     errored = errored_nodes(invocation)
     if errored:
@@ -106,6 +122,15 @@ def build_layer(
             description=f"dbt build errored on {len(errored)} node(s): {', '.join(errored)}",
             metadata={"dbt errors": dg.MetadataValue.md(_error_markdown(invocation, errored))},
         )
+
+
+def _with_rebuild_reason(event: Any, reason: str) -> Any:
+    """A materialization that says why its step rebuilt from the whole ledger."""
+    if isinstance(event, dg.Output):
+        return event.with_metadata(
+            {**event.metadata, REBUILT_BECAUSE: dg.MetadataValue.text(reason)}
+        )
+    return event
 
 
 PREVIEW_ROWS = 5
@@ -215,9 +240,17 @@ def release_warehouse_connections(invocation: Any) -> None:
 
 
 def dbt_layer(
-    name: str, select: str, description: str, exclude: str | None = None
+    name: str,
+    select: str,
+    description: str,
+    exclude: str | None = None,
+    resumes_from: str | None = None,
 ) -> dg.AssetsDefinition:
-    """One `dbt build` step over part of the project; the layers differ only in their selection."""
+    """One `dbt build` step over part of the project; the layers differ only in their selection.
+
+    `resumes_from`: the incremental relation of the layer whose replay runs are compared with the
+    log of edited closed days (replay_rebuild.py) before the build.
+    """
 
     @dbt_assets(
         manifest=DBT_MANIFEST,
@@ -227,8 +260,17 @@ def dbt_layer(
         exclude=exclude,
         name=name,
     )
-    def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
-        yield from build_layer(context, dbt, config)
+    def _build(
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        warehouse: dg.ResourceParam[Any],
+        config: DbtBuildConfig,
+    ):
+        because = None
+        if resumes_from is not None and not config.full_refresh:
+            with warehouse.connect(read_only=True) as con:  # closed before dbt opens the file
+                because = rebuild_reason(edited_days_not_taken_in(con, resumes_from), resumes_from)
+        yield from build_layer(context, dbt, config, full_refresh_because=because)
 
     _build.__doc__ = description
     return _build
@@ -238,12 +280,14 @@ dbt_credit_models = dbt_layer(
     "dbt_credit_models",
     CREDITS_LAYER_SELECT,
     "Build and test the seed's credit models, the event catalog and the replay (`credits`).",
+    resumes_from=REPLAY_RELATION,
 )
 dbt_mart_models = dbt_layer(
     "dbt_mart_models",
     MARTS_LAYER_SELECT,
     "Build and test the analytics marts (`marts`), all but revenue.",
     exclude=REVENUE_MODEL_SELECT,
+    resumes_from=DAILY_MART_RELATION,
 )
 dbt_revenue_model = dbt_layer(
     "dbt_revenue_model",
@@ -258,3 +302,6 @@ dbt_credit_assets: list[dg.AssetsDefinition] = [
     dbt_mart_models,
     dbt_revenue_model,
 ]
+
+# The op of each dbt step, for run configuration (`full_refresh`, credits-pipeline --full-refresh).
+DBT_OPS: tuple[str, ...] = tuple(a.op.name for a in dbt_credit_assets)

@@ -41,6 +41,10 @@ STAGING_SCHEMA = "_staging"
 OPEN_LEDGER = "credit_histories__open"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
 LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
+# A log of the closed ledger days the consistent cut found changed in place (a row rewritten,
+# deleted or committed late below the day's bound) and read again: when, and at which cut-off.
+# dbt's resumable replay cannot see such a change; transform/replay_rebuild.py reads this log.
+LEDGER_EDITS = "raw._ledger_edits"
 FINGERPRINT_INSERT_CHUNK = 400  # days per parametrized insert (6 parameters each)
 WATERMARKS = "raw._watermarks"
 CUTOFF_TABLE = "raw.extraction_cutoff"
@@ -88,6 +92,10 @@ def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
         con.execute(
             f"create table if not exists {LEDGER_FINGERPRINTS} (partition_date DATE, through_id "
             "BIGINT, row_count BIGINT, id_sum BIGINT, user_id_sum BIGINT, digest BIGINT)"
+        )
+        con.execute(
+            f"create table if not exists {LEDGER_EDITS} "
+            "(partition_date DATE, detected_at TIMESTAMP, cutoff_at TIMESTAMP)"
         )
     con.execute(
         f"create table if not exists {WATERMARKS} "
@@ -509,6 +517,23 @@ def replace_ledger_fingerprints(
             f"insert into {LEDGER_FINGERPRINTS} (partition_date, through_id, row_count, id_sum, "
             f"user_id_sum, digest) values {values}",
             [v for row in chunk for v in row],
+        )
+
+
+def record_ledger_edits(
+    con, days: tuple[dt.date, ...], detected_at: dt.datetime, cutoff: dt.datetime
+) -> None:
+    """Log the closed days the cut found changed and read again (`LEDGER_EDITS`).
+
+    Why a log rather than a flag: each reader (the replay, the daily mart) compares it with the
+    newest replay it has taken in, so a step that was skipped or failed still sees the edit later.
+    `detected_at` is the wall clock in UTC, the same clock dbt stamps its replay runs with.
+    """
+    ensure_raw_tables(con, CREDIT_HISTORIES)
+    for day in days:
+        con.execute(
+            f"insert into {LEDGER_EDITS} (partition_date, detected_at, cutoff_at) values (?, ?, ?)",
+            [day, detected_at, cutoff],
         )
 
 

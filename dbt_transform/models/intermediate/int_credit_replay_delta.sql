@@ -22,9 +22,10 @@
       the stored copy, when a stored row's day depended on the previous cut-off (a row capped at
       it, a row without created_at, or a day after the new cut-off), or when a row without
       created_at comes before the user's first dated row (its day is the user's first day).
-    What it does not see: a ledger row deleted or rewritten in a closed partition older than
-    `replayed_through`, or a row moved to another user (a re-extraction of old days needs a
-    `--full-refresh`; docs/deployment.md).
+    What it does not see on its own: a ledger row deleted or rewritten in a closed partition
+    older than `replayed_through`. The extraction logs such days (`raw._ledger_edits`) and the
+    Dagster step then runs this model with --full-refresh (transform/replay_rebuild.py); a dbt
+    run outside Dagster needs the same flag after such an edit (docs/deployment.md).
 
     The model is a log: each run appends the rows it (re)computed, stamped with the run's time
     (`replayed_at`, macros/incremental_runs.sql), so that the daily mart can take in every run it
