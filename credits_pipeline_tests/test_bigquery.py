@@ -274,6 +274,8 @@ DBT_RELATIONS = (
     "marts.plan_utilization",
     "marts.revenue_attribution",
     "marts.credit_cohorts",
+    # the snapshot of stored balances, as the history mart reads it
+    "marts.user_stored_balance_history",
 )
 # When a row was (re)computed: a run's own time, different in every run by design.
 RUN_COLUMNS = {"credits.int_credit_replay": "replayed_at", "marts.user_credit_daily": "replayed_at"}

@@ -3,7 +3,9 @@
 The dbt assets must hang off the extraction's own asset keys (`raw/<table>`), land under
 `credits/*` and `marts/*` in groups of the same names, and turn dbt tests into asset checks whose
 blocking is chosen on purpose: only a key a model itself produced may block. None of this needs a
-warehouse — only the manifest, which `prepare_manifest()` builds from a fresh clone.
+warehouse — only the manifest, which `prepare_manifest()` builds from a fresh clone. Column
+lineage does: each materialization carries it, parsed from the compiled SQL against the columns
+of the built relations, so the last tests build the hand-written ledger of test_dbt_models.py.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ MARTS = [
         "revenue_attribution",
         "credit_cohorts",
         "usage_risk_signals",
+        "user_stored_balance_history",
     )
 ]
 SEED_VIEWS = [dg.AssetKey(["credits", "credit_events"]), CREDIT_HISTORIES]
@@ -71,7 +74,7 @@ def _upstream(asset_graph, key: dg.AssetKey) -> set[dg.AssetKey]:
     return seen
 
 
-def test_the_dbt_assets_are_the_seed_views_and_the_six_marts_under_their_schemas():
+def test_the_dbt_assets_are_the_seed_views_and_the_marts_under_their_schemas():
     assert set(SEED_VIEWS) <= set(dbt_credit_models.keys)
     assert {k.path[0] for k in dbt_credit_models.keys} == {"credits"}
     assert set(dbt_mart_models.keys) | set(dbt_revenue_model.keys) == set(MARTS)
@@ -159,3 +162,85 @@ def test_the_code_location_carries_the_extraction_assets_the_dbt_sources_point_a
     upstream = {dep for key in DBT_KEYS for dep in graph.get(key).parent_keys} - DBT_KEYS
     materializable = {k for k in upstream if graph.get(k).is_materializable}
     assert materializable == upstream, sorted(k.to_user_string() for k in upstream - materializable)
+
+
+# ------------------------------------------------------------------------------------------------
+# Column lineage, from a build through Dagster
+
+LINEAGE_KEY = "dagster/column_lineage"
+LINEAGE_FAILURE = "An error occurred while building column lineage"
+
+
+@pytest.fixture(scope="module")
+def lineage_run(tmp_path_factory):
+    """The dbt assets materialized on the fixture ledger: (materializations by key, log lines)."""
+    from credits_pipeline_tests.test_dbt_models import write_fixture_warehouse
+
+    prepare_manifest()
+    tmp = tmp_path_factory.mktemp("lineage")
+    warehouse = tmp / "warehouse.duckdb"
+    write_fixture_warehouse(warehouse)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(warehouse))
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp))
+        with dg.instance_for_test() as instance:
+            result = dg.materialize(
+                [*dbt_credit_assets],
+                resources={
+                    "dbt": dbt_resource(),
+                    "warehouse": DuckDBWarehouse(path=str(warehouse)),
+                },
+                instance=instance,
+                raise_on_error=False,
+            )
+            logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert result.success
+    materializations = {
+        event.asset_key: event.materialization
+        for event in result.get_asset_materialization_events()
+    }
+    return materializations, logs
+
+
+def _column_deps(materialization, column: str) -> set[tuple[dg.AssetKey, str]]:
+    lineage = materialization.metadata[LINEAGE_KEY].value
+    return {(dep.asset_key, dep.column_name) for dep in lineage.deps_by_column[column]}
+
+
+def test_every_dbt_model_resolves_its_column_lineage_without_an_error(lineage_run):
+    materializations, logs = lineage_run
+    # dagster-dbt logs a lineage failure, with its traceback, where it logs the dbt command
+    assert any("Running dbt command" in line for line in logs)
+    assert not [line for line in logs if LINEAGE_FAILURE in line]
+    models = [
+        key
+        for key in DBT_KEYS
+        if key.path[-1] not in ("event_catalog", "users_stored_balances")  # a seed, a snapshot
+    ]
+    assert len(models) >= 14
+    for key in models:
+        assert LINEAGE_KEY in materializations[key].metadata, key
+
+
+def test_a_mart_column_traces_back_through_the_replay_to_the_raw_ledger(lineage_run):
+    materializations, _ = lineage_run
+    daily = materializations[dg.AssetKey(["marts", "user_credit_daily"])]
+    replay = dg.AssetKey(["credits", "int_credit_replay"])
+    assert (replay, "balance_after") in _column_deps(daily, "closing_balance")
+    assert (replay, "amount") in _column_deps(daily, "credits_spent")
+    # the seed's view: its signed amount comes from both halves of the raw ledger
+    histories = materializations[CREDIT_HISTORIES]
+    assert {
+        (RAW_CREDIT_HISTORIES, "amount"),
+        (dg.AssetKey(["raw", "credit_histories__open"]), "amount"),
+    } <= _column_deps(histories, "amount")
+    # the history of stored balances reads the snapshot next to the daily mart
+    history = materializations[dg.AssetKey(["marts", "user_stored_balance_history"])]
+    assert (
+        dg.AssetKey(["credits", "users_stored_balances"]),
+        "extra_credits",
+    ) in _column_deps(history, "stored_purchased_balance")
+    assert (
+        dg.AssetKey(["marts", "user_credit_daily"]),
+        "closing_balance",
+    ) in _column_deps(history, "ledger_balance")

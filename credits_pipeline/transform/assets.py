@@ -1,14 +1,15 @@
 """The dbt project as two Dagster multi-assets, and the dbt CLI resource that runs them.
 
-Each runs `dbt build` over its layer — seeds, models and their tests in dependency order in one
-subprocess — and streams the events back as materializations (with row counts and column schemas)
-and asset-check results. The project is split in two on purpose. The `credits` layer (the seed's
-views, the event catalog, the replay) feeds the ledger reconciliation, and no check may hold that
-back (contract section 4): its tests are all `warn`, and only a step that really errors (bad SQL, a
-missing column) fails it. The `marts` layer carries the blocking checks (severity `error`: a key a
-mart itself duplicated); a failed one fails the marts step alone, after the reconciliation's inputs
-are built. The manifest is prepared at import (`prepare_manifest()`), so the definitions load from
-a fresh clone.
+Each runs `dbt build` over its layer — seeds, snapshots, models, their unit tests and data tests
+in dependency order in one subprocess — and streams the events back as materializations (with row
+counts, column schemas and column lineage) and asset-check results. The project is split in two on
+purpose. The `credits` layer (the seed's views, the event catalog, the replay, the snapshot of
+stored balances) feeds the ledger reconciliation, and no check may hold that back (contract
+section 4): its data tests are all `warn`, and only a step that really errors (bad SQL, a missing
+column, a failing unit test: a bug whatever the data) fails it. The `marts` layer carries the
+blocking checks (severity `error`: a key a mart itself duplicated); a failed one fails the marts
+step alone, after the reconciliation's inputs are built. The manifest is prepared at import
+(`prepare_manifest()`), so the definitions load from a fresh clone.
 """
 
 import contextlib
@@ -43,6 +44,10 @@ MARTS_LAYER_SELECT = f"config.schema:{MARTS_SCHEMA}"
 REVENUE_MODEL_SELECT = "revenue_attribution"
 # dbt node statuses that mean a step itself went wrong (a failing test is "fail" or "warn").
 DBT_ERROR_STATUSES = frozenset({"error", "runtime error"})
+# A failing dbt unit test is a bug in a model's SQL, whatever the data: dbt skips the model it
+# tests, and the step fails naming the unit test (dagster-dbt reports no result for unit tests).
+UNIT_TEST_PREFIX = "unit_test."
+UNIT_TEST_FAILED = "fail"
 
 DBT_TRANSLATOR = CreditsDbtTranslator()
 DBT_MANIFEST = prepare_manifest(DBT_PROJECT)
@@ -91,10 +96,10 @@ def build_layer(
     with dbt_environment():
         invocation = dbt.cli(build_args(config), context=context, raise_on_error=False)
     try:
-        # column schemas, without sqlglot's column lineage: it cannot resolve the models'
-        # `select *` import CTEs and would log a traceback per model
+        # column schemas and column lineage (sqlglot, from the compiled SQL): the models name
+        # every column they read and have no ephemeral parents, so every column resolves
         events = list(
-            invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=False)
+            invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=True)
         )
     finally:
         release_warehouse_connections(invocation)
@@ -187,12 +192,18 @@ def _preview(con: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]
 
 
 def errored_nodes(invocation: DbtCliInvocation) -> list[str]:
-    """dbt nodes that errored (not tests that merely failed); the whole command if dbt crashed."""
+    """dbt nodes that errored and unit tests that failed (not data tests that merely failed);
+    the whole command if dbt crashed."""
     try:
         results = invocation.get_artifact("run_results.json")["results"]
     except Exception:  # no run_results.json: dbt did not get as far as running anything
         return [] if invocation.process.returncode == 0 else [invocation.dbt_command]
-    return [r["unique_id"] for r in results if r["status"] in DBT_ERROR_STATUSES]
+    return [
+        r["unique_id"]
+        for r in results
+        if r["status"] in DBT_ERROR_STATUSES
+        or (r["unique_id"].startswith(UNIT_TEST_PREFIX) and r["status"] == UNIT_TEST_FAILED)
+    ]
 
 
 def _error_markdown(invocation: DbtCliInvocation, errored: list[str]) -> str:

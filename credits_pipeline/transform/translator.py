@@ -2,9 +2,11 @@
 
 The dbt project does not know the pipeline's asset keys; this translator does. A dbt source
 `raw.<table>` is the asset the extraction writes, `raw/<table>`, so lineage runs unbroken from the
-operational tables through extraction into dbt. Models are keyed by the schema they land in
-(`credits/<name>` for the seed's models, `marts/<name>` for marts) and grouped the same way, with
-owners, kinds and a description that is the model's own YAML description rather than its SQL.
+operational tables through extraction into dbt (and `reconciliation.<table>`, declared for the
+project's exposures, is the reconciliation's `marts/<table>`). Models and the snapshot are keyed
+by the schema they land in (`credits/<name>` for the seed's models, `marts/<name>` for marts) and
+grouped the same way, with owners, kinds and a description that is the model's own YAML
+description rather than its SQL.
 dbt tests become asset checks; their severity (`error` blocks, `warn` does not) is set in the dbt
 YAML, where each test is declared. Every check gets a description a person can read in the UI: the
 test's own `description` from the YAML, else one written from what the test checks ("`x.y` is one
@@ -37,6 +39,9 @@ WAREHOUSE_KINDS = {"duckdb": "duckdb", "bigquery": "bigquery"}
 
 REVENUE_KEY = marts_key("revenue_attribution")
 RECONCILIATION_MODELS = ("user_balance_reconciliation", "ledger_anomalies")
+# The dbt source that declares the reconciliation's reports (written in Python, read by the
+# project's exposures): its tables are the reconciliation assets, `marts/<table>`.
+RECONCILIATION_SOURCE = "reconciliation"
 
 _GROUP_BY_SCHEMA = {CREDITS_SCHEMA: CREDITS_GROUP, MARTS_SCHEMA: MARTS_GROUP}
 
@@ -114,6 +119,8 @@ class CreditsDbtTranslator(DagsterDbtTranslator):
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         resource_type = dbt_resource_props["resource_type"]
         if resource_type == "source":
+            if dbt_resource_props.get("source_name") == RECONCILIATION_SOURCE:
+                return marts_key(dbt_resource_props["name"])
             return names.raw_key(dbt_resource_props["name"])
         schema = _custom_schema(dbt_resource_props)
         if schema in _GROUP_BY_SCHEMA:
@@ -172,8 +179,8 @@ class CreditsDbtTranslator(DagsterDbtTranslator):
         adapter = manifest.get("metadata", {}).get("adapter_type")
         if adapter in WAREHOUSE_KINDS:
             kinds.add(WAREHOUSE_KINDS[adapter])
-        if props["resource_type"] == "seed":
-            kinds.add("seed")
+        if props["resource_type"] in ("seed", "snapshot"):
+            kinds.add(props["resource_type"])
         elif props.get("config", {}).get("materialized") == "view":
             kinds.add("view")
         elif props.get("config", {}).get("materialized") == "table":

@@ -7,23 +7,32 @@
     snapshot is always read whole (it is small: the open day, late and NULL-dated rows).
 -#}
 {% macro credit_history_rows(closed_partitions_from=none) -%}
+{%- set ledger_columns = [
+    'id', 'user_id', 'credit_events_id', 'creditable_type', 'creditable_id', 'description',
+    'label', 'calculative_index', 'event_value', 'amount', 'previous_amount', 'event_type',
+    'meta', 'created_at', 'updated_at',
+] -%}
 with
 
 extraction_cutoff as (
 
-    select * from {{ source('raw', 'extraction_cutoff') }}
+    select ledger_closed_before from {{ source('raw', 'extraction_cutoff') }}
 
 ),
 
 open_rows as (
 
-    select * from {{ source('raw', 'credit_histories__open') }}
+    select {{ ledger_columns | join(', ') }}
+    from {{ source('raw', 'credit_histories__open') }}
 
 ),
 
 closed_rows as (
 
-    select closed.*
+    select
+        {%- for column in ledger_columns %}
+        closed.{{ column }}{{ ',' if not loop.last }}
+        {%- endfor %}
     from {{ source('raw', 'credit_histories') }} as closed
     cross join extraction_cutoff
     where closed.created_at < extraction_cutoff.ledger_closed_before
@@ -39,12 +48,6 @@ closed_rows as (
 ),
 
 ledger_rows as (
-
-    {%- set ledger_columns = [
-        'id', 'user_id', 'credit_events_id', 'creditable_type', 'creditable_id', 'description',
-        'label', 'calculative_index', 'event_value', 'amount', 'previous_amount', 'event_type',
-        'meta', 'created_at', 'updated_at',
-    ] %}
 
     select {{ ledger_columns | join(', ') }} from closed_rows
     union all
@@ -67,7 +70,9 @@ event_catalog as (
 ledger_with_events as (
 
     select
-        ledger_rows.*,
+        {%- for column in ledger_columns %}
+        ledger_rows.{{ column }},
+        {%- endfor %}
         source_events.name as event_name,
         event_catalog.effect as catalog_effect,
         event_catalog.service as catalog_service
@@ -82,7 +87,11 @@ ledger_with_events as (
 ledger_with_effects as (
 
     select
-        *,
+        {%- for column in ledger_columns %}
+        {{ column }},
+        {%- endfor %}
+        event_name,
+        catalog_service,
         case
             when catalog_effect is not null then catalog_effect
             when event_type = 1 then 'add'

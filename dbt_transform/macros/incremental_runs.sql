@@ -138,13 +138,13 @@
 
 {#-
     dbt's merge on BigQuery, with the replaced days of int_credit_replay as a partition filter on
-    the target when the model asks for it (config `prune_merge_to_replaced_days`). Why here: the
+    the target when the model asks for it (`meta: prune_merge_to_replaced_days`). Why here: the
     days are known only while the run executes, and a model's `incremental_predicates` are fixed
     when the project is parsed.
 -#}
 {% macro bigquery__get_merge_sql(target, source, unique_key, dest_columns, incremental_predicates=none) -%}
     {%- set predicates = [] if incremental_predicates is none else [] + incremental_predicates -%}
-    {%- if config.get('prune_merge_to_replaced_days') -%}
+    {%- if config.get('meta', {}).get('prune_merge_to_replaced_days') -%}
         {%- do predicates.append(replaced_days_predicate('DBT_INTERNAL_DEST')) -%}
     {%- endif -%}
     {{ return(default__get_merge_sql(target, source, unique_key, dest_columns, predicates)) }}

@@ -1,26 +1,12 @@
 {#-
-    On DuckDB, `ref()` and `source()` leave the database (the warehouse file's name) out of the
-    relations they render, so that the `credits` views keep working when the warehouse file is
-    copied, renamed or ATTACHed under another name. Other adapters are unchanged.
+    On DuckDB a view stores its SQL text, and dbt renders every relation with the database — the
+    warehouse file's name (`"warehouse"."raw"."credit_histories"`). A view created that way stops
+    working when the file is copied, renamed or ATTACHed under another name. So the `credits` views
+    are created with the database left out of the relations they read; nothing else changes: the
+    compiled SQL (what Dagster's column lineage parses, matching relations by their full names) and
+    every table keep dbt's names. Other adapters are unchanged.
 -#}
-{% macro ref() -%}
-    {%- set version = kwargs.get('version') or kwargs.get('v') -%}
-    {%- if (varargs | length) == 1 -%}
-        {%- set relation = builtins.ref(varargs[0], version=version) -%}
-    {%- else -%}
-        {%- set relation = builtins.ref(varargs[0], varargs[1], version=version) -%}
-    {%- endif -%}
-    {{ return(_without_duckdb_database(relation)) }}
-{%- endmacro %}
-
-{% macro source(source_name, table_name) -%}
-    {{ return(_without_duckdb_database(builtins.source(source_name, table_name))) }}
-{%- endmacro %}
-
-{% macro _without_duckdb_database(relation) -%}
-    {%- if target.type == 'duckdb' and relation is not string -%}
-        {{ return(relation.include(database=False)) }}
-    {%- else -%}
-        {{ return(relation) }}
-    {%- endif -%}
+{% macro duckdb__create_view_as(relation, sql) -%}
+    {%- set database_prefix = adapter.quote(relation.database) ~ '.' -%}
+    {{ return(dbt.duckdb__create_view_as(relation, sql | replace(database_prefix, ''))) }}
 {%- endmacro %}

@@ -129,12 +129,20 @@ seen_users as (
 
 ),
 
--- the stored rows of the users the run sees
+-- the stored rows of the users the run sees (the stored replay's columns are qualified: it is
+-- read by name, so its columns are unknown to the column lineage's SQL parser)
 stored_rows_of_seen_users as (
 
-    select *
-    from {{ replay_relation }}
-    where user_id in (select user_id from seen_users)
+    select
+        {%- for column in replayed_columns %}
+        stored.{{ column }},
+        {%- endfor %}
+        stored.balance_date,
+        stored.user_row_number,
+        stored.subscription_after,
+        stored.purchased_after
+    from {{ replay_relation }} as stored
+    where stored.user_id in (select user_id from seen_users)
 
 ),
 
@@ -142,13 +150,13 @@ stored_rows_of_seen_users as (
 -- latest stored one (or after the new cut-off, when it went back)
 cutoff_dependent_users as (
 
-    select distinct user_id
-    from {{ replay_relation }}
-    where balance_date >= {{ rows_from }}
+    select distinct stored.user_id
+    from {{ replay_relation }} as stored
+    where stored.balance_date >= {{ rows_from }}
         and (
-            created_at is null
-            or cast(created_at as date) > balance_date
-            or balance_date > cast('{{ cutoff_date }}' as date)
+            stored.created_at is null
+            or cast(stored.created_at as date) > stored.balance_date
+            or stored.balance_date > cast('{{ cutoff_date }}' as date)
         )
 
 ),
@@ -156,7 +164,9 @@ cutoff_dependent_users as (
 seen_rows_against_stored as (
 
     select
-        seen_rows.*,
+        {%- for column in replayed_columns %}
+        seen_rows.{{ column }},
+        {%- endfor %}
         stored.credit_history_id is not null as is_stored,
         stored.credit_history_id is not null and (
             {%- for column in replayed_columns if column != 'credit_history_id' %}
@@ -186,7 +196,11 @@ last_stored_rows as (
     select user_id, user_row_number, subscription_after, purchased_after, balance_date
     from (
         select
-            *,
+            user_id,
+            user_row_number,
+            subscription_after,
+            purchased_after,
+            balance_date,
             row_number() over (partition by user_id order by credit_history_id desc)
                 as position_from_end
         from stored_rows_of_seen_users
@@ -220,11 +234,13 @@ users_to_replay_again as (
 rows_replayed_again as (
 
     select
-        {{ replayed_columns | join(', ') }},
+        {%- for column in replayed_columns %}
+        stored.{{ column }},
+        {%- endfor %}
         stored.balance_date as replaced_balance_date
     from {{ replay_relation }} as stored
-    where user_id in (select user_id from users_to_replay_again)
-        and credit_history_id not in (select credit_history_id from seen_rows)
+    where stored.user_id in (select user_id from users_to_replay_again)
+        and stored.credit_history_id not in (select credit_history_id from seen_rows)
 
     union all
 
@@ -336,7 +352,13 @@ purchased_pool_replay as (
 ledger_with_purchased_pool as (
 
     select
-        replay_input.*,
+        {%- for column in replayed_columns %}
+        replay_input.{{ column }},
+        {%- endfor %}
+        replay_input.start_row_number,
+        replay_input.start_subscription,
+        replay_input.start_running_date,
+        replay_input.replaced_balance_date,
         purchased_pool_replay.purchased_before as move_purchased_before,
         coalesce(
             last_value(purchased_pool_replay.purchased_after ignore nulls) over (
@@ -356,7 +378,12 @@ ledger_with_purchased_pool as (
 ledger_with_row_moves as (
 
     select
-        *,
+        {{ replayed_columns | join(', ') }},
+        start_row_number,
+        start_subscription,
+        start_running_date,
+        replaced_balance_date,
+        purchased_after,
         coalesce(move_purchased_before, purchased_after) as purchased_before,
         case
             when effect = 'reset' then amount
@@ -388,7 +415,15 @@ ledger_with_row_moves as (
 ledger_with_pools as (
 
     select
-        *,
+        {{ replayed_columns | join(', ') }},
+        start_row_number,
+        start_running_date,
+        replaced_balance_date,
+        purchased_before,
+        purchased_after,
+        forfeited_credits,
+        written_off_credits,
+        cutoff_date,
         coalesce(
             last_value(row_subscription_after ignore nulls) over (
                 partition by user_id
@@ -411,7 +446,17 @@ ledger_with_pools as (
 ledger_with_days as (
 
     select
-        *,
+        {{ replayed_columns | join(', ') }},
+        start_row_number,
+        replaced_balance_date,
+        purchased_before,
+        purchased_after,
+        forfeited_credits,
+        written_off_credits,
+        cutoff_date,
+        subscription_after,
+        first_created_date,
+        row_number_in_run,
         -- the resumed running day: the later of the stored one and the run's own
         case
             when start_running_date is null then running_created_date

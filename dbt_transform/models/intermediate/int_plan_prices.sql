@@ -1,11 +1,14 @@
-{{ config(materialized='ephemeral') }}
-
-{#- Price rows of plans with their tier (the product's name) and a monthly price. -#}
+{#-
+    Price rows of plans with their tier (the product's name) and a monthly price. A table, not an
+    ephemeral CTE: the marts that read it get their column lineage through it (an ephemeral model
+    has no relation to resolve columns against), and unit tests can give it as an input.
+-#}
 with
 
 plans as (
 
-    select * from {{ source('raw', 'plans') }}
+    select id, parent_id, plan_id, name, type, price, currency
+    from {{ source('raw', 'plans') }}
 
 ),
 

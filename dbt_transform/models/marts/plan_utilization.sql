@@ -2,7 +2,16 @@ with
 
 replayed_rows as (
 
-    select * from {{ ref('int_credit_replay') }}
+    select
+        credit_history_id,
+        user_id,
+        effect,
+        service,
+        amount,
+        balance_date,
+        subscription_after,
+        forfeited_credits
+    from {{ ref('int_credit_replay') }}
 
 ),
 
@@ -37,7 +46,14 @@ current_plans as (
 rows_with_plans as (
 
     select
-        replayed_rows.*,
+        replayed_rows.credit_history_id,
+        replayed_rows.user_id,
+        replayed_rows.effect,
+        replayed_rows.service,
+        replayed_rows.amount,
+        replayed_rows.balance_date,
+        replayed_rows.subscription_after,
+        replayed_rows.forfeited_credits,
         coalesce(row_plans.plan_tier, current_plans.plan_tier, 'unknown user') as plan_tier
     from replayed_rows
     left join row_plans
@@ -51,7 +67,13 @@ rows_with_cycles as (
 
     -- an allocation cycle runs from one allocation (reset or monthly release) to the next
     select
-        *,
+        user_id,
+        effect,
+        service,
+        amount,
+        subscription_after,
+        forfeited_credits,
+        plan_tier,
         {{ month_of('balance_date') }} as activity_month,
         sum(case
             when effect = 'reset' or (effect = 'add' and service = 'allocation') then 1
@@ -117,7 +139,11 @@ user_months as (
 user_months_with_plans as (
 
     select
-        user_months.*,
+        user_months.plan_tier,
+        user_months.activity_month,
+        user_months.credits_allocated,
+        user_months.credits_consumed,
+        user_months.credits_forfeited,
         {{ safe_divide('user_months.credits_consumed', 'user_months.credits_allocated') }}
             as utilization,
         user_month_depletion.is_depleted

@@ -9,14 +9,21 @@ extraction_cutoff as (
 
 replayed_rows as (
 
-    select *, {{ month_of('balance_date') }} as activity_month
+    select
+        credit_history_id,
+        user_id,
+        effect,
+        service,
+        amount,
+        purchased_after,
+        {{ month_of('balance_date') }} as activity_month
     from {{ ref('int_credit_replay') }}
 
 ),
 
 plan_prices as (
 
-    select * from {{ ref('int_plan_prices') }}
+    select plan_id, stripe_price_id, price, monthly_price from {{ ref('int_plan_prices') }}
 
 ),
 

@@ -2,7 +2,17 @@ with
 
 replayed_rows as (
 
-    select * from {{ ref('int_credit_replay') }}
+    select
+        credit_history_id,
+        user_id,
+        event_name,
+        effect,
+        service,
+        balance_date,
+        creditable_type,
+        creditable_id,
+        amount
+    from {{ ref('int_credit_replay') }}
 
 ),
 
@@ -71,7 +81,15 @@ refunds_per_charge as (
 charges_with_refunds as (
 
     select
-        charges.*,
+        charges.credit_history_id,
+        charges.user_id,
+        charges.service,
+        charges.usage_month,
+        charges.creditable_type,
+        charges.creditable_id,
+        charges.amount,
+        charges.list_value,
+        charges.priced_amount,
         refunds_per_charge.charge_id is not null as is_refunded,
         coalesce(refunds_per_charge.refunded_amount, 0) as refunded_amount
     from charges

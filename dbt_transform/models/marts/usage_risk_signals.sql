@@ -64,7 +64,17 @@ ledger_rows as (
 
 window_rows as (
 
-    select ledger_rows.*
+    select
+        ledger_rows.credit_history_id,
+        ledger_rows.user_id,
+        ledger_rows.event_name,
+        ledger_rows.effect,
+        ledger_rows.creditable_type,
+        ledger_rows.creditable_id,
+        ledger_rows.amount,
+        ledger_rows.written_off_credits,
+        ledger_rows.created_at,
+        ledger_rows.seconds_before_cutoff
     from ledger_rows
     cross join extraction_cutoff
     where ledger_rows.created_at > extraction_cutoff.window_start

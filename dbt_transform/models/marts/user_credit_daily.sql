@@ -25,6 +25,12 @@
     on_schema_change='fail',
 ) }}
 {%- set watermark = daily_mart_watermark() -%}
+{#- what the day's flows and closing balances are computed from -#}
+{%- set replay_columns = [
+    'credit_history_id', 'user_id', 'balance_date', 'effect', 'service', 'amount',
+    'forfeited_credits', 'written_off_credits', 'subscription_after', 'purchased_after',
+    'balance_after', 'replayed_at',
+] -%}
 {%- set touched_from = none -%}
 {%- if watermark is not none -%}
     {#- nothing touched: a day no row can be on, so that the run recomputes nothing -#}
@@ -36,7 +42,8 @@ with
 
 replayed_rows as (
 
-    select * from {{ ref('int_credit_replay') }}
+    select {{ replay_columns | join(', ') }}
+    from {{ ref('int_credit_replay') }}
 
 ),
 
@@ -51,7 +58,10 @@ touched_users as (
 
 replayed_rows as (
 
-    select replay.*
+    select
+        {%- for column in replay_columns %}
+        replay.{{ column }}{{ ',' if not loop.last }}
+        {%- endfor %}
     from {{ ref('int_credit_replay') }} as replay
     inner join touched_users
         on replay.user_id = touched_users.user_id
@@ -129,7 +139,11 @@ last_row_of_day as (
         balance_after as closing_balance
     from (
         select
-            *,
+            user_id,
+            balance_date,
+            subscription_after,
+            purchased_after,
+            balance_after,
             row_number() over (
                 partition by user_id, balance_date
                 order by credit_history_id desc
@@ -143,7 +157,21 @@ last_row_of_day as (
 daily_balances as (
 
     select
-        daily_flows.*,
+        daily_flows.user_id,
+        daily_flows.balance_date,
+        daily_flows.ledger_rows,
+        daily_flows.credits_allocated,
+        daily_flows.credits_purchased,
+        daily_flows.credits_refunded,
+        daily_flows.credits_bonus,
+        {%- for service in spend_services() %}
+        daily_flows.spent_{{ service }},
+        {%- endfor %}
+        daily_flows.spent_other,
+        daily_flows.credits_spent,
+        daily_flows.credits_forfeited,
+        daily_flows.credits_written_off,
+        daily_flows.replayed_at,
         coalesce(
             lag(last_row_of_day.closing_balance) over (
                 partition by daily_flows.user_id

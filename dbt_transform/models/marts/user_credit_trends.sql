@@ -50,13 +50,13 @@ users as (
 
 plan_prices as (
 
-    select * from {{ ref('int_plan_prices') }}
+    select plan_id, plan_tier, billing_interval from {{ ref('int_plan_prices') }}
 
 ),
 
 replayed_rows as (
 
-    select * from {{ ref('int_credit_replay') }}
+    select user_id, effect, amount, created_at from {{ ref('int_credit_replay') }}
 
 ),
 
@@ -136,7 +136,21 @@ user_trends as (
 user_trends_with_risk as (
 
     select
-        *,
+        user_id,
+        plan_id,
+        plan_tier,
+        billing_interval,
+        monthly_credit_amount,
+        current_balance,
+        credits_spent_last_7_days,
+        credits_spent_last_30_days,
+        daily_burn_7_days,
+        daily_burn_30_days,
+        last_activity_at,
+        days_since_last_activity,
+        cutoff_at,
+        source_fresh_as_of,
+        source_is_stale,
         case
             when credits_spent_last_30_days = 0 or current_balance <= 0 then null
             else cast(floor(current_balance / daily_burn_30_days) as {{ dbt.type_bigint() }})

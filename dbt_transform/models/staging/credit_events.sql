@@ -2,13 +2,14 @@ with
 
 source_events as (
 
-    select * from {{ source('raw', 'credit_events') }}
+    select id, name, type, calculation_type, value, min_amount, created_at, updated_at
+    from {{ source('raw', 'credit_events') }}
 
 ),
 
 event_catalog as (
 
-    select * from {{ ref('event_catalog') }}
+    select name, effect, service from {{ ref('event_catalog') }}
 
 ),
 
