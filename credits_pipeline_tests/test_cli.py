@@ -335,6 +335,26 @@ def _instance(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
 
 
+def _started_run_ids(home: Path) -> list[str]:
+    """Runs the CLI subprocess has marked STARTED, read from its run storage file read-only.
+
+    Why not open the instance: a DagsterInstance opened while the subprocess is still creating
+    its storage migrates the same SQLite file concurrently, and the two processes can stamp the
+    schema version twice ("more than one head present"). A read-only connection writes nothing.
+    """
+    runs_db = home / "history" / "runs.db"
+    if not runs_db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{runs_db}?mode=ro", uri=True, timeout=1) as con:
+            rows = con.execute(
+                "select run_id from runs where status = ?", (dg.DagsterRunStatus.STARTED.value,)
+            ).fetchall()
+    except sqlite3.OperationalError:  # not created yet, or locked by the writer for a moment
+        return []
+    return [run_id for (run_id,) in rows]
+
+
 def _warehouse(tmp_path: Path, sql: str) -> list[tuple]:
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     try:
@@ -451,11 +471,7 @@ def test_a_run_left_started_by_a_killed_process_is_marked_failed_on_the_next_sta
         started = []
         while not started and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-            if (home / "dagster.yaml").exists():
-                with _instance(home) as instance:
-                    started = instance.get_runs(
-                        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
-                    )
+            started = _started_run_ids(home)
         assert started, "the run never started"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -464,9 +480,9 @@ def test_a_run_left_started_by_a_killed_process_is_marked_failed_on_the_next_sta
         proc.wait()
 
     with _instance(home) as instance:
-        [run] = started
-        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+        [run_id] = started
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
         [line] = mark_interrupted_runs_failed(instance)
-        assert run.run_id in line and "interrupted" in line
-        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert run_id in line and "interrupted" in line
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         assert mark_interrupted_runs_failed(instance) == []  # once
