@@ -65,6 +65,34 @@ def _query(tmp_path: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def _users_told_two_balances(tmp_path: Path) -> list[tuple]:
+    """Users whose latest daily closing pools differ from the reconciliation's ledger pools.
+
+    One truth: `marts.user_credit_daily` and `marts.user_balance_reconciliation` must never tell a
+    user two different balances. A user with ledger rows and no daily row at all counts as told
+    two balances too (unless both pools replay to zero).
+    """
+    return _query(
+        tmp_path,
+        """
+        with latest_day as (
+            select user_id, closing_subscription_balance, closing_purchased_balance,
+                   row_number() over (partition by user_id order by balance_date desc)
+                       as newest_first
+            from marts.user_credit_daily
+        )
+        select r.user_id,
+               d.closing_subscription_balance, r.ledger_subscription_balance,
+               d.closing_purchased_balance, r.ledger_purchased_balance
+        from marts.user_balance_reconciliation as r
+        left join latest_day as d on d.user_id = r.user_id and d.newest_first = 1
+        where coalesce(d.closing_subscription_balance, 0) <> r.ledger_subscription_balance
+           or coalesce(d.closing_purchased_balance, 0) <> r.ledger_purchased_balance
+        order by r.user_id
+        """,
+    )
+
+
 def test_a_full_materialize_of_the_anomalies_demo_reports_exactly_its_manifest(tmp_path):
     url, manifest_path = _generate(tmp_path, anomalies=True)
     run = _materialize(tmp_path, url)
@@ -95,6 +123,7 @@ def test_a_full_materialize_of_the_anomalies_demo_reports_exactly_its_manifest(t
         )
     )
     assert rejected == quarantined
+    assert _users_told_two_balances(tmp_path) == []
 
     # every user in users has exactly one reconciliation row; drifting users are the manifest's
     users = _query(tmp_path, "select count(*) from raw.users")[0][0]
@@ -141,6 +170,7 @@ def test_a_clean_demo_reconciles_every_user_ok_with_zero_anomalies_and_matching_
         """,
     )
     assert mismatches == [(0,)]
+    assert _users_told_two_balances(tmp_path) == []
 
 
 @pytest.mark.mysql
@@ -204,8 +234,8 @@ def _relation_rows(warehouse: Path, relation: str) -> list[tuple]:
 
 def _write_the_next_day(source: Path, day: dt.datetime) -> None:
     """What the application writes after the first cut-off: new rows of five users, a late commit
-    (an id below every other, so below each user's last replayed id) and a changed stored
-    balance."""
+    (an id below every other, so below each user's last replayed id), a changed stored balance and
+    an old spend rewritten in place on a closed day (its amount, so both replays must see it)."""
     con = sqlite3.connect(source)
     try:
         columns = [r[1] for r in con.execute("pragma table_info(credit_histories)")]
@@ -228,6 +258,14 @@ def _write_the_next_day(source: Path, day: dt.datetime) -> None:
             "update users set remaining_credit_amount = remaining_credit_amount + 7"
             " where id = (select min(id) from users)"
         )
+        ten_days_ago = (day - dt.timedelta(days=10)).strftime("%Y-%m-%d")
+        rewritten = con.execute(
+            "update credit_histories set amount = amount + 3 where id = ("
+            " select max(id) from credit_histories"
+            " where event_type = 2 and substr(created_at, 1, 10) = ?)",
+            (ten_days_ago,),
+        ).rowcount
+        assert rewritten == 1, f"no spend on {ten_days_ago} to rewrite"
         con.commit()
     finally:
         con.close()
@@ -253,6 +291,9 @@ def test_the_next_days_materialize_resumes_everywhere_and_equals_a_full_build(tm
     run = _materialize(full, url, **{settings.CUTOFF_AT_VAR: second_cutoff.isoformat()})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
+    # one truth after a resumed day with a rewritten old row, and on the full build alike
+    assert _users_told_two_balances(daily) == []
+    assert _users_told_two_balances(full) == []
     for relation in NEXT_DAY_COMPARED:
         resumed = _relation_rows(daily / "warehouse.duckdb", relation)
         assert resumed, relation
