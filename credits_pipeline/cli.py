@@ -299,32 +299,12 @@ def _window(partition: str | None, full_refresh: bool = False) -> tuple[str, str
 
 def _loaded_partitions() -> list[dt.date]:
     """The ledger days the warehouse already holds (none when it does not exist yet)."""
-    from credits_pipeline.warehouse.raw_tables import LEDGER_PARTITIONS, loaded_ledger_partitions
+    from credits_pipeline.warehouse.choice import choose_warehouse
+    from credits_pipeline.warehouse.raw_tables import loaded_ledger_partitions
 
-    if settings.warehouse_kind() == "duckdb":
-        import duckdb
-
-        path = settings.warehouse_path()
-        if not path.exists():
-            return []
-        schema, table = LEDGER_PARTITIONS.split(".")
-        con = duckdb.connect(str(path), read_only=True)
-        try:
-            exists = con.execute(
-                "select count(*) from information_schema.tables where table_schema = ? "
-                "and table_name = ?",
-                [schema, table],
-            ).fetchone()
-            if not exists or not exists[0]:
-                return []
-            rows = con.execute(f"select partition_date from {LEDGER_PARTITIONS}").fetchall()
-            return [r[0] for r in rows]
-        finally:
-            con.close()  # before the run opens the file
-    from credits_pipeline.warehouse.bigquery_warehouse import warehouse_from_env
-
-    with warehouse_from_env().process_config_and_initialize().connect() as con:
-        return loaded_ledger_partitions(con)
+    warehouse = choose_warehouse().process_config_and_initialize()
+    with warehouse.session_if_exists() as con:  # closed before the run opens the warehouse
+        return [] if con is None else loaded_ledger_partitions(con)
 
 
 def _materialize(

@@ -7,7 +7,6 @@ written in code or shown in the UI.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import dagster as dg
@@ -24,17 +23,19 @@ from credits_pipeline.extract.lag import (
 )
 from credits_pipeline.extract.observe import observe_job, observe_schedule, source_observation
 from credits_pipeline.ledger import blocking_from_settings, build_reconciliation_assets
-from credits_pipeline.names import MARTS_PREFIX
+from credits_pipeline.names import MARTS_PREFIX, WAREHOUSE_KIND
 from credits_pipeline.run_tag_sensors import check_tags_on_failure, check_tags_on_success
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
 from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.assets import DBT_RESOURCE_KEY
-from credits_pipeline.warehouse.bigquery_warehouse import warehouse_from_env
-from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline.warehouse.choice import choose_warehouse
+from credits_pipeline.warehouse.interface import Warehouse
+
+KIND_TAG_PREFIX = "dagster/kind/"  # how Dagster stores an asset's kinds among its tags
 
 
-def build_resources() -> dict:
+def build_resources(warehouse: Warehouse | None = None) -> dict:
     """Resources from the environment; secrets stay EnvVars so Dagster never displays them.
 
     The environment is checked first, as a whole: a missing `CREDITS_SOURCE_URL` (there is no
@@ -43,16 +44,11 @@ def build_resources() -> dict:
     """
     settings.raise_for_configuration()
     source = SourceDatabase(url=dg.EnvVar(settings.SOURCE_URL_VAR))
-    warehouse: dg.ConfigurableResource
-    if settings.warehouse_kind() == "bigquery":
-        warehouse = warehouse_from_env()
-    else:
-        warehouse = (
-            DuckDBWarehouse(path=dg.EnvVar(settings.WAREHOUSE_PATH_VAR))
-            if os.environ.get(settings.WAREHOUSE_PATH_VAR)
-            else DuckDBWarehouse()
-        )
-    return {"source": source, "warehouse": warehouse, DBT_RESOURCE_KEY: dbt_resource()}
+    return {
+        "source": source,
+        "warehouse": warehouse if warehouse is not None else choose_warehouse(),
+        DBT_RESOURCE_KEY: dbt_resource(),
+    }
 
 
 def prepare_for_run() -> None:
@@ -78,6 +74,25 @@ def _with_freshness(assets: list) -> list:
     ]
 
 
+def _with_warehouse_kind(assets: list, kind: str) -> list:
+    """The rooms tag what they store in the warehouse with `WAREHOUSE_KIND`; the UI shows the
+    engine chosen here instead (duckdb or bigquery)."""
+    placeholder = f"{KIND_TAG_PREFIX}{WAREHOUSE_KIND}"
+
+    def swap(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if WAREHOUSE_KIND not in spec.kinds:
+            return spec
+        tags = {k: v for k, v in spec.tags.items() if k != placeholder}
+        return spec.replace_attributes(kinds=(spec.kinds - {WAREHOUSE_KIND}) | {kind}, tags=tags)
+
+    return [
+        a.map_asset_specs(swap)
+        if isinstance(a, dg.AssetsDefinition) and any(WAREHOUSE_KIND in s.kinds for s in a.specs)
+        else a
+        for a in assets
+    ]
+
+
 def build_definitions() -> dg.Definitions:
     # Code references: each asset links to the function that computes it (dbt models also to their
     # SQL file, see transform/translator.py; source tables to their contract entry). Not
@@ -93,9 +108,11 @@ def build_definitions() -> dg.Definitions:
                 *analytics_assets,
             ]
         )
+    warehouse = choose_warehouse()
+    assets = _with_warehouse_kind(_with_freshness(list(computed)), warehouse.kind)
     return dg.Definitions(
-        assets=[source_observation, *_with_freshness(list(computed))],
-        resources=build_resources(),
+        assets=[source_observation, *assets],
+        resources=build_resources(warehouse),
         asset_checks=[ledger_lag_check, source_staleness_check, usage_risk_checks],
         jobs=[daily_job, lag_check_job, observe_job],
         schedules=[daily_schedule, lag_schedule, observe_schedule],

@@ -14,6 +14,9 @@ CREDITS_PREFIX = "credits"
 MARTS_PREFIX = "marts"
 # The warehouse's schemas (DuckDB) or datasets (BigQuery): the asset-key prefixes above.
 WAREHOUSE_SCHEMAS = (RAW_PREFIX, CREDITS_PREFIX, MARTS_PREFIX)
+# The kind a room gives an asset it stores in the warehouse, without knowing the engine:
+# definitions.py, which chooses the engine, replaces it with the resource's kind (duckdb/bigquery).
+WAREHOUSE_KIND = "warehouse"
 
 GROUP_SOURCE = "syllaby_v2"
 GROUP_RAW = "raw"

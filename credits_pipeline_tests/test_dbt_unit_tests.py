@@ -21,6 +21,7 @@ from credits_pipeline import settings
 from credits_pipeline.transform import prepare_manifest
 from credits_pipeline.transform.assets import CREDITS_LAYER_SELECT, DBT_TRANSLATOR, build_layer
 from credits_pipeline.transform.dbt_project import dbt_cli_resource
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline_tests.test_dbt_incremental import dbt_build
 from credits_pipeline_tests.test_dbt_models import write_fixture_warehouse
 
@@ -88,7 +89,7 @@ def test_a_failing_unit_test_fails_the_step_by_name_and_holds_back_only_its_mode
         select=CREDITS_LAYER_SELECT,
     )
     def credits_layer(context, dbt: DbtCliResource):
-        yield from build_layer(context, dbt)
+        yield from build_layer(context, dbt, DuckDBWarehouse(path=str(warehouse)))
 
     with dg.instance_for_test() as instance:
         result = dg.materialize(

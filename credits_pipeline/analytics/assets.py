@@ -19,7 +19,6 @@ import yaml
 
 from credits_pipeline import settings
 from credits_pipeline.analytics import churn, signals
-from credits_pipeline.analytics.tables import replace_table
 from credits_pipeline.names import (
     CUTOFF_TABLE,
     GROUP_MARTS,
@@ -28,7 +27,8 @@ from credits_pipeline.names import (
     marts_key,
     raw_key,
 )
-from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline.warehouse import session
+from credits_pipeline.warehouse.interface import WarehouseParam
 from credits_pipeline.warehouse.raw_tables import CUTOFF_RELATION
 
 CHURN_RISK_KEY = marts_key("churn_risk")
@@ -279,7 +279,7 @@ class ChurnConfig(dg.Config):
     ],
 )
 def churn_model_assets(
-    context: dg.AssetExecutionContext, config: ChurnConfig, warehouse: DuckDBWarehouse
+    context: dg.AssetExecutionContext, config: ChurnConfig, warehouse: WarehouseParam
 ) -> Iterator[dg.MaterializeResult]:
     # read outside the write transaction: a first run has no stored model, and a failed query
     # must not abort the transaction the tables are written in
@@ -300,10 +300,11 @@ def churn_model_assets(
         model, trained_at, card = stored
     scored = churn.score_today(inputs, model, inputs.data_end)
     scores = scores_to_table(scored, rule_flags, inputs.data_end, fresh, stale, trained_at)
-    with warehouse.transaction() as con:  # both tables, or (on DuckDB) neither
-        if retrain:
-            replace_table(con, MARTS_PREFIX, CHURN_MODEL_TABLE, model_table)
-        replace_table(con, MARTS_PREFIX, CHURN_RISK_TABLE, scores)
+    replaced: dict[str, pa.Table | str] = {f"{MARTS_PREFIX}.{CHURN_RISK_TABLE}": scores}
+    if retrain:
+        replaced[f"{MARTS_PREFIX}.{CHURN_MODEL_TABLE}"] = model_table
+    with warehouse.transaction() as con:  # both tables, or neither
+        session.replace_tables(con, replaced)
     ranked = (
         sorted(zip(model.features, model.weights, strict=False), key=lambda p: -abs(p[1]))
         if model
@@ -351,7 +352,7 @@ def churn_model_assets(
 
 
 @dg.multi_asset_check(specs=signals.check_specs)
-def usage_risk_checks(warehouse: DuckDBWarehouse) -> Iterator[dg.AssetCheckResult]:
+def usage_risk_checks(warehouse: WarehouseParam) -> Iterator[dg.AssetCheckResult]:
     with warehouse.connect(read_only=True) as con:
         rows = signals.read_flagged(con)
     yield from signals.signal_check_results(rows)

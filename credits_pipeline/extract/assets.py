@@ -51,6 +51,7 @@ from credits_pipeline.names import (
     GROUP_SOURCE,
     OPEN_LEDGER_TABLE,
     OWNER_DATA_ENGINEERING,
+    WAREHOUSE_KIND,
     raw_key,
     source_key,
 )
@@ -59,8 +60,8 @@ from credits_pipeline.source.drift import drift_check_result, drift_check_spec
 from credits_pipeline.source.reader import SourceError, check_table, dialect_family
 from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, USERS, Table
-from credits_pipeline.warehouse.bigquery_raw_tables import stager_for as Stager
-from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline.warehouse import session
+from credits_pipeline.warehouse.interface import WarehouseParam
 from credits_pipeline.warehouse.raw_tables import (
     CUTOFF_RELATION,
     OPEN_PARTITION_LABEL,
@@ -90,9 +91,8 @@ def source_kind() -> str:
 
 
 def warehouse_kinds() -> set[str]:
-    return (
-        {"duckdb", "pandera"} if settings.warehouse_kind() == "duckdb" else {"bigquery", "pandera"}
-    )
+    """Validated with pandera, stored in the warehouse (its engine's kind: definitions.py)."""
+    return {WAREHOUSE_KIND, "pandera"}
 
 
 def watermark_metadata(newest_at: dt.datetime | None, newest_id: int | None, column: str) -> dict:
@@ -185,7 +185,7 @@ LEDGER_KEY = raw_key(CREDIT_HISTORIES.name)
     "`raw.credit_histories__rejected`.",
 )
 def raw_credit_histories(
-    context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
+    context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: WarehouseParam
 ):
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
@@ -196,7 +196,7 @@ def raw_credit_histories(
     extracted_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     with source_errors_as_failure(), source.connect() as conn, warehouse.connect() as con:
         check_table(conn, CREDIT_HISTORIES)
-        stager = Stager(con, CREDIT_HISTORIES)
+        stager = session.stager(con, CREDIT_HISTORIES)
         # Before reading: the source's highest id, and the days' fingerprints up to it. The days
         # then hold every row at or below it (see extract/fingerprint.py): later rows are late.
         through_id = source_max_id(conn)
@@ -219,7 +219,7 @@ def raw_credit_histories(
         )
         finish_tally(tally, stager)
         # the closed ledger's watermark: how far the daily partitions reach, in time and in id
-        newest_created_at, newest_id = con.execute(  # type: ignore[misc]
+        newest_created_at, newest_id = con.execute(
             f"select max(created_at), max(id) from raw.{CREDIT_HISTORIES.name}"
         ).fetchone()
         metadata = extraction_metadata(
@@ -327,7 +327,7 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
     ],
 )
 def raw_consistent_cut(
-    context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
+    context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: WarehouseParam
 ):
     with source_errors_as_failure(), warehouse.connect() as con:
         closed_before = closed_ledger_end(con, settings.ledger_start_date())
@@ -342,11 +342,11 @@ def raw_consistent_cut(
             bounds = fingerprint_bounds(stored, closed_before.date(), snapshot_max_id)
             source_days = source_day_fingerprints(conn, bounds, None, closed_before.date())
             plan = plan_closed_days(stored, source_days, closed_before.date(), snapshot_max_id)
-            users_stager = Stager(con, USERS)
+            users_stager = session.stager(con, USERS)
             users_tally = stage_batches(
                 users_stager, source.read_batches(conn, USERS), label="whole"
             )
-            open_stager = Stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER_TABLE)
+            open_stager = session.stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER_TABLE)
             where, params = cut_where(plan, closed_before)
             open_tally = stage_batches(
                 open_stager,
@@ -413,7 +413,7 @@ def raw_consistent_cut(
                 "closed_max_id": dg.MetadataValue.int(snapshot_max_id),
                 **{
                     f"rows_{k}": dg.MetadataValue.int(int(v or 0))
-                    for k, v in zip(labels, where_open_rows_came_from, strict=False)  # type: ignore[arg-type]
+                    for k, v in zip(labels, where_open_rows_came_from, strict=False)
                 },
                 **closed_days_metadata(plan, rows_into_closed_days),
             },
@@ -515,12 +515,12 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
         f"Quarantine: `raw.{table.name}__rejected`.",
     )
     def _extract(
-        context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: WarehouseParam
     ):
         extracted_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
         with source_errors_as_failure(), source.connect() as conn, warehouse.connect() as con:
             check_table(conn, table)
-            stager = Stager(con, table)
+            stager = session.stager(con, table)
             previous = watermark(con, table.name) if table.strategy == "merge" else None
             where, params = None, {}
             if previous is not None:

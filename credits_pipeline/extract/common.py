@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 from credits_pipeline.extract.column_docs import raw_table_schema
@@ -23,6 +22,7 @@ from credits_pipeline.names import RAW_PREFIX, VALIDATION_CHECK
 from credits_pipeline.source.tables import Table
 from credits_pipeline.validation.quarantine import REASON_COLUMN, validate_batch
 from credits_pipeline.warehouse.cost import connection_usage_metadata
+from credits_pipeline.warehouse.interface import Session
 from credits_pipeline.warehouse.raw_tables import (
     Stager,
     newest_rows_markdown,
@@ -81,13 +81,13 @@ def extraction_metadata(
     tally: ExtractionTally,
     table: Table,
     cutoff: dt.datetime,
-    con: duckdb.DuckDBPyConnection,
+    con: Session,
     relation: str,
     with_partition: bool = False,
     extra: dict | None = None,
 ) -> dict:
     """Row counts, cut-off, column schema, quarantine and a preview of the newest rows."""
-    total = con.execute(f"select count(*) from {relation}").fetchone()[0]  # type: ignore[index]
+    total = con.execute(f"select count(*) from {relation}").fetchone()[0]
     meta = {
         "dagster/row_count": dg.MetadataValue.int(int(total)),
         ROWS_READ_METADATA: dg.MetadataValue.int(tally.rows_read),

@@ -26,7 +26,7 @@ from credits_pipeline.runbook import STALE_SOURCE_ANCHOR, runbook_link
 from credits_pipeline.schedules import FRESHNESS_FAIL_WINDOW
 from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.source.tables import CREDIT_HISTORIES
-from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline.warehouse.interface import WarehouseParam
 
 MAX_LAG = FRESHNESS_FAIL_WINDOW  # the daily run's cadence and slack, as the freshness policies
 LAG_CHECK_JOB_NAME = "ledger_lag_check"
@@ -115,11 +115,11 @@ def source_staleness_check(source: SourceDatabase) -> dg.AssetCheckResult:
     description="Newest ledger `created_at` in the source vs the warehouse; fails when the "
     f"warehouse trails by more than {MAX_LAG}.",
 )
-def ledger_lag_check(source: SourceDatabase, warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+def ledger_lag_check(source: SourceDatabase, warehouse: WarehouseParam) -> dg.AssetCheckResult:
     now = _now()
     source_newest = source_newest_created_at(source, now)
     with warehouse.connect(read_only=True) as con:
-        warehouse_newest = con.execute(  # type: ignore[index]
+        warehouse_newest = con.execute(
             f"""
             select max(created_at) from (
                 select created_at from raw.{CREDIT_HISTORIES.name}

@@ -41,9 +41,15 @@ from credits_pipeline.ledger.reconcile import (
     reconcile,
     write_reconciliation,
 )
-from credits_pipeline.names import CUTOFF_TABLE, OWNER_DATA_ENGINEERING, credits_key, raw_key
+from credits_pipeline.names import (
+    CUTOFF_TABLE,
+    OWNER_DATA_ENGINEERING,
+    WAREHOUSE_KIND,
+    credits_key,
+    raw_key,
+)
 from credits_pipeline.source.tables import FACELESSES, REAL_CLONES, SPEECHES, USERS, VIDEOS
-from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline.warehouse.interface import WarehouseParam
 
 ASSET_NAME = "ledger_reconciliation"
 COMPUTE_KIND = "python"  # the replay (numba) and the rules run in Python over the warehouse
@@ -141,8 +147,9 @@ def failing_rules_markdown(result: ReconciliationResult) -> str:
 
 
 def reconciliation_kinds() -> set[str]:
-    """The warehouse the reports land in (duckdb or bigquery) and how they are computed."""
-    return {settings.warehouse_kind(), COMPUTE_KIND}
+    """The warehouse the reports land in (its engine's kind: definitions.py) and how they are
+    computed."""
+    return {WAREHOUSE_KIND, COMPUTE_KIND}
 
 
 def _metadata(result: ReconciliationResult) -> dict[str, dg.MetadataValue]:
@@ -198,7 +205,7 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         check_specs=reconciliation_check_specs(blocking=blocking),
     )
     def ledger_reconciliation(
-        context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext, warehouse: WarehouseParam
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         with warehouse.transaction() as con:
             create_warehouse_inputs(con)

@@ -13,10 +13,9 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import duckdb
-
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.source.catalog import CATALOG
+from credits_pipeline.warehouse.interface import Session
 
 BASE_TIME = dt.datetime(2025, 3, 1, 12, 0, 0)
 
@@ -122,7 +121,7 @@ def ledger_row(
 
 
 def load_inputs(
-    con: duckdb.DuckDBPyConnection,
+    con: Session,
     *,
     rows: Iterable[Mapping[str, Any]],
     users: Iterable[Mapping[str, Any] | tuple] = (),

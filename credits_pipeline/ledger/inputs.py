@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.validation.outcome import REASON_COLUMN
+from credits_pipeline.warehouse.interface import Session
 from credits_pipeline.warehouse.raw_tables import CUTOFF_RELATION
 
 LEDGER_COPY_TABLE = "_recon_ledger_input"
@@ -66,20 +65,20 @@ from credits.credit_histories
 CUTOFF_SQL = f"select max(cutoff_at) from {CUTOFF_RELATION}"
 
 
-def create_warehouse_inputs(con: duckdb.DuckDBPyConnection) -> None:
+def create_warehouse_inputs(con: Session) -> None:
     """Expose the warehouse under the reconciliation's input names, as temp views."""
     con.execute(LEDGER_COPY_SQL)
     for name, select in WAREHOUSE_INPUTS.items():
         con.execute(f"create or replace temp view {name} as {select}")
 
 
-def drop_warehouse_inputs(con: duckdb.DuckDBPyConnection) -> None:
+def drop_warehouse_inputs(con: Session) -> None:
     for name in WAREHOUSE_INPUTS:
         con.execute(f"drop view if exists {name}")
     con.execute(f"drop table if exists {LEDGER_COPY_TABLE}")
 
 
-def read_cutoff(con: duckdb.DuckDBPyConnection) -> dt.datetime:
+def read_cutoff(con: Session) -> dt.datetime:
     """The run's extraction cut-off; a missing one is an error, never a silent 'now'."""
     row = con.execute(CUTOFF_SQL).fetchone()
     if row is None or row[0] is None:

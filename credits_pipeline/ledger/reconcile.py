@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -35,7 +34,8 @@ from credits_pipeline.ledger.replay import (
     replay,
     resolve_effects,
 )
-from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection, replace_table_schema
+from credits_pipeline.warehouse import session
+from credits_pipeline.warehouse.interface import Session
 
 RULES_TABLE = "_recon_rules"
 REPLAY_ROWS_TABLE = "_recon_replay_rows"
@@ -109,7 +109,7 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
     return value.replace(microsecond=0)
 
 
-def _run(con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, object]) -> None:
+def _run(con: Session, statement: str, params: dict[str, object]) -> None:
     con.execute(statement, sql.used_params(statement, params))
 
 
@@ -128,7 +128,7 @@ class ReplayRun:
 
 
 def _register_as(
-    con: duckdb.DuckDBPyConnection,
+    con: Session,
     table: pa.Table,
     name: str,
     union: str = "",
@@ -144,14 +144,10 @@ def _register_as(
 
 
 def _input_batches(
-    con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, object], batch_rows: int
+    con: Session, statement: str, params: dict[str, object], batch_rows: int
 ) -> Iterator[dict[str, np.ndarray]]:
     """The replay's input as numpy columns, `batch_rows` rows at a time (a streamed result)."""
-    if isinstance(con, BigQueryConnection):
-        batches: Iterable[pa.RecordBatch] = con.stream(statement, params, batch_rows)
-    else:
-        batches = con.execute(statement, params).fetch_record_batch(batch_rows)
-    for batch in batches:
+    for batch in session.stream_batches(con, statement, params, batch_rows):
         if batch.num_rows:
             yield {
                 name: np.ascontiguousarray(
@@ -245,7 +241,7 @@ def _replay_in_batches(
 
 
 def _replay_outputs(
-    con: duckdb.DuckDBPyConnection,
+    con: Session,
     params: dict[str, object],
     keep_state: bool,
     force_full: bool,
@@ -308,7 +304,7 @@ def _replay_outputs(
         con.execute(rs.next_state_sql(ALL_STATE_TABLE))
         _run(con, rs.NEXT_CHECKPOINT_SQL, params)
         ledger_rows = int(
-            con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0]  # type: ignore[index]
+            con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0]
         )
     return ReplayRun(plan, n, ledger_rows)
 
@@ -486,7 +482,7 @@ order by rule, rank
 
 
 def reconcile(
-    con: duckdb.DuckDBPyConnection,
+    con: Session,
     cutoff_at: dt.datetime,
     keep_state: bool = False,
     force_full_replay: bool = False,
@@ -603,7 +599,7 @@ def reconcile(
     )
 
 
-def drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
+def drop_working_tables(con: Session) -> None:
     """Free the `_recon_*` temp tables (the 5M-row working copy above all) once a run is done."""
     con.execute(f"drop view if exists {sql.ROWS_TABLE}")
     for name in (
@@ -625,90 +621,27 @@ def drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def write_reconciliation(
-    con: duckdb.DuckDBPyConnection, result: ReconciliationResult, schema: str = rc.MARTS_SCHEMA
+    con: Session, result: ReconciliationResult, schema: str = rc.MARTS_SCHEMA
 ) -> None:
-    """Create or replace both report relations from `result`, in the caller's transaction.
+    """Replace both report relations from `result`, in the caller's transaction.
 
     Why from the result rather than the temp tables: the result is what the checks and metadata
     describe, so what is stored is exactly what was reported, row for row and in the same order.
     A result computed with `keep_state` also stores the next replay state (from the run's temp
-    tables, so call this before `drop_working_tables`), in the same transaction as the reports: the
-    state always describes the reports stored with it. On BigQuery see
-    `_write_reconciliation_bigquery`.
+    tables, so call this before `drop_working_tables`), replaced together with the reports: the
+    state always describes the reports stored with it. `session.replace_tables` says what
+    "together" means on each engine.
     """
-    if isinstance(con, BigQueryConnection):
-        _write_reconciliation_bigquery(con, result, schema)
-        return
-    con.execute(f"create schema if not exists {schema}")
-    for name, table in (
-        (rc.RECONCILIATION_TABLE, result.reconciliation),
-        (rc.ANOMALIES_TABLE, result.anomalies),
-    ):
-        con.register("_recon_out_arrow", table)
-        con.execute(f"create or replace table {schema}.{name} as select * from _recon_out_arrow")
-        con.unregister("_recon_out_arrow")
+    tables: dict[str, pa.Table | str] = {
+        f"{schema}.{rc.RECONCILIATION_TABLE}": result.reconciliation,
+        f"{schema}.{rc.ANOMALIES_TABLE}": result.anomalies,
+    }
     if result.state_kept:
-        con.execute(f"create schema if not exists {rs.STATE_SCHEMA}")
         for name, source in _state_sources().items():
-            con.execute(
-                f"create or replace table {rs.STATE_SCHEMA}.{name} as select * from {source}"
-            )
+            tables[f"{rs.STATE_SCHEMA}.{name}"] = source
+    session.replace_tables(con, tables)
 
 
 def _state_sources() -> dict[str, str]:
     """Each persisted replay-state table and the temp table of this run that replaces it."""
     return {**rs.PERSIST_SOURCES, rs.FLAGS_TABLE: REPLAY_ROWS_TABLE}
-
-
-def _write_reconciliation_bigquery(
-    con: BigQueryConnection, result: ReconciliationResult, schema: str
-) -> None:
-    """Both report tables (and the replay state) replaced in one BigQuery transaction.
-
-    BigQuery allows no DDL on permanent tables inside a transaction: each table is created (or,
-    when its columns changed, recreated) first, and one transaction then deletes and inserts the
-    rows of all of them. Called inside the caller's transaction (the asset's, which so far only
-    changed session temp tables), that one is committed first and the write's own is left open for
-    the caller to commit or roll back; outside one, the write commits its own.
-    """
-    outputs = [
-        (schema, rc.RECONCILIATION_TABLE, result.reconciliation),
-        (schema, rc.ANOMALIES_TABLE, result.anomalies),
-    ]
-    sources = {(schema, name): f"_recon_out_{name}" for _, name, _ in outputs}
-    if result.state_kept:
-        for name, temp in _state_sources().items():
-            # the columns of the session temp table, as an empty Arrow table for the DDL
-            outputs.append(
-                (
-                    rs.STATE_SCHEMA,
-                    name,
-                    con.execute(f"select * from {temp} limit 0").fetch_arrow_table(),
-                )
-            )
-            sources[(rs.STATE_SCHEMA, name)] = temp
-    in_caller_transaction = con.in_transaction
-    if in_caller_transaction:
-        con.execute("commit")
-    for target_schema, name, table in outputs:
-        replace_table_schema(con, target_schema, name, table)
-    for name, table in (
-        (rc.RECONCILIATION_TABLE, result.reconciliation),
-        (rc.ANOMALIES_TABLE, result.anomalies),
-    ):
-        con.register(f"_recon_out_{name}", table)
-    con.execute("begin transaction")
-    try:
-        for (target_schema, name), source in sources.items():
-            con.execute(f"delete from {target_schema}.{name} where true", dialect="bigquery")
-            con.execute(
-                f"insert into {target_schema}.{name} select * from {source}", dialect="bigquery"
-            )
-    except BaseException:
-        con.execute("rollback")
-        raise
-    if not in_caller_transaction:
-        con.execute("commit")
-        for name in (rc.RECONCILIATION_TABLE, rc.ANOMALIES_TABLE):
-            con.unregister(f"_recon_out_{name}")
-    # else the staged rows stay until the session closes, after the caller's commit

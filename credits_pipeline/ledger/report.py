@@ -22,12 +22,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import dagster as dg
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import rules_catalog as rc
+from credits_pipeline.warehouse.interface import Session
 
 TREND_BUCKET_DAYS = 7  # one bar (and one sparkline character) per week
 TREND_WEEKS = 52  # the last 12 months before the cut-off
@@ -165,7 +165,7 @@ class AnomalyTrend:
 
 
 def anomaly_trend(
-    con: duckdb.DuckDBPyConnection,
+    con: Session,
     anomalies: pa.Table,
     cutoff_at: dt.datetime,
     ledger_relation: str = sql.LEDGER_ROWS,
@@ -462,7 +462,7 @@ def table_schema(table: pa.Table, docs: dict[str, str]) -> dg.TableSchema:
     )
 
 
-def _markdown(con: duckdb.DuckDBPyConnection, statement: str, params: dict[str, object]) -> str:
+def _markdown(con: Session, statement: str, params: dict[str, object]) -> str:
     frame = con.execute(statement, params).fetchdf()
     return "_no rows_" if frame.empty else frame.to_markdown(index=False)
 
@@ -483,7 +483,7 @@ def reconciliation_preview(reconciliation: pa.Table, users: list[NonOkUser]) -> 
 
 
 def anomalies_preview(
-    con: duckdb.DuckDBPyConnection, anomalies: pa.Table, ledger_relation: str = sql.LEDGER_ROWS
+    con: Session, anomalies: pa.Table, ledger_relation: str = sql.LEDGER_ROWS
 ) -> str:
     """The anomalies involving most credits first (then the newest ledger rows)."""
     con.register("_recon_preview", anomalies)

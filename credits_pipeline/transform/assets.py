@@ -17,11 +17,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from pydantic import Field
 
-from credits_pipeline import settings
 from credits_pipeline.transform.dbt_project import (
     DBT_PROJECT,
     dbt_cli_resource,
@@ -30,7 +28,7 @@ from credits_pipeline.transform.dbt_project import (
 )
 from credits_pipeline.transform.replay_rebuild import daily_mart_must_rebuild, replay_must_rebuild
 from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, CreditsDbtTranslator
-from credits_pipeline.warehouse import cost, memory
+from credits_pipeline.warehouse.interface import Warehouse, WarehouseParam
 from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
 
 DBT_RESOURCE_KEY = "dbt"
@@ -79,6 +77,7 @@ def build_args(config: DbtBuildConfig) -> list[str]:
 def build_layer(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
+    warehouse: Warehouse,
     config: DbtBuildConfig | None = None,
     full_refresh_because: str | None = None,
 ) -> Iterator[Any]:
@@ -103,14 +102,13 @@ def build_layer(
         )
     finally:
         release_warehouse_connections(invocation)
-    if settings.warehouse_kind() == "bigquery":  # bytes processed/billed per model
-        run_results: dict = {}
-        with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
-            run_results = invocation.get_artifact("run_results.json")
-        events = cost.with_dbt_statistics(events, run_results)
+    run_results: dict = {}
+    with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
+        run_results = invocation.get_artifact("run_results.json")
+    events = warehouse.dbt_usage(events, run_results)  # BigQuery: bytes processed/billed per model
     if full_refresh_because:
         events = [_with_rebuild_reason(e, full_refresh_because) for e in events]
-    yield from with_previews(context, events)
+    yield from with_previews(context, warehouse, events)
     errored = errored_nodes(invocation)
     if errored:
         raise dg.Failure(
@@ -142,18 +140,19 @@ def recency_column(columns: list[str]) -> str:
     return columns[0]
 
 
-def with_previews(context: dg.AssetExecutionContext, events: list) -> Iterator[Any]:
+def with_previews(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, events: list
+) -> Iterator[Any]:
     """Attach to each built model a Markdown preview of its newest rows (and a row count to views).
 
     Read after dbt has finished and released the DuckDB file; marts and the seed's views hold no
-    personal data (it is never extracted). On BigQuery the events pass through unchanged.
+    personal data (it is never extracted). Where the warehouse offers no preview session
+    (BigQuery: each preview would be billed) the events pass through unchanged.
     """
-    if settings.warehouse_kind() != "duckdb" or not settings.warehouse_path().exists():
-        yield from events
-        return
-    con = duckdb.connect(str(settings.warehouse_path()), read_only=True)
-    try:
-        memory.apply(con)
+    with warehouse.preview_session() as con:
+        if con is None:
+            yield from events
+            return
         for event in events:
             if isinstance(event, dg.Output):
                 event = event.with_metadata(
@@ -163,11 +162,9 @@ def with_previews(context: dg.AssetExecutionContext, events: list) -> Iterator[A
                     }
                 )
             yield event
-    finally:
-        con.close()
 
 
-def _preview(con: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]:
+def _preview(con: Any, key: dg.AssetKey) -> dict[str, Any]:
     schema, name = key.path[0], key.path[-1]
     columns = [
         r[0]
@@ -186,7 +183,7 @@ def _preview(con: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]
         )
     }
     metadata["dagster/row_count"] = dg.MetadataValue.int(
-        con.execute(f"select count(*) from {relation}").fetchone()[0]  # type: ignore[index]
+        con.execute(f"select count(*) from {relation}").fetchone()[0]
     )
     return metadata
 
@@ -258,14 +255,14 @@ def dbt_layer(
     def _build(
         context: dg.AssetExecutionContext,
         dbt: DbtCliResource,
-        warehouse: dg.ResourceParam[Any],
+        warehouse: WarehouseParam,
         config: DbtBuildConfig,
     ):
         because = None
         if must_rebuild is not None and not config.full_refresh:
             with warehouse.connect(read_only=True) as con:  # closed before dbt opens the file
                 because = must_rebuild(con)
-        yield from build_layer(context, dbt, config, full_refresh_because=because)
+        yield from build_layer(context, dbt, warehouse, config, full_refresh_because=because)
 
     _build.__doc__ = description
     return _build

@@ -20,11 +20,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-import duckdb
-from google.api_core.exceptions import NotFound
-
 from credits_pipeline.names import OPEN_LEDGER_TABLE
 from credits_pipeline.source.tables import CREDIT_HISTORIES
+from credits_pipeline.warehouse import session
 
 # The incremental relations dbt resumes from (names as in dbt_transform/models).
 REPLAY_RELATION = "credits.int_credit_replay"
@@ -32,8 +30,6 @@ REPLAY_LOG_RELATION = "credits.int_credit_replay_delta"
 DAILY_MART_RELATION = "marts.user_credit_daily"
 SHOWN_DAYS = 5
 
-# What DuckDB and BigQuery raise for a relation that does not exist (yet).
-MISSING_RELATION = (duckdb.CatalogException, NotFound)
 
 VANISHED_ROWS_SQL = f"""
 select distinct replayed.balance_date
@@ -57,7 +53,7 @@ def days_with_vanished_rows(con) -> list[dt.date]:
     """
     try:
         rows = con.execute(VANISHED_ROWS_SQL).fetchall()
-    except MISSING_RELATION:
+    except session.MISSING_RELATION:
         return []
     return [_as_date(r[0]) for r in rows]
 
@@ -71,7 +67,7 @@ def replay_log_rebuilt_since_mart(con) -> bool:
     try:
         watermark = con.execute(f"select max(replayed_at) from {DAILY_MART_RELATION}").fetchone()
         oldest = con.execute(f"select min(replayed_at) from {REPLAY_LOG_RELATION}").fetchone()
-    except MISSING_RELATION:
+    except session.MISSING_RELATION:
         return False
     if not watermark or watermark[0] is None or not oldest or oldest[0] is None:
         return False

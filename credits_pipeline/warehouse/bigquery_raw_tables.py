@@ -28,7 +28,6 @@ from credits_pipeline.warehouse.raw_tables import (
     PARTITION_COLUMN,
     WATERMARKS,
     WHOLE_TABLE_LABEL,
-    Stager,
     StageStats,
     ensure_raw_tables,
     rejected_name,
@@ -46,13 +45,6 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
 }
 SEQ_COLUMN = "_seq"  # arrival order of a staged row: the first copy of a duplicate id wins
-
-
-def stager_for(con, table: Table, target: str | None = None):
-    """The stager of the warehouse behind `con`: BigQuery's or DuckDB's."""
-    if isinstance(con, BigQueryConnection):
-        return BigQueryStager(con, table, target)
-    return Stager(con, table, target)
 
 
 class BigQueryStager:

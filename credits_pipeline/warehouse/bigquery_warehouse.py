@@ -19,7 +19,7 @@ import io
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import numpy as np
@@ -69,6 +69,7 @@ class BigQueryWarehouse(BigQueryResource):
     prefix and an optional API endpoint (a local emulator; never set in production) are added.
     """
 
+    kind: ClassVar[str] = "bigquery"
     dataset_prefix: str = Field(default="", description="Prefix of the raw/credits/marts datasets.")
     api_endpoint: str = Field(
         default="",
@@ -128,6 +129,21 @@ class BigQueryWarehouse(BigQueryResource):
     def usage_metadata(self, con: "BigQueryConnection") -> dict[str, dg.MetadataValue]:
         """Bytes processed and billed by `con`'s query jobs so far (numeric asset metadata)."""
         return cost.connection_usage_metadata(con)
+
+    def dbt_usage(self, events: list, run_results: dict) -> list:
+        """dbt's events with each model's bytes processed and billed (from run_results.json)."""
+        return cost.with_dbt_statistics(events, run_results)
+
+    @contextlib.contextmanager
+    def session_if_exists(self) -> Iterator["BigQueryConnection"]:
+        """A session: the datasets are created on first use, so there is always one."""
+        with self.connect() as con:
+            yield con
+
+    @contextlib.contextmanager
+    def preview_session(self) -> Iterator[None]:
+        """No previews on BigQuery: each would be a billed query."""
+        yield None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["BigQueryConnection"]:
@@ -497,6 +513,53 @@ class BigQueryConnection:
             # a page may exceed batch_rows when the service ignores the page size
             for offset in range(0, batch.num_rows, batch_rows):
                 yield batch.slice(offset, batch_rows)
+
+    def replace_tables(self, tables: Mapping[str, pa.Table | str]) -> None:
+        """`session.replace_tables` on BigQuery: columns first, then every table's rows at once.
+
+        Each key is `<schema>.<name>`, each value an Arrow table or a relation of this session (a
+        temp table). BigQuery allows no DDL on permanent tables inside a transaction, so: the
+        caller's transaction (if one is open: by convention it changed only temp tables and
+        staging so far) is committed, each target is made to match its columns (created, or
+        recreated when they changed), and one transaction deletes and inserts the rows of all
+        targets. Inside a caller's transaction that one is left open for the caller to commit or
+        roll back; outside one it commits here.
+        """
+        staged: dict[str, str] = {}
+        shapes: dict[str, pa.Table] = {}
+        for target, source in tables.items():
+            if isinstance(source, str):
+                staged[target] = source
+                # the relation's columns, as an empty Arrow table for the DDL
+                shapes[target] = self.execute(f"select * from {source} limit 0").fetch_arrow_table()
+            else:
+                staged[target] = "_replace_" + target.replace(".", "_")
+                shapes[target] = source
+        in_caller_transaction = self.in_transaction
+        if in_caller_transaction:
+            self.execute("commit")
+        for target, shape in shapes.items():
+            schema, name = target.split(".", 1)
+            replace_table_schema(self, schema, name, shape)
+        registered = [
+            staged[target] for target, source in tables.items() if not isinstance(source, str)
+        ]
+        for target, source in tables.items():
+            if not isinstance(source, str):
+                self.register(staged[target], source)
+        self.execute("begin transaction")
+        try:
+            for target, source in staged.items():
+                self.execute(f"delete from {target} where true", dialect="bigquery")
+                self.execute(f"insert into {target} select * from {source}", dialect="bigquery")
+        except BaseException:
+            self.execute("rollback")
+            raise
+        if not in_caller_transaction:
+            self.execute("commit")
+            for name in registered:
+                self.unregister(name)
+        # else the staged rows stay until the session closes, after the caller's commit
 
     # -- Arrow and pandas tables as relations ---------------------------------------------------
 

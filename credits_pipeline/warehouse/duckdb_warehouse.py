@@ -11,11 +11,13 @@ to a temp directory (`memory.py`), so a large ledger is slow rather than fatal.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 
 from credits_pipeline import settings
 from credits_pipeline.names import WAREHOUSE_SCHEMAS
@@ -25,6 +27,7 @@ from credits_pipeline.warehouse import cost, memory
 class DuckDBWarehouse(dg.ConfigurableResource):
     """Connections to the DuckDB warehouse file (`CREDITS_WAREHOUSE_PATH`)."""
 
+    kind: ClassVar[str] = "duckdb"
     path: str = ""
 
     def resolved_path(self) -> Path:
@@ -67,3 +70,44 @@ class DuckDBWarehouse(dg.ConfigurableResource):
         force (the BigQuery resource answers the same call with bytes processed/billed).
         """
         return cost.connection_usage_metadata(con)
+
+    def dbt_usage(self, events: list, run_results: dict) -> list:
+        """dbt on DuckDB bills nothing: the events as they are."""
+        return events
+
+    @contextlib.contextmanager
+    def session_if_exists(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A connection to the warehouse file, or None before the first run has created it."""
+        if not self.resolved_path().exists():
+            yield None
+            return
+        with self.connect() as con:
+            yield con
+
+    @contextlib.contextmanager
+    def preview_session(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A read-only connection for the dbt models' previews; None before the file exists."""
+        if not self.resolved_path().exists():
+            yield None
+            return
+        with self.connect(read_only=True) as con:
+            yield con
+
+
+def replace_tables(con: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table | str]) -> None:
+    """DuckDB's `session.replace_tables`: create or replace each table in the caller's transaction.
+
+    DDL is transactional in DuckDB, so every table is replaced at the caller's commit or not at all.
+    """
+    for target, source in tables.items():
+        schema = target.split(".", 1)[0]
+        con.execute(f"create schema if not exists {schema}")
+        if isinstance(source, str):
+            con.execute(f"create or replace table {target} as select * from {source}")
+            continue
+        staged = "_replace_" + target.replace(".", "_")
+        con.register(staged, source)
+        try:
+            con.execute(f"create or replace table {target} as select * from {staged}")
+        finally:
+            con.unregister(staged)

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -434,9 +435,7 @@ def staged_watermark(
     return row[0], row[1]  # type: ignore[index]
 
 
-def newest_rows_markdown(
-    con: duckdb.DuckDBPyConnection, relation: str, order_by: str, limit: int = 5
-) -> str:
+def newest_rows_markdown(con: Any, relation: str, order_by: str, limit: int = 5) -> str:
     """A small Markdown preview of the newest rows (raw tables hold no personal data)."""
     frame: pd.DataFrame = con.execute(
         f"select * from {relation} order by {order_by} desc nulls last limit {int(limit)}"

@@ -1,0 +1,80 @@
+"""What every room may ask of a warehouse session, whichever engine is behind it.
+
+Why this module exists: the engine is chosen once, where `definitions.py` picks the warehouse
+resource (`interface.Warehouse`); a room then holds a *session* — the DuckDB connection or the
+`BigQueryConnection` that resource yields — and runs the pipeline's SQL on it, written once in
+DuckDB's dialect (the BigQuery session translates it). Three things the engines do differently are
+asked of this module instead of branching in the rooms: stream a query's result as Arrow record
+batches, replace a set of tables atomically, and stage a raw table. As dbt macros go through
+`adapter.dispatch`, the engine behind a session is looked up here and nowhere else: no room
+imports a BigQuery or DuckDB warehouse module to ask which engine runs.
+
+What a transaction means, on both engines: the resource's `transaction()` yields a session inside
+BEGIN ... COMMIT; an exception rolls it back. Rows written inside become visible together at the
+commit, or not at all. DuckDB is fully transactional, DDL included. BigQuery allows no DDL on
+permanent tables inside a transaction, so `replace_tables` commits the work done so far in the
+caller's transaction (by convention only session temp tables and staging), makes each target table
+match its new columns (DDL, outside any transaction), and opens the transaction in which the rows
+of every target are replaced: the caller's commit commits them together, an exception rolls them
+back together. What a failure between those steps can leave on BigQuery is an emptied table whose
+columns changed; its rows are never half replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+from google.api_core.exceptions import NotFound
+
+from credits_pipeline.warehouse import duckdb_warehouse
+from credits_pipeline.warehouse.bigquery_raw_tables import BigQueryStager
+from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection
+from credits_pipeline.warehouse.raw_tables import Stager
+
+if TYPE_CHECKING:
+    from credits_pipeline.source.tables import Table
+
+DUCKDB = "duckdb"
+BIGQUERY = "bigquery"
+
+# What DuckDB and BigQuery raise for a relation that does not exist (yet).
+MISSING_RELATION = (duckdb.CatalogException, NotFound)
+
+
+def engine(con: Any) -> str:
+    """The engine behind a session: `DUCKDB` or `BIGQUERY` (the resource's `kind`)."""
+    return BIGQUERY if isinstance(con, BigQueryConnection) else DUCKDB
+
+
+def stream_batches(
+    con: Any, statement: str, params: Mapping[str, object], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """A SELECT's rows as Arrow record batches of at most `batch_rows` rows, never all at once."""
+    if isinstance(con, BigQueryConnection):
+        yield from con.stream(statement, params, batch_rows)
+        return
+    yield from con.execute(statement, dict(params)).fetch_record_batch(batch_rows)
+
+
+def replace_tables(con: Any, tables: Mapping[str, pa.Table | str]) -> None:
+    """Make each `<schema>.<name>` key hold exactly the rows of its value, all in one transaction.
+
+    A value is an Arrow table or the name of a relation this session can read (a temp table of
+    the run). Call it inside the resource's `transaction()`: the module docstring says what the
+    transaction means on each engine. Outside one, the replacement commits on its own.
+    """
+    if isinstance(con, BigQueryConnection):
+        con.replace_tables(tables)
+    else:
+        duckdb_warehouse.replace_tables(con, tables)
+
+
+def stager(con: Any, table: Table, target: str | None = None) -> Any:
+    """The stager of the warehouse behind `con`: `raw_tables.Stager` or its BigQuery twin, which
+    has the same methods (typed Any until the two are one class)."""
+    if isinstance(con, BigQueryConnection):
+        return BigQueryStager(con, table, target)
+    return Stager(con, table, target)
