@@ -626,3 +626,12 @@ def test_summaries_count_violations_and_credits_and_list_the_worst():
     assert result.summaries[rc.DOUBLE_CHARGE].count == 0
     assert set(result.summaries) == set(rc.RULE_CODES)
     assert result.status_counts == {"ok": 0, "drift": 0, "broken_chain": 1}
+
+
+def test_each_of_the_13_rules_is_one_named_statement_in_the_rules_module():
+    from credits_pipeline.ledger import rules
+
+    statements = [*rules.REPLAY_RULE_SQL, *rules.ROW_RULE_SQL]
+    assert sorted(statements) == sorted(rc.RULE_CODES) and len(statements) == 13
+    for code, statement in {**rules.REPLAY_RULE_SQL, **rules.ROW_RULE_SQL}.items():
+        assert f"'{code}' as rule" in statement, code

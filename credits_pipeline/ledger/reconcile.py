@@ -38,7 +38,7 @@ from credits_pipeline.warehouse import session
 from credits_pipeline.warehouse.interface import Session
 
 RULES_TABLE = "_recon_rules"
-REPLAY_ROWS_TABLE = "_recon_replay_rows"
+REPLAY_ROWS_TABLE = sql.REPLAY_ROWS_TABLE  # the replay's flagged rows, read by the replay rules
 USER_POOLS_TABLE = "_recon_user_pools"
 REPLAYED_STATE_TABLE = "_recon_replayed_state"
 ALL_STATE_TABLE = "_recon_state_all"
@@ -47,7 +47,7 @@ REPLAY_ROWS_COLUMNS = (
     "previous_created_s, created_s"
 )
 ANOMALIES_WORK_TABLE = "_recon_anomalies"
-RECONCILIATION_WORK_TABLE = "_recon_reconciliation"
+RECONCILIATION_WORK_TABLE = sql.RECONCILIATION_WORK_TABLE
 WORST_LIMIT = 10
 # Ledger rows the replay holds at once (~60 bytes each as numpy columns, ~120 MB per batch).
 DEFAULT_BATCH_ROWS = 2_000_000
@@ -347,77 +347,6 @@ from recorded
 order by user_id
 """
 
-CHAIN_BREAK_SQL = f"""
-select
-    '{rc.CHAIN_BREAK}' as rule,
-    user_id,
-    id as credit_history_id,
-    $row_entity as entity_type,
-    id as entity_id,
-    {sql._text("expected_previous")} as expected,
-    {sql._text("previous_amount")} as actual,
-    case
-        when is_purchase then 'previous_amount should record the purchased pool after the '
-            || 'purchase: the replay expected ' || {sql._show("expected_previous")}
-            || ', the row recorded ' || {sql._show("previous_amount")}
-        else 'previous_amount should record the subscription pool before the row: the replay '
-            || 'expected ' || {sql._show("expected_previous")} || ', the row recorded '
-            || {sql._show("previous_amount")}
-    end as detail,
-    coalesce(abs(previous_amount - expected_previous), expected_previous) as credits
-from {REPLAY_ROWS_TABLE}
-where flags & $chain_bit <> 0
-"""
-
-OVERDRAFT_SQL = f"""
-select
-    '{rc.OVERDRAFT_WRITEOFF}' as rule,
-    user_id,
-    id as credit_history_id,
-    $row_entity as entity_type,
-    id as entity_id,
-    {sql._text("available")} as expected,
-    {sql._text("amount")} as actual,
-    'spend of ' || {sql._show("amount")} || ' exceeds both pools together ('
-        || {sql._show("available")} || '): ' || {sql._show("amount - available")}
-        || ' credits written off' as detail,
-    amount - available as credits
-from {REPLAY_ROWS_TABLE}
-where flags & $overdraft_bit <> 0
-"""
-
-BALANCE_DRIFT_SQL = f"""
-select
-    '{rc.BALANCE_DRIFT}' as rule,
-    user_id,
-    cast(null as bigint) as credit_history_id,
-    $user_entity as entity_type,
-    user_id as entity_id,
-    {sql._text("ledger_subscription_balance")} as expected,
-    {sql._text("recorded_subscription_balance")} as actual,
-    'subscription pool (remaining_credit_amount): the ledger ends at '
-        || {sql._show("ledger_subscription_balance")} || ', users stores '
-        || {sql._show("recorded_subscription_balance")} as detail,
-    abs(recorded_subscription_balance - ledger_subscription_balance) as credits
-from {RECONCILIATION_WORK_TABLE}
-where recorded_subscription_balance <> ledger_subscription_balance
-union all
-select
-    '{rc.BALANCE_DRIFT}' as rule,
-    user_id,
-    cast(null as bigint) as credit_history_id,
-    $user_entity as entity_type,
-    user_id as entity_id,
-    {sql._text("ledger_purchased_balance")} as expected,
-    {sql._text("recorded_purchased_balance")} as actual,
-    'purchased pool (extra_credits): the ledger ends at '
-        || {sql._show("ledger_purchased_balance")} || ', users stores '
-        || {sql._show("recorded_purchased_balance")} as detail,
-    abs(recorded_purchased_balance - ledger_purchased_balance) as credits
-from {RECONCILIATION_WORK_TABLE}
-where recorded_purchased_balance <> ledger_purchased_balance
-"""
-
 ANOMALIES_DDL = f"""
 create or replace temp table {ANOMALIES_WORK_TABLE} (
     rule varchar,
@@ -543,7 +472,7 @@ def reconcile(
     lap("credited_window")
     _run(con, RECONCILIATION_SQL, params)
     con.execute(ANOMALIES_DDL)
-    for statement in (CHAIN_BREAK_SQL, BALANCE_DRIFT_SQL, OVERDRAFT_SQL):
+    for statement in sql.REPLAY_RULE_SQL.values():
         _run(con, f"insert into {ANOMALIES_WORK_TABLE} {statement}", params)
     lap("replay_rules")
     for code, statement in sql.ROW_RULE_SQL.items():

@@ -1,7 +1,10 @@
-"""The set-based ledger rules, as SQL over a handful of fixed input relations.
+"""The 13 ledger rules, each one named SQL statement over a handful of fixed input relations.
 
-Ten of the 13 rules compare rows with catalogs, content tables or nearby rows of the same key; they
-are joins and window functions, which a SQL engine evaluates over millions of rows far faster than
+All 13 live here, one statement per rule (`ROW_RULE_SQL`, `REPLAY_RULE_SQL`). Ten compare rows
+with catalogs, content tables or nearby rows of the same key; three (`chain_break`,
+`overdraft_writeoff`, `balance_drift`) read what the sequential replay (`replay.py`) flagged and
+the pools it ended with, which `reconcile.py` puts in two working tables first. The ten are
+joins and window functions, which a SQL engine evaluates over millions of rows far faster than
 Python. They read only the relations named in `INPUT_RELATIONS` (temp views the caller creates), so
 the same statements run over the warehouse in a Dagster asset and over a ten-row hand-built ledger
 in a test. The SQL sticks to constructs DuckDB and BigQuery share where reasonable (CTEs, window
@@ -746,6 +749,90 @@ select
     amount as credits
 from reasons
 """
+
+# The three rules that read the replay (ledger/replay.py): the rows it flagged, one per row, in
+# REPLAY_ROWS_TABLE, and the pools it ends with next to the stored ones, per user, in
+# RECONCILIATION_WORK_TABLE. reconcile.py builds both from the replay, then runs these.
+REPLAY_ROWS_TABLE = "_recon_replay_rows"
+RECONCILIATION_WORK_TABLE = "_recon_reconciliation"
+
+CHAIN_BREAK_SQL = f"""
+select
+    '{rc.CHAIN_BREAK}' as rule,
+    user_id,
+    id as credit_history_id,
+    $row_entity as entity_type,
+    id as entity_id,
+    {_text("expected_previous")} as expected,
+    {_text("previous_amount")} as actual,
+    case
+        when is_purchase then 'previous_amount should record the purchased pool after the '
+            || 'purchase: the replay expected ' || {_show("expected_previous")}
+            || ', the row recorded ' || {_show("previous_amount")}
+        else 'previous_amount should record the subscription pool before the row: the replay '
+            || 'expected ' || {_show("expected_previous")} || ', the row recorded '
+            || {_show("previous_amount")}
+    end as detail,
+    coalesce(abs(previous_amount - expected_previous), expected_previous) as credits
+from {REPLAY_ROWS_TABLE}
+where flags & $chain_bit <> 0
+"""
+
+OVERDRAFT_SQL = f"""
+select
+    '{rc.OVERDRAFT_WRITEOFF}' as rule,
+    user_id,
+    id as credit_history_id,
+    $row_entity as entity_type,
+    id as entity_id,
+    {_text("available")} as expected,
+    {_text("amount")} as actual,
+    'spend of ' || {_show("amount")} || ' exceeds both pools together ('
+        || {_show("available")} || '): ' || {_show("amount - available")}
+        || ' credits written off' as detail,
+    amount - available as credits
+from {REPLAY_ROWS_TABLE}
+where flags & $overdraft_bit <> 0
+"""
+
+BALANCE_DRIFT_SQL = f"""
+select
+    '{rc.BALANCE_DRIFT}' as rule,
+    user_id,
+    cast(null as bigint) as credit_history_id,
+    $user_entity as entity_type,
+    user_id as entity_id,
+    {_text("ledger_subscription_balance")} as expected,
+    {_text("recorded_subscription_balance")} as actual,
+    'subscription pool (remaining_credit_amount): the ledger ends at '
+        || {_show("ledger_subscription_balance")} || ', users stores '
+        || {_show("recorded_subscription_balance")} as detail,
+    abs(recorded_subscription_balance - ledger_subscription_balance) as credits
+from {RECONCILIATION_WORK_TABLE}
+where recorded_subscription_balance <> ledger_subscription_balance
+union all
+select
+    '{rc.BALANCE_DRIFT}' as rule,
+    user_id,
+    cast(null as bigint) as credit_history_id,
+    $user_entity as entity_type,
+    user_id as entity_id,
+    {_text("ledger_purchased_balance")} as expected,
+    {_text("recorded_purchased_balance")} as actual,
+    'purchased pool (extra_credits): the ledger ends at '
+        || {_show("ledger_purchased_balance")} || ', users stores '
+        || {_show("recorded_purchased_balance")} as detail,
+    abs(recorded_purchased_balance - ledger_purchased_balance) as credits
+from {RECONCILIATION_WORK_TABLE}
+where recorded_purchased_balance <> ledger_purchased_balance
+"""
+
+# Statement per replay rule, in the order they run after the replay.
+REPLAY_RULE_SQL: dict[str, str] = {
+    rc.CHAIN_BREAK: CHAIN_BREAK_SQL,
+    rc.BALANCE_DRIFT: BALANCE_DRIFT_SQL,
+    rc.OVERDRAFT_WRITEOFF: OVERDRAFT_SQL,
+}
 
 # Statement per set-based rule, in the order of rules_catalog.RULES.
 ROW_RULE_SQL: dict[str, str] = {
