@@ -154,6 +154,11 @@ print(json.dumps({
 
 def measure_client(scope: str) -> dict:
     """The floor: the MariaDB client streaming the same result to /dev/null."""
+    return client_dump(DATABASE, _sql(scope))
+
+
+def client_dump(database: str, sql: str) -> dict:
+    """`mariadb --batch --quick` running `sql` on `database` into /dev/null: seconds, peak RSS."""
     command = [
         "mariadb",
         "--batch",
@@ -162,9 +167,9 @@ def measure_client(scope: str) -> dict:
         f"--port={PORT}",
         f"--user={USER}",
         "--init-command=SET time_zone = '+00:00'",
-        DATABASE,
+        database,
         "-e",
-        _sql(scope),
+        sql,
     ]
     out = subprocess.run(
         [sys.executable, "-S", "-c", CLIENT_WRAPPER, *command],

@@ -88,6 +88,21 @@ def sample(root: psutil.Process, peaks: Peaks, spill_dir: Path) -> None:
     peaks.spill = max(peaks.spill, directory_bytes(spill_dir))
 
 
+def run_sampled(
+    command: list[str], env: dict[str, str], log: Path, spill_dir: Path, interval: float
+) -> tuple[int, float, Peaks]:
+    """Run `command` (output into `log`), sampling its process tree; (exit code, wall s, peaks)."""
+    peaks = Peaks()
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            sample(root, peaks, spill_dir)
+            time.sleep(interval)
+    return process.returncode, time.monotonic() - started, peaks
+
+
 def make_source(workdir: Path, users: int, months: int, env: dict[str, str]) -> str:
     """The SQLite demo source of `users` users (created once, reused by later runs)."""
     path = workdir / f"syllaby_v2_{users}u_{months}m.sqlite"
@@ -162,24 +177,17 @@ def main() -> None:
     limit = args.memory_limit or memory.memory_limit_for(memory.total_memory_bytes())
     spill_dir = memory.temp_directory_for(warehouse)
 
-    peaks = Peaks()
     log = run_dir / "materialize.log"
-    started = time.monotonic()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        root = psutil.Process(process.pid)
-        while process.poll() is None:
-            sample(root, peaks, spill_dir)
-            time.sleep(args.interval)
-    wall = time.monotonic() - started
+    returncode, wall, peaks = run_sampled(
+        [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "WARNING"],
+        env,
+        log,
+        spill_dir,
+        args.interval,
+    )
 
     dbt_processes = sum(1 for role in peaks.roles.values() if role == "dbt")
-    print(f"users: {args.users:,}   months: {args.months}   exit code: {process.returncode}")
+    print(f"users: {args.users:,}   months: {args.months}   exit code: {returncode}")
     print(
         f"DuckDB memory_limit: {limit}   spill directory: {spill_dir} "
         f"(peak {peaks.spill / MB:,.1f} MB)"
@@ -196,9 +204,9 @@ def main() -> None:
     verdict = "met" if largest < TARGET_PROCESS_BYTES else "MISSED"
     print(f"target every process < {TARGET_PROCESS_BYTES / MB:,.0f} MB: {verdict}")
     print(f"log: {log}")
-    if process.returncode:
+    if returncode:
         print(log.read_text()[-3000:])
-        sys.exit(process.returncode)
+        sys.exit(returncode)
 
 
 if __name__ == "__main__":
