@@ -148,20 +148,10 @@ def build_source(database: str, users: int, months: int, env: dict[str, str]) ->
     )
     started = time.monotonic()
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "credits_pipeline.cli",
-            "demo-data",
-            "--url",
-            server_url(database),
-            "--users",
-            str(users),
-            "--months",
-            str(months),
-            "--end",
-            yesterday.isoformat(),  # exclusive: the last generated day is the day before
-        ],
+        # --end is exclusive: the last generated day is the day before
+        memory_bench.demo_data_command(
+            server_url(database), users, months, "--end", yesterday.isoformat()
+        ),
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,

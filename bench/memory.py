@@ -103,6 +103,23 @@ def run_sampled(
     return process.returncode, time.monotonic() - started, peaks
 
 
+def demo_data_command(url: str, users: int, months: int, *extra: str) -> list[str]:
+    """`credits-pipeline demo-data` for a source of `users` users (shared by the benchmarks)."""
+    return [
+        sys.executable,
+        "-m",
+        "credits_pipeline.cli",
+        "demo-data",
+        "--url",
+        url,
+        "--users",
+        str(users),
+        "--months",
+        str(months),
+        *extra,
+    ]
+
+
 def make_source(workdir: Path, users: int, months: int, env: dict[str, str]) -> str:
     """The SQLite demo source of `users` users (created once, reused by later runs)."""
     path = workdir / f"syllaby_v2_{users}u_{months}m.sqlite"
@@ -110,18 +127,7 @@ def make_source(workdir: Path, users: int, months: int, env: dict[str, str]) -> 
     if not path.exists():
         started = time.monotonic()
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "credits_pipeline.cli",
-                "demo-data",
-                "--url",
-                url,
-                "--users",
-                str(users),
-                "--months",
-                str(months),
-            ],
+            demo_data_command(url, users, months),
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,

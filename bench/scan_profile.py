@@ -30,7 +30,9 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(BENCH)]
+from memory import demo_data_command  # noqa: E402  (bench/memory.py, beside this script)
+
 HOOK_DIR = BENCH / "scan_hook"
 PROFILE_DIR_VAR = "CREDITS_SCAN_PROFILE_DIR"
 DEFAULT_USERS = 500
@@ -41,18 +43,7 @@ def make_source(workdir: Path, users: int, months: int, env: dict[str, str]) -> 
     path = workdir / f"syllaby_v2_{users}u_{months}m.sqlite"
     if not path.exists():
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "credits_pipeline.cli",
-                "demo-data",
-                "--url",
-                f"sqlite:///{path}",
-                "--users",
-                str(users),
-                "--months",
-                str(months),
-            ],
+            demo_data_command(f"sqlite:///{path}", users, months),
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,

@@ -541,12 +541,11 @@ class BigQueryConnection:
         for target, shape in shapes.items():
             schema, name = target.split(".", 1)
             replace_table_schema(self, schema, name, shape)
-        registered = [
-            staged[target] for target, source in tables.items() if not isinstance(source, str)
-        ]
+        registered = []
         for target, source in tables.items():
             if not isinstance(source, str):
                 self.register(staged[target], source)
+                registered.append(staged[target])
         self.execute("begin transaction")
         try:
             for target, source in staged.items():

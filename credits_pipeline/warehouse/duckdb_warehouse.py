@@ -76,22 +76,21 @@ class DuckDBWarehouse(dg.ConfigurableResource):
         return events
 
     @contextlib.contextmanager
-    def session_if_exists(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    def session_if_exists(
+        self, read_only: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """A connection to the warehouse file, or None before the first run has created it."""
         if not self.resolved_path().exists():
             yield None
             return
-        with self.connect() as con:
+        with self.connect(read_only=read_only) as con:
             yield con
 
-    @contextlib.contextmanager
-    def preview_session(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    def preview_session(
+        self,
+    ) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection | None]:
         """A read-only connection for the dbt models' previews; None before the file exists."""
-        if not self.resolved_path().exists():
-            yield None
-            return
-        with self.connect(read_only=True) as con:
-            yield con
+        return self.session_if_exists(read_only=True)
 
 
 def replace_tables(con: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table | str]) -> None:

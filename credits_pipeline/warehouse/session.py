@@ -37,16 +37,8 @@ from credits_pipeline.warehouse.raw_tables import Stager
 if TYPE_CHECKING:
     from credits_pipeline.source.tables import Table
 
-DUCKDB = "duckdb"
-BIGQUERY = "bigquery"
-
 # What DuckDB and BigQuery raise for a relation that does not exist (yet).
 MISSING_RELATION = (duckdb.CatalogException, NotFound)
-
-
-def engine(con: Any) -> str:
-    """The engine behind a session: `DUCKDB` or `BIGQUERY` (the resource's `kind`)."""
-    return BIGQUERY if isinstance(con, BigQueryConnection) else DUCKDB
 
 
 def stream_batches(
