@@ -106,12 +106,66 @@ def test_a_leaky_split_is_refused():
         churn.assert_no_leakage(leaky)
 
 
-def test_the_trained_model_never_saw_a_label_of_the_evaluation_period():
-    inputs = _population(users=60, seed=1)
-    result = churn.train_and_evaluate(inputs)
+def test_the_evaluated_model_learnt_only_from_snapshots_labelled_before_the_evaluation(
+    monkeypatch,
+):
+    fitted: list[tuple[pd.DataFrame, churn.LogisticModel | None]] = []
+    real_fit = churn.fit
+
+    def recording_fit(train, *args, **kwargs):
+        model = real_fit(train, *args, **kwargs)
+        fitted.append((train, model))
+        return model
+
+    monkeypatch.setattr(churn, "fit", recording_fit)
+    result = churn.train_and_evaluate(_population(users=60, seed=1))
+    assert result.model is not None and result.train_examples and result.evaluation_examples
+    # the frame the evaluated model (not the final refit, which may see everything) learnt from
+    train = next(frame for frame, model in fitted if model is result.model)
     horizon = pd.Timedelta(days=churn.HORIZON_DAYS)
-    assert result.train_examples and result.evaluation_examples
-    assert max(result.split.train) + horizon <= result.split.evaluation_start
+    assert len(train) == result.train_examples
+    assert set(train["snapshot_at"]) <= set(result.split.train)
+    assert train["snapshot_at"].max() + horizon <= result.split.evaluation_start
+
+
+def _evaluation_period_rewritten(inputs: churn.Inputs, start: pd.Timestamp) -> churn.Inputs:
+    """`inputs` with everything from `start` on changed: the outcomes are flipped (whoever
+    cancelled from `start` on stays, and every third user who stayed cancels within the horizon)
+    and the daily spending from `start` on is scrambled. Nothing before `start` changes, nor the
+    history's first day or end, so an honest split trains on exactly the same examples."""
+    subs = inputs.subscriptions.copy()
+    late = subs["ends_at"] > start
+    stayed = subs["ends_at"].isna() & (subs["user_id"] % 3 == 1)
+    subs.loc[late, "ends_at"] = pd.NaT
+    subs.loc[late, "stripe_status"] = "active"
+    subs.loc[stayed, "ends_at"] = start + (1 + subs.loc[stayed, "user_id"] % 28) * DAY
+    subs.loc[stayed, "stripe_status"] = "canceled"
+    daily = inputs.daily.copy()
+    later = daily["balance_date"] >= start
+    rng = np.random.default_rng(7)
+    daily.loc[later, "credits_spent"] = rng.permutation(
+        daily.loc[later, "credits_spent"].to_numpy()
+    ) * rng.integers(0, 5, later.sum())
+    return churn.Inputs(daily, subs, inputs.plans, inputs.data_end, inputs.rule)
+
+
+def test_rewriting_the_evaluation_period_leaves_the_evaluated_model_unchanged():
+    """A model fitted on any held-out label or row would move when they change."""
+    inputs = _population(users=60, seed=1)
+    honest = churn.train_and_evaluate(inputs)
+    rewritten = churn.train_and_evaluate(
+        _evaluation_period_rewritten(inputs, honest.split.evaluation_start)
+    )
+    assert honest.model is not None
+    # the rewrite reaches what is evaluated ...
+    assert rewritten.split == honest.split
+    assert rewritten.evaluation_positives != honest.evaluation_positives
+    assert rewritten.model_eval.auc != honest.model_eval.auc
+    # ... and not what was learnt: the same weights to the last bit
+    assert rewritten.train_examples == honest.train_examples
+    assert rewritten.model == honest.model
+    # (the final refit, which does train on the evaluation period, moves)
+    assert rewritten.final_model != honest.final_model
 
 
 def test_features_at_a_snapshot_ignore_everything_from_its_day_on():
