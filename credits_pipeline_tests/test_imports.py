@@ -6,11 +6,17 @@ function body, so the circles this guards against hid exactly there; the analysi
 every import statement the module can execute — at module level and inside functions — and only
 leaves out `if TYPE_CHECKING:` blocks, which never run. `from package import name` counts as an
 import of the submodule `package.name` when there is one.
+
+The same reading keeps the demo generator (`credits_pipeline/source/demo`) independent of the
+detection it is there to exercise: it may import neither the analytics nor the ledger's rules.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -142,3 +148,85 @@ def test_the_analysis_finds_a_circle_closed_by_an_import_inside_a_function(tmp_p
     (package / "hinted.py").write_text("import pkg.typed\n")
 
     assert import_circles(import_graph(package)) == [["pkg.sub.high", "pkg.sub.low"]]
+
+
+# -- the demo generator stays independent of what it is generated to test -------------------------
+
+DEMO_PACKAGE = "credits_pipeline.source.demo"
+# What the demo's faults and abusers exercise: the usage-risk and churn analytics, and the
+# ledger's replay and rules (importing any ledger module runs `credits_pipeline.ledger`'s
+# `__init__`, which loads the rules). A generator sharing their code would share their mistakes.
+DETECTION_PACKAGES = ("credits_pipeline.analytics", "credits_pipeline.ledger")
+
+
+def _within(module: str, packages: Iterable[str]) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in packages)
+
+
+def import_paths(graph: dict[str, set[str]], start: Iterable[str]) -> dict[str, list[str]]:
+    """Every module importing `start` can run -> one chain of imports leading to it. Importing
+    `a.b.c` runs `a/__init__` and `a/b/__init__` first, so those are reached on the way."""
+    paths: dict[str, list[str]] = {}
+    todo: list[str] = []
+
+    def reach(module: str, via: list[str]) -> None:
+        parts = module.split(".")
+        for end in range(1, len(parts) + 1):
+            name = ".".join(parts[:end])
+            if name in graph and name not in paths:
+                paths[name] = [*via, name]
+                todo.append(name)
+
+    for module in sorted(start):
+        reach(module, [])
+    while todo:
+        module = todo.pop(0)
+        for imported in sorted(graph[module]):
+            reach(imported, paths[module])
+    return paths
+
+
+def test_the_demo_generator_imports_no_detection_code_anywhere_it_can_run():
+    graph = import_graph(PACKAGE_DIR)
+    demo = [module for module in graph if _within(module, [DEMO_PACKAGE])]
+    assert f"{DEMO_PACKAGE}.abuse" in demo
+    paths = import_paths(graph, demo)
+    leaks = [" -> ".join(p) for m, p in paths.items() if _within(m, DETECTION_PACKAGES)]
+    assert leaks == [], "the demo generator imports detection code:\n" + "\n".join(leaks)
+
+
+def test_importing_the_demo_generator_loads_no_detection_module():
+    """The same at run time, in a fresh interpreter: catches what the static reading cannot (an
+    `importlib.import_module` of a computed name at import time)."""
+    demo = sorted(m for m in modules_of(PACKAGE_DIR) if _within(m, [DEMO_PACKAGE]))
+    code = (
+        f"import importlib, sys\nfor name in {demo!r}:\n    importlib.import_module(name)\n"
+        f"print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_DIR.parent), *sys.path])}
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert f"{DEMO_PACKAGE}.abuse" in loaded
+    assert [m for m in loaded if _within(m, DETECTION_PACKAGES)] == []
+
+
+def test_a_detection_module_is_reached_through_a_package_init_and_a_function_body(tmp_path):
+    package = tmp_path / "pkg"
+    for folder in ("gen", "util", "detect"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "gen" / "make.py").write_text("from pkg.util import dates\n")
+    (package / "util" / "__init__.py").write_text("from pkg.util import later\n")
+    (package / "util" / "dates.py").write_text("")
+    (package / "util" / "later.py").write_text("def f():\n    import pkg.detect.rules\n")
+    (package / "detect" / "rules.py").write_text("")
+
+    paths = import_paths(import_graph(package), ["pkg.gen.make"])
+    assert paths["pkg.detect.rules"] == [
+        "pkg.gen.make",
+        "pkg.util",
+        "pkg.util.later",
+        "pkg.detect.rules",
+    ]
