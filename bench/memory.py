@@ -4,12 +4,17 @@ Issue 10 measured 6.9 GB in the largest single process at 100k users (dbt's Duck
 replay 6.2 GB, the pipeline's own process 2.3 GB) against a target of < 2 GB each. This script
 builds an embedded SQLite demo source of N users (`credits-pipeline demo-data`, kept between runs
 in the work directory), then runs one full materialization into a fresh DuckDB warehouse with
-`CREDITS_SOURCE_URL` set explicitly, and samples the resident set size of the pipeline's process
-and of every subprocess it starts (dbt) every `--interval` seconds (psutil). It prints the peak
-RSS of the pipeline process, of the largest dbt process, of the whole process tree at once, the
-DuckDB memory limit and spill directory in force (`CREDITS_DUCKDB_MEMORY_LIMIT` or the default
-sized from this machine, `credits_pipeline/warehouse/memory.py`), the spill directory's peak size,
-and the wall time. Sampling can miss a peak shorter than the interval: the figures are a floor.
+`CREDITS_SOURCE_URL` set explicitly, and samples the memory of the pipeline's process and of
+every subprocess it starts (dbt) every `--interval` seconds. It prints the peak RSS of the
+pipeline process, of the largest dbt process, of the whole process tree at once, the DuckDB
+memory limit and spill directory in force (`CREDITS_DUCKDB_MEMORY_LIMIT` or the default sized from
+this machine, `credits_pipeline/warehouse/memory.py`), the spill directory's peak size, and the
+wall time. A process's peak is the kernel's own high-water mark (VmHWM) as last read before the
+process ended; the whole tree's is the sum of the processes' RSS at one sample, which can miss a
+peak shorter than the interval: the figures are a floor.
+
+The process tree and its memory are read from /proc (Linux only), which spares the benchmarks a
+dependency (psutil) the project does not declare.
 
     .venv/bin/python bench/memory.py [--users 20000] [--months 12] [--memory-limit 2GB]
 """
@@ -26,8 +31,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -35,6 +38,7 @@ DEFAULT_USERS = 20_000
 DEFAULT_MONTHS = 12
 DEFAULT_INTERVAL = 0.2
 MB = 1024**2
+PROC = Path("/proc")
 TARGET_PROCESS_BYTES = 2 * 1024**3  # issue 10: every process < 2 GB
 
 
@@ -51,16 +55,53 @@ class Peaks:
         return max((b for p, b in self.by_pid.items() if self.roles[p] == role), default=0)
 
 
-def role_of(process: psutil.Process, root_pid: int) -> str:
+def process_tree(root_pid: int) -> list[int]:
+    """`root_pid` and every process descending from it, from each process's parent in
+    /proc/<pid>/stat (a process gone while it is read is left out)."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (command) state ppid ...: the command may hold spaces and parentheses
+        parent = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree = [root_pid]
+    for pid in tree:
+        tree.extend(children.get(pid, []))
+    return tree
+
+
+def memory_of(pid: int) -> tuple[int, int] | None:
+    """(resident set size, its peak so far) of `pid` in bytes, from /proc/<pid>/status (VmRSS,
+    VmHWM); None for a process that is gone or a zombie (which has no memory left)."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    kilobytes = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            kilobytes[key] = int(value.split()[0])
+    if len(kilobytes) < 2:
+        return None
+    return kilobytes["VmRSS"] * 1024, kilobytes["VmHWM"] * 1024
+
+
+def role_of(pid: int, root_pid: int) -> str:
     """'pipeline' (the CLI's own process), 'dbt' (a dbt subprocess) or 'other'."""
-    if process.pid == root_pid:
+    if pid == root_pid:
         return "pipeline"
     try:
-        command = process.cmdline()
-    except psutil.Error:
+        command = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
         return "other"
     # `dbt build ...` is `python .../bin/dbt build ...` once the shebang is resolved
-    return "dbt" if any(Path(arg).name == "dbt" for arg in command[:2]) else "other"
+    return "dbt" if any(Path(os.fsdecode(arg)).name == "dbt" for arg in command[:2]) else "other"
 
 
 def directory_bytes(path: Path) -> int:
@@ -69,20 +110,16 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def sample(root: psutil.Process, peaks: Peaks, spill_dir: Path) -> None:
-    try:
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return
+def sample(root_pid: int, peaks: Peaks, spill_dir: Path) -> None:
     total = 0
-    for process in processes:
-        try:
-            rss = process.memory_info().rss
-        except psutil.Error:
+    for pid in process_tree(root_pid):
+        memory = memory_of(pid)
+        if memory is None:
             continue
-        if process.pid not in peaks.roles:
-            peaks.roles[process.pid] = role_of(process, root.pid)
-        peaks.by_pid[process.pid] = max(peaks.by_pid.get(process.pid, 0), rss)
+        rss, peak = memory
+        if pid not in peaks.roles:
+            peaks.roles[pid] = role_of(pid, root_pid)
+        peaks.by_pid[pid] = max(peaks.by_pid.get(pid, 0), peak, rss)
         total += rss
     peaks.tree = max(peaks.tree, total)
     peaks.spill = max(peaks.spill, directory_bytes(spill_dir))
@@ -92,13 +129,14 @@ def run_sampled(
     command: list[str], env: dict[str, str], log: Path, spill_dir: Path, interval: float
 ) -> tuple[int, float, Peaks]:
     """Run `command` (output into `log`), sampling its process tree; (exit code, wall s, peaks)."""
+    if not (PROC / "self" / "status").exists():
+        sys.exit("bench/memory.py reads process memory from /proc: it runs on Linux only")
     peaks = Peaks()
     started = time.monotonic()
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        root = psutil.Process(process.pid)
         while process.poll() is None:
-            sample(root, peaks, spill_dir)
+            sample(process.pid, peaks, spill_dir)
             time.sleep(interval)
     return process.returncode, time.monotonic() - started, peaks
 
