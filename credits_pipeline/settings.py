@@ -22,6 +22,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from credits_pipeline.source.tables import TABLES_BY_NAME
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_transform"
 
@@ -195,7 +197,13 @@ def configuration_problems(
         lambda: parse_source_stale_after(env.get(SOURCE_STALE_AFTER_HOURS_VAR)),
         lambda: parse_temp_directory(env.get(DUCKDB_TEMP_DIRECTORY_VAR)),
         lambda: parse_maximum_bytes_billed(env.get(BIGQUERY_MAXIMUM_BYTES_BILLED_VAR)),
+        lambda: parse_allowed_shrinks(env.get(ALLOW_SHRINK_VAR)),
     ]
+    # The alert channels' variables are parsed where the channels are built. Imported here, not
+    # at the top: the alerts package imports Dagster, its sensors, and this module.
+    from credits_pipeline.alerts.channels import alert_configuration_checks
+
+    checks += alert_configuration_checks(env)
     problems: list[str] = []
     for check in checks:
         try:
@@ -398,10 +406,26 @@ def shrink_fraction() -> float:
     return parse_shrink_fraction(os.environ.get(SHRINK_FRACTION_VAR))
 
 
+def parse_allowed_shrinks(raw: str | None) -> frozenset[str]:
+    """`CREDITS_ALLOW_SHRINK`: contract tables (comma-separated) allowed to shrink, or `all`.
+
+    An unknown name is refused, not ignored: `credit_history` would otherwise leave the guard on
+    and the user puzzled why the run they meant to allow fails again.
+    """
+    names = frozenset(part.strip().lower() for part in (raw or "").split(",") if part.strip())
+    known = {*TABLES_BY_NAME, ALLOW_SHRINK_ALL}
+    if names - known:
+        allowed = (
+            f"comma-separated contract table names ({', '.join(sorted(TABLES_BY_NAME))}) "
+            f"or {ALLOW_SHRINK_ALL}"
+        )
+        raise _problem(ALLOW_SHRINK_VAR, raw or "", allowed)
+    return names
+
+
 def allowed_shrinks() -> frozenset[str]:
-    """`CREDITS_ALLOW_SHRINK`: contract tables (comma-separated) allowed to shrink, or `all`."""
-    raw = os.environ.get(ALLOW_SHRINK_VAR) or ""
-    return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    """The tables the shrink guard lets shrink in this run (see `parse_allowed_shrinks`)."""
+    return parse_allowed_shrinks(os.environ.get(ALLOW_SHRINK_VAR))
 
 
 # --- Operating it every morning (issue 11): source staleness ---

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from typing import Any, Protocol
 
 import requests
 
+from credits_pipeline import settings
 from credits_pipeline.alerts.messages import (
     Digest,
     email_body,
@@ -67,8 +68,7 @@ SMTP_PLAIN_PORT = 25
 SMTP_SUBMISSION_PORT = 587
 SMTPS_PORT = 465  # implicit TLS
 DEFAULT_EMAIL_FROM = "credits-pipeline@localhost"
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
+TCP_PORTS = range(1, 65536)
 USER_AGENT = "credits-pipeline-alerts/1"
 
 
@@ -247,14 +247,45 @@ class EmailChannel:
         return f"EmailChannel({self.target})"
 
 
-def parse_flag(raw: str | None, default: bool) -> bool:
-    """An on/off environment variable; anything unrecognised keeps the default."""
+def parse_starttls(raw: str | None, default: bool) -> bool:
+    """`CREDITS_SMTP_STARTTLS`: on/off, unset for `default`; anything else is refused.
+
+    Refused, not defaulted: a typo (`ture`) would otherwise decide silently whether a password
+    crosses the network in clear. Checked at start-up with the rest (`alert_configuration_checks`).
+    """
     value = (raw or "").strip().lower()
-    if value in TRUE_WORDS:
+    if not value:
+        return default
+    if value in settings.TRUE_WORDS:
         return True
-    if value in FALSE_WORDS:
+    if value in settings.FALSE_WORDS:
         return False
-    return default
+    allowed = f"one of {', '.join(settings.TRUE_WORDS + settings.FALSE_WORDS)} (or unset)"
+    raise settings.ConfigurationError([f"{SMTP_STARTTLS_VAR}={raw!r} is not valid: {allowed}"])
+
+
+def parse_smtp_port(raw: str | None, default: int) -> int:
+    """`CREDITS_SMTP_PORT`: a TCP port number, unset for `default` (587 or 25, see below)."""
+    value = (raw or "").strip()
+    if not value:
+        return default
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if port not in TCP_PORTS:
+        allowed = f"a TCP port number from {TCP_PORTS.start} to {TCP_PORTS.stop - 1}"
+        raise settings.ConfigurationError([f"{SMTP_PORT_VAR}={raw!r} is not valid: {allowed}"])
+    return port
+
+
+def alert_configuration_checks(env: Mapping[str, str]) -> list[Callable[[], object]]:
+    """The alert variables' checks for `settings.configuration_problems`: the same parsers the
+    channels use, so a value the start-up check accepts cannot fail a sensor tick later."""
+    return [
+        lambda: parse_starttls(env.get(SMTP_STARTTLS_VAR), default=False),
+        lambda: parse_smtp_port(env.get(SMTP_PORT_VAR), SMTP_PLAIN_PORT),
+    ]
 
 
 def parse_recipients(raw: str | None) -> list[str]:
@@ -269,13 +300,9 @@ def email_channel_from_env(env: Mapping[str, str]) -> EmailChannel | None:
     if not host or not recipients:
         return None
     user = env.get(SMTP_USER_VAR) or None
-    starttls = parse_flag(env.get(SMTP_STARTTLS_VAR), default=bool(user))
+    starttls = parse_starttls(env.get(SMTP_STARTTLS_VAR), default=bool(user))
     default_port = SMTP_SUBMISSION_PORT if (starttls or user) else SMTP_PLAIN_PORT
-    raw_port = (env.get(SMTP_PORT_VAR) or "").strip()
-    try:
-        port = int(raw_port) if raw_port else default_port
-    except ValueError:
-        raise ValueError(f"{SMTP_PORT_VAR} must be an integer port, not {raw_port!r}") from None
+    port = parse_smtp_port(env.get(SMTP_PORT_VAR), default_port)
     return EmailChannel(
         host=host,
         port=port,
