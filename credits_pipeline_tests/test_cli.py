@@ -25,7 +25,6 @@ import pytest
 import sqlalchemy as sa
 
 from credits_pipeline import settings
-from credits_pipeline.alerts.channels import SMTP_PORT_VAR, SMTP_STARTTLS_VAR
 from credits_pipeline.cli import (
     EXIT_USAGE,
     PROG,
@@ -144,8 +143,8 @@ BAD_ENVIRONMENTS = [
         {settings.BIGQUERY_MAXIMUM_BYTES_BILLED_VAR: "10GB"},
         settings.BIGQUERY_MAXIMUM_BYTES_BILLED_VAR,
     ),
-    ({SMTP_PORT_VAR: "smtp"}, SMTP_PORT_VAR),
-    ({SMTP_STARTTLS_VAR: "ture"}, SMTP_STARTTLS_VAR),
+    ({settings.SMTP_PORT_VAR: "smtp"}, settings.SMTP_PORT_VAR),
+    ({settings.SMTP_STARTTLS_VAR: "ture"}, settings.SMTP_STARTTLS_VAR),
 ]
 
 

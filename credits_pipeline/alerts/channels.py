@@ -16,13 +16,12 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any, Protocol
 
 import requests
 
-from credits_pipeline import settings
 from credits_pipeline.alerts.messages import (
     Digest,
     email_body,
@@ -31,14 +30,19 @@ from credits_pipeline.alerts.messages import (
     pagerduty_events,
     slack_payload,
 )
+from credits_pipeline.settings import (  # checked at start-up with the rest of the environment
+    SMTP_PLAIN_PORT,
+    SMTP_PORT_VAR,
+    SMTP_STARTTLS_VAR,
+    parse_smtp_port,
+    parse_starttls,
+)
 
 # Environment variables, one group per channel.
 SLACK_WEBHOOK_URL_VAR = "CREDITS_SLACK_WEBHOOK_URL"
-SMTP_HOST_VAR = "CREDITS_SMTP_HOST"
-SMTP_PORT_VAR = "CREDITS_SMTP_PORT"
+SMTP_HOST_VAR = "CREDITS_SMTP_HOST"  # SMTP_PORT_VAR and SMTP_STARTTLS_VAR: settings.py
 SMTP_USER_VAR = "CREDITS_SMTP_USER"
 SMTP_PASSWORD_VAR = "CREDITS_SMTP_PASSWORD"
-SMTP_STARTTLS_VAR = "CREDITS_SMTP_STARTTLS"
 ALERT_EMAIL_FROM_VAR = "CREDITS_ALERT_EMAIL_FROM"
 ALERT_EMAIL_TO_VAR = "CREDITS_ALERT_EMAIL_TO"
 ALERT_WEBHOOK_URL_VAR = "CREDITS_ALERT_WEBHOOK_URL"
@@ -64,11 +68,9 @@ PAGERDUTY_CHANNEL = "pagerduty"
 # (connect, read) seconds: a hung receiver must not eat the sensor tick's time budget.
 HTTP_TIMEOUT_SECONDS = (5.0, 10.0)
 SMTP_TIMEOUT_SECONDS = 10.0
-SMTP_PLAIN_PORT = 25
 SMTP_SUBMISSION_PORT = 587
 SMTPS_PORT = 465  # implicit TLS
 DEFAULT_EMAIL_FROM = "credits-pipeline@localhost"
-TCP_PORTS = range(1, 65536)
 USER_AGENT = "credits-pipeline-alerts/1"
 
 
@@ -245,47 +247,6 @@ class EmailChannel:
 
     def __repr__(self) -> str:
         return f"EmailChannel({self.target})"
-
-
-def parse_starttls(raw: str | None, default: bool) -> bool:
-    """`CREDITS_SMTP_STARTTLS`: on/off, unset for `default`; anything else is refused.
-
-    Refused, not defaulted: a typo (`ture`) would otherwise decide silently whether a password
-    crosses the network in clear. Checked at start-up with the rest (`alert_configuration_checks`).
-    """
-    value = (raw or "").strip().lower()
-    if not value:
-        return default
-    if value in settings.TRUE_WORDS:
-        return True
-    if value in settings.FALSE_WORDS:
-        return False
-    allowed = f"one of {', '.join(settings.TRUE_WORDS + settings.FALSE_WORDS)} (or unset)"
-    raise settings.ConfigurationError([f"{SMTP_STARTTLS_VAR}={raw!r} is not valid: {allowed}"])
-
-
-def parse_smtp_port(raw: str | None, default: int) -> int:
-    """`CREDITS_SMTP_PORT`: a TCP port number, unset for `default` (587 or 25, see below)."""
-    value = (raw or "").strip()
-    if not value:
-        return default
-    try:
-        port = int(value)
-    except ValueError:
-        port = 0
-    if port not in TCP_PORTS:
-        allowed = f"a TCP port number from {TCP_PORTS.start} to {TCP_PORTS.stop - 1}"
-        raise settings.ConfigurationError([f"{SMTP_PORT_VAR}={raw!r} is not valid: {allowed}"])
-    return port
-
-
-def alert_configuration_checks(env: Mapping[str, str]) -> list[Callable[[], object]]:
-    """The alert variables' checks for `settings.configuration_problems`: the same parsers the
-    channels use, so a value the start-up check accepts cannot fail a sensor tick later."""
-    return [
-        lambda: parse_starttls(env.get(SMTP_STARTTLS_VAR), default=False),
-        lambda: parse_smtp_port(env.get(SMTP_PORT_VAR), SMTP_PLAIN_PORT),
-    ]
 
 
 def parse_recipients(raw: str | None) -> list[str]:
