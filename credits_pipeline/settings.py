@@ -22,6 +22,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from credits_pipeline.source.tables import TABLES_BY_NAME
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_transform"
 
@@ -195,6 +197,9 @@ def configuration_problems(
         lambda: parse_source_stale_after(env.get(SOURCE_STALE_AFTER_HOURS_VAR)),
         lambda: parse_temp_directory(env.get(DUCKDB_TEMP_DIRECTORY_VAR)),
         lambda: parse_maximum_bytes_billed(env.get(BIGQUERY_MAXIMUM_BYTES_BILLED_VAR)),
+        lambda: parse_allowed_shrinks(env.get(ALLOW_SHRINK_VAR)),
+        lambda: parse_starttls(env.get(SMTP_STARTTLS_VAR), default=False),
+        lambda: parse_smtp_port(env.get(SMTP_PORT_VAR), SMTP_PLAIN_PORT),
     ]
     problems: list[str] = []
     for check in checks:
@@ -398,10 +403,26 @@ def shrink_fraction() -> float:
     return parse_shrink_fraction(os.environ.get(SHRINK_FRACTION_VAR))
 
 
+def parse_allowed_shrinks(raw: str | None) -> frozenset[str]:
+    """`CREDITS_ALLOW_SHRINK`: contract tables (comma-separated) allowed to shrink, or `all`.
+
+    An unknown name is refused, not ignored: `credit_history` would otherwise leave the guard on
+    and the user puzzled why the run they meant to allow fails again.
+    """
+    names = frozenset(part.strip().lower() for part in (raw or "").split(",") if part.strip())
+    known = {*TABLES_BY_NAME, ALLOW_SHRINK_ALL}
+    if names - known:
+        allowed = (
+            f"comma-separated contract table names ({', '.join(sorted(TABLES_BY_NAME))}) "
+            f"or {ALLOW_SHRINK_ALL}"
+        )
+        raise _problem(ALLOW_SHRINK_VAR, raw or "", allowed)
+    return names
+
+
 def allowed_shrinks() -> frozenset[str]:
-    """`CREDITS_ALLOW_SHRINK`: contract tables (comma-separated) allowed to shrink, or `all`."""
-    raw = os.environ.get(ALLOW_SHRINK_VAR) or ""
-    return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    """The tables the shrink guard lets shrink in this run (see `parse_allowed_shrinks`)."""
+    return parse_allowed_shrinks(os.environ.get(ALLOW_SHRINK_VAR))
 
 
 # --- Operating it every morning (issue 11): source staleness ---
@@ -464,3 +485,43 @@ def bigquery_maximum_bytes_billed() -> int | None:
     by mistake) into one failed step instead of an invoice.
     """
     return parse_maximum_bytes_billed(os.environ.get(BIGQUERY_MAXIMUM_BYTES_BILLED_VAR))
+
+
+# -- e-mail alerts (credits_pipeline/alerts/channels.py builds the channel) ----------------------
+# The channels' other variables are read there; these two are parsed here so that the start-up
+# check and the channel accept exactly the same values.
+SMTP_PORT_VAR = "CREDITS_SMTP_PORT"
+SMTP_STARTTLS_VAR = "CREDITS_SMTP_STARTTLS"
+SMTP_PLAIN_PORT = 25
+TCP_PORTS = range(1, 65536)
+
+
+def parse_starttls(raw: str | None, default: bool) -> bool:
+    """`CREDITS_SMTP_STARTTLS`: on/off, unset for `default`; anything else is refused.
+
+    Refused, not defaulted: a typo (`ture`) would otherwise decide silently whether an SMTP
+    password crosses the network in clear.
+    """
+    value = (raw or "").strip().lower()
+    if not value:
+        return default
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise _problem(SMTP_STARTTLS_VAR, raw or "", f"one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
+
+
+def parse_smtp_port(raw: str | None, default: int) -> int:
+    """`CREDITS_SMTP_PORT`: a TCP port number; unset for `default` (the channel's: 587 or 25)."""
+    value = (raw or "").strip()
+    if not value:
+        return default
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if port not in TCP_PORTS:
+        allowed = f"a TCP port number from {TCP_PORTS.start} to {TCP_PORTS.stop - 1}"
+        raise _problem(SMTP_PORT_VAR, raw or "", allowed)
+    return port

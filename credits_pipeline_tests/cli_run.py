@@ -24,9 +24,15 @@ RUN_TIMEOUT_SECONDS = 900
 
 
 def materialize(
-    tmp_path: Path, source_url: str, *, warehouse: Path | None = None, **extra_env: str
+    tmp_path: Path,
+    source_url: str,
+    *,
+    warehouse: Path | None = None,
+    args: tuple[str, ...] = (),
+    **extra_env: str,
 ) -> subprocess.CompletedProcess:
-    """`credits-pipeline materialize` on `source_url`, warehouse and instance under `tmp_path`."""
+    """`credits-pipeline materialize [args]` on `source_url`, warehouse and instance under
+    `tmp_path`."""
     today = dt.datetime.now(dt.UTC).date()
     env = {
         **os.environ,
@@ -42,7 +48,7 @@ def materialize(
         if name not in extra_env:
             env.pop(name, None)
     return subprocess.run(
-        [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "INFO"],
+        [sys.executable, "-m", "credits_pipeline.cli", "materialize", "--log-level", "INFO", *args],
         check=False,  # the caller judges the exit code
         env=env,
         capture_output=True,

@@ -135,6 +135,16 @@ BAD_ENVIRONMENTS = [
     ({settings.DEMO_USERS_VAR: "many"}, settings.DEMO_USERS_VAR),
     ({settings.BLOCK_REVENUE_ON_ERROR_VAR: "maybe"}, settings.BLOCK_REVENUE_ON_ERROR_VAR),
     ({settings.UI_BASE_URL_VAR: "localhost:3000"}, settings.UI_BASE_URL_VAR),
+    ({settings.SHRINK_FRACTION_VAR: "half"}, settings.SHRINK_FRACTION_VAR),
+    ({settings.ALLOW_SHRINK_VAR: "credit_history"}, settings.ALLOW_SHRINK_VAR),
+    ({settings.SOURCE_STALE_AFTER_HOURS_VAR: "-3"}, settings.SOURCE_STALE_AFTER_HOURS_VAR),
+    ({settings.DUCKDB_TEMP_DIRECTORY_VAR: settings.__file__}, settings.DUCKDB_TEMP_DIRECTORY_VAR),
+    (
+        {settings.BIGQUERY_MAXIMUM_BYTES_BILLED_VAR: "10GB"},
+        settings.BIGQUERY_MAXIMUM_BYTES_BILLED_VAR,
+    ),
+    ({settings.SMTP_PORT_VAR: "smtp"}, settings.SMTP_PORT_VAR),
+    ({settings.SMTP_STARTTLS_VAR: "ture"}, settings.SMTP_STARTTLS_VAR),
 ]
 
 

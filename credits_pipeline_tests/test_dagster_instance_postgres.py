@@ -1,5 +1,5 @@
 """The production Dagster instance (deploy/dagster.yaml): runs, events and schedules in
-PostgreSQL."""
+PostgreSQL, and run monitoring for runs whose worker died."""
 
 from __future__ import annotations
 
@@ -62,3 +62,28 @@ def test_the_daily_job_runs_on_a_postgresql_instance_and_its_run_reads_back(
         runs = conn.execute(sa.text("select count(*) from runs")).scalar_one()
         events = conn.execute(sa.text("select count(*) from event_logs")).scalar_one()
     assert runs == 1 and events > 20
+
+
+def test_the_production_instance_fails_runs_whose_worker_died_through_run_monitoring(tmp_path):
+    """`deploy/dagster.yaml` read and validated by Dagster itself, its `run_monitoring` applied.
+
+    Without the section a run whose worker was killed stays STARTED forever and, with the
+    `credits_daily` tag limit of 1, blocks every later daily run in the queue.
+    """
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _ = dagster_instance_config(str(settings.PROJECT_ROOT / "deploy"))
+    monitoring = config.get("run_monitoring") or {}
+    assert monitoring.get("enabled") is True, "deploy/dagster.yaml: run_monitoring is not enabled"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    overrides = {"run_monitoring": monitoring}
+    with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
+        assert instance.run_monitoring_enabled
+        assert "MONITORING" in instance.get_required_daemon_types()
+        assert instance.run_monitoring_start_timeout_seconds > 0
+        # the default run launcher cannot check or resume its workers: the run time limit fails
+        # a run whose worker died, and a resume is never attempted
+        assert not instance.run_launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_max_runtime_seconds > 0
+        assert instance.run_monitoring_max_resume_run_attempts == 0

@@ -10,6 +10,7 @@ Real servers, real subprocesses, an isolated `DAGSTER_HOME` and warehouse per ru
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from dagster._core.instance.ref import InstanceRef
 
 from credits_pipeline import settings
+from credits_pipeline.source.demo import generate
 from credits_pipeline.source.tables import TABLES
 from credits_pipeline_tests.cli_run import (
     every_relation,
@@ -32,9 +34,11 @@ SECRET = "SeCrEt123"
 MASK = "password=***"
 
 
-def _generate(url: str) -> None:
-    from credits_pipeline.source.demo import generate
+TRUNCATED_USERS = 20
+TRUNCATED_MONTHS = 2
 
+
+def _generate(url: str) -> None:
     generate(url, users=60, seed=13, months=6)
 
 
@@ -122,6 +126,39 @@ def test_an_emptied_sqlite_source_fails_the_run_and_leaves_raw_credits_and_marts
     wh = tmp_path / "warehouse.duckdb"
     assert warehouse_rows(wh, "select count(*) from raw.users") == [(0,)]
     assert warehouse_rows(wh, "select count(*) from marts.user_balance_reconciliation") == [(0,)]
+
+
+def test_a_partition_run_after_the_source_ledger_lost_nine_rows_in_ten_is_refused_whole(tmp_path):
+    """The daily run (`--partition` of a new day) on a ledger truncated to a tenth, users intact.
+
+    Every closed day's fingerprint changed, so the cut re-reads them all; the guard judges the whole
+    ledger before and after, refuses, and `raw.credit_histories` keeps every row. Three subprocess
+    runs would cost minutes more; the allowed shrink is tested in process (test_shrink_guard.py).
+    """
+    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    today = dt.datetime.now(dt.UTC).date()
+    midnight = dt.datetime.combine(today, dt.time())
+    yesterday = today - dt.timedelta(days=1)
+    generate(url, users=TRUNCATED_USERS, seed=13, months=TRUNCATED_MONTHS, end=yesterday)
+    first_cut = (midnight - dt.timedelta(hours=20)).isoformat()  # yesterday is still open
+    first = materialize(tmp_path, url, **{settings.CUTOFF_AT_VAR: first_cut})
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    wh = tmp_path / "warehouse.duckdb"
+    ledger_before = warehouse_rows(wh, "select * from raw.credit_histories order by id")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("delete from credit_histories where id % 10 <> 0"))
+    engine.dispose()
+
+    daily = {settings.CUTOFF_AT_VAR: (midnight + dt.timedelta(hours=3)).isoformat()}
+    partition = ("--partition", yesterday.isoformat())
+    refused = materialize(tmp_path, url, args=partition, **daily)
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "(closed days and raw.credit_histories__open: the whole ledger)" in refused.stderr
+    assert f"where the warehouse holds {len(ledger_before)}" in refused.stderr
+    assert f"{settings.ALLOW_SHRINK_VAR}=credit_histories" in refused.stderr
+    assert warehouse_rows(wh, "select * from raw.credit_histories order by id") == ledger_before
+    # CREDITS_ALLOW_SHRINK=credit_histories letting it through: test_shrink_guard.py, in process
 
 
 # -- redaction (and the guard) on the real servers -----------------------------------------------

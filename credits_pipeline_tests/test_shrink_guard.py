@@ -19,9 +19,11 @@ from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401 - fixture a
     emulator_warehouse,
 )
 from credits_pipeline_tests.harness import (
+    ledger_row,
     query,
     run_extraction,
     step_failure_messages,
+    ts,
     warehouse_fingerprint,
     write_source,
 )
@@ -167,6 +169,65 @@ def test_the_open_slice_is_judged_with_the_closed_days_so_its_daily_turnover_pas
     assert query(warehouse, "select count(*) from raw.credit_histories__open") == [(0,)]
 
 
+LEDGER_DAYS = 10
+ROWS_PER_DAY = 10
+CLOSED_FINGERPRINTS = (
+    "select * from raw._ledger_fingerprints where partition_date < '2025-01-11' order by 1"
+)
+LEDGER_RELATION = (
+    "raw.credit_histories (closed days and raw.credit_histories__open: the whole ledger)"
+)
+
+
+def _ten_days_of_ledger() -> list[dict]:
+    """Ten closed days (2025-01-01 .. 01-10), ten rows each for the two users, ids in day order."""
+    return [
+        ledger_row(day * ROWS_PER_DAY + k + 1, 1 + k % 2, 2, 15, 500, ts(day, 1 + k))
+        for day in range(LEDGER_DAYS)
+        for k in range(ROWS_PER_DAY)
+    ]
+
+
+def _keep_one_ledger_row_in_ten(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("delete from credit_histories where id % 10 <> 0"))
+
+
+def test_a_ledger_truncated_to_a_tenth_is_refused_by_the_next_days_cut_and_closed_days_stay(
+    instance, warehouse, sqlite_url, monkeypatch
+):
+    """The daily run re-reads every closed day whose fingerprint changed: all of them, here.
+
+    Measuring only the open slice, the cut replaced 90 of 100 closed rows with a WARN; judged as
+    the whole ledger, before and after the fold in one transaction, it is refused and rolled back.
+    """
+    monkeypatch.delenv(settings.ALLOW_SHRINK_VAR, raising=False)
+    engine = write_source(sqlite_url, _ten_days_of_ledger())
+    assert run_extraction(instance, sqlite_url, warehouse, last="2025-01-10").success
+    before = warehouse_fingerprint(warehouse)
+    cut_before = query(warehouse, "select * from raw.extraction_cutoff")
+    fingerprints_before = query(warehouse, CLOSED_FINGERPRINTS)
+    _keep_one_ledger_row_in_ten(engine)  # users intact
+
+    new_day = run_extraction(instance, sqlite_url, warehouse, first="2025-01-11", last="2025-01-11")
+    assert not new_day.success
+    [message] = step_failure_messages(new_day)
+    assert message.startswith(
+        f"{LEDGER_RELATION}: the source returned 10 row(s) where the warehouse holds 100"
+    ), message
+    assert f"{settings.ALLOW_SHRINK_VAR}=credit_histories" in message
+    after = warehouse_fingerprint(warehouse)
+    for relation in ("credit_histories", "credit_histories__open", "credit_histories__rejected"):
+        assert after[relation] == before[relation], relation
+    assert query(warehouse, CLOSED_FINGERPRINTS) == fingerprints_before  # the new day adds its own
+    assert query(warehouse, "select * from raw.extraction_cutoff") == cut_before
+
+    monkeypatch.setenv(settings.ALLOW_SHRINK_VAR, "credit_histories")
+    allowed = run_extraction(instance, sqlite_url, warehouse, first="2025-01-11", last="2025-01-11")
+    assert allowed.success, step_failure_messages(allowed)
+    assert query(warehouse, "select count(*) from raw.credit_histories") == [(LEDGER_DAYS,)]
+
+
 def test_with_the_allow_variable_the_emptied_source_goes_through(
     instance, warehouse, sqlite_url, monkeypatch
 ):
@@ -225,3 +286,31 @@ def test_on_bigquery_an_emptied_source_is_refused_the_same_way_and_raw_is_unchan
         for m in messages
     ), messages
     assert {name: _bigquery_rows(warehouse, name) for name in RAW_COMPARED} == before
+
+
+@pytest.mark.bigquery
+def test_on_bigquery_a_ledger_truncated_to_a_tenth_is_refused_by_the_next_days_cut_the_same_way(
+    tmp_path,
+    monkeypatch,
+    bigquery_emulator,
+):
+    from credits_pipeline_tests.test_bigquery import _bigquery_rows, _run_bigquery_extraction
+
+    monkeypatch.delenv(settings.ALLOW_SHRINK_VAR, raising=False)
+    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    engine = write_source(url, _ten_days_of_ledger())
+    warehouse = emulator_warehouse(bigquery_emulator)
+    ledger = ("credit_histories", "credit_histories__open", "extraction_cutoff")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        assert _run_bigquery_extraction(instance, url, warehouse, last="2025-01-10").success
+        before = {name: _bigquery_rows(warehouse, name) for name in ledger}
+        _keep_one_ledger_row_in_ten(engine)
+        result = _run_bigquery_extraction(instance, url, warehouse, "2025-01-11", "2025-01-11")
+    assert not result.success
+    [message] = step_failure_messages(result)
+    assert message.startswith(
+        f"{LEDGER_RELATION}: the source returned 10 row(s) where the warehouse holds 100"
+    ), message
+    assert {name: _bigquery_rows(warehouse, name) for name in ledger} == before

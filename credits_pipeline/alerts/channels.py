@@ -30,14 +30,19 @@ from credits_pipeline.alerts.messages import (
     pagerduty_events,
     slack_payload,
 )
+from credits_pipeline.settings import (  # checked at start-up with the rest of the environment
+    SMTP_PLAIN_PORT,
+    SMTP_PORT_VAR,
+    SMTP_STARTTLS_VAR,
+    parse_smtp_port,
+    parse_starttls,
+)
 
 # Environment variables, one group per channel.
 SLACK_WEBHOOK_URL_VAR = "CREDITS_SLACK_WEBHOOK_URL"
-SMTP_HOST_VAR = "CREDITS_SMTP_HOST"
-SMTP_PORT_VAR = "CREDITS_SMTP_PORT"
+SMTP_HOST_VAR = "CREDITS_SMTP_HOST"  # SMTP_PORT_VAR and SMTP_STARTTLS_VAR: settings.py
 SMTP_USER_VAR = "CREDITS_SMTP_USER"
 SMTP_PASSWORD_VAR = "CREDITS_SMTP_PASSWORD"
-SMTP_STARTTLS_VAR = "CREDITS_SMTP_STARTTLS"
 ALERT_EMAIL_FROM_VAR = "CREDITS_ALERT_EMAIL_FROM"
 ALERT_EMAIL_TO_VAR = "CREDITS_ALERT_EMAIL_TO"
 ALERT_WEBHOOK_URL_VAR = "CREDITS_ALERT_WEBHOOK_URL"
@@ -63,12 +68,9 @@ PAGERDUTY_CHANNEL = "pagerduty"
 # (connect, read) seconds: a hung receiver must not eat the sensor tick's time budget.
 HTTP_TIMEOUT_SECONDS = (5.0, 10.0)
 SMTP_TIMEOUT_SECONDS = 10.0
-SMTP_PLAIN_PORT = 25
 SMTP_SUBMISSION_PORT = 587
 SMTPS_PORT = 465  # implicit TLS
 DEFAULT_EMAIL_FROM = "credits-pipeline@localhost"
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
 USER_AGENT = "credits-pipeline-alerts/1"
 
 
@@ -247,16 +249,6 @@ class EmailChannel:
         return f"EmailChannel({self.target})"
 
 
-def parse_flag(raw: str | None, default: bool) -> bool:
-    """An on/off environment variable; anything unrecognised keeps the default."""
-    value = (raw or "").strip().lower()
-    if value in TRUE_WORDS:
-        return True
-    if value in FALSE_WORDS:
-        return False
-    return default
-
-
 def parse_recipients(raw: str | None) -> list[str]:
     """`CREDITS_ALERT_EMAIL_TO` holds one or more addresses separated by commas or semicolons."""
     return [part.strip() for part in (raw or "").replace(";", ",").split(",") if part.strip()]
@@ -269,13 +261,9 @@ def email_channel_from_env(env: Mapping[str, str]) -> EmailChannel | None:
     if not host or not recipients:
         return None
     user = env.get(SMTP_USER_VAR) or None
-    starttls = parse_flag(env.get(SMTP_STARTTLS_VAR), default=bool(user))
+    starttls = parse_starttls(env.get(SMTP_STARTTLS_VAR), default=bool(user))
     default_port = SMTP_SUBMISSION_PORT if (starttls or user) else SMTP_PLAIN_PORT
-    raw_port = (env.get(SMTP_PORT_VAR) or "").strip()
-    try:
-        port = int(raw_port) if raw_port else default_port
-    except ValueError:
-        raise ValueError(f"{SMTP_PORT_VAR} must be an integer port, not {raw_port!r}") from None
+    port = parse_smtp_port(env.get(SMTP_PORT_VAR), default_port)
     return EmailChannel(
         host=host,
         port=port,

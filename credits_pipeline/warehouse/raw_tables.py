@@ -266,23 +266,20 @@ class Stager:
             raise
         self.con.execute("commit")
 
-    def _guard_shrink(self, relation: str, before_sql: str, params: list, kept: int = 0) -> None:
+    def _guard_shrink(self, relation: str, before_sql: str, params: list) -> None:
         """The shrink guard (`shrink_guard.py`): refuse, before any delete, a far smaller slice."""
         before = self.con.execute(before_sql, params).fetchone()[0]  # type: ignore[index]
         after = self.con.execute(f"select count(*) from {self.stage}").fetchone()[0]  # type: ignore[index]
-        guard_replacement(relation, self.table.name, kept + int(before), kept + int(after))
+        guard_replacement(relation, self.table.name, int(before), int(after))
 
     def _guard_whole_replacement(self) -> None:
-        """A whole table, or the open ledger slice judged with the closed days it completes.
+        """A whole table; the open ledger slice is judged by `fold_closed_ledger_rows` instead.
 
         The open slice alone shrinks every day by design (yesterday's open day moves into a closed
-        partition), so it is measured as part of the whole ledger: closed rows + open rows.
+        partition), and the cut rewrites closed days before it swaps the slice: so the slice is
+        measured as part of the whole ledger, before and after the fold (`guard_whole_ledger`).
         """
-        if self.target == OPEN_LEDGER_TABLE:
-            closed = self.con.execute(f"select count(*) from raw.{self.table.name}").fetchone()[0]  # type: ignore[index]
-            relation = f"raw.{OPEN_LEDGER_TABLE} (with raw.{self.table.name}: the whole ledger)"
-            self._guard_shrink(relation, f"select count(*) from raw.{self.target}", [], int(closed))
-        else:
+        if self.target != OPEN_LEDGER_TABLE:
             self._guard_shrink(f"raw.{self.target}", f"select count(*) from raw.{self.target}", [])
 
     def _drop_stage(self) -> None:
@@ -544,11 +541,14 @@ def fold_closed_ledger_rows(
     so the next run, whose mark has moved past them, still holds them. Rows written late and rows
     of changed days also stay in the open slice for this run: dbt's incremental replay reads the
     open slice whole, so that is where it sees them. Quarantined rows take their own day's label.
-    Runs inside the caller's transaction, on the open slice's stager (DuckDB or BigQuery).
+    Runs inside the caller's transaction, on the open slice's stager (DuckDB or BigQuery), and
+    ends with the shrink guard over the whole ledger (`guard_whole_ledger`): a truncated source
+    makes every closed day "changed", and replacing them would empty the ledger day by day.
     """
     con = stager.con
     stage, stage_rejected = stager.stage, stager.stage_rejected
     names = ", ".join(stager.table.extracted_names)
+    ledger_before = whole_ledger_rows(con, f"raw.{OPEN_LEDGER_TABLE}")
     stager._quarantine_duplicates(None, "?", [], [OPEN_PARTITION_LABEL])
     folded = int(
         con.execute(
@@ -602,7 +602,38 @@ def fold_closed_ledger_rows(
         f"delete from {stage} where created_at < ? and id <= ? and {first_sql}",
         [closed_before, late_after_id, *first_params],
     )
+    guard_whole_ledger(con, ledger_before, stage)
     return folded
+
+
+WHOLE_LEDGER_RELATION = (
+    f"raw.{CREDIT_HISTORIES.name} (closed days and raw.{OPEN_LEDGER_TABLE}: the whole ledger)"
+)
+
+
+def whole_ledger_rows(con, open_rows: str) -> int:
+    """Distinct ledger ids in the closed partitions and `open_rows` (the open slice or its stage).
+
+    Distinct, because some rows sit in both on purpose: rows written late and rows of changed days
+    stay in the open slice for one run, and the open day is in both once its partition is loaded.
+    Counting them once makes the before and after counts of one cut comparable.
+    """
+    row = con.execute(
+        f"select count(distinct id) from (select id from raw.{CREDIT_HISTORIES.name} "
+        f"union all select id from {open_rows})"
+    ).fetchone()
+    return int(row[0] or 0)
+
+
+def guard_whole_ledger(con, before: int, new_open_rows: str) -> None:
+    """The shrink guard over the whole ledger: `before` the fold against now, with the new slice.
+
+    Called after `fold_closed_ledger_rows` has replaced the re-read closed days, inside the cut's
+    transaction: a refusal raises `ShrinkRefused`, the caller rolls back, and the closed days, the
+    open slice and the cut-off stay exactly as they were.
+    """
+    after = whole_ledger_rows(con, new_open_rows)
+    guard_replacement(WHOLE_LEDGER_RELATION, CREDIT_HISTORIES.name, before, after)
 
 
 def partition_row_counts(con, start: dt.date, end: dt.date) -> dict[dt.date, tuple[int, int]]:

@@ -11,6 +11,12 @@ the asset fails with one message naming the relation, both counts and the variab
 through (`CREDITS_ALLOW_SHRINK=<table>[,<table>]|all`), the transaction rolls back, and everything
 downstream is skipped — the warehouse stays exactly as it was.
 
+The ledger is judged whole: the daily consistent cut re-reads every closed day whose fingerprint
+changed, and a truncated source changes them all, so measuring only the open slice would let the
+cut empty `raw.credit_histories` day by day. There the guard compares the whole ledger (closed days
+and open slice) before the cut rewrites closed days with after, in the same transaction
+(`raw_tables.guard_whole_ledger`).
+
 `shrink_refusal` is the decision, pure and shared by the DuckDB and the BigQuery stagers;
 `guard_replacement` reads the settings and raises.
 """
