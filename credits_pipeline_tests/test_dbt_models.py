@@ -26,7 +26,7 @@ from credits_pipeline.ledger.replay import EFFECT_CODES, replay, resolve_effects
 from credits_pipeline.source.catalog import CATALOG
 from credits_pipeline.source.tables import TABLES
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
-from credits_pipeline.transform.dbt_project import dbt_environment
+from credits_pipeline.transform.dbt_project import DBT_PROJECT, dbt_environment
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline.warehouse.raw_tables import DUCKDB_TYPES
 
@@ -940,6 +940,19 @@ def test_dagster_materializes_every_dbt_asset_and_every_check_passes(clean_run):
         if e.asset_key == dg.AssetKey(["marts", "user_credit_daily"])
     )
     assert daily.materialization.metadata["dagster/row_count"].value == len(EXPECTED_DAILY)
+
+
+def test_after_the_first_dbt_step_on_a_warehouse_no_step_parses_the_whole_project(clean_run):
+    """Each step's dbt log (in its own target directory, named with the run id) says whether dbt
+    had to re-parse the project; only the run's first step on a new warehouse may."""
+    _, result = clean_run
+    target = Path(DBT_PROJECT.project_dir) / DBT_PROJECT.target_path
+    logs = sorted(
+        target.glob(f"*-{result.run_id[:7]}-*/dbt.log"), key=lambda log: log.stat().st_mtime
+    )
+    assert len(logs) == len(dbt_credit_assets)
+    reparsed = [log.parent.name for log in logs if "UnableToPartialParse" in log.read_text()]
+    assert reparsed in ([], [logs[0].parent.name]), reparsed
 
 
 def test_a_key_a_mart_duplicates_fails_its_blocking_check_and_blocks_nothing_upstream(

@@ -24,7 +24,9 @@ from credits_pipeline.transform.dbt_project import (
     DBT_PROJECT,
     dbt_cli_resource,
     dbt_environment,
+    keep_partial_parse,
     prepare_manifest,
+    seeded_target_path,
 )
 from credits_pipeline.transform.replay_rebuild import daily_mart_must_rebuild, replay_must_rebuild
 from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, CreditsDbtTranslator
@@ -92,8 +94,12 @@ def build_layer(
     if full_refresh_because:
         context.log.warning(full_refresh_because)
         config = DbtBuildConfig(full_refresh=True)
+    # a target seeded with this warehouse's partial parse: dbt does not re-parse every step
+    target = seeded_target_path(f"{context.op_execution_context.op.name}-{context.run_id[:7]}")
     with dbt_environment():
-        invocation = dbt.cli(build_args(config), context=context, raise_on_error=False)
+        invocation = dbt.cli(
+            build_args(config), context=context, raise_on_error=False, target_path=target
+        )
     try:
         # column schemas and column lineage (sqlglot, from the compiled SQL): the models name
         # every column they read and have no ephemeral parents, so every column resolves
@@ -102,6 +108,7 @@ def build_layer(
         )
     finally:
         release_warehouse_connections(invocation)
+        keep_partial_parse(target)
     run_results: dict = {}
     with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
         run_results = invocation.get_artifact("run_results.json")

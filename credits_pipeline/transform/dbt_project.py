@@ -11,10 +11,12 @@ from here gets it (from `settings.warehouse_path()`) through `dbt_environment()`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +32,12 @@ DBT_PROJECT = DbtProject(
     profiles_dir=settings.DBT_PROJECT_DIR,
     target=DBT_TARGETS[settings.warehouse_kind()],
 )
+
+# dbt's own file name for its partial parse, and where ours are kept per profile (see below).
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+PARSE_CACHE_DIR = "partial_parse_cache"
+# Variables of dbt_env() that do not reach the profile's connection values (so not the key).
+_NOT_IN_PROFILE = frozenset({"PATH", cost.DBT_RUN_ID_VAR})
 
 # Files whose change makes the manifest stale.
 _PROJECT_SOURCE_DIRS = ("models", "macros", "seeds", "tests")
@@ -130,3 +138,50 @@ def prepare_manifest(project: DbtProject = DBT_PROJECT, force: bool = False) -> 
         with dbt_environment():
             project.preparer.prepare(project)
     return project.manifest_path
+
+
+def partial_parse_cache(project: DbtProject = DBT_PROJECT) -> Path:
+    """Where the partial parse for this process's dbt profile is kept between dbt steps.
+
+    dbt parses the whole project again (~10 s on two cores) whenever the profile's connection
+    values differ from those its `partial_parse.msgpack` was written with — and the warehouse path
+    and the memory settings are such values. dagster-dbt seeds each invocation's fresh target
+    directory with the project's `target/partial_parse.msgpack`, written by `dbt parse` for
+    whichever warehouse the preparer saw, so every step of every run re-parsed ("Unable to do
+    partial parsing because profile has changed"). One cache per profile (the engine and the
+    values `dbt_env()` hands dbt) lets the next step on the same warehouse start from a valid one;
+    dbt still re-parses whatever changed in the project's files itself.
+    """
+    profile = sorted((k, v) for k, v in dbt_env().items() if k not in _NOT_IN_PROFILE)
+    key = hashlib.sha256(json.dumps([project.target, profile]).encode()).hexdigest()[:16]
+    target = Path(project.project_dir) / project.target_path
+    return target / PARSE_CACHE_DIR / key / PARTIAL_PARSE_FILE
+
+
+def seeded_target_path(name: str, project: DbtProject = DBT_PROJECT) -> Path:
+    """A fresh target directory for one dbt invocation, holding this profile's partial parse.
+
+    dagster-dbt copies the project's own partial parse into an invocation's target directory only
+    when none is there yet, so the one placed here is the one dbt reads.
+    """
+    target = Path(project.project_dir) / project.target_path / f"{name}-{uuid.uuid4().hex[:7]}"
+    target.mkdir(parents=True, exist_ok=True)
+    cached = partial_parse_cache(project)
+    if cached.exists():
+        shutil.copyfile(cached, target / PARTIAL_PARSE_FILE)
+    return target
+
+
+def keep_partial_parse(target: Path, project: DbtProject = DBT_PROJECT) -> None:
+    """Keep the partial parse an invocation wrote in `target` for the next step of its profile.
+
+    Replaced atomically: two runs on the same warehouse never read half a file.
+    """
+    written = target / PARTIAL_PARSE_FILE
+    if not written.exists():
+        return
+    cached = partial_parse_cache(project)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+    shutil.copyfile(written, partial)
+    os.replace(partial, cached)
