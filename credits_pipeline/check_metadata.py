@@ -16,3 +16,6 @@ WORST_USERS = "worst_users"  # the worst violations as a Markdown table, with ex
 WORST_USER_IDS = "worst_user_ids"  # the users of those violations, comma-separated
 RUNBOOK = "runbook"  # the runbook section saying what to do next (a URL or a repo path)
 DETECTED_AT = "detected_at"  # the extraction cut-off the check measured from
+# On the reconciliation's materialization when rules fail and no alert channel is configured: the
+# line (plain text) the run summary repeats, so a run that alerts nobody says so where it ends.
+NO_ALERT_CHANNEL = "no_alert_channel"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pytest
 
 from credits_pipeline import check_metadata as cm
@@ -28,10 +29,12 @@ from credits_pipeline.ledger import (
 )
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.assets import (
+    ANOMALIES_DESCRIPTION,
     NON_OK_METADATA_KEY,
     NON_OK_TOTAL_METADATA_KEY,
     WEEKLY_CHART_METADATA_KEY,
 )
+from credits_pipeline.ledger.reconcile import ANOMALY_OUTPUT_COLUMNS
 from credits_pipeline.names import WAREHOUSE_KIND
 from credits_pipeline.runbook import RUNBOOK_PATH
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
@@ -349,3 +352,64 @@ def test_the_trend_counts_weeks_of_the_last_year_and_keeps_undated_anomalies_apa
     markdown = report.trend_markdown(trend)
     assert "| `timestamp_order` | WARN | 0 | 2 |" in markdown
     assert "data:image/svg+xml;base64," in markdown
+
+
+def test_more_than_fifty_non_ok_users_list_the_fifty_with_most_credits_and_count_them_all():
+    users = list(range(1, 61))  # user n's stored purchased pool is off by 10 * n credits
+    shuffled = users[1::2] + users[::2]  # the relations' own order must not matter
+    reconciliation = pa.Table.from_pylist(
+        [
+            {
+                "user_id": u,
+                "status": rc.STATUS_DRIFT,
+                "recorded_subscription_balance": 0,
+                "ledger_subscription_balance": 0,
+                "recorded_purchased_balance": 10 * u,
+                "ledger_purchased_balance": 0,
+                "drift": 10 * u,
+            }
+            for u in shuffled
+        ]
+        + [  # an ok user is never listed
+            {
+                "user_id": 99,
+                "status": rc.STATUS_OK,
+                "recorded_subscription_balance": 5,
+                "ledger_subscription_balance": 5,
+                "recorded_purchased_balance": 0,
+                "ledger_purchased_balance": 0,
+                "drift": 0,
+            }
+        ]
+    )
+    anomalies = pa.Table.from_pylist(
+        [
+            {
+                "rule": rc.BALANCE_DRIFT,
+                "user_id": u,
+                "credit_history_id": None,
+                "expected": "0",
+                "actual": str(10 * u),
+                "credits": 10 * u,
+            }
+            for u in shuffled
+        ]
+    )
+
+    non_ok = report.non_ok_users(reconciliation, anomalies)
+    table = report.non_ok_markdown(non_ok)
+
+    assert report.NON_OK_LIMIT == 50
+    listed = [int(line.split("|")[1]) for line in table.splitlines() if re.match(r"\| \d", line)]
+    assert listed == list(range(60, 10, -1))  # exactly 50, the largest credits at stake first
+    total_credits = 10 * sum(users)
+    assert f"**60 user(s) not ok**, {total_credits:,} credits at stake in all" in table
+    assert "the 50 with most credits at stake" in table
+    assert "| 60 | drift | `balance_drift` | purchased | 0 | 600 | 600 | 600 |" in table
+
+
+def test_every_anomaly_column_is_named_in_the_description_and_documented_in_the_schema():
+    for column in ANOMALY_OUTPUT_COLUMNS:
+        assert f"`{column}`" in ANOMALIES_DESCRIPTION, column
+        assert report.ANOMALY_COLUMN_DOCS.get(column), column
+    assert "first_detected_at" in ANOMALY_OUTPUT_COLUMNS
