@@ -307,7 +307,12 @@ def test_a_failing_ledger_rule_reaches_every_channel_with_counts_credits_worst_u
     assert "| 1 | 2 | credit_history | 2 | 500 | 400 | 100 |" in chain["worst_users"]
     assert chain["run_url"] == run_link
     assert chain["runbook_url"] == f"{RUNBOOK_PATH}#{rc.CHAIN_BREAK}"
-    assert chain["summary"] == "Rule chain_break: 1 violation(s), 100 credits at stake."
+    assert chain["new_count"] == 1  # its first_detected_at is this run's cut-off
+    assert chain["summary"] == (
+        "Rule chain_break: 1 violation(s) (1 new since the last run), 100 credits at stake."
+    )
+    assert payload["new_violations"] == 2
+    assert payload["title"].endswith("; 2 violation(s) new since the last run")
     assert alerts[DRIFT_CHECK]["credits_at_stake"] == 100
 
     [slack] = receiver.bodies(SLACK_PATH)
@@ -325,6 +330,7 @@ def test_a_failing_ledger_rule_reaches_every_channel_with_counts_credits_worst_u
         f"Rule:             {rc.CHAIN_BREAK}",
         "Severity:         ERROR",
         "Violations:       1",
+        "New since last:   1",
         "Credits at stake: 100",
         "| 2 | 500 | 400 |",
         run_link,
@@ -340,6 +346,7 @@ def test_a_failing_ledger_rule_reaches_every_channel_with_counts_credits_worst_u
     assert chain_event["payload"]["severity"] == "error"
     assert chain_event["payload"]["custom_details"]["violations"] == 1
     assert chain_event["payload"]["custom_details"]["credits_at_stake"] == 100
+    assert chain_event["payload"]["custom_details"]["new_violations"] == 1
     # the on-call engineer sees who is off without opening Dagster: expected 500, actual 400
     worst_in_pagerduty = chain_event["payload"]["custom_details"]["worst_users"]
     assert "| 1 | 2 | credit_history | 2 | 500 | 400 | 100 |" in worst_in_pagerduty

@@ -273,8 +273,16 @@ def test_the_metadata_lists_every_non_ok_user_with_rule_pool_expected_and_actual
     assert re.search(r"\|\s+100 \|", first_row)  # the 100-credit break before the 15-credit rows
 
 
+def _new_violations(result) -> dict[str, int]:
+    return {
+        e.check_name: e.metadata[cm.NEW_VIOLATIONS].value
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
+
+
 def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehouse, tmp_path):
-    materialize(reconciliation_assets, warehouse, tmp_path)
+    first = materialize(reconciliation_assets, warehouse, tmp_path)
     next_cutoff = dt.datetime(2025, 6, 2)
     with duckdb.connect(warehouse.path) as con:  # a day later, a new orphan row appears
         con.execute("update raw.extraction_cutoff set cutoff_at = ?", [next_cutoff])
@@ -283,8 +291,8 @@ def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehou
             "(8, 10, 2, null, null, 15, 15, 0.0, 2, timestamp '2025-06-01 12:00:00', "
             "timestamp '2025-06-01 12:00:00')"
         )
-    materialize(reconciliation_assets, warehouse, tmp_path / "day2")
-    materialize(reconciliation_assets, warehouse, tmp_path / "day2-again")  # a re-run: no change
+    day2 = materialize(reconciliation_assets, warehouse, tmp_path / "day2")
+    again = materialize(reconciliation_assets, warehouse, tmp_path / "day2-again")  # no change
 
     with duckdb.connect(warehouse.path, read_only=True) as con:
         rows = con.execute(
@@ -297,6 +305,12 @@ def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehou
         ("orphan_user", 7, next_cutoff, CUTOFF),
         ("orphan_user", 8, next_cutoff, next_cutoff),
     ]
+    # the checks (and so the alerts) say how many violations are new since the last run
+    orphan_user = rc.CHECK_NAMES[rc.ORPHAN_USER]
+    assert _new_violations(first)[orphan_user] >= 1
+    assert _new_violations(day2)[orphan_user] == 1  # row 8 only; row 7 was known
+    # a re-run at the same cut-off says the same: "new" means first reported at this cut-off
+    assert _new_violations(again) == _new_violations(day2)
 
 
 def test_every_ledger_check_links_its_runbook_section_and_the_runbook_explains_all_13_rules():
