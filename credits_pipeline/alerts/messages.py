@@ -83,7 +83,7 @@ class Alert:
     previous_count: int | None = None
     previous_credits_at_stake: float | int | None = None
     runbook_url: str | None = None
-    new_count: int | None = None  # violations no earlier run reported (first_detected_at)
+    new_count: int | None = None  # violations first reported at this run's cut-off
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,8 +212,8 @@ def digest_title(digest: Digest) -> str:
 
 
 def new_violations(digest: Digest) -> int | None:
-    """Violations of the digest's failing checks that no earlier run reported (None when no
-    check says: only the ledger rules know their violations' `first_detected_at`)."""
+    """Violations of the digest's failing checks first reported at this run's cut-off (None when
+    no check says: only the ledger rules know their violations' `first_detected_at`)."""
     counts = [
         a.new_count
         for a in digest.alerts
