@@ -16,3 +16,10 @@ WORST_USERS = "worst_users"  # the worst violations as a Markdown table, with ex
 WORST_USER_IDS = "worst_user_ids"  # the users of those violations, comma-separated
 RUNBOOK = "runbook"  # the runbook section saying what to do next (a URL or a repo path)
 DETECTED_AT = "detected_at"  # the extraction cut-off the check measured from
+# violations first reported at this run's cut-off (their `first_detected_at`): "new since the last
+# run" as a fact from the stored anomalies, not a guess from the count going up (int); a re-run at
+# the same cut-off reports the same number
+NEW_VIOLATIONS = "new_violations"
+# On the reconciliation's materialization when rules fail and no alert channel is configured: the
+# line (plain text) the run summary repeats, so a run that alerts nobody says so where it ends.
+NO_ALERT_CHANNEL = "no_alert_channel"

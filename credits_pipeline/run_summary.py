@@ -1,12 +1,13 @@
 """What one run did, read from its Dagster events: the facts behind the CLI's summary.
 
-The events of a run say what materialized, which checks failed, which steps errored and what
-each extraction quarantined; the run's execution plan says what *should* have been built. Only
-both together answer the morning's questions — what was not built, and because of which failed
-step — so this module folds the events into one `RunSummary` against the plan. It is pure (no
-printing, no instance access) so the rules are unit-tested directly, and the run tags and the
-terminal summary read the same counts (one truth): `failed_check_tags` is what the CLI writes on
-its runs and what the run-status sensors (`run_tag_sensors.py`) write on every other run.
+The events of a run say what materialized, which checks failed, which steps errored, what each
+extraction quarantined and whether failing rules alerted nobody (no channel configured); the run's
+execution plan says what *should* have been built. Only both together answer the morning's
+questions — what was not built, and because of which failed step — so this module folds the
+events into one `RunSummary` against the plan. It is pure (no printing, no instance access) so the
+rules are unit-tested directly, and the run tags and the terminal summary read the same counts
+(one truth): `failed_check_tags` is what the CLI writes on its runs and what the run-status
+sensors (`run_tag_sensors.py`) write on every other run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from credits_pipeline.check_metadata import NO_ALERT_CHANNEL
 from credits_pipeline.extract.common import (
     QUARANTINE_RELATION_METADATA,
     ROWS_LOADED_METADATA,
@@ -86,6 +88,8 @@ class RunSummary:
     failures: list[StepFailure] = field(default_factory=list)
     blocked_by_checks: list[str] = field(default_factory=list)  # steps whose ERROR checks blocked
     not_built: dict[str, str] = field(default_factory=dict)  # asset -> why
+    # alerts are due and no alert channel is configured: the line to print loudly (None if not)
+    no_alert_channel: str | None = None
 
     @property
     def rows_moved(self) -> int:
@@ -188,6 +192,8 @@ def _record_materialization(summary: RunSummary, mat) -> None:
         if name in meta:
             counts[key] = counts.get(key, 0) + int(meta[name].value)
 
+    if NO_ALERT_CHANNEL in meta:  # both reconciliation relations carry it: said once
+        summary.no_alert_channel = str(meta[NO_ALERT_CHANNEL].value)
     add(summary.rows_loaded, ROWS_LOADED_METADATA)
     add(summary.row_counts, ROW_COUNT_METADATA)
     if ROWS_QUARANTINED_METADATA in meta:

@@ -51,7 +51,7 @@ from credits_pipeline.ledger.checks import (
 )
 from credits_pipeline.ledger.fixtures import ledger_row, load_inputs
 from credits_pipeline.ledger.reconcile import reconcile
-from credits_pipeline.runbook import RUNBOOK_PATH
+from credits_pipeline.runbook import RUN_FAILURE_ANCHOR, RUNBOOK_PATH
 from credits_pipeline.settings import UI_BASE_URL_VAR
 from credits_pipeline_tests.harness import run_extraction, run_status_context
 
@@ -260,7 +260,8 @@ def reconcile_ledger(instance: dg.DagsterInstance, ledger: str) -> str:
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[str, str, list[str]]:
-    """Evaluate the sensor like the daemon does; return (cursor, skip message, log messages)."""
+    """Evaluate the sensor like the daemon does; return (cursor, skip message, log lines), each
+    log line "LEVEL: message" as the sensor's log in the UI shows it."""
     with dg.build_sensor_context(
         instance=instance,
         instance_ref=instance.get_ref(),
@@ -271,7 +272,10 @@ def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[str, str, li
     ) as context:
         data = alert_sensor.evaluate_tick(context)
         log_key = context.log_key
-    logs = [record.get("msg", "") for record in get_instigation_log_records(instance, log_key)]
+    logs = [
+        f"{record.get('levelname', '')}: {record.get('msg', '')}"
+        for record in get_instigation_log_records(instance, log_key)
+    ]
     return data.cursor, data.skip_message or "", logs
 
 
@@ -303,7 +307,12 @@ def test_a_failing_ledger_rule_reaches_every_channel_with_counts_credits_worst_u
     assert "| 1 | 2 | credit_history | 2 | 500 | 400 | 100 |" in chain["worst_users"]
     assert chain["run_url"] == run_link
     assert chain["runbook_url"] == f"{RUNBOOK_PATH}#{rc.CHAIN_BREAK}"
-    assert chain["summary"] == "Rule chain_break: 1 violation(s), 100 credits at stake."
+    assert chain["new_count"] == 1  # its first_detected_at is this run's cut-off
+    assert chain["summary"] == (
+        "Rule chain_break: 1 violation(s) (1 new since the last run), 100 credits at stake."
+    )
+    assert payload["new_violations"] == 2
+    assert payload["title"].endswith("; 2 violation(s) new since the last run")
     assert alerts[DRIFT_CHECK]["credits_at_stake"] == 100
 
     [slack] = receiver.bodies(SLACK_PATH)
@@ -321,6 +330,7 @@ def test_a_failing_ledger_rule_reaches_every_channel_with_counts_credits_worst_u
         f"Rule:             {rc.CHAIN_BREAK}",
         "Severity:         ERROR",
         "Violations:       1",
+        "New since last:   1",
         "Credits at stake: 100",
         "| 2 | 500 | 400 |",
         run_link,
@@ -336,6 +346,10 @@ def test_a_failing_ledger_rule_reaches_every_channel_with_counts_credits_worst_u
     assert chain_event["payload"]["severity"] == "error"
     assert chain_event["payload"]["custom_details"]["violations"] == 1
     assert chain_event["payload"]["custom_details"]["credits_at_stake"] == 100
+    assert chain_event["payload"]["custom_details"]["new_violations"] == 1
+    # the on-call engineer sees who is off without opening Dagster: expected 500, actual 400
+    worst_in_pagerduty = chain_event["payload"]["custom_details"]["worst_users"]
+    assert "| 1 | 2 | credit_history | 2 | 500 | 400 | 100 |" in worst_in_pagerduty
     assert {"href": run_link, "text": "Open in Dagster"} in chain_event["links"]
 
     assert "2 alert(s) in 1 digest(s); 4 delivery(ies) made" in message
@@ -476,7 +490,8 @@ def test_with_no_channel_configured_the_tick_says_loudly_that_alerts_reach_nobod
 
     assert message.startswith(f"{NO_CHANNEL_WARNING}: 2 alert(s) in 1 digest(s) reached nobody")
     assert ch.PAGERDUTY_ROUTING_KEY_VAR in message
-    assert any(NO_CHANNEL_WARNING in line for line in logs)
+    [warning] = [line for line in logs if NO_CHANNEL_WARNING in line]
+    assert warning.startswith("WARNING: ")  # a warning in the tick's log, not an info line
 
 
 def test_a_run_that_cannot_reach_its_source_alerts_every_channel(
@@ -497,6 +512,7 @@ def test_a_run_that_cannot_reach_its_source_alerts_every_channel(
     [alert] = payload["alerts"]
     assert (alert["kind"], alert["change"], alert["severity"]) == ("run_failure", "failed", "ERROR")
     assert alert["run_url"] == run_link
+    assert alert["runbook_url"] == f"{RUNBOOK_PATH}#{RUN_FAILURE_ANCHOR}"  # what to do next
     assert result.dagster_run.job_name in alert["description"]
     assert "cannot connect to the source database" in alert["description"]
     assert alert["description"].count("cannot connect") == 1  # one cause, said once
@@ -504,6 +520,10 @@ def test_a_run_that_cannot_reach_its_source_alerts_every_channel(
     assert "root@" not in json.dumps(payload)  # the source URL's user stays out
     [event] = receiver.bodies(PAGERDUTY_PATH)
     assert event["event_action"] == "trigger" and event["payload"]["severity"] == "critical"
+    assert {
+        "href": f"{RUNBOOK_PATH}#{RUN_FAILURE_ANCHOR}",
+        "text": "What to do (runbook)",
+    } in event["links"]
     assert len(receiver.bodies(SLACK_PATH)) == 1
     [mail] = mailbox.messages
     assert "failed" in mail["Subject"] and run_link in mail.get_payload(decode=True).decode()

@@ -2,7 +2,8 @@
 
 The Dagster UI cuts long check names in the middle and shows a check without a description as a
 bare name; a dbt test that repeats a ledger rule doubles every failure. These tests read the real
-definitions (the manifest rebuilt from the YAML) and the real rule checks.
+definitions (the manifest rebuilt from the YAML) and the real rule checks, and the whole code
+location as it loads.
 """
 
 import json
@@ -10,13 +11,19 @@ import json
 import dagster as dg
 import pytest
 
+from credits_pipeline import settings
+from credits_pipeline.analytics import signals
+from credits_pipeline.extract.assets import CLOSED_DAYS_CHECK
 from credits_pipeline.extract.lag import ledger_lag_check, source_staleness_check
 from credits_pipeline.ledger import reconciliation_assets
 from credits_pipeline.ledger import rules_catalog as rc
+from credits_pipeline.names import VALIDATION_CHECK
+from credits_pipeline.source.drift import SCHEMA_DRIFT_CHECK
 from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.translator import dbt_test_description
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline_tests.harness import code_location_definitions
 
 SHORT_NAME = 72  # the credits layer's generated names reached 123; the UI cuts long names
 
@@ -39,6 +46,36 @@ def test_every_check_has_a_description_and_a_short_name(check_specs):
     for spec in check_specs:
         assert spec.description and len(spec.description) > 20, spec.name
         assert len(spec.name) <= SHORT_NAME, spec.name
+
+
+def test_every_check_of_the_assembled_code_location_has_a_description_and_a_short_name(
+    tmp_path, monkeypatch
+):
+    """All of them, as `make ui` loads them: the extraction's validation, schema drift and
+    closed days, the lag and staleness checks, the ledger rules, dbt tests and usage-risk checks."""
+    monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(tmp_path / "warehouse.duckdb"))
+    graph = code_location_definitions(monkeypatch).resolve_asset_graph()
+    specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
+
+    names = {spec.name for spec in specs}
+    every_kind = {
+        VALIDATION_CHECK,
+        SCHEMA_DRIFT_CHECK,
+        CLOSED_DAYS_CHECK,
+        *(
+            spec.name
+            for check in (ledger_lag_check, source_staleness_check)
+            for spec in check.check_specs
+        ),
+        *rc.CHECK_NAMES.values(),
+        *(signals.check_name(signal) for signal in signals.SIGNALS),
+    }
+    assert every_kind <= names, sorted(every_kind - names)
+    assert len(specs) > 100  # and the dbt tests besides
+    for spec in specs:
+        where = f"{spec.asset_key.to_user_string()}:{spec.name}"
+        assert spec.description and len(spec.description) > 20, where
+        assert len(spec.name) <= SHORT_NAME, where
 
 
 def test_dbt_tests_that_repeated_a_ledger_rule_are_gone_or_say_which_rule_they_repeat(check_specs):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pytest
 
 from credits_pipeline import check_metadata as cm
@@ -28,10 +29,12 @@ from credits_pipeline.ledger import (
 )
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.assets import (
+    ANOMALIES_DESCRIPTION,
     NON_OK_METADATA_KEY,
     NON_OK_TOTAL_METADATA_KEY,
     WEEKLY_CHART_METADATA_KEY,
 )
+from credits_pipeline.ledger.reconcile import ANOMALY_OUTPUT_COLUMNS
 from credits_pipeline.names import WAREHOUSE_KIND
 from credits_pipeline.runbook import RUNBOOK_PATH
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
@@ -270,8 +273,16 @@ def test_the_metadata_lists_every_non_ok_user_with_rule_pool_expected_and_actual
     assert re.search(r"\|\s+100 \|", first_row)  # the 100-credit break before the 15-credit rows
 
 
+def _new_violations(result) -> dict[str, int]:
+    return {
+        e.check_name: e.metadata[cm.NEW_VIOLATIONS].value
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
+
+
 def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehouse, tmp_path):
-    materialize(reconciliation_assets, warehouse, tmp_path)
+    first = materialize(reconciliation_assets, warehouse, tmp_path)
     next_cutoff = dt.datetime(2025, 6, 2)
     with duckdb.connect(warehouse.path) as con:  # a day later, a new orphan row appears
         con.execute("update raw.extraction_cutoff set cutoff_at = ?", [next_cutoff])
@@ -280,8 +291,8 @@ def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehou
             "(8, 10, 2, null, null, 15, 15, 0.0, 2, timestamp '2025-06-01 12:00:00', "
             "timestamp '2025-06-01 12:00:00')"
         )
-    materialize(reconciliation_assets, warehouse, tmp_path / "day2")
-    materialize(reconciliation_assets, warehouse, tmp_path / "day2-again")  # a re-run: no change
+    day2 = materialize(reconciliation_assets, warehouse, tmp_path / "day2")
+    again = materialize(reconciliation_assets, warehouse, tmp_path / "day2-again")  # no change
 
     with duckdb.connect(warehouse.path, read_only=True) as con:
         rows = con.execute(
@@ -294,6 +305,12 @@ def test_first_detected_at_keeps_the_first_run_that_reported_a_violation(warehou
         ("orphan_user", 7, next_cutoff, CUTOFF),
         ("orphan_user", 8, next_cutoff, next_cutoff),
     ]
+    # the checks (and so the alerts) say how many violations are new since the last run
+    orphan_user = rc.CHECK_NAMES[rc.ORPHAN_USER]
+    assert _new_violations(first)[orphan_user] >= 1
+    assert _new_violations(day2)[orphan_user] == 1  # row 8 only; row 7 was known
+    # a re-run at the same cut-off says the same: "new" means first reported at this cut-off
+    assert _new_violations(again) == _new_violations(day2)
 
 
 def test_every_ledger_check_links_its_runbook_section_and_the_runbook_explains_all_13_rules():
@@ -349,3 +366,64 @@ def test_the_trend_counts_weeks_of_the_last_year_and_keeps_undated_anomalies_apa
     markdown = report.trend_markdown(trend)
     assert "| `timestamp_order` | WARN | 0 | 2 |" in markdown
     assert "data:image/svg+xml;base64," in markdown
+
+
+def test_more_than_fifty_non_ok_users_list_the_fifty_with_most_credits_and_count_them_all():
+    users = list(range(1, 61))  # user n's stored purchased pool is off by 10 * n credits
+    shuffled = users[1::2] + users[::2]  # the relations' own order must not matter
+    reconciliation = pa.Table.from_pylist(
+        [
+            {
+                "user_id": u,
+                "status": rc.STATUS_DRIFT,
+                "recorded_subscription_balance": 0,
+                "ledger_subscription_balance": 0,
+                "recorded_purchased_balance": 10 * u,
+                "ledger_purchased_balance": 0,
+                "drift": 10 * u,
+            }
+            for u in shuffled
+        ]
+        + [  # an ok user is never listed
+            {
+                "user_id": 99,
+                "status": rc.STATUS_OK,
+                "recorded_subscription_balance": 5,
+                "ledger_subscription_balance": 5,
+                "recorded_purchased_balance": 0,
+                "ledger_purchased_balance": 0,
+                "drift": 0,
+            }
+        ]
+    )
+    anomalies = pa.Table.from_pylist(
+        [
+            {
+                "rule": rc.BALANCE_DRIFT,
+                "user_id": u,
+                "credit_history_id": None,
+                "expected": "0",
+                "actual": str(10 * u),
+                "credits": 10 * u,
+            }
+            for u in shuffled
+        ]
+    )
+
+    non_ok = report.non_ok_users(reconciliation, anomalies)
+    table = report.non_ok_markdown(non_ok)
+
+    assert report.NON_OK_LIMIT == 50
+    listed = [int(line.split("|")[1]) for line in table.splitlines() if re.match(r"\| \d", line)]
+    assert listed == list(range(60, 10, -1))  # exactly 50, the largest credits at stake first
+    total_credits = 10 * sum(users)
+    assert f"**60 user(s) not ok**, {total_credits:,} credits at stake in all" in table
+    assert "the 50 with most credits at stake" in table
+    assert "| 60 | drift | `balance_drift` | purchased | 0 | 600 | 600 | 600 |" in table
+
+
+def test_every_anomaly_column_is_named_in_the_description_and_documented_in_the_schema():
+    for column in ANOMALY_OUTPUT_COLUMNS:
+        assert f"`{column}`" in ANOMALIES_DESCRIPTION, column
+        assert report.ANOMALY_COLUMN_DOCS.get(column), column
+    assert "first_detected_at" in ANOMALY_OUTPUT_COLUMNS

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from credits_pipeline.run_summary import PlanShape, RunSummary, StepFailure, not_built
+from credits_pipeline.alerts import channels as ch
+from credits_pipeline.ledger import reconciliation_assets
+from credits_pipeline.run_summary import PlanShape, RunSummary, StepFailure, not_built, summarize
 from credits_pipeline.run_tags import (
     HOST_TAG,
     PID_TAG,
@@ -10,6 +12,7 @@ from credits_pipeline.run_tags import (
     TRIGGER_TAG,
     run_process_is_gone,
 )
+from credits_pipeline_tests.test_ledger_assets import materialize, warehouse  # noqa: F401
 
 # raw__users ─┐
 #             ├─► dbt ─► marts__revenue
@@ -90,3 +93,24 @@ def test_only_a_cli_run_of_this_host_whose_process_is_gone_counts_as_interrupted
     assert not run_process_is_gone(
         {TRIGGER_TAG: TRIGGER_CLI, HOST_TAG: "h1"}, "h1", alive=lambda pid: False
     )
+
+
+def test_a_run_whose_failing_rules_alert_nobody_says_so_in_its_summary(
+    warehouse,  # the fixture of test_ledger_assets.py: a ledger with 4 failing rules
+    tmp_path,
+    monkeypatch,
+):
+    for name in (*ch.ALL_CHANNEL_VARS, ch.PAGERDUTY_EVENTS_URL_VAR):
+        monkeypatch.delenv(name, raising=False)
+    silent = materialize(reconciliation_assets, warehouse, tmp_path / "silent")
+    monkeypatch.setenv(ch.ALERT_WEBHOOK_URL_VAR, "http://127.0.0.1:9/hook")
+    heard = materialize(reconciliation_assets, warehouse, tmp_path / "heard")
+
+    def summary_of(result) -> RunSummary:
+        return summarize(result.all_events, PlanShape({}, {}), lambda event: event.message)
+
+    line = summary_of(silent).no_alert_channel
+    assert line is not None
+    assert line.startswith("No alert channel is configured: 4 failing rule(s) alert nobody")
+    assert f"`{ch.ALL_CHANNEL_VARS[0]}`" in line and "**" not in line  # plain text for a terminal
+    assert summary_of(heard).no_alert_channel is None

@@ -1,15 +1,19 @@
 """A source that stopped writing its ledger is stale, and the pipeline says so (a WARN check).
 
 Built on a real SQLite source database (the harness's tiny `syllaby_v2`), with the newest ledger
-row either old or recent, and the check run the way the hourly job runs it.
+row either old or recent, and the check run the way the hourly job runs it. The marts and the churn
+model read the same age (`CREDITS_SOURCE_STALE_AFTER_HOURS`): a dbt build step passes it as a var.
 """
 
 import datetime as dt
+import re
 
 import dagster as dg
 import pytest
 
 from credits_pipeline import settings
+from credits_pipeline.analytics.assets import stale_after as churn_stale_after
+from credits_pipeline.dbt_vars import SOURCE_STALE_AFTER_VAR, build_vars_args, project_vars
 from credits_pipeline.extract.assets import extraction_assets, source_table_specs
 from credits_pipeline.extract.lag import (
     LAG_CHECK_JOB_NAME,
@@ -20,6 +24,9 @@ from credits_pipeline.extract.lag import (
     source_staleness_check,
 )
 from credits_pipeline.source.resource import SourceDatabase
+from credits_pipeline.transform import dbt_resource, prepare_manifest
+from credits_pipeline.transform.assets import DbtBuildConfig, build_args
+from credits_pipeline.transform.dbt_project import dbt_environment
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline_tests.harness import ledger_row, run_extraction, write_source
 
@@ -81,3 +88,40 @@ def test_the_staleness_age_is_measured_from_now_and_a_bad_setting_names_the_vari
     monkeypatch.setenv(settings.SOURCE_STALE_AFTER_HOURS_VAR, "soon")
     with pytest.raises(ValueError, match=settings.SOURCE_STALE_AFTER_HOURS_VAR):
         settings.source_stale_after()
+
+
+def test_the_dbt_build_and_the_churn_model_use_the_staleness_age_the_check_uses(monkeypatch):
+    monkeypatch.setenv(settings.SOURCE_STALE_AFTER_HOURS_VAR, "2")
+
+    assert build_args(DbtBuildConfig()) == ["build", "--vars", '{"source_stale_after_hours": 2}']
+    assert build_args(DbtBuildConfig(full_refresh=True))[:2] == ["build", "--full-refresh"]
+    assert churn_stale_after() == settings.source_stale_after() == dt.timedelta(hours=2)
+
+    # the default is dbt_project.yml's own: no --vars, so dbt keeps its partial parse
+    monkeypatch.delenv(settings.SOURCE_STALE_AFTER_HOURS_VAR)
+    default = settings.DEFAULT_SOURCE_STALE_AFTER_HOURS
+    assert float(project_vars()[SOURCE_STALE_AFTER_VAR]) == default
+    assert build_args(DbtBuildConfig()) == ["build"]
+    assert churn_stale_after() == dt.timedelta(hours=default)
+
+
+def test_the_trends_mart_compiled_with_the_pipelines_vars_is_stale_after_the_checks_age(
+    tmp_path, monkeypatch
+):
+    """The real dbt compile of `user_credit_trends` with the vars a build step passes: a source
+    older than the check's 2.5 hours is stale in the mart too (in whole minutes: 150)."""
+    monkeypatch.setenv(settings.SOURCE_STALE_AFTER_HOURS_VAR, "2.5")
+    monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(tmp_path / "warehouse.duckdb"))
+    prepare_manifest()
+    with dbt_environment():
+        invocation = dbt_resource().cli(
+            ["compile", "--select", "user_credit_trends", *build_vars_args()],
+            raise_on_error=False,
+        )
+    invocation.wait()
+    assert invocation.is_successful(), invocation.get_error()
+
+    [compiled] = invocation.target_path.glob("compiled/**/user_credit_trends.sql")
+    freshness = compiled.read_text().split("as source_is_stale")[0]
+    # DuckDB's dateadd: `cutoff_at + cast(-150 as bigint) * interval 1 minute`
+    assert re.search(r"cutoff_at \+ cast\(-150 as bigint\) \* interval 1 minute", freshness)

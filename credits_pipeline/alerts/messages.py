@@ -83,6 +83,7 @@ class Alert:
     previous_count: int | None = None
     previous_credits_at_stake: float | int | None = None
     runbook_url: str | None = None
+    new_count: int | None = None  # violations first reported at this run's cut-off
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,8 +168,13 @@ def summary_line(alert: Alert) -> str:
     """Rule, violation count and credits at stake in one sentence (with the change, if worse)."""
     if alert.kind == KIND_RUN_FAILURE:
         return alert.description or "The run failed."
+    new = (
+        f" ({format_number(alert.new_count)} new since the last run)"
+        if alert.new_count is not None and alert.change != CHANGE_RESOLVED
+        else ""
+    )
     text = (
-        f"Rule {alert.rule}: {format_number(alert.count)} violation(s), "
+        f"Rule {alert.rule}: {format_number(alert.count)} violation(s){new}, "
         f"{format_number(alert.credits_at_stake)} credits at stake"
     )
     if alert.change in (CHANGE_WORSE, CHANGE_RESOLVED) and (
@@ -196,7 +202,24 @@ def digest_title(digest: Digest) -> str:
     where = f"run {digest.run_id[:8]}" if digest.run_id else "runless events"
     if len(digest.alerts) == 1:
         return headline(digest.alerts[0])
-    return f"{PIPELINE_NAME}: {', '.join(parts)} ({where})"
+    title = f"{PIPELINE_NAME}: {', '.join(parts)} ({where})"
+    new = new_violations(digest)
+    return (
+        title
+        if new is None
+        else f"{title}; {format_number(new)} violation(s) new since the last run"
+    )
+
+
+def new_violations(digest: Digest) -> int | None:
+    """Violations of the digest's failing checks first reported at this run's cut-off (None when
+    no check says: only the ledger rules know their violations' `first_detected_at`)."""
+    counts = [
+        a.new_count
+        for a in digest.alerts
+        if a.new_count is not None and a.change != CHANGE_RESOLVED
+    ]
+    return sum(counts) if counts else None
 
 
 def alert_lines(alert: Alert) -> list[str]:
@@ -209,6 +232,11 @@ def alert_lines(alert: Alert) -> list[str]:
             f"Rule:             {alert.rule}",
             f"Severity:         {alert.severity}",
             f"Violations:       {format_number(alert.count)}",
+            *(
+                [f"New since last:   {format_number(alert.new_count)}"]
+                if alert.new_count is not None and alert.change != CHANGE_RESOLVED
+                else []
+            ),
             f"Credits at stake: {format_number(alert.credits_at_stake)}",
         ]
     lines += [
@@ -318,6 +346,7 @@ def json_payload(digest: Digest) -> dict[str, Any]:
     return {
         "source": PIPELINE_NAME,
         "title": digest_title(digest),
+        "new_violations": new_violations(digest),
         **digest.to_dict(),
         "alerts": [
             {"title": headline(a), "summary": summary_line(a), **a.to_dict()} for a in digest.alerts
@@ -368,6 +397,7 @@ def pagerduty_events(digest: Digest, routing_key: str) -> list[dict[str, Any]]:
                         "rule": alert.rule,
                         "check": alert.check_name,
                         "violations": alert.count,
+                        "new_violations": alert.new_count,
                         "credits_at_stake": alert.credits_at_stake,
                         "previous_violations": alert.previous_count,
                         "previous_credits_at_stake": alert.previous_credits_at_stake,

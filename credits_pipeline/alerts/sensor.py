@@ -342,6 +342,7 @@ def observe_check_event(
         timestamp=iso_utc(entry.timestamp),
         state_key=state_key,
         runbook_url=as_text(metadata_value(metadata, cm.RUNBOOK)),
+        new_count=as_count(metadata_value(metadata, cm.NEW_VIOLATIONS)),
     )
     state = CheckState(
         failing=not evaluation.passed, severity=severity, count=count, credits=credits

@@ -15,10 +15,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import yaml
 
 from credits_pipeline import settings
 from credits_pipeline.analytics import churn, signals
+from credits_pipeline.dbt_vars import project_vars
 from credits_pipeline.names import (
     CUTOFF_TABLE,
     GROUP_MARTS,
@@ -44,7 +44,6 @@ CHURN_UPSTREAM = (
     raw_key(CUTOFF_TABLE),
 )
 RULE_VARS = ("churn_inactive_days", "churn_declining_ratio", "churn_subscription_ending_days")
-STALE_VAR = "source_stale_after_hours"
 
 # Metadata keys of the churn assets.
 MODEL_AUC_KEY = "held_out_auc_model"
@@ -75,15 +74,16 @@ STORED_MODEL_SQL = f"select * from {MARTS_PREFIX}.{CHURN_MODEL_TABLE} order by p
 
 
 def dbt_vars() -> dict:
-    """The dbt vars the churn model shares with the marts, read from dbt_project.yml (spelled
-    once, there): the rule of thumb's and when the source counts as stale."""
-    with open(settings.DBT_PROJECT_DIR / "dbt_project.yml") as f:
-        variables = yaml.safe_load(f).get("vars", {})
-    return {name: variables[name] for name in (*RULE_VARS, STALE_VAR)}
+    """The rule of thumb's dbt vars, which the churn model shares with the marts, read from
+    dbt_project.yml (spelled once, there)."""
+    variables = project_vars()
+    return {name: variables[name] for name in RULE_VARS}
 
 
 def stale_after() -> dt.timedelta:
-    return dt.timedelta(hours=float(dbt_vars()[STALE_VAR]))
+    """When the source counts as stale: the setting the staleness check and (as a dbt var, see
+    `dbt_vars.py`) `marts.user_credit_trends` read too, so all three agree."""
+    return settings.source_stale_after()
 
 
 def _timestamp(value) -> pd.Timestamp | None:

@@ -10,8 +10,8 @@ the run's story in the UI (`report.py`): users ok / drifting / broken, credits a
 every non-ok user (the 50 with most credits at stake first, and the total), both column schemas,
 previews sorted by credits at stake, and a chart of weekly anomalies per rule over the last 12
 months (weekly totals inline, per rule behind a click). When rules fail and no alert channel is
-configured, the summary says
-that nobody will be told.
+configured, the summary (and the run summary, through `no_alert_channel`) says that nobody will
+be told.
 The replay resumes from the state the previous run stored (`replay_state.py`); the metadata says
 whether it did (`replay_mode`, `replay_reason`, `replayed_rows`).
 """
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.alerts.channels import ALL_CHANNEL_VARS, channels_from_env
 from credits_pipeline.ledger import report
@@ -66,8 +67,10 @@ ANOMALIES_DESCRIPTION = (
     "One row per violation of the 13 ledger rules (contract section 3), as of the run's extraction "
     "cut-off: `rule`, `user_id`, `credit_history_id` (NULL for rules about a user or a content "
     "row), `entity_type` / `entity_id`, `expected`, `actual`, `detail` (a sentence for a human), "
-    "`credits` and `detected_at` (the cut-off, so a re-run on unchanged data gives identical "
-    "rows). Alerts, dashboards and acceptance checks read it; one `ledger_rule_*` check per rule."
+    "`credits`, `detected_at` (the cut-off, so a re-run on unchanged data gives identical "
+    "rows) and `first_detected_at` (the cut-off of the first run that reported the violation, "
+    "kept across runs: since when it is known). Alerts, dashboards and acceptance checks read it; "
+    "one `ledger_rule_*` check per rule."
 )
 WEEKLY_CHART_METADATA_KEY = "anomalies_per_week"
 FAILING_RULES_METADATA_KEY = "failing_rules"
@@ -239,8 +242,9 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         users = report.non_ok_users(result.reconciliation, result.anomalies)
         reconciliation_preview = report.reconciliation_preview(result.reconciliation, users)
         channels_configured = bool(channels_from_env())
-        if not channels_configured and any(not s.passed for s in result.summaries.values()):
-            context.log.warning(no_channel_line(result, channels_configured))
+        warning = no_channel_line(result, channels_configured)
+        if warning:
+            context.log.warning(warning)
         story = {
             "summary": dg.MetadataValue.md(summary_markdown(result, channels_configured)),
             FAILING_RULES_METADATA_KEY: dg.MetadataValue.md(failing_rules_markdown(result)),
@@ -249,6 +253,8 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             NON_OK_TOTAL_METADATA_KEY: dg.MetadataValue.int(len(users)),
             TREND_METADATA_KEY: dg.MetadataValue.md(report.trend_markdown(trend)),
         }
+        if warning:  # for the run summary (run_summary.py), as plain text
+            story[cm.NO_ALERT_CHANNEL] = dg.MetadataValue.text(warning.replace("**", ""))
         yield dg.MaterializeResult(
             asset_key=RECONCILIATION_KEY,
             metadata={

@@ -13,14 +13,17 @@ rules, so that the lead can make the revenue mart wait on them when
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import dagster as dg
+import pyarrow.compute as pc
 
 from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.reconcile import ReconciliationResult, RuleSummary
+from credits_pipeline.ledger.replay_state import DETECTED_COLUMN, FIRST_DETECTED_COLUMN
 from credits_pipeline.runbook import runbook_link
 
 RECONCILIATION_KEY = dg.AssetKey([rc.MARTS_SCHEMA, rc.RECONCILIATION_TABLE])
@@ -94,8 +97,20 @@ def worst_markdown(summary: RuleSummary) -> str:
     return "\n".join(lines)
 
 
+def new_violations(result: ReconciliationResult) -> Counter:
+    """Per rule, the violations first reported at this run's cut-off (`first_detected_at` equals
+    `detected_at`): one that persists from yesterday's cut-off is not counted (a re-run at the same
+    cut-off counts the same ones again)."""
+    anomalies = result.anomalies
+    if FIRST_DETECTED_COLUMN not in anomalies.column_names:
+        return Counter()
+    first_seen_now = pc.equal(anomalies[FIRST_DETECTED_COLUMN], anomalies[DETECTED_COLUMN])
+    return Counter(anomalies.filter(first_seen_now)["rule"].to_pylist())
+
+
 def check_results(result: ReconciliationResult) -> Iterator[dg.AssetCheckResult]:
     """One AssetCheckResult per rule, in rule order, from an already computed reconciliation."""
+    new = new_violations(result)
     for rule in rc.RULES:
         summary = result.summaries[rule.code]
         top_users = sorted({r["user_id"] for r in summary.worst if r.get("user_id") is not None})
@@ -114,6 +129,7 @@ def check_results(result: ReconciliationResult) -> Iterator[dg.AssetCheckResult]
                 cm.RULE: rule.code,
                 cm.SEVERITY: rule.severity,
                 cm.VIOLATIONS: dg.MetadataValue.int(summary.count),
+                cm.NEW_VIOLATIONS: dg.MetadataValue.int(new[rule.code]),
                 cm.CREDITS_AT_STAKE: dg.MetadataValue.int(summary.credits),
                 cm.WORST_USERS: dg.MetadataValue.md(worst_markdown(summary)),
                 cm.WORST_USER_IDS: dg.MetadataValue.text(", ".join(str(u) for u in top_users)),

@@ -437,10 +437,12 @@ def non_ok_markdown(users: list[NonOkUser], limit: int = NON_OK_LIMIT) -> str:
     if not users:
         return "Every user is ok: stored balances match the ledger and every chain holds."
     shown = users[:limit]
+    total_credits = sum(u.credits for u in users)
     lines = [
-        f"**{len(users):,} user(s) not ok**; the {len(shown):,} with most credits at stake, "
-        "largest first. `expected` is what the ledger replay ends with, `actual` what `users` "
-        "stores (for a broken chain whose pools agree: the first break's previous_amount).",
+        f"**{len(users):,} user(s) not ok**, {total_credits:,} credits at stake in all; "
+        f"the {len(shown):,} with most credits at stake, largest first. `expected` is what the "
+        "ledger replay ends with, `actual` what `users` stores (for a broken chain whose pools "
+        "agree: the first break's previous_amount).",
         "",
         "| user_id | status | rule | pool | expected | actual | drift | credits at stake |",
         "|---:|---|---|---|---:|---:|---:|---:|",

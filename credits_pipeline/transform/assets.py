@@ -20,6 +20,7 @@ import dagster as dg
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 from pydantic import Field
 
+from credits_pipeline.dbt_vars import build_vars_args
 from credits_pipeline.transform.dbt_project import (
     DBT_PROJECT,
     dbt_cli_resource,
@@ -72,8 +73,10 @@ class DbtBuildConfig(dg.Config):
 
 
 def build_args(config: DbtBuildConfig) -> list[str]:
-    """The dbt command a step runs for its run configuration."""
-    return ["build", "--full-refresh"] if config.full_refresh else ["build"]
+    """The dbt command a step runs for its run configuration, with the vars the pipeline's
+    settings decide (`dbt_vars.py`: the staleness age the source-staleness check uses too)."""
+    command = ["build", "--full-refresh"] if config.full_refresh else ["build"]
+    return [*command, *build_vars_args()]
 
 
 def build_layer(

@@ -1,7 +1,9 @@
 {%- set inactive_days = var('churn_inactive_days') -%}
 {%- set declining_ratio = var('churn_declining_ratio') -%}
 {%- set ending_days = var('churn_subscription_ending_days') -%}
-{%- set stale_after_hours = var('source_stale_after_hours') -%}
+{#- in whole minutes: the pipeline passes CREDITS_SOURCE_STALE_AFTER_HOURS, maybe fractional, and
+    BigQuery's intervals take integers only -#}
+{%- set stale_after_minutes = (var('source_stale_after_hours') * 60) | round | int -%}
 
 with
 
@@ -28,7 +30,7 @@ freshness as (
         source_freshness.source_fresh_as_of,
         coalesce(
             source_freshness.source_fresh_as_of
-                < {{ shift_timestamp('hour', -stale_after_hours, 'extraction_cutoff.cutoff_at') }},
+                < {{ shift_timestamp('minute', -stale_after_minutes, 'extraction_cutoff.cutoff_at') }},
             true
         ) as source_is_stale
     from source_freshness
