@@ -590,6 +590,8 @@ def report(instance, run_id: str, events: list, plan) -> int:
         out.print(_checks_table(summary))
     else:
         out.print("checks failed: 0")
+    if summary.no_alert_channel:  # failing rules that reach nobody: said loudly, not buried
+        out.print(f"[bold red]{summary.no_alert_channel}[/]")
     if summary.blocked_by_checks:
         out.print(
             f"held back by blocking ERROR checks ({settings.BLOCK_REVENUE_ON_ERROR_VAR}): "

@@ -431,6 +431,8 @@ def test_materialize_shows_progress_and_a_summary_table_of_the_warehouses_own_nu
         )
     assert f"observed syllaby_v2: {len(TABLES)} tables, {ledger_rows:,} ledger rows" in run.stdout
     assert f"checks failed: {errors + warns} ({errors} ERROR, {warns} WARN)" in run.stdout
+    # failing ledger rules and no alert variable set: the summary says they alert nobody
+    assert "No alert channel is configured" in run.stdout
 
 
 def test_the_summary_names_what_was_not_built_and_why_and_where_rows_were_quarantined(tmp_path):
