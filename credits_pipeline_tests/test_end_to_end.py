@@ -218,7 +218,11 @@ NEXT_DAY_COMPARED = (
     "marts.plan_utilization",
     "marts.revenue_attribution",
     "marts.credit_cohorts",
+    "marts.usage_risk_signals",
 )
+# Not compared: marts.churn_risk scores with the model of its week (retrained every 7 days by
+# design, analytics/churn.py), so a resumed warehouse may hold last week's model; and
+# marts.user_stored_balance_history, a history of what each run saw.
 RUN_COLUMNS = ("replayed_at", "first_detected_at")  # each run's own time; since-when memory
 
 
