@@ -338,7 +338,9 @@ def _materialize(
     elif window:
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = window
     source = settings.redact_url(settings.source_url())
-    warehouse = settings.warehouse_path() if settings.warehouse_kind() == "duckdb" else "bigquery"
+    from credits_pipeline.warehouse.choice import choose_warehouse
+
+    warehouse = choose_warehouse().process_config_and_initialize().describe()
     span = (
         f"ledger partitions {window[0]} .. {window[1]}"
         if window

@@ -27,7 +27,12 @@ from credits_pipeline.names import MARTS_PREFIX, WAREHOUSE_KIND
 from credits_pipeline.run_tag_sensors import check_tags_on_failure, check_tags_on_success
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
 from credits_pipeline.source.resource import SourceDatabase
-from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
+from credits_pipeline.transform import (
+    build_dbt_assets,
+    dbt_project_for,
+    dbt_resource,
+    prepare_manifest,
+)
 from credits_pipeline.transform.assets import DBT_RESOURCE_KEY
 from credits_pipeline.warehouse.choice import choose_warehouse
 from credits_pipeline.warehouse.interface import Warehouse
@@ -44,16 +49,18 @@ def build_resources(warehouse: Warehouse | None = None) -> dict:
     """
     settings.raise_for_configuration()
     source = SourceDatabase(url=dg.EnvVar(settings.SOURCE_URL_VAR))
+    warehouse = warehouse if warehouse is not None else choose_warehouse()
     return {
         "source": source,
-        "warehouse": warehouse if warehouse is not None else choose_warehouse(),
-        DBT_RESOURCE_KEY: dbt_resource(),
+        "warehouse": warehouse,
+        # dbt runs on the profile target of the same engine (transform/dbt_project.py)
+        DBT_RESOURCE_KEY: dbt_resource(dbt_project_for(warehouse.kind)),
     }
 
 
 def prepare_for_run() -> None:
     """What a run needs before Dagster starts it: an up-to-date dbt manifest (see transform/)."""
-    prepare_manifest()
+    prepare_manifest(dbt_project_for(choose_warehouse().kind))
 
 
 def _with_freshness(assets: list) -> list:
@@ -98,17 +105,17 @@ def build_definitions() -> dg.Definitions:
     # SQL file, see transform/translator.py; source tables to their contract entry). Not
     # `dg.link_code_references_to_git`: it only builds GitHub/GitLab URLs, and this repository has
     # no such remote, so the UI keeps the local file links.
+    warehouse = choose_warehouse()  # the one choice of engine; dbt's target follows it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta in 1.13
         computed = dg.with_source_code_references(
             [
                 *extraction_assets,
-                *dbt_credit_assets,
+                *build_dbt_assets(dbt_project_for(warehouse.kind)),
                 build_reconciliation_assets(blocking=blocking_from_settings()),
                 *analytics_assets,
             ]
         )
-    warehouse = choose_warehouse()
     assets = _with_warehouse_kind(_with_freshness(list(computed)), warehouse.kind)
     return dg.Definitions(
         assets=[source_observation, *assets],

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from credits_pipeline.source.tables import TABLES
-from credits_pipeline.transform import prepare_manifest
+from credits_pipeline_tests.dbt_duckdb import prepare_manifest
 from credits_pipeline_tests.test_dbt_models import RAW_TYPES, approx, materialize_dbt_assets, query
 
 T = dt.datetime

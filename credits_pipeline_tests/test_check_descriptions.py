@@ -20,9 +20,9 @@ from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.names import VALIDATION_CHECK
 from credits_pipeline.source.drift import SCHEMA_DRIFT_CHECK
 from credits_pipeline.source.resource import SourceDatabase
-from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline.transform.translator import dbt_test_description
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline_tests.dbt_duckdb import dbt_credit_assets, dbt_resource, prepare_manifest
 from credits_pipeline_tests.harness import code_location_definitions
 
 SHORT_NAME = 72  # the credits layer's generated names reached 123; the UI cuts long names

@@ -385,6 +385,8 @@ def test_materialize_shows_progress_and_a_summary_table_of_the_warehouses_own_nu
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     users = _warehouse(tmp_path, "select count(*) from raw.users")[0][0]
+    # the first line says where the run writes, as the chosen warehouse resource describes itself
+    assert f"warehouse {tmp_path / 'warehouse.duckdb'}" in " ".join(run.stdout.split())
     # progress: one line per step with its rows; no raw Dagster or dbt log lines by default
     assert re.search(
         r"✓ raw/credit_histories__open, raw/extraction_cutoff, raw/users +[\d,]+ rows +[\d.]+ s",

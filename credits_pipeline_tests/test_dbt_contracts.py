@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from credits_pipeline.transform import prepare_manifest
+from credits_pipeline_tests.dbt_duckdb import prepare_manifest
 
 PROJECT = "credits_transform"
 MARTS_PATH = "models/marts/"

@@ -19,10 +19,10 @@ import duckdb
 import pytest
 
 from credits_pipeline import settings
-from credits_pipeline.transform import dbt_resource, prepare_manifest
 from credits_pipeline.transform.dbt_project import dbt_environment
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline_tests.bigquery_emulator import bigquery_emulator  # noqa: F401
+from credits_pipeline_tests.dbt_duckdb import dbt_resource, prepare_manifest
 from credits_pipeline_tests.harness import assert_same_rows
 from credits_pipeline_tests.test_dbt_models import EVENT_ID, T, write_fixture_warehouse
 
@@ -393,7 +393,7 @@ def test_a_full_refresh_asked_for_in_the_run_config_rebuilds_the_replay_and_its_
 ):
     import dagster as dg
 
-    from credits_pipeline.transform import dbt_credit_models
+    from credits_pipeline_tests.dbt_duckdb import dbt_credit_models
 
     advance_to(day_1, DAY_2_CUTOFF, DAY_2_ROWS)
     dbt_build(day_1, monkeypatch)  # the log now holds two runs
@@ -467,8 +467,8 @@ def test_a_row_deleted_from_an_old_closed_day_rebuilds_the_replay_and_the_daily_
 ):
     import dagster as dg
 
-    from credits_pipeline.transform import dbt_credit_assets
     from credits_pipeline.transform.assets import REBUILT_BECAUSE
+    from credits_pipeline_tests.dbt_duckdb import dbt_credit_assets
 
     deleted = _day_3_after_a_delete_in_an_old_day(day_1, monkeypatch)
     monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(day_1))

@@ -19,9 +19,10 @@ from dagster_dbt import DbtProject
 
 from credits_pipeline import settings
 from credits_pipeline.source.tables import TABLES
-from credits_pipeline.transform import (
-    CREDITS_GROUP,
-    MARTS_GROUP,
+from credits_pipeline.transform import CREDITS_GROUP, MARTS_GROUP
+from credits_pipeline.transform import prepare_manifest as prepare_manifest_of
+from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline_tests.dbt_duckdb import (
     dbt_credit_assets,
     dbt_credit_models,
     dbt_mart_models,
@@ -29,7 +30,6 @@ from credits_pipeline.transform import (
     dbt_revenue_model,
     prepare_manifest,
 )
-from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 RAW_KEYS = {dg.AssetKey(["raw", t.name]) for t in TABLES} | {
     dg.AssetKey(["raw", "credit_histories__open"]),
@@ -142,7 +142,7 @@ def test_the_manifest_is_prepared_from_a_fresh_clone(tmp_path):
     )
     project = DbtProject(project_dir=clone, profiles_dir=clone, target="duckdb")
     assert not project.manifest_path.exists()
-    manifest = prepare_manifest(project)
+    manifest = prepare_manifest_of(project)
     assert manifest.exists()
     assert manifest.stat().st_size > 0
 

@@ -25,10 +25,15 @@ from credits_pipeline import settings
 from credits_pipeline.ledger.replay import EFFECT_CODES, replay, resolve_effects
 from credits_pipeline.source.catalog import CATALOG
 from credits_pipeline.source.tables import TABLES
-from credits_pipeline.transform import dbt_credit_assets, dbt_resource, prepare_manifest
-from credits_pipeline.transform.dbt_project import DBT_PROJECT, dbt_environment
+from credits_pipeline.transform.dbt_project import dbt_environment
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline.warehouse.raw_tables import DUCKDB_TYPES
+from credits_pipeline_tests.dbt_duckdb import (
+    PROJECT,
+    dbt_credit_assets,
+    dbt_resource,
+    prepare_manifest,
+)
 
 T = dt.datetime
 D = dt.date
@@ -946,7 +951,7 @@ def test_after_the_first_dbt_step_on_a_warehouse_no_step_parses_the_whole_projec
     """Each step's dbt log (in its own target directory, named with the run id) says whether dbt
     had to re-parse the project; only the run's first step on a new warehouse may."""
     _, result = clean_run
-    target = Path(DBT_PROJECT.project_dir) / DBT_PROJECT.target_path
+    target = Path(PROJECT.project_dir) / PROJECT.target_path
     logs = sorted(
         target.glob(f"*-{result.run_id[:7]}-*/dbt.log"), key=lambda log: log.stat().st_mtime
     )

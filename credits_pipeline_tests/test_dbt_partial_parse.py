@@ -17,19 +17,20 @@ from credits_pipeline.transform.dbt_project import (
     seeded_target_path,
 )
 from credits_pipeline.warehouse import cost, memory
+from credits_pipeline_tests.dbt_duckdb import PROJECT
 
 
 def test_each_warehouse_and_memory_setting_keeps_its_own_partial_parse(monkeypatch, tmp_path):
     monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(tmp_path / "a.duckdb"))
-    first = partial_parse_cache()
-    assert partial_parse_cache() == first
+    first = partial_parse_cache(PROJECT)
+    assert partial_parse_cache(PROJECT) == first
     monkeypatch.setenv(cost.DBT_RUN_ID_VAR, "another-run")  # not a profile value: same cache
-    assert partial_parse_cache() == first
+    assert partial_parse_cache(PROJECT) == first
     monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(tmp_path / "b.duckdb"))
-    assert partial_parse_cache() != first
+    assert partial_parse_cache(PROJECT) != first
     monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(tmp_path / "a.duckdb"))
     monkeypatch.setattr(memory, "dbt_env", lambda: {memory.DBT_MEMORY_LIMIT_VAR: "1GiB", "x": "y"})
-    assert partial_parse_cache() != first
+    assert partial_parse_cache(PROJECT) != first
 
 
 def test_a_kept_partial_parse_seeds_the_next_steps_target_and_nothing_is_seeded_before(

@@ -19,8 +19,8 @@ import duckdb
 import pytest
 
 from credits_pipeline import settings
-from credits_pipeline.transform import dbt_resource, prepare_manifest
 from credits_pipeline.transform.dbt_project import dbt_environment
+from credits_pipeline_tests.dbt_duckdb import dbt_resource, prepare_manifest
 from credits_pipeline_tests.test_dbt_incremental import (
     DAY_2_CUTOFF,
     DAY_2_ROWS,

@@ -22,6 +22,7 @@ from credits_pipeline.transform import prepare_manifest
 from credits_pipeline.transform.assets import CREDITS_LAYER_SELECT, DBT_TRANSLATOR, build_layer
 from credits_pipeline.transform.dbt_project import dbt_cli_resource
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline_tests.dbt_duckdb import PROJECT
 from credits_pipeline_tests.test_dbt_incremental import dbt_build
 from credits_pipeline_tests.test_dbt_models import write_fixture_warehouse
 
@@ -40,7 +41,7 @@ BROKEN_UNIT_TEST = "credit_histories_signs_and_classifies_each_row"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """The fixture ledger built with `dbt build`: (warehouse, status of every node)."""
-    prepare_manifest()
+    prepare_manifest(PROJECT)
     warehouse = tmp_path_factory.mktemp("unit") / "warehouse.duckdb"
     write_fixture_warehouse(warehouse)
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -50,7 +51,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 
 def test_every_unit_test_runs_in_dbt_build_passes_and_is_named_and_described(built):
     _, statuses = built
-    manifest = json.loads((settings.DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
+    manifest = json.loads(PROJECT.manifest_path.read_text())
     unit_tests = manifest["unit_tests"]
     assert {test["model"] for test in unit_tests.values()} == UNIT_TESTED_MODELS
     for unique_id, test in unit_tests.items():
@@ -89,7 +90,7 @@ def test_a_failing_unit_test_fails_the_step_by_name_and_holds_back_only_its_mode
         select=CREDITS_LAYER_SELECT,
     )
     def credits_layer(context, dbt: DbtCliResource):
-        yield from build_layer(context, dbt, DuckDBWarehouse(path=str(warehouse)))
+        yield from build_layer(context, dbt, DuckDBWarehouse(path=str(warehouse)), broken)
 
     with dg.instance_for_test() as instance:
         result = dg.materialize(

@@ -24,10 +24,10 @@ from credits_pipeline.extract.lag import (
     source_staleness_check,
 )
 from credits_pipeline.source.resource import SourceDatabase
-from credits_pipeline.transform import dbt_resource, prepare_manifest
 from credits_pipeline.transform.assets import DbtBuildConfig, build_args
 from credits_pipeline.transform.dbt_project import dbt_environment
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline_tests.dbt_duckdb import dbt_resource, prepare_manifest
 from credits_pipeline_tests.harness import ledger_row, run_extraction, write_source
 
 

@@ -11,6 +11,7 @@ emulator through the reconciliation and churn tests (test_bigquery.py).
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +21,7 @@ import pytest
 
 from credits_pipeline import settings
 from credits_pipeline.names import WAREHOUSE_KIND, credits_key, marts_key, raw_key
+from credits_pipeline.transform import dbt_project_for
 from credits_pipeline.warehouse import session
 from credits_pipeline.warehouse.bigquery_warehouse import BigQueryWarehouse
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
@@ -43,14 +45,9 @@ ENGINE_MODULES = {
 # Third-party engine libraries: DuckDB may serve `validation/` as an in-process library on Arrow
 # batches (it is not the warehouse there); BigQuery's client belongs to the warehouse room alone.
 ENGINE_LIBRARIES = {"duckdb": ("credits_pipeline.validation",), "google": ()}
-# Who may ask which engine runs. dbt's project is parsed for one profile target when it is imported
-# (the manifest's compiled SQL follows the target's dispatched macros), before any resource exists.
-# The CLI, an edge, names the engine in the line that says where a run writes.
-ASKS_FOR_THE_ENGINE = (
-    "credits_pipeline.warehouse.choice",
-    "credits_pipeline.transform.dbt_project",
-    "credits_pipeline.cli",
-)
+# Who may ask which engine runs: the one choice. dbt's project takes the chosen resource's kind
+# (`dbt_project_for(kind)`, in definitions.py); the CLI asks the chosen resource where it is.
+ASKS_FOR_THE_ENGINE = ("credits_pipeline.warehouse.choice",)
 
 STORED_KEYS = (
     raw_key("credit_histories"),
@@ -88,6 +85,23 @@ def test_the_code_location_on_bigquery_shows_bigquery_and_hands_every_room_its_r
     for key in STORED_KEYS[:4]:
         assert "bigquery" in kinds[key] and "duckdb" not in kinds[key], (key, kinds[key])
     assert isinstance(defs.resources["warehouse"], BigQueryWarehouse)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "bigquery"])
+def test_dbt_runs_on_the_profile_target_of_the_engine_the_code_location_chose(monkeypatch, kind):
+    monkeypatch.setenv(settings.WAREHOUSE_VAR, kind)
+    monkeypatch.setenv(settings.BIGQUERY_PROJECT_VAR, "interface-test")
+    defs = code_location_definitions(monkeypatch)
+    warehouse, dbt = defs.resources["warehouse"], defs.resources["dbt"]
+    assert warehouse.kind == kind and dbt.target == kind
+    # the dbt steps were defined from the manifest parsed for that target, kept apart per engine
+    manifest = dbt_project_for(kind).manifest_path
+    assert manifest.parent.name == kind
+    assert json.loads(manifest.read_text())["metadata"]["adapter_type"] == kind
+    # where a run writes, as the CLI prints it: the engine's own description, no credential
+    where = warehouse.process_config_and_initialize().describe()
+    assert ("interface-test" in where) == (kind == "bigquery")
+    assert where.endswith(".duckdb") == (kind == "duckdb")
 
 
 def _imports_and_calls(path: Path) -> tuple[set[str], set[str]]:

@@ -4,14 +4,8 @@ dbt owns the SQL (`dbt_transform/`); this package only tells Dagster where the p
 nodes map onto the pipeline's asset keys and groups, and how to run it against the warehouse.
 """
 
-from credits_pipeline.transform.assets import (
-    dbt_credit_assets,
-    dbt_credit_models,
-    dbt_mart_models,
-    dbt_resource,
-    dbt_revenue_model,
-)
-from credits_pipeline.transform.dbt_project import DBT_PROJECT, prepare_manifest
+from credits_pipeline.transform.assets import DbtSteps, build_dbt_assets, dbt_resource
+from credits_pipeline.transform.dbt_project import dbt_project_for, prepare_manifest
 from credits_pipeline.transform.translator import (
     CREDITS_GROUP,
     MARTS_GROUP,
@@ -21,14 +15,12 @@ from credits_pipeline.transform.translator import (
 
 __all__ = [
     "CREDITS_GROUP",
-    "DBT_PROJECT",
     "MARTS_GROUP",
     "RAW_KEY_PREFIX",
     "CreditsDbtTranslator",
-    "dbt_credit_assets",
-    "dbt_credit_models",
-    "dbt_mart_models",
+    "DbtSteps",
+    "build_dbt_assets",
+    "dbt_project_for",
     "dbt_resource",
-    "dbt_revenue_model",
     "prepare_manifest",
 ]

@@ -8,21 +8,21 @@ stored balances) feeds the ledger reconciliation, and no check may hold that bac
 section 4): its data tests are all `warn`, and only a step that really errors (bad SQL, a missing
 column, a failing unit test: a bug whatever the data) fails it. The `marts` layer carries the
 blocking checks (severity `error`: a key a mart itself duplicated); a failed one fails the marts
-step alone, after the reconciliation's inputs are built. The manifest is prepared at import
-(`prepare_manifest()`), so the definitions load from a fresh clone.
+step alone, after the reconciliation's inputs are built. `build_dbt_assets(project)` defines
+the steps for the dbt project of the engine `definitions.py` chose (`dbt_project_for(kind)`), and
+prepares its manifest first, so the definitions load from a fresh clone.
 """
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
-from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
+from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field
 
 from credits_pipeline.dbt_vars import build_vars_args
 from credits_pipeline.transform.dbt_project import (
-    DBT_PROJECT,
     dbt_cli_resource,
     dbt_environment,
     keep_partial_parse,
@@ -43,6 +43,12 @@ MARTS_LAYER_SELECT = f"config.schema:{MARTS_SCHEMA}"
 # (CREDITS_BLOCK_REVENUE_ON_ERROR), only this step waits on the reconciliation, and the other marts
 # are built whatever the checks found.
 REVENUE_MODEL_SELECT = "revenue_attribution"
+# The three dbt steps (their op names), in the order they run.
+CREDITS_STEP = "dbt_credit_models"
+MARTS_STEP = "dbt_mart_models"
+REVENUE_STEP = "dbt_revenue_model"
+# The op of each dbt step, for run configuration (`full_refresh`, credits-pipeline --full-refresh).
+DBT_OPS: tuple[str, ...] = (CREDITS_STEP, MARTS_STEP, REVENUE_STEP)
 # dbt node statuses that mean a step itself went wrong (a failing test is "fail" or "warn").
 DBT_ERROR_STATUSES = frozenset({"error", "runtime error"})
 # A failing dbt unit test is a bug in a model's SQL, whatever the data: dbt skips the model it
@@ -51,12 +57,11 @@ UNIT_TEST_PREFIX = "unit_test."
 UNIT_TEST_FAILED = "fail"
 
 DBT_TRANSLATOR = CreditsDbtTranslator()
-DBT_MANIFEST = prepare_manifest(DBT_PROJECT)
 
 
-def dbt_resource() -> DbtCliResource:
-    """The dbt CLI resource for the credits project (target from `CREDITS_WAREHOUSE`)."""
-    return dbt_cli_resource(DBT_PROJECT)
+def dbt_resource(project: DbtProject) -> DbtCliResource:
+    """The dbt CLI resource for the credits project, on the profile target of `project`."""
+    return dbt_cli_resource(project)
 
 
 class DbtBuildConfig(dg.Config):
@@ -83,6 +88,7 @@ def build_layer(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
     warehouse: Warehouse,
+    project: DbtProject,
     config: DbtBuildConfig | None = None,
     full_refresh_because: str | None = None,
 ) -> Iterator[Any]:
@@ -98,7 +104,8 @@ def build_layer(
         context.log.warning(full_refresh_because)
         config = DbtBuildConfig(full_refresh=True)
     # a target seeded with this warehouse's partial parse: dbt does not re-parse every step
-    target = seeded_target_path(f"{context.op_execution_context.op.name}-{context.run_id[:7]}")
+    step = f"{context.op_execution_context.op.name}-{context.run_id[:7]}"
+    target = seeded_target_path(step, project)
     with dbt_environment():
         invocation = dbt.cli(
             build_args(config), context=context, raise_on_error=False, target_path=target
@@ -111,7 +118,7 @@ def build_layer(
         )
     finally:
         release_warehouse_connections(invocation)
-        keep_partial_parse(target)
+        keep_partial_parse(target, project)
     run_results: dict = {}
     with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
         run_results = invocation.get_artifact("run_results.json")
@@ -242,6 +249,7 @@ def release_warehouse_connections(invocation: Any) -> None:
 
 
 def dbt_layer(
+    project: DbtProject,
     name: str,
     select: str,
     description: str,
@@ -255,8 +263,8 @@ def dbt_layer(
     """
 
     @dbt_assets(
-        manifest=DBT_MANIFEST,
-        project=DBT_PROJECT,
+        manifest=prepare_manifest(project),
+        project=project,
         dagster_dbt_translator=DBT_TRANSLATOR,
         select=select,
         exclude=exclude,
@@ -272,38 +280,46 @@ def dbt_layer(
         if must_rebuild is not None and not config.full_refresh:
             with warehouse.connect(read_only=True) as con:  # closed before dbt opens the file
                 because = must_rebuild(con)
-        yield from build_layer(context, dbt, warehouse, config, full_refresh_because=because)
+        yield from build_layer(
+            context, dbt, warehouse, project, config, full_refresh_because=because
+        )
 
     _build.__doc__ = description
     return _build
 
 
-dbt_credit_models = dbt_layer(
-    "dbt_credit_models",
-    CREDITS_LAYER_SELECT,
-    "Build and test the seed's credit models, the event catalog and the replay (`credits`).",
-    must_rebuild=replay_must_rebuild,
-)
-dbt_mart_models = dbt_layer(
-    "dbt_mart_models",
-    MARTS_LAYER_SELECT,
-    "Build and test the analytics marts (`marts`), all but revenue.",
-    exclude=REVENUE_MODEL_SELECT,
-    must_rebuild=daily_mart_must_rebuild,
-)
-dbt_revenue_model = dbt_layer(
-    "dbt_revenue_model",
-    REVENUE_MODEL_SELECT,
-    "Build and test `marts.revenue_attribution` (optionally held back by ERROR ledger checks).",
-)
+class DbtSteps(NamedTuple):
+    """The three dbt steps of one dbt project, in the order they run."""
+
+    credit_models: dg.AssetsDefinition
+    mart_models: dg.AssetsDefinition
+    revenue_model: dg.AssetsDefinition
 
 
-# Everything dbt builds, for `dg.Definitions(assets=[*dbt_credit_assets, ...])`.
-dbt_credit_assets: list[dg.AssetsDefinition] = [
-    dbt_credit_models,
-    dbt_mart_models,
-    dbt_revenue_model,
-]
-
-# The op of each dbt step, for run configuration (`full_refresh`, credits-pipeline --full-refresh).
-DBT_OPS: tuple[str, ...] = tuple(a.op.name for a in dbt_credit_assets)
+def build_dbt_assets(project: DbtProject) -> DbtSteps:
+    """Everything dbt builds, for `dg.Definitions(assets=[*build_dbt_assets(project), ...])`."""
+    return DbtSteps(
+        dbt_layer(
+            project,
+            CREDITS_STEP,
+            CREDITS_LAYER_SELECT,
+            "Build and test the seed's credit models, the event catalog and the replay "
+            "(`credits`).",
+            must_rebuild=replay_must_rebuild,
+        ),
+        dbt_layer(
+            project,
+            MARTS_STEP,
+            MARTS_LAYER_SELECT,
+            "Build and test the analytics marts (`marts`), all but revenue.",
+            exclude=REVENUE_MODEL_SELECT,
+            must_rebuild=daily_mart_must_rebuild,
+        ),
+        dbt_layer(
+            project,
+            REVENUE_STEP,
+            REVENUE_MODEL_SELECT,
+            "Build and test `marts.revenue_attribution` (optionally held back by ERROR ledger "
+            "checks).",
+        ),
+    )

@@ -4,6 +4,8 @@
 before `credits_pipeline.definitions` is imported — also on a fresh clone, where `target/` is
 ignored by git. `prepare_manifest()` builds it with `dbt parse` (no database connection needed)
 when it is missing or older than any file of the project; the tests, CI and the CLI call it too.
+The project is parsed for one profile target, the warehouse engine's (`dbt_project_for(kind)`):
+which engine runs is decided by `definitions.py` and handed in here, never asked from here.
 dbt reads the warehouse path from `CREDITS_WAREHOUSE_PATH` only, so every dbt subprocess started
 from here gets it (from `settings.warehouse_path()`) through `dbt_environment()`.
 """
@@ -11,6 +13,7 @@ from here gets it (from `settings.warehouse_path()`) through `dbt_environment()`
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -25,13 +28,27 @@ from dagster_dbt import DbtCliResource, DbtProject
 from credits_pipeline import settings
 from credits_pipeline.warehouse import cost, memory
 
+# The profile target (dbt_transform/profiles.yml) of each warehouse kind (`Warehouse.kind`).
 DBT_TARGETS = {"duckdb": "duckdb", "bigquery": "bigquery"}
 
-DBT_PROJECT = DbtProject(
-    project_dir=settings.DBT_PROJECT_DIR,
-    profiles_dir=settings.DBT_PROJECT_DIR,
-    target=DBT_TARGETS[settings.warehouse_kind()],
-)
+
+@functools.cache
+def dbt_project_for(warehouse_kind: str) -> DbtProject:
+    """The dbt project with the profile target of the warehouse engine `definitions.py` chose.
+
+    Why a function of the kind and not a module constant: dagster-dbt reads the project's
+    manifest when the assets are defined, and the manifest depends on the target (relation names,
+    the BigQuery-only partitioning); the engine is chosen once, at the edge, and handed in.
+    """
+    target = DBT_TARGETS[warehouse_kind]
+    return DbtProject(
+        project_dir=settings.DBT_PROJECT_DIR,
+        profiles_dir=settings.DBT_PROJECT_DIR,
+        target=target,
+        # one manifest per target: a manifest parsed for one engine never defines the other's assets
+        target_path=Path("target") / target,
+    )
+
 
 # dbt's own file name for its partial parse, and where ours are kept per profile (see below).
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
@@ -113,7 +130,7 @@ def _manifest_database(manifest: Path) -> str | None:
     )
 
 
-def manifest_is_stale(project: DbtProject = DBT_PROJECT) -> bool:
+def manifest_is_stale(project: DbtProject) -> bool:
     """True when the manifest is missing, older than a file of the dbt project, or (DuckDB)
     parsed against a warehouse file of another name.
 
@@ -131,8 +148,8 @@ def manifest_is_stale(project: DbtProject = DBT_PROJECT) -> bool:
     return False
 
 
-def prepare_manifest(project: DbtProject = DBT_PROJECT, force: bool = False) -> Path:
-    """Build `target/manifest.json` (`dbt parse`) when missing or stale; return its path."""
+def prepare_manifest(project: DbtProject, force: bool = False) -> Path:
+    """Build `target/<target>/manifest.json` (`dbt parse`) if missing or stale; return its path."""
     if force or manifest_is_stale(project):
         # `dbt parse`, guarded against concurrent preparers; the profile needs the warehouse path
         with dbt_environment():
@@ -140,7 +157,7 @@ def prepare_manifest(project: DbtProject = DBT_PROJECT, force: bool = False) -> 
     return project.manifest_path
 
 
-def partial_parse_cache(project: DbtProject = DBT_PROJECT) -> Path:
+def partial_parse_cache(project: DbtProject) -> Path:
     """Where the partial parse for this process's dbt profile is kept between dbt steps.
 
     dbt parses the whole project again (~10 s on two cores) whenever the profile's connection
@@ -158,7 +175,7 @@ def partial_parse_cache(project: DbtProject = DBT_PROJECT) -> Path:
     return target / PARSE_CACHE_DIR / key / PARTIAL_PARSE_FILE
 
 
-def seeded_target_path(name: str, project: DbtProject = DBT_PROJECT) -> Path:
+def seeded_target_path(name: str, project: DbtProject) -> Path:
     """A fresh target directory for one dbt invocation, holding this profile's partial parse.
 
     dagster-dbt copies the project's own partial parse into an invocation's target directory only
@@ -172,7 +189,7 @@ def seeded_target_path(name: str, project: DbtProject = DBT_PROJECT) -> Path:
     return target
 
 
-def keep_partial_parse(target: Path, project: DbtProject = DBT_PROJECT) -> None:
+def keep_partial_parse(target: Path, project: DbtProject) -> None:
     """Keep the partial parse an invocation wrote in `target` for the next step of its profile.
 
     Replaced atomically: two runs on the same warehouse never read half a file.

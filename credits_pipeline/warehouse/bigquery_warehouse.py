@@ -80,6 +80,10 @@ class BigQueryWarehouse(BigQueryResource):
     def dataset(self, schema: str) -> str:
         return f"{self.dataset_prefix}{schema}"
 
+    def describe(self) -> str:
+        """Where the warehouse is, for people: project and dataset prefix (never a credential)."""
+        return f"bigquery project {self.project}, datasets {self.dataset('{raw,credits,marts}')}"
+
     def endpoint(self) -> str:
         return self.api_endpoint or os.environ.get(EMULATOR_HOST_VAR, "")
 

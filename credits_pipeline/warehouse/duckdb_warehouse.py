@@ -33,6 +33,10 @@ class DuckDBWarehouse(dg.ConfigurableResource):
     def resolved_path(self) -> Path:
         return Path(self.path) if self.path else settings.warehouse_path()
 
+    def describe(self) -> str:
+        """Where the warehouse is, for people: the DuckDB file."""
+        return str(self.resolved_path())
+
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         path = self.resolved_path()

@@ -23,6 +23,10 @@ class Warehouse(Protocol):
         """ "duckdb" or "bigquery": the kind shown in the UI, never a branch in a room."""
         ...
 
+    def describe(self) -> str:
+        """Where the warehouse is, in one line for people (no credential)."""
+        ...
+
     def connect(self, read_only: bool = False) -> contextlib.AbstractContextManager[Any]:
         """A session for the duration of the block (writes commit statement by statement)."""
         ...
