@@ -203,8 +203,8 @@ def measure_pipeline(scope: str, fast: bool = True) -> dict:
     from credits_pipeline.source.reader import create_source_engine
     from credits_pipeline.source.reader import read_batches as robust_read_batches
     from credits_pipeline.source.tables import CREDIT_HISTORIES
+    from credits_pipeline.warehouse import session
     from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
-    from credits_pipeline.warehouse.raw_tables import Stager
 
     fallbacks: list[str] = []
     start, end = _bounds(scope)
@@ -214,7 +214,7 @@ def measure_pipeline(scope: str, fast: bool = True) -> dict:
         engine = create_source_engine(SOURCE_URL)
         started = time.perf_counter()
         with engine.connect() as conn, warehouse.connect() as con:
-            stager = Stager(con, CREDIT_HISTORIES)
+            stager = session.stager(con, CREDIT_HISTORIES)
             if fast:
                 batches = fast_reader.read_batches(
                     SOURCE_URL,

@@ -24,7 +24,7 @@ from credits_pipeline.source import fast_reader
 from credits_pipeline.source.reader import read_batches as robust_read_batches
 from credits_pipeline.source.tables import CREDIT_HISTORIES
 from credits_pipeline.validation.quarantine import REASON_COLUMN, validate_batch
-from credits_pipeline.warehouse.raw_tables import Stager
+from credits_pipeline.warehouse import session
 from credits_pipeline_tests.harness import ledger_row, ts, write_source
 
 SERVERS = {
@@ -157,7 +157,7 @@ def _staged(batches) -> tuple[list[tuple], list[tuple], dict]:
     warnings."""
     con = duckdb.connect()
     con.execute("create schema raw")
-    stager = Stager(con, CREDIT_HISTORIES)
+    stager = session.stager(con, CREDIT_HISTORIES)
     warnings: dict = {}
     for frame in batches:
         batch = validate_batch(CREDIT_HISTORIES.name, frame)

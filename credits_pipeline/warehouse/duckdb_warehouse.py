@@ -6,6 +6,9 @@ opens a short-lived connection through this resource and the jobs run in process
 must be atomic runs inside one explicit transaction (`transaction()`), so a failure mid-load rolls
 back and leaves the previous state as it was. Every connection runs under a memory limit and spills
 to a temp directory (`memory.py`), so a large ledger is slow rather than fatal.
+
+Below the resource, DuckDB's own answers to what `session.py` asks of an engine: replacing tables
+(`replace_tables`) and putting batches into staging (`DuckDBStaging`, for `raw_tables.Stager`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ from typing import ClassVar
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
 from credits_pipeline import settings
-from credits_pipeline.names import WAREHOUSE_SCHEMAS
+from credits_pipeline.names import STAGING_SCHEMA, WAREHOUSE_SCHEMAS
+from credits_pipeline.source.tables import Table
 from credits_pipeline.warehouse import cost, memory
+from credits_pipeline.warehouse.raw_tables import column_types, ensure_raw_tables, raw_columns_ddl
+
+# DuckDB threads while appending one Arrow batch to staging (see `DuckDBStaging.append_clean`).
+ARROW_APPEND_THREADS = 1
 
 
 class DuckDBWarehouse(dg.ConfigurableResource):
@@ -114,3 +123,66 @@ def replace_tables(con: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table
             con.execute(f"create or replace table {target} as select * from {staged}")
         finally:
             con.unregister(staged)
+
+
+class DuckDBStaging:
+    """DuckDB's staging steps for `raw_tables.Stager` (`raw_tables.StagingEngine`).
+
+    DuckDB scans a pandas frame or an Arrow table in place, so a batch goes into staging with one
+    `insert ... select` and no copy; the rows of a table are numbered as they are inserted, so its
+    `rowid` is the arrival order.
+    """
+
+    arrival_order = "rowid"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def ensure_raw_tables(self, table: Table) -> None:
+        ensure_raw_tables(self.con, table)
+
+    def create_stage(self, stage: str, table: Table) -> None:
+        self.con.execute(f"create schema if not exists {STAGING_SCHEMA}")
+        self.con.execute(f"create or replace table {stage} ({raw_columns_ddl(table, False)})")
+
+    def append_clean(self, stage: str, table: Table, clean: pa.Table | pd.DataFrame) -> None:
+        """Insert the rows cast to the stage's types.
+
+        For an Arrow batch (the fast reader's) the rows are typed already (`validation.typed`), so
+        the casts are no-ops kept only to state the target types; a pandas frame of nullable or
+        object columns is converted value by value.
+        """
+        casts = ", ".join(f"cast({n} as {t})" for n, t in column_types(table))
+        if isinstance(clean, pd.DataFrame):
+            self.con.register("_clean_batch", clean[table.extracted_names])
+            try:
+                self.con.execute(f"insert into {stage} select {casts} from _clean_batch")
+            finally:
+                self.con.unregister("_clean_batch")
+            return
+        threads = self.con.execute("select current_setting('threads')").fetchone()[0]  # type: ignore[index]
+        self.con.register("_clean_arrow_batch", clean.select(table.extracted_names))
+        try:
+            # One batch is one morsel for DuckDB: more threads cannot split it, they only fight
+            # the reader (connectorx, the source's server) for the cores. Measured on 2 cores:
+            # staging 5M ledger rows took ~37 s with the default threads, ~20 s with one.
+            self.con.execute(f"set threads = {ARROW_APPEND_THREADS}")
+            self.con.execute(f"insert into {stage} select {casts} from _clean_arrow_batch")
+        finally:
+            self.con.execute(f"set threads = {int(threads)}")
+            self.con.unregister("_clean_arrow_batch")
+
+    def append_rejected(self, stage: str, rejected: pd.DataFrame) -> None:
+        self.con.register("_rejected_batch", rejected)
+        try:
+            self.con.execute(f"insert into {stage} select * from _rejected_batch")
+        finally:
+            self.con.unregister("_rejected_batch")
+
+    def timestamp_text(self, column: str) -> str:
+        return f"cast({column} as varchar)"
+
+    def drop_stage(self, *relations: str) -> None:
+        """Dropped at once: DuckDB's DDL is transactional, inside the caller's transaction too."""
+        for relation in relations:
+            self.con.execute(f"drop table if exists {relation}")

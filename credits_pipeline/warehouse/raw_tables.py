@@ -1,4 +1,5 @@
-"""Landing extracted rows in DuckDB's `raw` schema: staged first, then swapped in one transaction.
+"""Landing extracted rows in the warehouse's `raw` tables: staged first, then swapped in one
+transaction, on DuckDB and on BigQuery alike.
 
 Batches are appended to a staging table as they arrive (bounded memory, committed as they go);
 only when the whole read has succeeded does one transaction replace exactly the target's slice —
@@ -7,15 +8,20 @@ quarantine rows and bookkeeping. A crash while reading or loading therefore leav
 `raw` state untouched, and re-running the same slice yields the same rows (idempotent). Duplicate
 ids across batches or against rows outside the slice are caught here, where both are visible, and
 quarantined with a reason like any other unloadable row.
+
+`Stager` is written once, its SQL in DuckDB's dialect (the BigQuery session translates it); how a
+batch gets into a staging table and how the raw tables are laid out differ per engine and are asked
+of a `StagingEngine` (DuckDB's in `duckdb_warehouse.py`, BigQuery's in `bigquery_raw_tables.py`),
+which `session.stager` picks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pandas as pd
@@ -32,6 +38,7 @@ from credits_pipeline.names import (
 )
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
+from credits_pipeline.warehouse.interface import Session
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
 DUCKDB_TYPES = {
@@ -46,20 +53,20 @@ DUCKDB_TYPES = {
 PARTITION_COLUMN = "_partition"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
 LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
-FINGERPRINT_INSERT_CHUNK = 400  # days per parametrized insert (6 parameters each)
+DAYS_PER_INSERT = 400  # rows of a per-day bookkeeping table per parametrized insert (<= 6 each)
 WATERMARKS = "raw._watermarks"
 CUTOFF_RELATION = f"{RAW_PREFIX}.{CUTOFF_TABLE}"
 OPEN_PARTITION_LABEL = "open"
 WHOLE_TABLE_LABEL = "whole"
-# DuckDB threads while appending one Arrow batch to staging (see `Stager.append_arrow`).
-ARROW_APPEND_THREADS = 1
 
 
 def column_types(table: Table) -> list[tuple[str, str]]:
     return [(c.name, DUCKDB_TYPES[c.kind]) for c in table.extracted_columns]
 
 
-def _raw_columns_ddl(table: Table, with_partition: bool) -> str:
+def raw_columns_ddl(table: Table, with_partition: bool) -> str:
+    """The table's columns at DuckDB's types, as a DuckDB `create table` lists them (the BigQuery
+    session translates the types)."""
     cols = [f"{name} {typ}" for name, typ in column_types(table)]
     if with_partition:
         cols.append(f"{PARTITION_COLUMN} DATE")
@@ -72,11 +79,16 @@ def _rejected_columns_ddl(table: Table) -> str:
     return ", ".join(cols)
 
 
-def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+def _rejected_columns(table: Table) -> str:
+    """The quarantine's columns by name: staging may hold more (BigQuery's arrival order)."""
+    return ", ".join([*table.extracted_names, FAILED_COLUMN, REASON_COLUMN, PARTITION_COLUMN])
+
+
+def ensure_raw_tables(con: Session, table: Table) -> None:
     """Create `raw.<table>`, its quarantine and (for the ledger) its open slice and bookkeeping."""
     is_ledger = table is CREDIT_HISTORIES
     con.execute(
-        f"create table if not exists raw.{table.name} ({_raw_columns_ddl(table, is_ledger)})"
+        f"create table if not exists raw.{table.name} ({raw_columns_ddl(table, is_ledger)})"
     )
     con.execute(
         f"create table if not exists raw.{rejected_name(table.name)} "
@@ -84,7 +96,7 @@ def ensure_raw_tables(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     )
     if is_ledger:
         con.execute(
-            f"create table if not exists raw.{OPEN_LEDGER_TABLE} ({_raw_columns_ddl(table, True)})"
+            f"create table if not exists raw.{OPEN_LEDGER_TABLE} ({raw_columns_ddl(table, True)})"
         )
         con.execute(
             f"create table if not exists {LEDGER_PARTITIONS} "
@@ -110,11 +122,59 @@ class StageStats:
     rejected: int = 0
 
 
-class Stager:
-    """Appends validated batches to `_staging.<target>` and swaps them into `raw` atomically."""
+class StagingEngine(Protocol):
+    """The few staging steps whose code differs per engine; the rest of `Stager` is SQL, once.
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, table: Table, target: str | None = None):
+    DuckDB's (`duckdb_warehouse.DuckDBStaging`) scans pandas and Arrow batches in process and
+    numbers staged rows by its `rowid`; BigQuery's (`bigquery_raw_tables.BigQueryStaging`) sends
+    typed Arrow by load jobs, numbering the rows itself in a `_seq` column, and creates the ledger
+    partitioned by day. `session.stager` pairs a session with its engine's steps.
+    """
+
+    # The column numbering staged rows as they arrived: the first copy of a duplicate id wins.
+    arrival_order: str
+
+    def ensure_raw_tables(self, table: Table) -> None:
+        """`raw.<table>`, its quarantine and bookkeeping (`ensure_raw_tables`), at the engine's
+        layout."""
+        ...
+
+    def create_stage(self, stage: str, table: Table) -> None:
+        """An empty `stage` for the table's clean rows (and the engine's arrival column)."""
+        ...
+
+    def append_clean(self, stage: str, table: Table, clean: pa.Table | pd.DataFrame) -> None:
+        """Append validated rows (the table's extracted columns) to `stage`, at their types."""
+        ...
+
+    def append_rejected(self, stage: str, rejected: pd.DataFrame) -> None:
+        """Append quarantine rows (text columns, None for NULL) to `stage`, column by column."""
+        ...
+
+    def timestamp_text(self, column: str) -> str:
+        """SQL for a staged timestamp as a quarantine row writes it (as the engine always has)."""
+        ...
+
+    def drop_stage(self, *relations: str) -> None:
+        """Drop swapped staging tables, where the engine allows DDL at that point."""
+        ...
+
+
+class Stager:
+    """Appends validated batches to `_staging.<target>` and swaps them into `raw` atomically.
+
+    One class for both engines: the swaps, the duplicate quarantine and the shrink guards are SQL
+    in DuckDB's dialect (the BigQuery session translates it); putting rows into staging is asked of
+    `staging`, the engine's `StagingEngine`. Each swap runs in one transaction of its own, or in the
+    caller's (`in_transaction`) when several must commit together; `session.py` says what a
+    transaction means on each engine.
+    """
+
+    def __init__(
+        self, con: Session, staging: StagingEngine, table: Table, target: str | None = None
+    ):
         self.con = con
+        self.staging = staging
         self.table = table
         self.target = target or table.name
         self.stage = f"{STAGING_SCHEMA}.{self.target}"
@@ -122,54 +182,31 @@ class Stager:
         self.stats = StageStats()
         self._ids_ascending = True  # every clean row staged so far came in ascending id order
         self._last_id: int | None = None
-        ensure_raw_tables(con, table)
-        con.execute(f"create schema if not exists {STAGING_SCHEMA}")
-        con.execute(f"create or replace table {self.stage} ({_raw_columns_ddl(table, False)})")
+        staging.ensure_raw_tables(table)
+        staging.create_stage(self.stage, table)
         con.execute(
             f"create or replace table {self.stage_rejected} ({_rejected_columns_ddl(table)})"
         )
 
     def append(self, batch: ValidatedBatch, partition_label: str | None = None) -> None:
-        names = self.table.extracted_names
-        if isinstance(batch.clean, pa.Table):
-            self.append_arrow(batch, partition_label)
-            return
-        if len(batch.clean):
-            self._note_id_order(pa.chunked_array([pa.array(batch.clean["id"], type=pa.int64())]))
-            casts = ", ".join(f"cast({n} as {t})" for n, t in column_types(self.table))
-            self.con.register("_clean_batch", batch.clean[names])
-            self.con.execute(f"insert into {self.stage} select {casts} from _clean_batch")
-            self.con.unregister("_clean_batch")
-        self._append_rejected(batch, partition_label)
-        self.stats.loaded += len(batch.clean)
-        self.stats.rejected += len(batch.rejected)
-
-    def append_arrow(self, batch: ValidatedBatch, partition_label: str | None = None) -> None:
-        """`append` for a batch whose clean rows are an Arrow table (the fast reader's path).
-
-        DuckDB scans Arrow in place, where a pandas frame of nullable or object columns is converted
-        value by value; the rows are typed already (`validation.typed`), so the casts are no-ops
-        kept only to state the target types. Quarantined rows are few and go the pandas way.
-        """
-        names = self.table.extracted_names
+        """Stage a validated batch: its clean rows (pandas, or Arrow from the fast reader) and its
+        quarantine rows."""
         clean = batch.clean
-        if clean.num_rows:
-            self._note_id_order(clean.column("id"))
-            casts = ", ".join(f"cast({n} as {t})" for n, t in column_types(self.table))
-            threads = self.con.execute("select current_setting('threads')").fetchone()[0]  # type: ignore[index]
-            self.con.register("_clean_arrow_batch", clean.select(names))
-            try:
-                # One batch is one morsel for DuckDB: more threads cannot split it, they only fight
-                # the reader (connectorx, the source's server) for the cores. Measured on 2 cores:
-                # staging 5M ledger rows took ~37 s with the default threads, ~20 s with one.
-                self.con.execute(f"set threads = {ARROW_APPEND_THREADS}")
-                self.con.execute(f"insert into {self.stage} select {casts} from _clean_arrow_batch")
-            finally:
-                self.con.execute(f"set threads = {int(threads)}")
-                self.con.unregister("_clean_arrow_batch")
+        rows = clean.num_rows if isinstance(clean, pa.Table) else len(clean)
+        if rows:
+            ids = (
+                clean.column("id")
+                if isinstance(clean, pa.Table)
+                else pa.chunked_array([pa.array(clean["id"], type=pa.int64())])
+            )
+            self._note_id_order(ids)
+            self.staging.append_clean(self.stage, self.table, clean)
         self._append_rejected(batch, partition_label)
-        self.stats.loaded += clean.num_rows
+        self.stats.loaded += rows
         self.stats.rejected += len(batch.rejected)
+
+    # The fast reader's Arrow batches take the same path; the engine scans them as they are.
+    append_arrow = append
 
     def _note_id_order(self, ids: pa.ChunkedArray) -> None:
         """Track whether every staged row so far arrived in ascending id order (see
@@ -189,8 +226,8 @@ class Stager:
 
         The fast reader stages the ledger in id order (`ORDER BY id`, batch after batch), and DuckDB
         keeps insertion order on a plain `insert ... select`, so sorting millions of rows again
-        would
-        only cost time and memory for the same result. Any pandas batch makes the order unknown.
+        would only cost time and memory for the same result. Any pandas batch makes the order
+        unknown.
         """
         return "" if self._ids_ascending else " order by id"
 
@@ -203,9 +240,7 @@ class Stager:
             self.table, self.target, rejected, partition_label
         )
         rejected = rejected.astype(object).where(rejected.notna(), None)
-        self.con.register("_rejected_batch", rejected)
-        self.con.execute(f"insert into {self.stage_rejected} select * from _rejected_batch")
-        self.con.unregister("_rejected_batch")
+        self.staging.append_rejected(self.stage_rejected, rejected)
 
     # -- duplicates across batches and against rows outside the replaced slice ----------------
 
@@ -218,39 +253,47 @@ class Stager:
     ) -> int:
         """Move staged rows whose id repeats (within staging, or in rows the swap keeps) to
         quarantine."""
-        names = self.table.extracted_names
-        as_text = ", ".join(f"cast({n} as varchar)" for n in names)
+        order = self.staging.arrival_order
+        as_text = ", ".join(
+            self.staging.timestamp_text(c.name) if c.kind == "ts" else f"cast({c.name} as varchar)"
+            for c in self.table.extracted_columns
+        )
         elsewhere = f" or id in ({kept_elsewhere_sql})" if kept_elsewhere_sql else ""
         self.con.execute(
             f"""
             create or replace temp table _dups as
-            select rowid as rid from (
-                select rowid, id, row_number() over (partition by id order by rowid) as copy_number
+            select {order} as seq from (
+                select {order}, id,
+                    row_number() over (partition by id order by {order}) as copy_number
                 from {self.stage}
             ) where copy_number > 1{elsewhere}
             """,
             kept_params or [],
         )
-        moved = self.con.execute("select count(*) from _dups").fetchone()[0]  # type: ignore[index]
+        moved = int(self.con.execute("select count(*) from _dups").fetchone()[0])
         if moved:
             self.con.execute(
                 f"""
-                insert into {self.stage_rejected}
+                insert into {self.stage_rejected} ({_rejected_columns(self.table)})
                 select {as_text}, 'id', 'id: duplicate primary key ' || cast(id as varchar)
                        || ' (already loaded, or a later copy in this extraction)', {label_sql}
-                from {self.stage} where rowid in (select rid from _dups)
+                from {self.stage} where {order} in (select seq from _dups)
                 """,
                 label_params or [],
             )
-            self.con.execute(f"delete from {self.stage} where rowid in (select rid from _dups)")
+            self.con.execute(f"delete from {self.stage} where {order} in (select seq from _dups)")
             self.stats.loaded -= moved
             self.stats.rejected += moved
+        self.con.execute("drop table if exists _dups")
         return moved
 
     def _insert_rejected(self, delete_where: str, params: list | None = None) -> None:
         target = f"raw.{rejected_name(self.table.name)}"
+        columns = _rejected_columns(self.table)
         self.con.execute(f"delete from {target} where {delete_where}", params or [])
-        self.con.execute(f"insert into {target} select * from {self.stage_rejected}")
+        self.con.execute(
+            f"insert into {target} ({columns}) select {columns} from {self.stage_rejected}"
+        )
 
     @contextlib.contextmanager
     def _transaction(self, external: bool) -> Iterator[None]:
@@ -268,8 +311,8 @@ class Stager:
 
     def _guard_shrink(self, relation: str, before_sql: str, params: list) -> None:
         """The shrink guard (`shrink_guard.py`): refuse, before any delete, a far smaller slice."""
-        before = self.con.execute(before_sql, params).fetchone()[0]  # type: ignore[index]
-        after = self.con.execute(f"select count(*) from {self.stage}").fetchone()[0]  # type: ignore[index]
+        before = self.con.execute(before_sql, params).fetchone()[0]
+        after = self.con.execute(f"select count(*) from {self.stage}").fetchone()[0]
         guard_replacement(relation, self.table.name, int(before), int(after))
 
     def _guard_whole_replacement(self) -> None:
@@ -283,8 +326,7 @@ class Stager:
             self._guard_shrink(f"raw.{self.target}", f"select count(*) from raw.{self.target}", [])
 
     def _drop_stage(self) -> None:
-        self.con.execute(f"drop table if exists {self.stage}")
-        self.con.execute(f"drop table if exists {self.stage_rejected}")
+        self.staging.drop_stage(self.stage, self.stage_rejected)
 
     # -- the three ways a slice is swapped in --------------------------------------------------
 
@@ -293,35 +335,31 @@ class Stager:
         transaction."""
         keys = [start + dt.timedelta(days=i) for i in range((end - start).days)]
         con = self.con
-        con.execute("begin transaction")
-        try:
+        ledger = f"raw.{self.table.name}"
+        names = ", ".join(self.table.extracted_names)
+        in_range = f"{PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?"
+        with self._transaction(external=False):
+            # Against rows kept outside the range only ids within the staged id range can collide:
+            # BigQuery clusters the ledger by id, so this reads a few blocks, not the history.
             self._quarantine_duplicates(
-                f"select id from raw.{self.table.name} where {PARTITION_COLUMN} < ? or "
-                f"{PARTITION_COLUMN} >= ?",
-                "coalesce(strftime(try_cast(created_at as timestamp), '%Y-%m-%d'), ?)",
+                f"select id from {ledger} where ({PARTITION_COLUMN} < ? or {PARTITION_COLUMN} >= ? "
+                f"or {PARTITION_COLUMN} is null) and id between (select min(id) from {self.stage}) "
+                f"and (select max(id) from {self.stage})",
+                "coalesce(strftime(created_at, '%Y-%m-%d'), ?)",
                 kept_params=[start, end],
                 label_params=[start.isoformat()],
             )
             self._guard_shrink(
-                f"raw.{self.table.name} for [{start}, {end})",
-                f"select count(*) from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and "
-                f"{PARTITION_COLUMN} < ?",
+                f"{ledger} for [{start}, {end})",
+                f"select count(*) from {ledger} where {in_range}",
                 [start, end],
             )
-            names = ", ".join(self.table.extracted_names)
+            con.execute(f"delete from {ledger} where {in_range}", [start, end])
             con.execute(
-                f"delete from raw.{self.table.name} where {PARTITION_COLUMN} >= ? and "
-                f"{PARTITION_COLUMN} < ?",
-                [start, end],
+                f"insert into {ledger} ({names}, {PARTITION_COLUMN}) select {names}, "
+                f"cast(created_at as date) from {self.stage}{self._order_by_id()}"
             )
-            con.execute(
-                f"insert into raw.{self.table.name} select {names}, cast(created_at as date) "
-                f"from {self.stage}{self._order_by_id()}"
-            )
-            self._insert_rejected(
-                f"{PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?",
-                [start.isoformat(), end.isoformat()],
-            )
+            self._insert_rejected(in_range, [start.isoformat(), end.isoformat()])
             counts = dict(
                 con.execute(
                     f"select cast(created_at as date), count(*) from {self.stage} group by 1"
@@ -337,15 +375,13 @@ class Stager:
                 f"delete from {LEDGER_PARTITIONS} where partition_date >= ? and partition_date < ?",
                 [start, end],
             )
-            con.executemany(
-                f"insert into {LEDGER_PARTITIONS} values (?, ?, ?)",
+            insert_day_rows(
+                con,
+                LEDGER_PARTITIONS,
+                ("partition_date", "loaded_rows", "rejected_rows"),
                 [[k, int(counts.get(k, 0)), int(rejected.get(k, 0))] for k in keys],
             )
-            self._drop_stage()
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        self._drop_stage()
         return {k: int(counts.get(k, 0)) for k in keys}
 
     def merge_by_id(
@@ -354,19 +390,24 @@ class Stager:
         """Upsert the staged rows by id (and their quarantine rows), then move the watermark."""
         con = self.con
         target = f"raw.{self.target}"
+        names = ", ".join(self.table.extracted_names)
         with self._transaction(in_transaction):
             self._quarantine_duplicates(None, "?", label_params=[WHOLE_TABLE_LABEL])
-            names = ", ".join(self.table.extracted_names)
             con.execute(f"delete from {target} where id in (select id from {self.stage})")
-            con.execute(f"insert into {target} select {names} from {self.stage} order by id")
+            con.execute(
+                f"insert into {target} ({names}) select {names} from {self.stage} order by id"
+            )
             self._insert_rejected(
                 f"id in (select id from {self.stage_rejected}) or id in (select cast(id as "
                 f"varchar) from {self.stage})"
             )
             if watermark is not None:
                 con.execute(f"delete from {WATERMARKS} where table_name = ?", [self.target])
-                con.execute(f"insert into {WATERMARKS} values (?, ?, ?)", [self.target, *watermark])
-            self._drop_stage()
+                con.execute(
+                    f"insert into {WATERMARKS} (table_name, updated_at, max_id) values (?, ?, ?)",
+                    [self.target, *watermark],
+                )
+        self._drop_stage()
 
     def replace_whole(
         self, partition_label: str = WHOLE_TABLE_LABEL, in_transaction: bool = False
@@ -374,17 +415,19 @@ class Stager:
         """Replace the whole target (and its quarantine rows of this label) in one transaction."""
         con = self.con
         target = f"raw.{self.target}"
+        names = ", ".join(self.table.extracted_names)
+        is_open = self.target == OPEN_LEDGER_TABLE
+        columns = f"{names}, {PARTITION_COLUMN}" if is_open else names
+        select = f"{names}, cast(created_at as date)" if is_open else names
         with self._transaction(in_transaction):
             self._quarantine_duplicates(None, "?", label_params=[partition_label])
-            names = ", ".join(self.table.extracted_names)
-            partition = ", cast(created_at as date)" if self.target == OPEN_LEDGER_TABLE else ""
             self._guard_whole_replacement()
             con.execute(f"delete from {target}")
             con.execute(
-                f"insert into {target} select {names}{partition} from {self.stage} order by id"
+                f"insert into {target} ({columns}) select {select} from {self.stage} order by id"
             )
             self._insert_rejected(f"{PARTITION_COLUMN} = ?", [partition_label])
-            self._drop_stage()
+        self._drop_stage()
 
 
 def rejected_partition_labels(
@@ -502,12 +545,25 @@ def replace_ledger_fingerprints(
     for day in days:
         fp = fingerprints.get(day, DayFingerprint())
         rows.append([day, int(through_id), fp.rows, fp.id_sum, fp.user_sum, fp.digest])
-    for i in range(0, len(rows), FINGERPRINT_INSERT_CHUNK):
-        chunk = rows[i : i + FINGERPRINT_INSERT_CHUNK]
-        values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in chunk)
+    insert_day_rows(
+        con,
+        LEDGER_FINGERPRINTS,
+        ("partition_date", "through_id", "row_count", "id_sum", "user_id_sum", "digest"),
+        rows,
+    )
+
+
+def insert_day_rows(con: Session, relation: str, columns: Sequence[str], rows: list[list]) -> None:
+    """Insert per-day bookkeeping rows as bound parameters, `DAYS_PER_INSERT` rows a statement.
+
+    A statement per chunk, not per row: on BigQuery every statement is a query job.
+    """
+    marks = "(" + ", ".join("?" for _ in columns) + ")"
+    for i in range(0, len(rows), DAYS_PER_INSERT):
+        chunk = rows[i : i + DAYS_PER_INSERT]
         con.execute(
-            f"insert into {LEDGER_FINGERPRINTS} (partition_date, through_id, row_count, id_sum, "
-            f"user_id_sum, digest) values {values}",
+            f"insert into {relation} ({', '.join(columns)}) values "
+            + ", ".join(marks for _ in chunk),
             [v for row in chunk for v in row],
         )
 
@@ -527,7 +583,7 @@ def _ranges_sql(
 
 
 def fold_closed_ledger_rows(
-    stager,
+    stager: Stager,
     closed_before: dt.datetime,
     late_after_id: int,
     reread_ranges: list[tuple[dt.date, dt.date]],
@@ -541,7 +597,7 @@ def fold_closed_ledger_rows(
     so the next run, whose mark has moved past them, still holds them. Rows written late and rows
     of changed days also stay in the open slice for this run: dbt's incremental replay reads the
     open slice whole, so that is where it sees them. Quarantined rows take their own day's label.
-    Runs inside the caller's transaction, on the open slice's stager (DuckDB or BigQuery), and
+    Runs inside the caller's transaction, on the open slice's stager (either engine), and
     ends with the shrink guard over the whole ledger (`guard_whole_ledger`): a truncated source
     makes every closed day "changed", and replacing them would empty the ledger day by day.
     """
@@ -549,7 +605,7 @@ def fold_closed_ledger_rows(
     stage, stage_rejected = stager.stage, stager.stage_rejected
     names = ", ".join(stager.table.extracted_names)
     ledger_before = whole_ledger_rows(con, f"raw.{OPEN_LEDGER_TABLE}")
-    stager._quarantine_duplicates(None, "?", [], [OPEN_PARTITION_LABEL])
+    stager._quarantine_duplicates(None, "?", label_params=[OPEN_PARTITION_LABEL])
     folded = int(
         con.execute(
             f"select count(*) from {stage} where created_at < ?", [closed_before]

@@ -5,7 +5,8 @@ resource (`interface.Warehouse`); a room then holds a *session* — the DuckDB c
 `BigQueryConnection` that resource yields — and runs the pipeline's SQL on it, written once in
 DuckDB's dialect (the BigQuery session translates it). Three things the engines do differently are
 asked of this module instead of branching in the rooms: stream a query's result as Arrow record
-batches, replace a set of tables atomically, and stage a raw table. As dbt macros go through
+batches, replace a set of tables atomically, and stage a raw table (one `raw_tables.Stager`, given
+the engine's few staging steps: `DuckDBStaging` or `BigQueryStaging`). As dbt macros go through
 `adapter.dispatch`, the engine behind a session is looked up here and nowhere else: no room
 imports a BigQuery or DuckDB warehouse module to ask which engine runs.
 
@@ -17,7 +18,11 @@ caller's transaction (by convention only session temp tables and staging), makes
 match its new columns (DDL, outside any transaction), and opens the transaction in which the rows
 of every target are replaced: the caller's commit commits them together, an exception rolls them
 back together. What a failure between those steps can leave on BigQuery is an emptied table whose
-columns changed; its rows are never half replaced.
+columns changed; its rows are never half replaced. A stager's swap runs in a transaction of its
+own or in the caller's, with the same statements on both engines: its staging tables are created
+before any transaction, duplicates are moved with DML and a temp table (which BigQuery allows in a
+transaction), and the staging tables are dropped after its own commit, or inside the caller's
+transaction on DuckDB (on BigQuery they are left there to the staging dataset's expiry).
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ import pyarrow as pa
 from google.api_core.exceptions import NotFound
 
 from credits_pipeline.warehouse import duckdb_warehouse
-from credits_pipeline.warehouse.bigquery_raw_tables import BigQueryStager
+from credits_pipeline.warehouse.bigquery_raw_tables import BigQueryStaging
 from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection
-from credits_pipeline.warehouse.raw_tables import Stager
+from credits_pipeline.warehouse.raw_tables import Stager, StagingEngine
 
 if TYPE_CHECKING:
     from credits_pipeline.source.tables import Table
@@ -64,9 +69,11 @@ def replace_tables(con: Any, tables: Mapping[str, pa.Table | str]) -> None:
         duckdb_warehouse.replace_tables(con, tables)
 
 
-def stager(con: Any, table: Table, target: str | None = None) -> Any:
-    """The stager of the warehouse behind `con`: `raw_tables.Stager` or its BigQuery twin, which
-    has the same methods (typed Any until the two are one class)."""
+def stager(con: Any, table: Table, target: str | None = None) -> Stager:
+    """A `raw_tables.Stager` of `table` (into `target`) on `con`, with its engine's steps."""
+    staging: StagingEngine
     if isinstance(con, BigQueryConnection):
-        return BigQueryStager(con, table, target)
-    return Stager(con, table, target)
+        staging = BigQueryStaging(con)
+    else:
+        staging = duckdb_warehouse.DuckDBStaging(con)
+    return Stager(con, staging, table, target)
