@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.cloud import bigquery
 
+from credits_pipeline.column_types import types_by_kind
 from credits_pipeline.names import OPEN_LEDGER_TABLE, STAGING_SCHEMA
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
@@ -35,15 +36,8 @@ from credits_pipeline.warehouse.raw_tables import (
 )
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
-ARROW_TYPES = {
-    "id": pa.int64(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "str": pa.string(),
-    "ts": pa.timestamp("us", tz="UTC"),
-    "json": pa.string(),
-    "bool": pa.bool_(),
-}
+# kind -> Arrow type of a load job: UTC-aware timestamps (column_types.py)
+ARROW_TYPES = types_by_kind(lambda t: t.arrow_bigquery)
 SEQ_COLUMN = "_seq"  # arrival order of a staged row: the first copy of a duplicate id wins
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from credits_pipeline.column_types import types_by_kind
 from credits_pipeline.ledger_fingerprint import DayFingerprint, StoredFingerprint
 from credits_pipeline.names import (
     CUTOFF_TABLE,
@@ -34,15 +35,7 @@ from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
-DUCKDB_TYPES = {
-    "id": "BIGINT",
-    "int": "BIGINT",
-    "float": "DOUBLE",
-    "str": "VARCHAR",
-    "ts": "TIMESTAMP",
-    "json": "VARCHAR",
-    "bool": "BOOLEAN",
-}
+DUCKDB_TYPES = types_by_kind(lambda t: t.duckdb)  # kind -> DuckDB DDL type (column_types.py)
 PARTITION_COLUMN = "_partition"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
 LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
