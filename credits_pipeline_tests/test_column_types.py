@@ -1,9 +1,9 @@
 """One table of column types, from which every engine's map derives (issue 12).
 
-The table in `credits_pipeline/column_types.py` is complete (every kind the contract may use has a
-type in every engine), its engines agree with each other where one hands the other a batch, and the
-maps the modules kept (`DUCKDB_TYPES`, `BIGQUERY_TYPES`, both `ARROW_TYPES`, `POLARS_TYPES`, the
-source's DDL and typed NULLs, the ledger fixtures' columns) say what they said when each was
+The table in `credits_pipeline/source/column_types.py` is complete (every kind the contract may use
+has a type in every engine), its engines agree with each other where one hands the other a batch,
+and the maps the modules kept (`DUCKDB_TYPES`, `BIGQUERY_TYPES`, both `ARROW_TYPES`, `POLARS_TYPES`,
+the source's DDL and typed NULLs, the ledger fixtures' columns) say what they said when each was
 written out by hand. The hand-written maps are copied below once, as the behaviour they replaced.
 """
 
@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from credits_pipeline.column_types import COLUMN_TYPES, KINDS, ColumnType
 from credits_pipeline.ledger import fixtures
 from credits_pipeline.source import drift
+from credits_pipeline.source.column_types import COLUMN_TYPES, KINDS, ColumnType
 from credits_pipeline.source.schema import build_metadata
 from credits_pipeline.source.tables import TABLES, Column
 from credits_pipeline.validation import typed

@@ -13,10 +13,10 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from credits_pipeline.column_types import COLUMN_TYPES
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.source import tables
 from credits_pipeline.source.catalog import CATALOG
+from credits_pipeline.source.column_types import COLUMN_TYPES
 from credits_pipeline.warehouse.interface import Session
 
 BASE_TIME = dt.datetime(2025, 3, 1, 12, 0, 0)

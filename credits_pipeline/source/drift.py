@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from credits_pipeline.column_types import types_by_kind
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import Table
 
 SCHEMA_DRIFT_CHECK = "source_schema_drift"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from credits_pipeline.column_types import COLUMN_TYPES
+from credits_pipeline.source.column_types import COLUMN_TYPES
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, Column, Table
 
 

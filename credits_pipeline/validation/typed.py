@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 from pandera.api.polars.types import PolarsData
 
-from credits_pipeline.column_types import types_by_kind
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import TABLES_BY_NAME, Table
 from credits_pipeline.validation.models import MODELS
 from credits_pipeline.validation.outcome import (

@@ -8,8 +8,8 @@ would stay unpartitioned, so a writing connection creates these before anything 
 `bigquery_raw_tables`, so that neither has to import the other to create the ledger.
 """
 
-from credits_pipeline.column_types import types_by_kind
 from credits_pipeline.names import OPEN_LEDGER_TABLE
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.warehouse.raw_tables import PARTITION_COLUMN
 

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.cloud import bigquery
 
-from credits_pipeline.column_types import types_by_kind
 from credits_pipeline.names import OPEN_LEDGER_TABLE, STAGING_SCHEMA
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.bigquery_ledger_layout import BIGQUERY_TYPES

@@ -22,7 +22,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from credits_pipeline.column_types import types_by_kind
 from credits_pipeline.ledger_fingerprint import DayFingerprint, StoredFingerprint
 from credits_pipeline.names import (
     CUTOFF_TABLE,
@@ -31,6 +30,7 @@ from credits_pipeline.names import (
     STAGING_SCHEMA,
     rejected_name,
 )
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.shrink_guard import guard_replacement

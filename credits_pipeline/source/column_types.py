@@ -10,9 +10,10 @@ found in all of them. Here each kind is one `ColumnType` row, and every module's
 (`DUCKDB_TYPES`, `BIGQUERY_TYPES`, both `ARROW_TYPES`, `POLARS_TYPES`, the source's DDL and typed
 NULLs, the ledger fixtures' columns) is a view of this table.
 
-It sits beside `names.py`, below every room, and imports only the contract's kinds and the
-libraries whose types it names (no engine client: BigQuery's and DuckDB's types are their DDL
-spellings), so the source, validation, warehouse and ledger rooms may all read it.
+It lives in `source/`, beside the contract whose kinds it types, because every room that needs it
+(validation, warehouse, extract, ledger) already reads the source room; it imports only the
+contract's kinds and the libraries whose types it names — no engine client: DuckDB's and BigQuery's
+types are their DDL spellings — so no room gains an import it was not allowed.
 """
 
 from __future__ import annotations
