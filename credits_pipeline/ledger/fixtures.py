@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from credits_pipeline.ledger import rules as sql
+from credits_pipeline.source import tables
 from credits_pipeline.source.catalog import CATALOG
+from credits_pipeline.source.column_types import COLUMN_TYPES
 from credits_pipeline.warehouse.interface import Session
 
 BASE_TIME = dt.datetime(2025, 3, 1, 12, 0, 0)
@@ -22,34 +24,40 @@ BASE_TIME = dt.datetime(2025, 3, 1, 12, 0, 0)
 # Events are seeded as the catalog, ids 1..20 in catalog order, unless a test passes its own.
 CATALOG_EVENT_IDS: dict[str, int] = {e.name: i for i, e in enumerate(CATALOG, start=1)}
 
+# The contract table each input relation reads (`inputs.WAREHOUSE_INPUTS` says the same in SQL),
+# so that a fixture's columns have the types the warehouse hands the rules.
+_RELATION_TABLES: dict[str, tables.Table] = {
+    sql.LEDGER_ROWS: tables.CREDIT_HISTORIES,
+    sql.EVENTS: tables.CREDIT_EVENTS,
+    sql.USERS: tables.USERS,
+    sql.FACELESSES: tables.FACELESSES,
+    sql.VIDEOS: tables.VIDEOS,
+    sql.REAL_CLONES: tables.REAL_CLONES,
+    sql.SPEECHES: tables.SPEECHES,
+    sql.QUARANTINED_USERS: tables.USERS,
+}
+# Columns whose kind on the way to the rules is not the contract's: the dbt ledger view casts the
+# balance snapshot to double (`credit_history_rows.sql`), and a quarantined row's reason is the
+# quarantine's own text column, not a column of the contract.
+_KINDS_ON_THE_WAY: dict[tuple[str, str], tables.ColumnKind] = {
+    (sql.LEDGER_ROWS, "previous_amount"): "float",
+    (sql.QUARANTINED_USERS, "reason"): "str",
+}
+
+
+def _relation_types(relation: str) -> dict[str, str]:
+    """Column -> DuckDB type of one input relation, in `rules.INPUT_RELATIONS`' column order."""
+    table = _RELATION_TABLES[relation]
+    return {
+        column: COLUMN_TYPES[
+            _KINDS_ON_THE_WAY.get((relation, column)) or table.column(column).kind
+        ].duckdb
+        for column in sql.INPUT_RELATIONS[relation]
+    }
+
+
 _TYPES: dict[str, dict[str, str]] = {
-    sql.LEDGER_ROWS: {
-        "id": "bigint",
-        "user_id": "bigint",
-        "credit_events_id": "bigint",
-        "creditable_type": "varchar",
-        "creditable_id": "bigint",
-        "calculative_index": "bigint",
-        "amount": "bigint",
-        "previous_amount": "double",
-        "event_type": "integer",
-        "created_at": "timestamp",
-        "updated_at": "timestamp",
-    },
-    sql.EVENTS: {
-        "id": "bigint",
-        "name": "varchar",
-        "type": "integer",
-        "calculation_type": "varchar",
-        "value": "double",
-        "min_amount": "double",
-    },
-    sql.USERS: {"id": "bigint", "remaining_credit_amount": "bigint", "extra_credits": "bigint"},
-    sql.FACELESSES: {"id": "bigint", "user_id": "bigint", "video_id": "bigint"},
-    sql.VIDEOS: {"id": "bigint", "user_id": "bigint", "type": "varchar", "status": "varchar"},
-    sql.REAL_CLONES: {"id": "bigint", "user_id": "bigint", "status": "varchar"},
-    sql.SPEECHES: {"id": "bigint", "user_id": "bigint", "status": "varchar"},
-    sql.QUARANTINED_USERS: {"id": "bigint", "reason": "varchar"},
+    relation: _relation_types(relation) for relation in sql.INPUT_RELATIONS
 }
 
 

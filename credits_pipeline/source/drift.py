@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import Table
 
 SCHEMA_DRIFT_CHECK = "source_schema_drift"
@@ -30,24 +31,8 @@ SCHEMA_DRIFT_CHECK = "source_schema_drift"
 # A typed NULL per dialect and column kind: connectorx types its Arrow columns from the result's
 # metadata, and a bare NULL has no type it can map. SQLite's robust path takes a plain NULL.
 _NULL_TYPES: dict[str, dict[str, str]] = {
-    "mysql": {
-        "id": "SIGNED",
-        "int": "SIGNED",
-        "float": "DOUBLE",
-        "str": "CHAR",
-        "ts": "DATETIME",
-        "json": "CHAR",
-        "bool": "SIGNED",
-    },
-    "postgresql": {
-        "id": "BIGINT",
-        "int": "BIGINT",
-        "float": "DOUBLE PRECISION",
-        "str": "TEXT",
-        "ts": "TIMESTAMP",
-        "json": "TEXT",
-        "bool": "BOOLEAN",
-    },
+    "mysql": types_by_kind(lambda t: t.mysql_cast),
+    "postgresql": types_by_kind(lambda t: t.postgresql_cast),
 }
 
 

@@ -1,39 +1,25 @@
 """SQLAlchemy Core DDL for the contract's tables, on any dialect.
 
 The demo generator and the tests create `syllaby_v2` on SQLite, MariaDB and PostgreSQL from the same
-definition (`tables.py`). MySQL's unsigned integers have no PostgreSQL/SQLite counterpart, so ids
-become BIGINT everywhere; the two production foreign keys are optional, because demo and test
-databases must be able to hold the orphan rows the pipeline reports.
+definition (`tables.py`), each column at its kind's source type in `column_types.py` (MySQL's
+unsigned integers have no PostgreSQL/SQLite counterpart, so ids become BIGINT everywhere); the two
+production foreign keys are optional, because demo and test databases must be able to hold the
+orphan rows the pipeline reports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
+from credits_pipeline.source.column_types import COLUMN_TYPES
 from credits_pipeline.source.tables import CREDIT_HISTORIES, TABLES, Column, Table
-
-_KIND_TO_SA: dict[str, Callable[[Column], sa.types.TypeEngine[Any]]] = {
-    "id": lambda c: sa.BigInteger(),
-    "int": lambda c: sa.BigInteger(),
-    "float": lambda c: sa.Float(precision=53).with_variant(mysql.DOUBLE(), "mysql", "mariadb"),
-    "str": lambda c: sa.String(c.length),
-    # MySQL TIMESTAMP cannot go past 2038 and converts with the session time zone; DATETIME does
-    # neither, and the pipeline reads both the same way (UTC).
-    "ts": lambda c: sa.DateTime(timezone=False).with_variant(mysql.TIMESTAMP(), "mysql", "mariadb"),
-    "json": lambda c: sa.Text().with_variant(mysql.JSON(), "mysql", "mariadb"),
-    "bool": lambda c: sa.SmallInteger(),
-}
 
 
 def _column(table: Table, col: Column) -> sa.Column:
     is_pk = col.name == "id"
     return sa.Column(
         col.name,
-        _KIND_TO_SA[col.kind](col),
+        COLUMN_TYPES[col.kind].source(col.length),
         primary_key=is_pk,
         autoincrement=is_pk,
         nullable=col.nullable and not is_pk,

@@ -21,8 +21,9 @@ class Column:
     """One column of the contract.
 
     `kind` is the logical type: `id` (unsigned 64-bit key), `int`, `float`, `str`, `ts` (UTC
-    timestamp, second precision), `json` (JSON text) and `bool` (MySQL TINYINT(1)). `nullable` is
-    the source's own constraint; `extract` is False for columns the pipeline must never copy.
+    timestamp, second precision), `json` (JSON text) and `bool` (MySQL TINYINT(1)); each kind's type
+    in every engine is one row of `column_types.py`. `nullable` is the source's own constraint;
+    `extract` is False for columns the pipeline must never copy.
     `required` says whether the ledger replay, the rules or the extraction itself need the column:
     a source lacking a required column fails that table; an optional one is loaded as NULL with a
     WARN check (`source/drift.py`), so a source older than the contract still reconciles.

@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 from pandera.api.polars.types import PolarsData
 
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import TABLES_BY_NAME, Table
 from credits_pipeline.validation.models import MODELS
 from credits_pipeline.validation.outcome import (
@@ -41,25 +42,10 @@ UNIQUENESS_CHECK = "field_uniqueness"
 NOT_NULLABLE_CHECK = "not_nullable"
 
 # The warehouse type of each contract kind, as Arrow (what DuckDB receives) and as polars (what
-# pandera checks). Timestamps are naive UTC with microsecond precision, like DuckDB's TIMESTAMP.
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "id": pa.int64(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "str": pa.large_string(),
-    "json": pa.large_string(),
-    "ts": pa.timestamp("us"),
-    "bool": pa.bool_(),
-}
-POLARS_TYPES: dict[str, pl.DataType] = {
-    "id": pl.Int64(),
-    "int": pl.Int64(),
-    "float": pl.Float64(),
-    "str": pl.String(),
-    "json": pl.String(),
-    "ts": pl.Datetime("us"),
-    "bool": pl.Boolean(),
-}
+# pandera checks), read off `column_types.COLUMN_TYPES`. Timestamps are naive UTC with microsecond
+# precision, like DuckDB's TIMESTAMP.
+ARROW_TYPES: dict[str, pa.DataType] = types_by_kind(lambda t: t.arrow)
+POLARS_TYPES: dict[str, pl.DataType] = types_by_kind(lambda t: t.polars)
 
 _local = threading.local()
 

@@ -9,18 +9,11 @@ would stay unpartitioned, so a writing connection creates these before anything 
 """
 
 from credits_pipeline.names import OPEN_LEDGER_TABLE
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.warehouse.raw_tables import PARTITION_COLUMN
 
-BIGQUERY_TYPES = {
-    "id": "INT64",
-    "int": "INT64",
-    "float": "FLOAT64",
-    "str": "STRING",
-    "ts": "TIMESTAMP",
-    "json": "STRING",
-    "bool": "BOOL",
-}
+BIGQUERY_TYPES = types_by_kind(lambda t: t.bigquery)  # kind -> BigQuery type (column_types.py)
 LEDGER_CLUSTER_COLUMNS = ("id",)
 LEDGER_TABLES = (CREDIT_HISTORIES.name, OPEN_LEDGER_TABLE)
 

@@ -17,19 +17,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection, ensure_ledger_tables
 from credits_pipeline.warehouse.raw_tables import ensure_raw_tables, raw_columns_ddl
 
-ARROW_TYPES = {
-    "id": pa.int64(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "str": pa.string(),
-    "ts": pa.timestamp("us", tz="UTC"),
-    "json": pa.string(),
-    "bool": pa.bool_(),
-}
+# kind -> Arrow type of a load job: UTC-aware timestamps (column_types.py)
+ARROW_TYPES = types_by_kind(lambda t: t.arrow_bigquery)
 SEQ_COLUMN = "_seq"  # arrival order of a staged row: the first copy of a duplicate id wins
 # How a staged timestamp is written in a quarantine row on BigQuery (to the second).
 TIMESTAMP_TEXT_FORMAT = "%Y-%m-%d %H:%M:%S"

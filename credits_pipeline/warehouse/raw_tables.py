@@ -36,20 +36,13 @@ from credits_pipeline.names import (
     STAGING_SCHEMA,
     rejected_name,
 )
+from credits_pipeline.source.column_types import types_by_kind
 from credits_pipeline.source.tables import CREDIT_HISTORIES, Table
 from credits_pipeline.validation.outcome import FAILED_COLUMN, REASON_COLUMN, ValidatedBatch
 from credits_pipeline.warehouse.interface import Session
 from credits_pipeline.warehouse.shrink_guard import guard_replacement
 
-DUCKDB_TYPES = {
-    "id": "BIGINT",
-    "int": "BIGINT",
-    "float": "DOUBLE",
-    "str": "VARCHAR",
-    "ts": "TIMESTAMP",
-    "json": "VARCHAR",
-    "bool": "BOOLEAN",
-}
+DUCKDB_TYPES = types_by_kind(lambda t: t.duckdb)  # kind -> DuckDB DDL type (column_types.py)
 PARTITION_COLUMN = "_partition"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
 LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
