@@ -27,7 +27,7 @@ from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger.fixtures import BASE_TIME, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
-from credits_pipeline.ledger.reconcile import reconcile, write_reconciliation
+from credits_pipeline.ledger.reconcile import read_reports, reconcile, write_reconciliation
 from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
     SUBPROCESS_PRELUDE,
@@ -154,9 +154,9 @@ def _inputs_to_bigquery(duck: duckdb.DuckDBPyConnection, con) -> None:
         con.unregister("_input")
 
 
-def _as_rows(result) -> tuple[list[dict], list[dict]]:
-    anomalies = result.anomalies.to_pylist()
-    return result.reconciliation.to_pylist(), anomalies
+def _as_rows(reports) -> tuple[list[dict], list[dict]]:
+    anomalies = reports.anomalies.to_pylist()
+    return reports.reconciliation.to_pylist(), anomalies
 
 
 def test_the_ledger_rules_and_the_replay_give_identical_relations_on_bigquery_and_duckdb(
@@ -193,16 +193,16 @@ def test_the_ledger_rules_and_the_replay_give_identical_relations_on_bigquery_an
     duck = duckdb.connect()
     duck.execute("set timezone = 'UTC'")
     load_inputs(duck, rows=rows, users=((1, 9_800, 0), (2, 10, 5), (4, 0, 0)), **content)
-    expected = reconcile(duck, cutoff)
+    expected = read_reports(duck, reconcile(duck, cutoff))
     assert len({a["rule"] for a in expected.anomalies.to_pylist()}) >= 10
 
     warehouse = emulator_warehouse(bigquery_emulator)
     with warehouse.connect() as con:
         _inputs_to_bigquery(duck, con)
-        actual = reconcile(con, cutoff)
+        actual = read_reports(con, reconcile(con, cutoff))
     assert _as_rows(actual) == _as_rows(expected)
-    assert actual.summaries == expected.summaries
-    assert actual.status_counts == expected.status_counts
+    assert actual.result.summaries == expected.result.summaries
+    assert actual.result.status_counts == expected.result.status_counts
 
 
 def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_reports(
@@ -222,18 +222,18 @@ def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_repor
         duck = duckdb.connect()
         duck.execute("set timezone = 'UTC'")
         load_inputs(duck, rows=rows_now, users=users)
-        expected = reconcile(duck, cutoff)
+        expected = read_reports(duck, reconcile(duck, cutoff))
         with warehouse.transaction() as con:  # as the asset runs it
             _inputs_to_bigquery(duck, con)
             # pages of 40 rows: the replay streams its input from BigQuery in bounded batches
-            actual = reconcile(con, cutoff, keep_state=True, batch_rows=40)
-            write_reconciliation(con, actual)
+            actual = read_reports(con, reconcile(con, cutoff, keep_state=True, batch_rows=40))
+            write_reconciliation(con, actual.result)
         assert _as_rows(actual) == _as_rows(expected)
         results.append(actual)
     first, second = results
-    assert first.replay_mode == rs.MODE_FULL
-    assert second.replay_mode == rs.MODE_RESUMED and second.dirty_users == 1
-    assert 0 < second.replayed_rows < len(day_two) / 2
+    assert first.result.replay_mode == rs.MODE_FULL
+    assert second.result.replay_mode == rs.MODE_RESUMED and second.result.dirty_users == 1
+    assert 0 < second.result.replayed_rows < len(day_two) / 2
     with warehouse.connect(read_only=True) as con:
         stored = con.execute(
             "select * from marts.user_balance_reconciliation order by user_id"
@@ -370,6 +370,7 @@ def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigque
     with warehouse.transaction() as con:
         _inputs_to_bigquery(duck, con)
         result = reconcile(con, dt.datetime(2025, 6, 1), keep_state=True)  # the replay state too
+        reports = read_reports(con, result)
         query, client = con.query, con.client
 
         def recording_query(statement, query_params=None):
@@ -407,6 +408,6 @@ def test_writing_the_reports_on_bigquery_runs_no_ddl_inside_a_transaction(bigque
         anomalies = con.execute("select count(*) from marts.ledger_anomalies").fetchone()[0]
         state = con.execute(f"select user_id, rows from credits.{rs.STATE_TABLE}").fetchall()
         checkpoint = con.execute(f"select through_id from credits.{rs.CHECKPOINT_TABLE}").fetchall()
-    assert reconciliation == [tuple(r.values()) for r in result.reconciliation.to_pylist()]
-    assert anomalies == result.anomalies.num_rows > 0
+    assert reconciliation == [tuple(r.values()) for r in reports.reconciliation.to_pylist()]
+    assert anomalies == reports.anomalies.num_rows > 0
     assert state == [(1, 2)] and checkpoint == [(2,)]

@@ -355,7 +355,8 @@ def test_the_trend_counts_weeks_of_the_last_year_and_keeps_undated_anomalies_apa
         "as t(rule, credit_history_id)"
     ).fetch_arrow_table()
 
-    trend = report.anomaly_trend(con, anomalies, cutoff, ledger_relation="ledger")
+    con.register("anomalies", anomalies)
+    trend = report.anomaly_trend(con, "anomalies", cutoff, ledger_relation="ledger")
 
     assert (trend.first_day, trend.last_day) == (dt.date(2024, 6, 3), dt.date(2025, 6, 1))
     assert len(trend.weeks) == report.TREND_WEEKS == 52
@@ -410,7 +411,10 @@ def test_more_than_fifty_non_ok_users_list_the_fifty_with_most_credits_and_count
         ]
     )
 
-    non_ok = report.non_ok_users(reconciliation, anomalies)
+    con = duckdb.connect()
+    con.register("reconciliation", reconciliation)
+    con.register("anomalies", anomalies)
+    non_ok = report.non_ok_users(con, "reconciliation", "anomalies")
     table = report.non_ok_markdown(non_ok)
 
     assert report.NON_OK_LIMIT == 50

@@ -16,7 +16,7 @@ import pytest
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.fixtures import load_inputs
-from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.ledger.reconcile import read_reports, reconcile
 from credits_pipeline.ledger.replay import (
     EFFECT_ADD,
     EFFECT_PURCHASE,
@@ -36,7 +36,7 @@ def run(rows, users=((1, 0, 0),), **content):
     con = duckdb.connect()
     con.execute("set timezone = 'UTC'")
     load_inputs(con, rows=rows, users=users, **content)
-    return reconcile(con, CUTOFF)
+    return read_reports(con, reconcile(con, CUTOFF))
 
 
 def user_row(result, user_id):
@@ -242,7 +242,7 @@ def test_an_event_outside_the_catalog_follows_its_event_type():
     ]
     con = duckdb.connect()
     load_inputs(con, rows=rows, users=[(1, 495, 0)], events=events)
-    result = reconcile(con, CUTOFF)
+    result = read_reports(con, reconcile(con, CUTOFF))
     assert rules(result, rc.CHAIN_BREAK) == []
     assert user_row(result, 1)["ledger_subscription_balance"] == 495
 

@@ -20,7 +20,12 @@ from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import CATALOG_EVENT_IDS, catalog_events, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
-from credits_pipeline.ledger.reconcile import drop_working_tables, reconcile, write_reconciliation
+from credits_pipeline.ledger.reconcile import (
+    drop_working_tables,
+    read_reports,
+    reconcile,
+    write_reconciliation,
+)
 from credits_pipeline.ledger.replay import (
     EFFECT_ADD,
     EFFECT_PURCHASE,
@@ -209,21 +214,22 @@ def reconcile_into(con, rows, users, keep_state=True, cutoff=CUTOFF, events=None
     load_inputs(con, rows=rows, users=users, events=events)
     result = reconcile(con, cutoff, keep_state=keep_state)
     write_reconciliation(con, result)
+    reports = read_reports(con, result)
     drop_working_tables(con)
-    return result
+    return reports
 
 
 def full_reconciliation(rows, users, events=None, cutoff=CUTOFF):
     con = duckdb.connect()
     con.execute("set timezone = 'UTC'")
     load_inputs(con, rows=rows, users=users, events=events)
-    return reconcile(con, cutoff)
+    return read_reports(con, reconcile(con, cutoff))
 
 
 def assert_same_report(resumed, full):
     assert resumed.reconciliation.to_pylist() == full.reconciliation.to_pylist()
     assert resumed.anomalies.to_pylist() == full.anomalies.to_pylist()
-    assert resumed.ledger_rows == full.ledger_rows
+    assert resumed.result.ledger_rows == full.result.ledger_rows
 
 
 @pytest.fixture
@@ -241,7 +247,7 @@ def test_the_next_days_reconciliation_resumes_and_reports_exactly_what_a_full_re
     users = [(u, 100, 0) for u in range(1, 33)]
     day_one = [r for r in everything if r["id"] <= 3000]
     first = reconcile_into(warehouse_con, day_one, users)
-    assert first.replay_mode == rs.MODE_FULL and "no previous" in first.replay_reason
+    assert first.result.replay_mode == rs.MODE_FULL and "no previous" in first.result.replay_reason
 
     day_two = [r for r in everything if r["id"] > 3000]
     late = row(1000, 5, "ai_image_generated", 3, 0)  # id 1000 was never used: a late commit
@@ -259,11 +265,12 @@ def test_the_next_days_reconciliation_resumes_and_reports_exactly_what_a_full_re
     resumed = reconcile_into(warehouse_con, rows_now, users)
     full = full_reconciliation(rows_now, users)
     assert_same_report(resumed, full)
-    assert resumed.replay_mode == rs.MODE_RESUMED
-    assert resumed.dirty_users == 3  # the late row's, the changed row's and the vanished user
+    assert resumed.result.replay_mode == rs.MODE_RESUMED
+    # the late row's, the changed row's and the vanished user
+    assert resumed.result.dirty_users == 3
     dirty_rows = sum(1 for r in rows_now if r["user_id"] in (5, 7) and r["id"] <= 3000)
-    assert resumed.replayed_rows == len(day_two) + len(new_user) + dirty_rows
-    assert resumed.replayed_rows < len(rows_now) / 2
+    assert resumed.result.replayed_rows == len(day_two) + len(new_user) + dirty_rows
+    assert resumed.result.replayed_rows < len(rows_now) / 2
     # the stored reports are the resumed ones, row for row
     stored = warehouse_con.execute(
         f"select * from {rc.MARTS_SCHEMA}.{rc.RECONCILIATION_TABLE} order by user_id"
@@ -279,7 +286,7 @@ def test_a_rerun_on_unchanged_data_replays_no_row_and_changes_nothing(warehouse_
         f"select * from {rs.STATE_SCHEMA}.{rs.STATE_TABLE} order by user_id"
     ).fetchall()
     again = reconcile_into(warehouse_con, rows, users)
-    assert again.replay_mode == rs.MODE_RESUMED and again.replayed_rows == 0
+    assert again.result.replay_mode == rs.MODE_RESUMED and again.result.replayed_rows == 0
     assert_same_report(again, first)
     state_after = warehouse_con.execute(
         f"select * from {rs.STATE_SCHEMA}.{rs.STATE_TABLE} order by user_id"
@@ -300,13 +307,14 @@ def test_a_changed_event_catalog_or_an_earlier_cutoff_replays_everything_again(w
     ]
     events = [e | {"name": reset_name} if e["id"] == spend_id else e for e in events]
     changed = reconcile_into(warehouse_con, rows, users, events=events)
-    assert changed.replay_mode == rs.MODE_FULL and "event catalog" in changed.replay_reason
+    assert changed.result.replay_mode == rs.MODE_FULL
+    assert "event catalog" in changed.result.replay_reason
     assert_same_report(changed, full_reconciliation(rows, users, events=events))
 
     earlier = reconcile_into(
         warehouse_con, rows, users, events=events, cutoff=CUTOFF - dt.timedelta(days=1)
     )
-    assert earlier.replay_mode == rs.MODE_FULL and "earlier" in earlier.replay_reason
+    assert earlier.result.replay_mode == rs.MODE_FULL and "earlier" in earlier.result.replay_reason
 
 
 @pytest.mark.parametrize("batch_rows", [1, 7, 250])
@@ -316,12 +324,11 @@ def test_streaming_the_replay_in_small_batches_reports_what_one_batch_reports(ba
     con = duckdb.connect()
     con.execute("set timezone = 'UTC'")
     load_inputs(con, rows=rows, users=users)
-    batched = reconcile(con, CUTOFF, batch_rows=batch_rows)
+    batched = read_reports(con, reconcile(con, CUTOFF, batch_rows=batch_rows))
     whole = full_reconciliation(rows, users)
     assert_same_report(batched, whole)
-    assert (
-        whole.summaries[rc.CHAIN_BREAK].count > 0 and whole.summaries[rc.TIMESTAMP_ORDER].count > 0
-    )
+    summaries = whole.result.summaries
+    assert summaries[rc.CHAIN_BREAK].count > 0 and summaries[rc.TIMESTAMP_ORDER].count > 0
 
 
 def test_a_resumed_run_streamed_in_batches_equals_a_full_replay(warehouse_con):
@@ -332,6 +339,8 @@ def test_a_resumed_run_streamed_in_batches_equals_a_full_replay(warehouse_con):
     write_reconciliation(warehouse_con, first)
     drop_working_tables(warehouse_con)
     load_inputs(warehouse_con, rows=everything, users=users)
-    resumed = reconcile(warehouse_con, CUTOFF, keep_state=True, batch_rows=13)
-    assert resumed.replay_mode == rs.MODE_RESUMED
+    resumed = read_reports(
+        warehouse_con, reconcile(warehouse_con, CUTOFF, keep_state=True, batch_rows=13)
+    )
+    assert resumed.result.replay_mode == rs.MODE_RESUMED
     assert_same_report(resumed, full_reconciliation(everything, users))

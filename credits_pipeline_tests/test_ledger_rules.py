@@ -13,7 +13,7 @@ import duckdb
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import BASE_TIME, catalog_events, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
-from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.ledger.reconcile import read_reports, reconcile
 
 CUTOFF = dt.datetime(2025, 6, 1, 0, 0, 0)
 FACELESS_1 = {
@@ -26,7 +26,7 @@ def run(rows, users=((1, 0, 0),), events=None, cutoff=CUTOFF, **content):
     con = duckdb.connect()
     con.execute("set timezone = 'UTC'")
     load_inputs(con, rows=rows, users=users, events=events, **content)
-    return reconcile(con, cutoff)
+    return read_reports(con, reconcile(con, cutoff))
 
 
 def found(result, rule):
@@ -620,12 +620,12 @@ def test_summaries_count_violations_and_credits_and_list_the_worst():
         ],
         users=[(1, 7_985, 0)],
     )
-    s = result.summaries[rc.CHAIN_BREAK]
+    s = result.result.summaries[rc.CHAIN_BREAK]
     assert (s.count, s.credits) == (2, 1985)
     assert [(w["credit_history_id"], w["credits"]) for w in s.worst] == [(2, 1000), (3, 985)]
-    assert result.summaries[rc.DOUBLE_CHARGE].count == 0
-    assert set(result.summaries) == set(rc.RULE_CODES)
-    assert result.status_counts == {"ok": 0, "drift": 0, "broken_chain": 1}
+    assert result.result.summaries[rc.DOUBLE_CHARGE].count == 0
+    assert set(result.result.summaries) == set(rc.RULE_CODES)
+    assert result.result.status_counts == {"ok": 0, "drift": 0, "broken_chain": 1}
 
 
 def test_each_of_the_13_rules_is_one_named_statement_in_the_rules_module():

@@ -18,7 +18,7 @@ import duckdb
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.fixtures import load_inputs
-from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.ledger.reconcile import read_reports, reconcile
 from credits_pipeline_tests.cli_run import materialize, warehouse_rows
 
 CUTOFF = dt.datetime(2025, 6, 1)
@@ -38,7 +38,7 @@ def _anomalies(quarantined_users=()):
         users=[(1, 500, 0)],
         quarantined_users=quarantined_users,
     )
-    result = reconcile(con, CUTOFF)
+    result = read_reports(con, reconcile(con, CUTOFF))
     return result, {
         a["credit_history_id"]: a
         for a in result.anomalies.to_pylist()

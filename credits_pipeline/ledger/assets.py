@@ -4,8 +4,10 @@
 Both relations come from one pass over the ledger, so they are one `@dg.multi_asset` that always
 materializes both, whatever it finds: they are the report, and a report must never be hidden by
 the problems it reports (contract section 4). The wiring stays thin: expose the warehouse under
-the reconciliation's input names, call `reconcile()`, replace both tables in one transaction, and
-emit materialization metadata plus the 13 rule checks from the same result. The metadata tells
+the reconciliation's input names, call `reconcile()`, replace both tables in one transaction
+straight from the relations it computed, and emit materialization metadata plus the 13 rule checks
+from the same result and from bounded reads of those relations (the reports never cross into
+Python whole). The metadata tells
 the run's story in the UI (`report.py`): users ok / drifting / broken, credits at stake per rule,
 every non-ok user (the 50 with most credits at stake first, and the total), both column schemas,
 previews sorted by credits at stake, and a chart of weekly anomalies per rule over the last 12
@@ -37,6 +39,7 @@ from credits_pipeline.ledger.inputs import (
     read_cutoff,
 )
 from credits_pipeline.ledger.reconcile import (
+    REPORT_RELATIONS,
     ReconciliationResult,
     drop_working_tables,
     reconcile,
@@ -109,7 +112,7 @@ def summary_markdown(result: ReconciliationResult, channels_configured: bool = T
     }
     lines = [
         f"**Ledger reconciliation** as of {result.cutoff_at.isoformat()}Z over "
-        f"{result.ledger_rows:,} ledger rows and {result.reconciliation.num_rows:,} users.",
+        f"{result.ledger_rows:,} ledger rows and {result.users:,} users.",
         "",
         f"Replay: {result.replay_mode}, {result.replayed_rows:,} rows replayed "
         f"({result.replay_reason}).",
@@ -221,9 +224,13 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
                 batch_rows=settings.replay_batch_rows(),
             )
             write_reconciliation(con, result)
-            # while the ledger input is still there: the anomalies' days and the newest anomalies
-            trend = report.anomaly_trend(con, result.anomalies, result.cutoff_at)
-            anomalies_preview = report.anomalies_preview(con, result.anomalies)
+            # bounded reads of the relations just stored, while they and the ledger input are
+            # still on the session: the anomalies' days, the newest ones, the top non-ok users
+            reconciliation_relation = REPORT_RELATIONS[rc.RECONCILIATION_TABLE]
+            anomalies_relation = REPORT_RELATIONS[rc.ANOMALIES_TABLE]
+            trend = report.anomaly_trend(con, anomalies_relation, result.cutoff_at)
+            anomalies_preview = report.anomalies_preview(con, anomalies_relation)
+            users = report.non_ok_users(con, reconciliation_relation, anomalies_relation)
             drop_working_tables(con)
             drop_warehouse_inputs(con)
             # DuckDB: the memory limit and spill dir in force; BigQuery: bytes processed/billed
@@ -239,8 +246,7 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         )
         # the story first (the UI lists metadata in this order), the per-rule numbers after
         meta = _metadata(result)
-        users = report.non_ok_users(result.reconciliation, result.anomalies)
-        reconciliation_preview = report.reconciliation_preview(result.reconciliation, users)
+        reconciliation_preview = report.reconciliation_preview(users)
         channels_configured = bool(channels_from_env())
         warning = no_channel_line(result, channels_configured)
         if warning:
@@ -250,7 +256,7 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             FAILING_RULES_METADATA_KEY: dg.MetadataValue.md(failing_rules_markdown(result)),
             WEEKLY_CHART_METADATA_KEY: dg.MetadataValue.md(report.mini_trend_markdown(trend)),
             NON_OK_METADATA_KEY: dg.MetadataValue.md(report.non_ok_markdown(users)),
-            NON_OK_TOTAL_METADATA_KEY: dg.MetadataValue.int(len(users)),
+            NON_OK_TOTAL_METADATA_KEY: dg.MetadataValue.int(users.total),
             TREND_METADATA_KEY: dg.MetadataValue.md(report.trend_markdown(trend)),
         }
         if warning:  # for the run summary (run_summary.py), as plain text
@@ -260,9 +266,9 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             metadata={
                 **story,
                 "preview": dg.MetadataValue.md(reconciliation_preview),
-                "dagster/row_count": result.reconciliation.num_rows,
+                "dagster/row_count": result.users,
                 "dagster/column_schema": report.table_schema(
-                    result.reconciliation, report.RECONCILIATION_COLUMN_DOCS
+                    result.reconciliation_schema, report.RECONCILIATION_COLUMN_DOCS
                 ),
                 **meta,
                 **usage,
@@ -273,9 +279,9 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
             metadata={
                 **story,
                 "preview": dg.MetadataValue.md(anomalies_preview),
-                "dagster/row_count": result.anomalies.num_rows,
+                "dagster/row_count": result.anomaly_rows,
                 "dagster/column_schema": report.table_schema(
-                    result.anomalies, report.ANOMALY_COLUMN_DOCS
+                    result.anomalies_schema, report.ANOMALY_COLUMN_DOCS
                 ),
                 **meta,
             },

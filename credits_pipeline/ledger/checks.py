@@ -17,13 +17,11 @@ from collections import Counter
 from collections.abc import Iterator
 
 import dagster as dg
-import pyarrow.compute as pc
 
 from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.reconcile import ReconciliationResult, RuleSummary
-from credits_pipeline.ledger.replay_state import DETECTED_COLUMN, FIRST_DETECTED_COLUMN
 from credits_pipeline.runbook import runbook_link
 
 RECONCILIATION_KEY = dg.AssetKey([rc.MARTS_SCHEMA, rc.RECONCILIATION_TABLE])
@@ -100,12 +98,8 @@ def worst_markdown(summary: RuleSummary) -> str:
 def new_violations(result: ReconciliationResult) -> Counter:
     """Per rule, the violations first reported at this run's cut-off (`first_detected_at` equals
     `detected_at`): one that persists from yesterday's cut-off is not counted (a re-run at the same
-    cut-off counts the same ones again)."""
-    anomalies = result.anomalies
-    if FIRST_DETECTED_COLUMN not in anomalies.column_names:
-        return Counter()
-    first_seen_now = pc.equal(anomalies[FIRST_DETECTED_COLUMN], anomalies[DETECTED_COLUMN])
-    return Counter(anomalies.filter(first_seen_now)["rule"].to_pylist())
+    cut-off counts the same ones again). Counted in the warehouse by `reconcile()`."""
+    return Counter(result.new_violations)
 
 
 def check_results(result: ReconciliationResult) -> Iterator[dg.AssetCheckResult]:

@@ -4,8 +4,11 @@ The Dagster assets, the tests and the benchmark all need the same thing — "giv
 relations and this cut-off, what are the two report relations and how bad is it?" — without
 caring where the inputs came from. `reconcile()` is that single entry point: it resolves the ledger
 once into a sorted working table, runs the compiled replay over it, runs the set-based rules in
-SQL, and returns both relations (pyarrow, deterministic order) with per-rule summaries.
-`write_reconciliation()` stores a result into the warehouse's `marts` schema. With
+SQL, and leaves both reports as named relations of the session (`REPORT_RELATIONS`, in their stored
+column and row order); it returns only what describes them, read back as small queries: row counts,
+per-rule summaries with the worst violations, status counts, new violations, column schemas. The
+reports never travel through Python: `write_reconciliation()` stores those very relations into the
+warehouse's `marts` schema, and `report.py` reads bounded previews from them. With
 `keep_state=True` the replay resumes from the state the previous run left in the warehouse and
 prepares the next one (`replay_state.py`), which `write_reconciliation()` stores with the reports.
 """
@@ -47,7 +50,15 @@ REPLAY_ROWS_COLUMNS = (
     "previous_created_s, created_s"
 )
 ANOMALIES_WORK_TABLE = "_recon_anomalies"
+# The two reports as stored, each a temp table of the run in its stored column and row order: the
+# reconciliation's working table is already final (`order by user_id`), the anomalies' final one
+# adds the detection times to the rules' rows and sorts them.
 RECONCILIATION_WORK_TABLE = sql.RECONCILIATION_WORK_TABLE
+ANOMALIES_REPORT_TABLE = "_recon_anomalies_report"
+REPORT_RELATIONS = {
+    rc.RECONCILIATION_TABLE: RECONCILIATION_WORK_TABLE,
+    rc.ANOMALIES_TABLE: ANOMALIES_REPORT_TABLE,
+}
 WORST_LIMIT = 10
 # Ledger rows the replay holds at once (~60 bytes each as numpy columns, ~120 MB per batch).
 DEFAULT_BATCH_ROWS = 2_000_000
@@ -86,13 +97,22 @@ class RuleSummary:
 
 @dataclass(frozen=True)
 class ReconciliationResult:
-    """Both report relations (pyarrow, in their stored order) and what they add up to."""
+    """What both reports add up to, read from the relations `REPORT_RELATIONS` names on the run's
+    session (never the reports themselves: they stay in the warehouse, whatever their size).
+
+    `users` and `anomaly_rows` are the reports' row counts, `*_schema` their columns (for the
+    column-schema metadata), `new_violations` the anomalies first reported at this cut-off
+    per rule.
+    """
 
     cutoff_at: dt.datetime
-    reconciliation: pa.Table
-    anomalies: pa.Table
+    users: int
+    anomaly_rows: int
+    reconciliation_schema: pa.Schema
+    anomalies_schema: pa.Schema
     summaries: dict[str, RuleSummary]
     status_counts: dict[str, int]
+    new_violations: dict[str, int]
     ledger_rows: int
     timings: dict[str, float]
     replay_mode: str = rs.MODE_FULL
@@ -361,6 +381,13 @@ create or replace temp table {ANOMALIES_WORK_TABLE} (
 )
 """
 
+# The anomalies' stored order: rule order, then the violation's key (`a`: the anomalies, `k`: the
+# rules table). BigQuery keeps no row order, so reading a report in order says it again.
+ANOMALIES_ORDER = (
+    "k.position, a.user_id nulls first, a.credit_history_id nulls first, a.entity_type, "
+    "a.entity_id, a.expected, a.actual"
+)
+
 ANOMALIES_OUTPUT_SQL = f"""
 select
     a.rule,
@@ -377,14 +404,19 @@ select
 from {ANOMALIES_WORK_TABLE} as a
 join {RULES_TABLE} as k on k.rule = a.rule
 left join {rs.PREVIOUS_DETECTIONS_TABLE} as p on {rs.detection_join("a", "p")}
-order by k.position, a.user_id nulls first, a.credit_history_id nulls first, a.entity_type,
-    a.entity_id, a.expected, a.actual
+order by {ANOMALIES_ORDER}
 """
 
+ANOMALIES_REPORT_SQL = f"""
+create or replace temp table {ANOMALIES_REPORT_TABLE} as
+{ANOMALIES_OUTPUT_SQL}"""
+
+# The figures reported are read from the report relations themselves, so they describe exactly
+# what `write_reconciliation` stores.
 SUMMARY_SQL = f"""
 with totals as (
     select rule, count(*) as violations, coalesce(sum(credits), 0) as credits
-    from {ANOMALIES_WORK_TABLE}
+    from {ANOMALIES_REPORT_TABLE}
     group by rule
 )
 select k.rule, k.severity, coalesce(t.violations, 0), coalesce(t.credits, 0)
@@ -401,12 +433,24 @@ with ranked as (
             partition by rule
             order by credits desc nulls last, user_id nulls first, credit_history_id, entity_id
         ) as rank
-    from {ANOMALIES_WORK_TABLE}
+    from {ANOMALIES_REPORT_TABLE}
 )
 select rule, user_id, credit_history_id, entity_type, entity_id, expected, actual, credits, detail
 from ranked
 where rank <= $limit
 order by rule, rank
+"""
+
+# A violation is new when this cut-off is the first that reported it.
+NEW_VIOLATIONS_SQL = f"""
+select rule, count(*)
+from {ANOMALIES_REPORT_TABLE}
+where {rs.FIRST_DETECTED_COLUMN} = {rs.DETECTED_COLUMN}
+group by rule
+"""
+
+STATUS_COUNTS_SQL = f"""
+select status, count(*) from {RECONCILIATION_WORK_TABLE} group by status
 """
 
 
@@ -479,16 +523,11 @@ def reconcile(
         _run(con, f"insert into {ANOMALIES_WORK_TABLE} {statement}", params)
         lap(f"rule_{code}")
 
-    reconciliation = con.execute(
-        f"select * from {RECONCILIATION_WORK_TABLE} order by user_id"
-    ).fetch_arrow_table()
     if keep_state:  # the stored anomalies say since when each violation is known
         rs.prepare_previous_detections(con, f"{rc.MARTS_SCHEMA}.{rc.ANOMALIES_TABLE}", params)
     else:
         con.execute(rs.EMPTY_DETECTIONS_SQL)
-    anomalies = con.execute(
-        ANOMALIES_OUTPUT_SQL, sql.used_params(ANOMALIES_OUTPUT_SQL, params)
-    ).fetch_arrow_table()
+    _run(con, ANOMALIES_REPORT_SQL, params)
     worst: dict[str, list[dict]] = {}
     worst_cols = (
         "user_id",
@@ -507,17 +546,21 @@ def reconcile(
         for code, severity, count, credits in con.execute(SUMMARY_SQL).fetchall()
     }
     status_counts = {s: 0 for s in (rc.STATUS_OK, rc.STATUS_DRIFT, rc.STATUS_BROKEN_CHAIN)}
-    for status, count in con.execute(
-        f"select status, count(*) from {RECONCILIATION_WORK_TABLE} group by status"
-    ).fetchall():
+    for status, count in con.execute(STATUS_COUNTS_SQL).fetchall():
         status_counts[status] = int(count)
+    new_violations = {
+        rule: int(count) for rule, count in con.execute(NEW_VIOLATIONS_SQL).fetchall()
+    }
     lap("collect")
     return ReconciliationResult(
         cutoff_at=cutoff_at,
-        reconciliation=reconciliation,
-        anomalies=anomalies,
+        users=sum(status_counts.values()),
+        anomaly_rows=sum(summary.count for summary in summaries.values()),
+        reconciliation_schema=relation_schema(con, RECONCILIATION_WORK_TABLE),
+        anomalies_schema=relation_schema(con, ANOMALIES_REPORT_TABLE),
         summaries=summaries,
         status_counts=status_counts,
+        new_violations=new_violations,
         ledger_rows=run.ledger_rows,
         timings=timings,
         replay_mode=run.plan.mode,
@@ -526,6 +569,34 @@ def reconcile(
         dirty_users=run.plan.dirty_users,
         state_kept=keep_state,
     )
+
+
+def relation_schema(con: Session, relation: str) -> pa.Schema:
+    """A relation's columns and their Arrow types, without reading a row."""
+    return con.execute(f"select * from {relation} limit 0").fetch_arrow_table().schema
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    """Both reports of a session's last run, read whole as Arrow in their stored order, with the
+    result that describes them. For tests and benchmarks on small ledgers: the pipeline itself
+    never reads the reports whole (`report.py` reads bounded previews)."""
+
+    result: ReconciliationResult
+    reconciliation: pa.Table
+    anomalies: pa.Table
+
+
+def read_reports(con: Session, result: ReconciliationResult) -> ReportTables:
+    """The report relations `result` describes, read whole (call before `drop_working_tables`)."""
+    reconciliation = con.execute(
+        f"select * from {RECONCILIATION_WORK_TABLE} order by user_id"
+    ).fetch_arrow_table()
+    anomalies = con.execute(
+        f"select a.* from {ANOMALIES_REPORT_TABLE} as a join {RULES_TABLE} as k on k.rule = a.rule "
+        f"order by {ANOMALIES_ORDER}"
+    ).fetch_arrow_table()
+    return ReportTables(result, reconciliation, anomalies)
 
 
 def drop_working_tables(con: Session) -> None:
@@ -541,6 +612,7 @@ def drop_working_tables(con: Session) -> None:
         REPLAY_ROWS_TABLE,
         USER_POOLS_TABLE,
         ANOMALIES_WORK_TABLE,
+        ANOMALIES_REPORT_TABLE,
         RECONCILIATION_WORK_TABLE,
         REPLAYED_STATE_TABLE,
         ALL_STATE_TABLE,
@@ -552,18 +624,19 @@ def drop_working_tables(con: Session) -> None:
 def write_reconciliation(
     con: Session, result: ReconciliationResult, schema: str = rc.MARTS_SCHEMA
 ) -> None:
-    """Replace both report relations from `result`, in the caller's transaction.
+    """Replace both reports with the run's report relations, in the caller's transaction.
 
-    Why from the result rather than the temp tables: the result is what the checks and metadata
-    describe, so what is stored is exactly what was reported, row for row and in the same order.
-    A result computed with `keep_state` also stores the next replay state (from the run's temp
-    tables, so call this before `drop_working_tables`), replaced together with the reports: the
-    state always describes the reports stored with it. `session.replace_tables` says what
-    "together" means on each engine.
+    The rows go from the relations `reconcile()` left on the session straight into the stored
+    tables (`REPORT_RELATIONS`: same columns, same rows, same order), never through Python. The
+    figures in `result` — counts, summaries, worst violations, new violations — were read from
+    those same relations, and the metadata previews read them too: what is stored is exactly what
+    was reported. So call this on the session that computed `result`, before
+    `drop_working_tables`. A result computed with `keep_state` also stores the next replay state
+    (from the run's temp tables), replaced together with the reports: the state always describes
+    the reports stored with it. `session.replace_tables` says what "together" means on each engine.
     """
     tables: dict[str, pa.Table | str] = {
-        f"{schema}.{rc.RECONCILIATION_TABLE}": result.reconciliation,
-        f"{schema}.{rc.ANOMALIES_TABLE}": result.anomalies,
+        f"{schema}.{name}": relation for name, relation in REPORT_RELATIONS.items()
     }
     if result.state_kept:
         for name, source in _state_sources().items():

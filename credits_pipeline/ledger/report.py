@@ -11,6 +11,9 @@ cut-off's week where they would look like a spike. The chart is an SVG drawn her
 embedded as a `data:image/svg+xml` image in Markdown — the Dagster UI renders it — next to the same
 numbers as Unicode sparklines, so it needs no plotting library and stays deterministic and cheap
 (one grouped query over the anomalies, a few kilobytes of text).
+Everything here reads the report relations on the run's session (`reconcile.REPORT_RELATIONS`)
+with bounded queries — the top non-ok users, five preview rows, counts per day and rule — so
+neither report crosses into Python whole, however many users there are.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import rules_catalog as rc
@@ -166,22 +168,19 @@ class AnomalyTrend:
 
 def anomaly_trend(
     con: Session,
-    anomalies: pa.Table,
+    anomalies: str,
     cutoff_at: dt.datetime,
     ledger_relation: str = sql.LEDGER_ROWS,
     weeks: int = TREND_WEEKS,
 ) -> AnomalyTrend:
-    """Count anomalies per week and rule over `weeks` weeks ending on the cut-off's day."""
+    """Count the anomalies of relation `anomalies` per week and rule over `weeks` weeks ending on
+    the cut-off's day."""
     last_day = cutoff_at.date()
     first_day = last_day - dt.timedelta(days=weeks * TREND_BUCKET_DAYS - 1)
-    con.register("_recon_trend_anomalies", anomalies)
-    try:
-        rows = con.execute(
-            DAILY_COUNTS_SQL.format(ledger=ledger_relation, anomalies="_recon_trend_anomalies"),
-            {"cutoff_at": cutoff_at},
-        ).fetchall()
-    finally:
-        con.unregister("_recon_trend_anomalies")
+    rows = con.execute(
+        DAILY_COUNTS_SQL.format(ledger=ledger_relation, anomalies=anomalies),
+        {"cutoff_at": cutoff_at},
+    ).fetchall()
     trend = AnomalyTrend(first_day, last_day)
     before = 0
     for day, rule, n in rows:
@@ -388,33 +387,100 @@ def _pools(row: dict) -> tuple[str, str, str]:
     )
 
 
-def non_ok_users(reconciliation: pa.Table, anomalies: pa.Table) -> list[NonOkUser]:
-    """Every user whose status is not ok, largest credits at stake first (then by user id).
+# Prefix of the columns NON_OK_SQL adds to the reconciliation's own (the stored row, for previews).
+EXTRA = "_non_ok_"
 
-    Pure over the two report relations (no warehouse round trip). For a broken chain whose pools
-    agree in the end, expected/actual are the first break's (what previous_amount should have been).
+# The `limit` non-ok users with most credits at stake (then by user id), each with its stored row,
+# the credits of its `chain_break` and `balance_drift` anomalies, its first break (the lowest ledger
+# row), and how many non-ok users and credits there are in all. A bounded result however many
+# users are off.
+NON_OK_SQL = f"""
+with status_anomalies as (
+    select user_id, rule, credit_history_id, expected, actual, credits
+    from {{anomalies}}
+    where rule in ($chain_break, $balance_drift)
+),
+at_stake as (
+    select user_id, cast(coalesce(sum(credits), 0) as bigint) as credits
+    from status_anomalies
+    group by user_id
+),
+breaks as (
+    select
+        user_id,
+        credit_history_id,
+        expected,
+        actual,
+        row_number() over (
+            partition by user_id order by credit_history_id, expected, actual
+        ) as nth
+    from status_anomalies
+    where rule = $chain_break
+),
+ranked as (
+    select
+        r.*,
+        coalesce(s.credits, 0) as {EXTRA}credits,
+        b.credit_history_id as {EXTRA}break_id,
+        b.expected as {EXTRA}break_expected,
+        b.actual as {EXTRA}break_actual,
+        row_number() over (order by coalesce(s.credits, 0) desc, r.user_id) as {EXTRA}rank,
+        count(*) over () as {EXTRA}users,
+        cast(sum(coalesce(s.credits, 0)) over () as bigint) as {EXTRA}credits_total
+    from {{reconciliation}} as r
+    left join at_stake as s on s.user_id = r.user_id
+    left join breaks as b on b.user_id = r.user_id and b.nth = 1
+    where r.status <> $ok
+)
+select * from ranked
+where {EXTRA}rank <= $limit
+order by {EXTRA}rank
+"""
+
+
+@dataclass(frozen=True)
+class NonOkUsers:
+    """The non-ok users with most credits at stake (`top`, largest first), their rows as stored
+    (`rows`, the reconciliation's `columns`), and how many users and credits there are in all."""
+
+    total: int
+    credits: int
+    top: list[NonOkUser] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+
+def non_ok_users(
+    con: Session, reconciliation: str, anomalies: str, limit: int = NON_OK_LIMIT
+) -> NonOkUsers:
+    """The `limit` users whose status is not ok, largest credits at stake first (then by user id),
+    read from the two report relations; and how many there are in all.
+
+    For a broken chain whose pools agree in the end, expected/actual are the first break's (what
+    previous_amount should have been).
     """
-    not_ok = reconciliation.filter(pc.not_equal(reconciliation["status"], rc.STATUS_OK))
-    if not_ok.num_rows == 0:
-        return []
-    status_rules = pc.is_in(anomalies["rule"], pa.array([rc.CHAIN_BREAK, rc.BALANCE_DRIFT]))
-    credits: Counter = Counter()
-    first_break: dict[int, dict] = {}
-    for anomaly in anomalies.filter(status_rules).to_pylist():
-        credits[anomaly["user_id"]] += anomaly["credits"] or 0
-        if anomaly["rule"] == rc.CHAIN_BREAK:
-            known = first_break.get(anomaly["user_id"])
-            if known is None or anomaly["credit_history_id"] < known["credit_history_id"]:
-                first_break[anomaly["user_id"]] = anomaly
+    statement = NON_OK_SQL.format(reconciliation=reconciliation, anomalies=anomalies)
+    found = con.execute(
+        statement,
+        {
+            "chain_break": rc.CHAIN_BREAK,
+            "balance_drift": rc.BALANCE_DRIFT,
+            "ok": rc.STATUS_OK,
+            "limit": limit,
+        },
+    ).fetch_arrow_table()
+    columns = [c for c in found.column_names if not c.startswith(EXTRA)]
+    if found.num_rows == 0:
+        return NonOkUsers(0, 0, columns=columns)
     users = []
-    for row in not_ok.to_pylist():
+    rows = found.to_pylist()
+    for row in rows:
         pool, expected, actual = _pools(row)
         broken = row["status"] == rc.STATUS_BROKEN_CHAIN
         rule = rc.CHAIN_BREAK if broken else rc.BALANCE_DRIFT
-        if broken and not pool and row["user_id"] in first_break:
-            brk = first_break[row["user_id"]]
-            pool = f"chain (row {brk['credit_history_id']})"
-            expected, actual = str(brk["expected"]), str(brk["actual"])
+        if broken and not pool and row[f"{EXTRA}break_id"] is not None:
+            pool = f"chain (row {row[f'{EXTRA}break_id']})"
+            expected, actual = str(row[f"{EXTRA}break_expected"]), str(row[f"{EXTRA}break_actual"])
         elif broken and pool:
             rule = f"{rc.CHAIN_BREAK}, {rc.BALANCE_DRIFT}"
         users.append(
@@ -426,20 +492,25 @@ def non_ok_users(reconciliation: pa.Table, anomalies: pa.Table) -> list[NonOkUse
                 expected,
                 actual,
                 int(row["drift"]),
-                int(credits[row["user_id"]]),
+                int(row[f"{EXTRA}credits"]),
             )
         )
-    return sorted(users, key=lambda u: (-u.credits, u.user_id))
+    return NonOkUsers(
+        total=int(rows[0][f"{EXTRA}users"]),
+        credits=int(rows[0][f"{EXTRA}credits_total"]),
+        top=users,
+        rows=[{c: row[c] for c in columns} for row in rows],
+        columns=columns,
+    )
 
 
-def non_ok_markdown(users: list[NonOkUser], limit: int = NON_OK_LIMIT) -> str:
+def non_ok_markdown(users: NonOkUsers, limit: int = NON_OK_LIMIT) -> str:
     """Who is off and by how much: the `limit` users with most credits at stake, as a table."""
-    if not users:
+    if not users.total:
         return "Every user is ok: stored balances match the ledger and every chain holds."
-    shown = users[:limit]
-    total_credits = sum(u.credits for u in users)
+    shown = users.top[:limit]
     lines = [
-        f"**{len(users):,} user(s) not ok**, {total_credits:,} credits at stake in all; "
+        f"**{users.total:,} user(s) not ok**, {users.credits:,} credits at stake in all; "
         f"the {len(shown):,} with most credits at stake, largest first. `expected` is what the "
         "ledger replay ends with, `actual` what `users` stores (for a broken chain whose pools "
         "agree: the first break's previous_amount).",
@@ -455,11 +526,11 @@ def non_ok_markdown(users: list[NonOkUser], limit: int = NON_OK_LIMIT) -> str:
     return "\n".join(lines)
 
 
-def table_schema(table: pa.Table, docs: dict[str, str]) -> dg.TableSchema:
+def table_schema(schema: pa.Schema, docs: dict[str, str]) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
             dg.TableColumn(f.name, str(f.type).upper(), description=docs.get(f.name))
-            for f in table.schema
+            for f in schema
         ]
     )
 
@@ -469,14 +540,12 @@ def _markdown(con: Session, statement: str, params: dict[str, object]) -> str:
     return "_no rows_" if frame.empty else frame.to_markdown(index=False)
 
 
-def reconciliation_preview(reconciliation: pa.Table, users: list[NonOkUser]) -> str:
+def reconciliation_preview(users: NonOkUsers) -> str:
     """The users with most credits at stake first (the non-ok users' order), as stored rows."""
-    order = [u.user_id for u in users[:PREVIEW_ROWS]]
-    if not order:
+    rows = users.rows[:PREVIEW_ROWS]
+    if not rows:
         return "Every user is ok."
-    rows = reconciliation.filter(pc.is_in(reconciliation["user_id"], pa.array(order))).to_pylist()
-    rows.sort(key=lambda r: order.index(r["user_id"]))
-    columns = list(reconciliation.schema.names)
+    columns = users.columns
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |")
@@ -484,22 +553,17 @@ def reconciliation_preview(reconciliation: pa.Table, users: list[NonOkUser]) -> 
     return f"Users with most credits at stake first:\n\n{body}"
 
 
-def anomalies_preview(
-    con: Session, anomalies: pa.Table, ledger_relation: str = sql.LEDGER_ROWS
-) -> str:
-    """The anomalies involving most credits first (then the newest ledger rows)."""
-    con.register("_recon_preview", anomalies)
-    try:
-        body = _markdown(
-            con,
-            NEWEST_ANOMALIES_SQL.format(
-                ledger=ledger_relation,
-                anomalies="_recon_preview",
-                detail_chars=DETAIL_PREVIEW_CHARS,
-                limit=PREVIEW_ROWS,
-            ),
-            {},
-        )
-    finally:
-        con.unregister("_recon_preview")
+def anomalies_preview(con: Session, anomalies: str, ledger_relation: str = sql.LEDGER_ROWS) -> str:
+    """The anomalies of relation `anomalies` involving most credits first (then the newest ledger
+    rows)."""
+    body = _markdown(
+        con,
+        NEWEST_ANOMALIES_SQL.format(
+            ledger=ledger_relation,
+            anomalies=anomalies,
+            detail_chars=DETAIL_PREVIEW_CHARS,
+            limit=PREVIEW_ROWS,
+        ),
+        {},
+    )
     return f"Anomalies with most credits at stake first:\n\n{body}"
