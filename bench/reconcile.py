@@ -240,8 +240,8 @@ def measure(kind: str, path: str) -> dict:
             REPORT_RELATIONS,
             drop_working_tables,
             reconcile,
-            write_reconciliation,
         )
+        from credits_pipeline.ledger.store import write_reconciliation
     con = duckdb.connect(path, read_only=False)
     con.execute("set timezone = 'UTC'")
     start = time.perf_counter()

@@ -27,7 +27,8 @@ from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger.fixtures import BASE_TIME, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
-from credits_pipeline.ledger.reconcile import read_reports, reconcile, write_reconciliation
+from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.ledger.store import read_reports, write_reconciliation
 from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
     SUBPROCESS_PRELUDE,

@@ -16,7 +16,7 @@ import pytest
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.fixtures import load_inputs
-from credits_pipeline.ledger.reconcile import read_reports, reconcile
+from credits_pipeline.ledger.reconcile import reconcile
 from credits_pipeline.ledger.replay import (
     EFFECT_ADD,
     EFFECT_PURCHASE,
@@ -28,6 +28,7 @@ from credits_pipeline.ledger.replay import (
     resolve_effects,
     sort_order,
 )
+from credits_pipeline.ledger.store import read_reports
 
 CUTOFF = dt.datetime(2025, 6, 1)
 

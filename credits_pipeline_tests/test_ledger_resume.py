@@ -20,12 +20,7 @@ from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import CATALOG_EVENT_IDS, catalog_events, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
-from credits_pipeline.ledger.reconcile import (
-    drop_working_tables,
-    read_reports,
-    reconcile,
-    write_reconciliation,
-)
+from credits_pipeline.ledger.reconcile import drop_working_tables, reconcile
 from credits_pipeline.ledger.replay import (
     EFFECT_ADD,
     EFFECT_PURCHASE,
@@ -36,6 +31,7 @@ from credits_pipeline.ledger.replay import (
     ReplayState,
     replay,
 )
+from credits_pipeline.ledger.store import read_reports, write_reconciliation
 
 
 def random_ledger(seed: int, n_rows: int = 4000, n_users: int = 60) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ import duckdb
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import BASE_TIME, catalog_events, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
-from credits_pipeline.ledger.reconcile import read_reports, reconcile
+from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.ledger.store import read_reports
 
 CUTOFF = dt.datetime(2025, 6, 1, 0, 0, 0)
 FACELESS_1 = {

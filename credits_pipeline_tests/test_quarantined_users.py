@@ -18,7 +18,8 @@ import duckdb
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.fixtures import load_inputs
-from credits_pipeline.ledger.reconcile import read_reports, reconcile
+from credits_pipeline.ledger.reconcile import reconcile
+from credits_pipeline.ledger.store import read_reports
 from credits_pipeline_tests.cli_run import materialize, warehouse_rows
 
 CUTOFF = dt.datetime(2025, 6, 1)

@@ -1,7 +1,8 @@
 """The ledger room: the replay and the 13 rules as pure functions, and their Dagster wiring.
 
 `replay.py` (numba) and `rules.py` (SQL) know nothing of Dagster; `reconcile.py` runs both over a
-DuckDB connection; `assets.py` and `checks.py` are the thin Dagster layer. What the lead needs to
+warehouse session; `report.py` describes the reports and `store.py` writes them; `assets.py` and
+`checks.py` are the thin Dagster layer. What the lead needs to
 assemble the definitions is re-exported here.
 """
 
@@ -23,7 +24,6 @@ from credits_pipeline.ledger.reconcile import (
     ReconciliationResult,
     RuleSummary,
     reconcile,
-    write_reconciliation,
 )
 from credits_pipeline.ledger.rules_catalog import (
     CHECK_NAMES,
@@ -33,6 +33,7 @@ from credits_pipeline.ledger.rules_catalog import (
     RULES,
     SEVERITY,
 )
+from credits_pipeline.ledger.store import write_reconciliation
 
 __all__ = [
     "ANOMALIES_KEY",

@@ -43,8 +43,8 @@ from credits_pipeline.ledger.reconcile import (
     ReconciliationResult,
     drop_working_tables,
     reconcile,
-    write_reconciliation,
 )
+from credits_pipeline.ledger.store import write_reconciliation
 from credits_pipeline.names import (
     CUTOFF_TABLE,
     OWNER_DATA_ENGINEERING,

@@ -576,29 +576,6 @@ def relation_schema(con: Session, relation: str) -> pa.Schema:
     return con.execute(f"select * from {relation} limit 0").fetch_arrow_table().schema
 
 
-@dataclass(frozen=True)
-class ReportTables:
-    """Both reports of a session's last run, read whole as Arrow in their stored order, with the
-    result that describes them. For tests and benchmarks on small ledgers: the pipeline itself
-    never reads the reports whole (`report.py` reads bounded previews)."""
-
-    result: ReconciliationResult
-    reconciliation: pa.Table
-    anomalies: pa.Table
-
-
-def read_reports(con: Session, result: ReconciliationResult) -> ReportTables:
-    """The report relations `result` describes, read whole (call before `drop_working_tables`)."""
-    reconciliation = con.execute(
-        f"select * from {RECONCILIATION_WORK_TABLE} order by user_id"
-    ).fetch_arrow_table()
-    anomalies = con.execute(
-        f"select a.* from {ANOMALIES_REPORT_TABLE} as a join {RULES_TABLE} as k on k.rule = a.rule "
-        f"order by {ANOMALIES_ORDER}"
-    ).fetch_arrow_table()
-    return ReportTables(result, reconciliation, anomalies)
-
-
 def drop_working_tables(con: Session) -> None:
     """Free the `_recon_*` temp tables (the 5M-row working copy above all) once a run is done."""
     con.execute(f"drop view if exists {sql.ROWS_TABLE}")
@@ -619,31 +596,3 @@ def drop_working_tables(con: Session) -> None:
     ):
         con.execute(f"drop table if exists {name}")
     rs.drop_working_tables(con)
-
-
-def write_reconciliation(
-    con: Session, result: ReconciliationResult, schema: str = rc.MARTS_SCHEMA
-) -> None:
-    """Replace both reports with the run's report relations, in the caller's transaction.
-
-    The rows go from the relations `reconcile()` left on the session straight into the stored
-    tables (`REPORT_RELATIONS`: same columns, same rows, same order), never through Python. The
-    figures in `result` — counts, summaries, worst violations, new violations — were read from
-    those same relations, and the metadata previews read them too: what is stored is exactly what
-    was reported. So call this on the session that computed `result`, before
-    `drop_working_tables`. A result computed with `keep_state` also stores the next replay state
-    (from the run's temp tables), replaced together with the reports: the state always describes
-    the reports stored with it. `session.replace_tables` says what "together" means on each engine.
-    """
-    tables: dict[str, pa.Table | str] = {
-        f"{schema}.{name}": relation for name, relation in REPORT_RELATIONS.items()
-    }
-    if result.state_kept:
-        for name, source in _state_sources().items():
-            tables[f"{rs.STATE_SCHEMA}.{name}"] = source
-    session.replace_tables(con, tables)
-
-
-def _state_sources() -> dict[str, str]:
-    """Each persisted replay-state table and the temp table of this run that replaces it."""
-    return {**rs.PERSIST_SOURCES, rs.FLAGS_TABLE: REPLAY_ROWS_TABLE}
