@@ -22,7 +22,11 @@ from credits_pipeline.extract.lag import (
     source_staleness_check,
 )
 from credits_pipeline.extract.observe import observe_job, observe_schedule, source_observation
-from credits_pipeline.ledger import blocking_from_settings, build_reconciliation_assets
+from credits_pipeline.ledger import (
+    blocking_from_settings,
+    build_reconciliation_assets,
+    reconciliation_gates,
+)
 from credits_pipeline.names import MARTS_PREFIX, WAREHOUSE_KIND
 from credits_pipeline.run_tag_sensors import check_tags_on_failure, check_tags_on_success
 from credits_pipeline.schedules import daily_freshness_policy, daily_job, daily_schedule
@@ -120,7 +124,12 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[source_observation, *assets],
         resources=build_resources(warehouse),
-        asset_checks=[ledger_lag_check, source_staleness_check, usage_risk_checks],
+        asset_checks=[
+            ledger_lag_check,
+            source_staleness_check,
+            usage_risk_checks,
+            *reconciliation_gates(blocking_from_settings()),
+        ],
         jobs=[daily_job, lag_check_job, observe_job],
         schedules=[daily_schedule, lag_schedule, observe_schedule],
         sensors=[

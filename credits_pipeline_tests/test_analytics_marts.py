@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from credits_pipeline.source.tables import TABLES
+from credits_pipeline.warehouse.raw_tables import ensure_raw_tables
 from credits_pipeline_tests.dbt_duckdb import prepare_manifest
 from credits_pipeline_tests.test_dbt_models import RAW_TYPES, approx, materialize_dbt_assets, query
 
@@ -206,6 +207,8 @@ def write_warehouse(path: Path) -> None:
             "insert into raw.extraction_cutoff values (?, ?, ?)",
             [CUTOFF, CUTOFF.replace(hour=0), LEDGER[-1][0]],
         )
+        for table in TABLES:  # the quarantines and bookkeeping the extraction adds (all empty)
+            ensure_raw_tables(con, table)
         _insert(
             con,
             "credit_events",

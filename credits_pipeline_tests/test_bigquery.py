@@ -279,7 +279,7 @@ DBT_RELATIONS = (
     "marts.user_stored_balance_history",
 )
 # When a row was (re)computed: a run's own time, different in every run by design.
-RUN_COLUMNS = {"credits.int_credit_replay": "replayed_at", "marts.user_credit_daily": "replayed_at"}
+RUN_COLUMNS: dict[str, str] = {}
 
 
 def _materialize(

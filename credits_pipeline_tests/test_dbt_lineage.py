@@ -51,6 +51,10 @@ MARTS = [
     )
 ]
 SEED_VIEWS = [dg.AssetKey(["credits", "credit_events"]), CREDIT_HISTORIES]
+REPLAYED_LEDGER = dg.AssetKey(["credits", "int_credit_replay"])
+# What the marts step builds in `credits`: the reconciliation's replay and a helper built on it.
+BUILT_ON_THE_REPLAY = {REPLAYED_LEDGER, dg.AssetKey(["credits", "int_ledger_row_plans"])}
+ROW_POOLS = dg.AssetKey(["credits", "ledger_row_pools"])  # the reconciliation's replay
 DBT_KEYS = {key for assets in dbt_credit_assets for key in assets.keys}
 
 
@@ -77,7 +81,10 @@ def _upstream(asset_graph, key: dg.AssetKey) -> set[dg.AssetKey]:
 def test_the_dbt_assets_are_the_seed_views_and_the_marts_under_their_schemas():
     assert set(SEED_VIEWS) <= set(dbt_credit_models.keys)
     assert {k.path[0] for k in dbt_credit_models.keys} == {"credits"}
-    assert set(dbt_mart_models.keys) | set(dbt_revenue_model.keys) == set(MARTS)
+    assert set(dbt_mart_models.keys) | set(dbt_revenue_model.keys) == set(MARTS) | (
+        BUILT_ON_THE_REPLAY
+    )
+    assert not BUILT_ON_THE_REPLAY & set(dbt_credit_models.keys)
     assert set(dbt_revenue_model.keys) == {dg.AssetKey(["marts", "revenue_attribution"])}
     for spec in [*dbt_credit_models.specs, *dbt_mart_models.specs, *dbt_revenue_model.specs]:
         expected = CREDITS_GROUP if spec.key.path[0] == "credits" else MARTS_GROUP
@@ -85,9 +92,14 @@ def test_the_dbt_assets_are_the_seed_views_and_the_marts_under_their_schemas():
         assert spec.owners and spec.description and "dbt" in spec.kinds, spec.key
 
 
-def test_every_upstream_outside_dbt_is_an_extraction_asset(asset_graph):
+def test_every_upstream_outside_dbt_is_an_extraction_asset_or_the_reconciliations_replay(
+    asset_graph,
+):
     upstream = {dep for key in DBT_KEYS for dep in asset_graph.get(key).parent_keys} - DBT_KEYS
-    assert upstream <= RAW_KEYS
+    assert upstream <= RAW_KEYS | {ROW_POOLS}
+    # the replayed ledger is the reconciliation's (dbt source `replay`), not a replay of dbt's
+    assert ROW_POOLS in asset_graph.get(REPLAYED_LEDGER).parent_keys
+    assert not {k for k in dbt_credit_models.keys if ROW_POOLS in _upstream(asset_graph, k)}
     assert {
         RAW_CREDIT_HISTORIES,
         dg.AssetKey(["raw", "credit_histories__open"]),
@@ -168,7 +180,11 @@ LINEAGE_FAILURE = "An error occurred while building column lineage"
 
 @pytest.fixture(scope="module")
 def lineage_run(tmp_path_factory):
-    """The dbt assets materialized on the fixture ledger: (materializations by key, log lines)."""
+    """The dbt assets materialized on the fixture ledger, with the reconciliation whose replay
+    the marts read: (materializations by key, log lines)."""
+    from credits_pipeline_tests.test_dbt_models import (
+        RECONCILIATION as RECONCILIATION_ASSETS,
+    )
     from credits_pipeline_tests.test_dbt_models import write_fixture_warehouse
 
     prepare_manifest()
@@ -180,7 +196,7 @@ def lineage_run(tmp_path_factory):
         monkeypatch.setenv("DAGSTER_HOME", str(tmp))
         with dg.instance_for_test() as instance:
             result = dg.materialize(
-                [*dbt_credit_assets],
+                [*dbt_credit_assets, RECONCILIATION_ASSETS],
                 resources={
                     "dbt": dbt_resource(),
                     "warehouse": DuckDBWarehouse(path=str(warehouse)),
@@ -212,7 +228,7 @@ def test_every_dbt_model_resolves_its_column_lineage_without_an_error(lineage_ru
         for key in DBT_KEYS
         if key.path[-1] not in ("event_catalog", "users_stored_balances")  # a seed, a snapshot
     ]
-    assert len(models) >= 14
+    assert len(models) >= 13
     for key in models:
         assert LINEAGE_KEY in materializations[key].metadata, key
 
@@ -220,8 +236,12 @@ def test_every_dbt_model_resolves_its_column_lineage_without_an_error(lineage_ru
 def test_a_mart_column_traces_back_through_the_replay_to_the_raw_ledger(lineage_run):
     materializations, _ = lineage_run
     daily = materializations[dg.AssetKey(["marts", "user_credit_daily"])]
-    replay = dg.AssetKey(["credits", "int_credit_replay"])
+    replay = REPLAYED_LEDGER
     assert (replay, "balance_after") in _column_deps(daily, "closing_balance")
+    # ... whose pools are the reconciliation's replay, and whose amounts are the ledger's
+    replayed = materializations[REPLAYED_LEDGER]
+    assert (ROW_POOLS, "subscription_after") in _column_deps(replayed, "subscription_after")
+    assert (CREDIT_HISTORIES, "unsigned_amount") in _column_deps(replayed, "amount")
     assert (replay, "amount") in _column_deps(daily, "credits_spent")
     # the seed's view: its signed amount comes from both halves of the raw ledger
     histories = materializations[CREDIT_HISTORIES]

@@ -4,7 +4,7 @@ raw.users holds only what the application stores at the latest cut-off; the snap
 `credits.users_stored_balances` keeps every version a run read, valid from that run's extraction
 cut-off, and `marts.user_stored_balance_history` answers "what was stored on day X" next to the
 ledger's balance that day. The hand-written ledger of test_dbt_models.py is built on day 1
-(cut-off 2025-03-31 03:00); day 2 (test_dbt_incremental.py, cut-off 2025-04-01 03:00) brings new
+(cut-off 2025-03-31 03:00); day 2 (dbt_builds.py, cut-off 2025-04-01 03:00) brings new
 ledger rows, a new user, and user 1's stored pools as the application moved them. Every expected
 value is worked out by hand from that ledger.
 """
@@ -20,13 +20,13 @@ import pytest
 
 from credits_pipeline import settings
 from credits_pipeline.transform.dbt_project import dbt_environment
-from credits_pipeline_tests.dbt_duckdb import dbt_resource, prepare_manifest
-from credits_pipeline_tests.test_dbt_incremental import (
+from credits_pipeline_tests.dbt_builds import (
     DAY_2_CUTOFF,
     DAY_2_ROWS,
     advance_to,
     dbt_build,
 )
+from credits_pipeline_tests.dbt_duckdb import dbt_resource, prepare_manifest
 from credits_pipeline_tests.test_dbt_models import CUTOFF, T, query, write_fixture_warehouse
 
 D = dt.date

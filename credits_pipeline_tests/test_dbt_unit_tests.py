@@ -22,8 +22,8 @@ from credits_pipeline.transform import prepare_manifest
 from credits_pipeline.transform.assets import CREDITS_LAYER_SELECT, DBT_TRANSLATOR, build_layer
 from credits_pipeline.transform.dbt_project import dbt_cli_resource
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
+from credits_pipeline_tests.dbt_builds import dbt_build
 from credits_pipeline_tests.dbt_duckdb import PROJECT
-from credits_pipeline_tests.test_dbt_incremental import dbt_build
 from credits_pipeline_tests.test_dbt_models import write_fixture_warehouse
 
 SHORT_NAME = 72  # as test_check_descriptions.py: names the UI and the logs show whole

@@ -502,7 +502,7 @@ def _daily_runs_equal_full_rebuilds(tmp_path: Path, url: str) -> None:
         ).fetchone() == (0,)
     finally:
         daily_ledger.close()
-    # dbt's resumable replay rebuilds once for the changed days (replay_rebuild.py)
+    # the one replay (the reconciliation's) replays the changed users again; the marts read it
     assert _differences_from_a_full_rebuild(tmp_path, daily, url, cutoff, "full_after_edits") == []
 
 

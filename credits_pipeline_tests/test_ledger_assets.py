@@ -23,13 +23,16 @@ from credits_pipeline.ledger import (
     ANOMALIES_KEY,
     CHECK_NAMES,
     RECONCILIATION_KEY,
+    ROW_POOLS_KEY,
     build_reconciliation_assets,
     reconciliation_assets,
+    reconciliation_gates,
     report,
 )
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.assets import (
     ANOMALIES_DESCRIPTION,
+    GATE_NAME,
     NON_OK_METADATA_KEY,
     NON_OK_TOTAL_METADATA_KEY,
     WEEKLY_CHART_METADATA_KEY,
@@ -167,7 +170,16 @@ def test_the_reconciliation_assets_write_both_relations_and_report_all_13_checks
     assert orphan.severity == dg.AssetCheckSeverity.WARN
 
     mats = {m.asset_key: m for m in result.get_asset_materialization_events()}
-    assert set(mats) == {RECONCILIATION_KEY, ANOMALIES_KEY}
+    assert set(mats) == {RECONCILIATION_KEY, ANOMALIES_KEY, ROW_POOLS_KEY}
+    # the replay's pools around every row, which the marts read: one row per ledger row
+    pools = mats[ROW_POOLS_KEY].materialization.metadata
+    assert pools["dagster/row_count"].value == pools["replayed_rows"].value > 0
+    assert {c.name for c in pools["dagster/column_schema"].value.columns} >= {
+        "credit_history_id",
+        "subscription_after",
+        "purchased_after",
+    }
+    assert all(c.description for c in pools["dagster/column_schema"].value.columns)
     meta = mats[ANOMALIES_KEY].materialization.metadata
     assert meta["dagster/row_count"].value == 4
     assert meta["users_broken_chain"].value == 1
@@ -210,9 +222,14 @@ def test_checks_are_non_blocking_by_default_and_blocking_only_for_money_rules_on
     }
     assert all(not spec.blocking for spec in reconciliation_assets[0].check_specs)
     assert len(default) == 13
+    # asked for, the money checks move to a gate of their own, blocking; the rest stay, never so
     blocking = build_reconciliation_assets(blocking=True)
-    blocked = {spec.name for spec in blocking.check_specs if spec.blocking}
+    assert not [spec for spec in blocking.check_specs if spec.blocking]
+    (gate,) = reconciliation_gates(blocking=True)
+    blocked = {spec.name for spec in gate.check_specs if spec.blocking}
     assert blocked == {CHECK_NAMES[c] for c in rc.MONEY_RULES}
+    assert {spec.name for spec in [*gate.check_specs, *blocking.check_specs]} == set(default)
+    assert reconciliation_gates(blocking=False) == []
     assert {
         rc.CHAIN_BREAK,
         rc.BALANCE_DRIFT,
@@ -223,9 +240,42 @@ def test_checks_are_non_blocking_by_default_and_blocking_only_for_money_rules_on
     } == rc.MONEY_RULES
 
 
+def test_the_blocking_gate_reports_the_money_checks_exactly_as_the_reconciliation_would(
+    warehouse, tmp_path
+):
+    """With blocking on, the money checks are evaluated by their own step from the stored
+    anomalies: the same numbers as the reconciliation's own evaluation, and a failed one fails
+    only that step (what reads the reports waits; the replay's pools are already published)."""
+    plain = materialize(reconciliation_assets, warehouse, tmp_path / "plain")
+    (gate,) = reconciliation_gates(blocking=True)
+    gated = materialize(
+        [build_reconciliation_assets(blocking=True), gate], warehouse, tmp_path / "gated"
+    )
+
+    def evaluations(result):
+        return {
+            e.check_name: (e.passed, e.severity, e.blocking, dict(e.metadata))
+            for e in result.get_asset_check_evaluations()
+        }
+
+    before, after = evaluations(plain), evaluations(gated)
+    assert set(after) == set(before) == set(CHECK_NAMES.values())
+    for code in rc.RULES_BY_CODE:
+        name = CHECK_NAMES[code]
+        passed, severity, blocking, metadata = after[name]
+        was_passed, was_severity, _, was_metadata = before[name]
+        assert (passed, severity, metadata) == (was_passed, was_severity, was_metadata), name
+        assert blocking == (code in rc.MONEY_RULES)
+    # the money check that fails (chain_break) fails the gate's step alone
+    failed_steps = {e.step_key for e in gated.all_events if e.is_step_failure}
+    assert failed_steps == {GATE_NAME}
+    materialized = {m.asset_key for m in gated.get_asset_materialization_events()}
+    assert materialized == {RECONCILIATION_KEY, ANOMALIES_KEY, ROW_POOLS_KEY}
+
+
 def test_the_assets_declare_their_upstream_keys_group_and_kinds():
     asset = reconciliation_assets[0]
-    for key in (RECONCILIATION_KEY, ANOMALIES_KEY):
+    for key in (RECONCILIATION_KEY, ANOMALIES_KEY, ROW_POOLS_KEY):
         spec = asset.specs_by_key[key]
         assert spec.group_name == rc.GROUP_NAME
         # the room does not know the engine: definitions.py names it (test_warehouse_interface)

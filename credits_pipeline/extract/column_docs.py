@@ -27,11 +27,19 @@ SOURCES_YAML = settings.DBT_PROJECT_DIR / "models" / "staging" / "_sources.yml"
 PARTITION_TYPE = "DATE"
 
 
-@functools.cache
 def raw_column_descriptions(path: Path = SOURCES_YAML) -> Mapping[str, Mapping[str, str]]:
     """`{relation: {column: description}}` of the `raw` source; whitespace folded to one line."""
+    return source_column_descriptions(RAW_PREFIX, path)
+
+
+@functools.cache
+def source_column_descriptions(
+    source_name: str, path: Path = SOURCES_YAML
+) -> Mapping[str, Mapping[str, str]]:
+    """`{relation: {column: description}}` of one dbt source of the YAML (the pipeline writes
+    every relation a source declares, so the YAML's words describe its assets too)."""
     spec = yaml.safe_load(path.read_text()) or {}
-    [source] = [s for s in spec.get("sources") or [] if s.get("name") == RAW_PREFIX]
+    [source] = [s for s in spec.get("sources") or [] if s.get("name") == source_name]
     return {
         table["name"]: {
             column["name"]: " ".join(str(column.get("description") or "").split())

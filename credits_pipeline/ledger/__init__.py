@@ -9,13 +9,16 @@ assemble the definitions is re-exported here.
 from __future__ import annotations
 
 from credits_pipeline.ledger.assets import (
+    build_money_check_gate,
     build_reconciliation_assets,
     reconciliation_assets,
+    reconciliation_gates,
     reconciliation_multi_asset,
 )
 from credits_pipeline.ledger.checks import (
     ANOMALIES_KEY,
     RECONCILIATION_KEY,
+    ROW_POOLS_KEY,
     blocking_from_settings,
     check_key,
     reconciliation_check_specs,
@@ -41,17 +44,20 @@ __all__ = [
     "GROUP_NAME",
     "MONEY_RULES",
     "RECONCILIATION_KEY",
+    "ROW_POOLS_KEY",
     "RULES",
     "RULE_CODES",
     "SEVERITY",
     "ReconciliationResult",
     "RuleSummary",
     "blocking_from_settings",
+    "build_money_check_gate",
     "build_reconciliation_assets",
     "check_key",
     "reconcile",
     "reconciliation_assets",
     "reconciliation_check_specs",
+    "reconciliation_gates",
     "reconciliation_multi_asset",
     "write_reconciliation",
 ]

@@ -25,13 +25,18 @@ import dagster as dg
 from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.alerts.channels import ALL_CHANNEL_VARS, channels_from_env
+from credits_pipeline.extract.column_docs import source_column_descriptions
 from credits_pipeline.ledger import report
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.checks import (
     ANOMALIES_KEY,
+    GATED_RULES,
     RECONCILIATION_KEY,
+    ROW_POOLS_KEY,
+    UNGATED_RULES,
     check_results,
     reconciliation_check_specs,
+    rule_check_results,
 )
 from credits_pipeline.ledger.inputs import (
     create_warehouse_inputs,
@@ -40,9 +45,12 @@ from credits_pipeline.ledger.inputs import (
 )
 from credits_pipeline.ledger.reconcile import (
     REPORT_RELATIONS,
+    ROW_POOLS_SCHEMA,
     ReconciliationResult,
     drop_working_tables,
+    naive_utc,
     reconcile,
+    rule_summaries,
 )
 from credits_pipeline.ledger.store import write_reconciliation
 from credits_pipeline.names import (
@@ -65,6 +73,14 @@ RECONCILIATION_DESCRIPTION = (
     "`forfeited_credits` (breakage from monthly resets), `written_off_credits` (overdrafts), and a "
     "`status`: `broken_chain`, `drift` or `ok`. Recomputed whole on every run; checks never hold "
     "it back. Checks: `ledger_rule_chain_break`, `ledger_rule_balance_drift`."
+)
+ROW_POOLS_DESCRIPTION = (
+    "Both credit pools around every ledger row, from the reconciliation's replay (contract "
+    "section 2): `user_row_number`, `subscription_before`, `purchased_before`, "
+    "`subscription_after`, `purchased_after`, `forfeited_credits`, `written_off_credits`. The one "
+    "replay: dbt's `credits.int_credit_replay` and every balance mart read it, so a mart's "
+    "balance is the report's. Maintained with the replay state: a resumed run replaces the rows "
+    "of the users it replayed and keeps the others, in the same transaction as both reports."
 )
 ANOMALIES_DESCRIPTION = (
     "One row per violation of the 13 ledger rules (contract section 3), as of the run's extraction "
@@ -178,15 +194,50 @@ def _metadata(result: ReconciliationResult) -> dict[str, dg.MetadataValue]:
     return meta
 
 
-def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
-    """The reconciliation multi-asset with its 13 checks.
+GATE_NAME = "ledger_money_checks"
 
-    `blocking=True` makes the ERROR (money) checks blocking: a failed one stops assets downstream
-    of the checked relation (e.g. the revenue mart) — after both relations are written and
-    materialized, so the report itself is never held back. Build it with
-    `build_reconciliation_assets(blocking=checks.blocking_from_settings())` to follow
-    CREDITS_BLOCK_REVENUE_ON_ERROR.
+
+def build_money_check_gate() -> dg.AssetChecksDefinition:
+    """The money rules' checks, blocking, evaluated in a step of their own after the reports.
+
+    Why a step of its own: a failed blocking check fails the step that evaluates it, and Dagster
+    skips everything downstream of that step. In the reconciliation's step that would hold back
+    the marts too (they read the replay's pools, `credits/ledger_row_pools`); here it holds back
+    only what reads the reports (the revenue mart). The figures are read from the stored anomalies
+    with the reconciliation's own queries (`reconcile.rule_summaries`), so they are the report's.
     """
+
+    @dg.multi_asset_check(
+        name=GATE_NAME,
+        specs=reconciliation_check_specs(blocking=True, rules=GATED_RULES),
+    )
+    def ledger_money_checks(warehouse: WarehouseParam) -> Iterator[dg.AssetCheckResult]:
+        with warehouse.connect(read_only=True) as con:
+            summaries, new = rule_summaries(con, f"{rc.MARTS_SCHEMA}.{rc.ANOMALIES_TABLE}")
+            cutoff_at = naive_utc(read_cutoff(con))
+        yield from rule_check_results(summaries, new, cutoff_at, GATED_RULES)
+
+    return ledger_money_checks
+
+
+def reconciliation_gates(blocking: bool = False) -> list[dg.AssetChecksDefinition]:
+    """The checks `definitions.py` registers beside `build_reconciliation_assets(blocking)`: with
+    `blocking` (CREDITS_BLOCK_REVENUE_ON_ERROR) the gate that evaluates the money checks, else
+    none (the multi-asset evaluates all 13)."""
+    return [build_money_check_gate()] if blocking else []
+
+
+def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
+    """The reconciliation multi-asset with its checks: all 13, or with `blocking` the 9 that are
+    not about money (the money checks then belong to `build_money_check_gate`, blocking).
+
+    A blocking money check stops what is downstream of the reports (e.g. the revenue mart) —
+    after both relations and the replay's pools are written and materialized, so neither the
+    report nor the marts built on the pools is held back. Build it with
+    `blocking=checks.blocking_from_settings()`, and register `reconciliation_gates(blocking)` with
+    it, to follow CREDITS_BLOCK_REVENUE_ON_ERROR.
+    """
+    owned_rules = UNGATED_RULES if blocking else rc.RULES
 
     @dg.multi_asset(
         name=ASSET_NAME,
@@ -207,8 +258,16 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
                 owners=[OWNER_DATA_ENGINEERING],
                 description=ANOMALIES_DESCRIPTION,
             ),
+            dg.AssetSpec(
+                ROW_POOLS_KEY,
+                deps=list(UPSTREAM_KEYS),
+                group_name=rc.GROUP_NAME,
+                kinds=reconciliation_kinds(),
+                owners=[OWNER_DATA_ENGINEERING],
+                description=ROW_POOLS_DESCRIPTION,
+            ),
         ],
-        check_specs=reconciliation_check_specs(blocking=blocking),
+        check_specs=reconciliation_check_specs(rules=owned_rules),
     )
     def ledger_reconciliation(
         context: dg.AssetExecutionContext, warehouse: WarehouseParam
@@ -286,10 +345,22 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
                 **meta,
             },
         )
-        yield from check_results(result)
+        yield dg.MaterializeResult(
+            asset_key=ROW_POOLS_KEY,
+            metadata={
+                "dagster/row_count": result.ledger_rows,
+                "replay_mode": dg.MetadataValue.text(result.replay_mode),
+                "replayed_rows": dg.MetadataValue.int(result.replayed_rows),
+                "dagster/column_schema": report.table_schema(
+                    ROW_POOLS_SCHEMA,
+                    source_column_descriptions(rc.ROW_POOLS_SOURCE)[rc.ROW_POOLS_TABLE],
+                ),
+            },
+        )
+        yield from check_results(result, owned_rules)
 
     return ledger_reconciliation
 
 
-reconciliation_multi_asset = build_reconciliation_assets(blocking=False)
+reconciliation_multi_asset = build_reconciliation_assets(blocking=False)  # the default: no gate
 reconciliation_assets: list[dg.AssetsDefinition] = [reconciliation_multi_asset]

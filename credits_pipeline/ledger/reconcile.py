@@ -16,12 +16,15 @@ prepares the next one (`replay_state.py`), which `write_reconciliation()` stores
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules as sql
@@ -34,6 +37,7 @@ from credits_pipeline.ledger.replay import (
     NULL_INT,
     ReplayResult,
     ReplayState,
+    RowPools,
     replay,
     resolve_effects,
 )
@@ -49,6 +53,10 @@ REPLAY_ROWS_COLUMNS = (
     "id, user_id, flags, is_purchase, amount, previous_amount, expected_previous, available, "
     "previous_created_s, created_s"
 )
+# Both pools around every ledger row: the rows this run replayed, then all of them (those plus the
+# stored rows of users whose past did not change), which replace `credits.ledger_row_pools`.
+REPLAYED_POOLS_TABLE = "_recon_replayed_pools"
+ROW_POOLS_TABLE = "_recon_row_pools"
 ANOMALIES_WORK_TABLE = "_recon_anomalies"
 # The two reports as stored, each a temp table of the run in its stored column and row order: the
 # reconciliation's working table is already final (`order by user_id`), the anomalies' final one
@@ -193,6 +201,29 @@ FLAGGED_SCHEMA = pa.schema(
 )
 
 
+def _row_pools(arrays: dict[str, np.ndarray], pools: RowPools) -> pa.Table:
+    """Both pools around each row of a batch, as `credits.ledger_row_pools` stores them."""
+    user_id = arrays["user_id"]
+    columns: dict[str, pa.Array] = {
+        "credit_history_id": pa.array(arrays["id"], pa.int64()),
+        "user_id": pa.array(user_id, pa.int64(), mask=user_id == NULL_INT),
+    }
+    for field_name, column in rs.ROW_POOLS_COLUMNS.items():
+        values = getattr(pools, field_name)
+        mask = values == NULL_INT if field_name == "subscription_before" else None
+        columns[column] = pa.array(values, pa.int64(), mask=mask)
+    return pa.table(columns, schema=ROW_POOLS_SCHEMA)
+
+
+ROW_POOLS_SCHEMA = pa.schema(
+    [
+        ("credit_history_id", pa.int64()),
+        ("user_id", pa.int64()),
+        *((column, pa.int64()) for column in rs.ROW_POOLS_COLUMNS.values()),
+    ]
+)
+
+
 def _flagged_rows(arrays: dict[str, np.ndarray], effect: np.ndarray, res: ReplayResult) -> pa.Table:
     """The rows the replay flagged, with what the rules need to describe them."""
     flagged = np.flatnonzero(res.flags)
@@ -219,13 +250,15 @@ def _replay_in_batches(
     start: ReplayState,
     event_ids: np.ndarray,
     event_effects: np.ndarray,
+    take_pools: Callable[[pa.Table], None] = lambda pools: None,
 ) -> tuple[pa.Table, ReplayState, int]:
     """Replay rows that arrive in (user_id, id) order, batch after batch, with bounded memory.
 
     Each batch resumes from `start` and from the state of the previous batch's last user (a user's
     rows may straddle two batches), so the outcome is the replay of all rows at once; only the
-    flagged rows and one state entry per user are kept. Returns the flagged rows, the state of
-    every user seen (or resumed) and the number of rows replayed.
+    flagged rows and one state entry per user are kept. Each batch's pools around every row are
+    handed to `take_pools` and not kept. Returns the flagged rows, the state of every user seen
+    (or resumed) and the number of rows replayed.
     """
     flagged_parts: list[pa.Table] = []
     state_parts: list[ReplayState] = []
@@ -247,6 +280,7 @@ def _replay_in_batches(
             start=start.advanced(carry) if len(carry) else start,
         )
         flagged_parts.append(_flagged_rows(arrays, effect, res))
+        take_pools(_row_pools(arrays, res.pools))
         batch_state = res.state
         state_parts.append(batch_state)
         carry = ReplayState(**{f: a[-1:] for f, a in batch_state.columns().items()})
@@ -258,6 +292,21 @@ def _replay_in_batches(
     # a user split across two batches appears twice in a row: the later entry is its final state
     last = np.append(merged["user_id"][1:] != merged["user_id"][:-1], True)
     return flagged, ReplayState(**{f: a[last] for f, a in merged.items()}), n
+
+
+def _load_row_pools(con: Session, pools_file: Path, batch_rows: int) -> None:
+    """`REPLAYED_POOLS_TABLE`: the pools around every replayed row, from the run's spill file.
+
+    Why a file: the replay's input is a stream on this very session, and a statement run on a
+    DuckDB connection mid-stream ends that stream without an error; so the pools wait on disk
+    (not in memory: a row each) until the replay is done, then go in `batch_rows` at a time.
+    """
+    _register_as(con, ROW_POOLS_SCHEMA.empty_table(), REPLAYED_POOLS_TABLE)
+    batch = f"{REPLAYED_POOLS_TABLE}_arrow"
+    for pools in pq.ParquetFile(pools_file).iter_batches(batch_size=batch_rows):
+        con.register(batch, pa.Table.from_batches([pools], schema=ROW_POOLS_SCHEMA))
+        con.execute(f"insert into {REPLAYED_POOLS_TABLE} select * from {batch}")
+        con.unregister(batch)
 
 
 def _replay_outputs(
@@ -289,7 +338,15 @@ def _replay_outputs(
     }
     statement = sql.replay_input_sql(rs.RESUMED_ROWS_FILTER if plan.resumed else "")
     batches = _input_batches(con, statement, sql.used_params(statement, params), batch_rows)
-    flagged_rows, state, n = _replay_in_batches(batches, plan.start, event_ids, event_effects)
+    with tempfile.TemporaryDirectory(prefix="credits_replay_") as spill:
+        pools_file = Path(spill) / "row_pools.parquet"
+        with pq.ParquetWriter(pools_file, ROW_POOLS_SCHEMA) as pools_writer:
+            flagged_rows, state, n = _replay_in_batches(
+                batches, plan.start, event_ids, event_effects, pools_writer.write_table
+            )
+        _load_row_pools(con, pools_file, batch_rows)
+    statement = rs.row_pools_sql(plan, ROW_POOLS_TABLE, REPLAYED_POOLS_TABLE)
+    _run(con, statement, params)
     replayed_state = pa.table({k: pa.array(v, pa.int64()) for k, v in state.columns().items()})
     _register_as(
         con,
@@ -411,21 +468,20 @@ ANOMALIES_REPORT_SQL = f"""
 create or replace temp table {ANOMALIES_REPORT_TABLE} as
 {ANOMALIES_OUTPUT_SQL}"""
 
+
 # The figures reported are read from the report relations themselves, so they describe exactly
-# what `write_reconciliation` stores.
-SUMMARY_SQL = f"""
-with totals as (
-    select rule, count(*) as violations, coalesce(sum(credits), 0) as credits
-    from {ANOMALIES_REPORT_TABLE}
-    group by rule
-)
-select k.rule, k.severity, coalesce(t.violations, 0), coalesce(t.credits, 0)
-from {RULES_TABLE} as k
-left join totals as t on t.rule = k.rule
-order by k.position
+# what `write_reconciliation` stores (and a stored anomalies table gives the same figures again:
+# `rule_summaries`).
+def _totals_sql(anomalies: str) -> str:
+    return f"""
+select rule, count(*) as violations, coalesce(sum(credits), 0) as credits
+from {anomalies}
+group by rule
 """
 
-WORST_SQL = f"""
+
+def _worst_sql(anomalies: str) -> str:
+    return f"""
 with ranked as (
     select
         *,
@@ -433,7 +489,7 @@ with ranked as (
             partition by rule
             order by credits desc nulls last, user_id nulls first, credit_history_id, entity_id
         ) as rank
-    from {ANOMALIES_REPORT_TABLE}
+    from {anomalies}
 )
 select rule, user_id, credit_history_id, entity_type, entity_id, expected, actual, credits, detail
 from ranked
@@ -441,13 +497,57 @@ where rank <= $limit
 order by rule, rank
 """
 
+
 # A violation is new when this cut-off is the first that reported it.
-NEW_VIOLATIONS_SQL = f"""
+def _new_violations_sql(anomalies: str) -> str:
+    return f"""
 select rule, count(*)
-from {ANOMALIES_REPORT_TABLE}
+from {anomalies}
 where {rs.FIRST_DETECTED_COLUMN} = {rs.DETECTED_COLUMN}
 group by rule
 """
+
+
+WORST_COLUMNS = (
+    "user_id",
+    "credit_history_id",
+    "entity_type",
+    "entity_id",
+    "expected",
+    "actual",
+    "credits",
+    "detail",
+)
+
+
+def rule_summaries(con: Session, anomalies: str) -> tuple[dict[str, RuleSummary], dict[str, int]]:
+    """Every rule's summary (in rule order) and its new violations, read from an anomalies
+    relation in the stored layout: this run's (`ANOMALIES_REPORT_TABLE`) or the stored table.
+
+    Why one function: the reconciliation's checks and the money-check gate
+    (`ledger/checks.py`) must report the same numbers for the same anomalies.
+    """
+    totals = {
+        rule: (int(count), int(credits))
+        for rule, count, credits in con.execute(_totals_sql(anomalies)).fetchall()
+    }
+    worst: dict[str, list[dict]] = {}
+    for row in con.execute(_worst_sql(anomalies), {"limit": WORST_LIMIT}).fetchall():
+        worst.setdefault(row[0], []).append(dict(zip(WORST_COLUMNS, row[1:], strict=True)))
+    summaries = {
+        rule.code: RuleSummary(
+            rule.code,
+            rule.severity,
+            *totals.get(rule.code, (0, 0)),
+            worst.get(rule.code, []),
+        )
+        for rule in rc.RULES
+    }
+    new = {
+        rule: int(count) for rule, count in con.execute(_new_violations_sql(anomalies)).fetchall()
+    }
+    return summaries, new
+
 
 STATUS_COUNTS_SQL = f"""
 select status, count(*) from {RECONCILIATION_WORK_TABLE} group by status
@@ -528,29 +628,10 @@ def reconcile(
     else:
         con.execute(rs.EMPTY_DETECTIONS_SQL)
     _run(con, ANOMALIES_REPORT_SQL, params)
-    worst: dict[str, list[dict]] = {}
-    worst_cols = (
-        "user_id",
-        "credit_history_id",
-        "entity_type",
-        "entity_id",
-        "expected",
-        "actual",
-        "credits",
-        "detail",
-    )
-    for row in con.execute(WORST_SQL, {"limit": WORST_LIMIT}).fetchall():
-        worst.setdefault(row[0], []).append(dict(zip(worst_cols, row[1:], strict=True)))
-    summaries = {
-        code: RuleSummary(code, severity, int(count), int(credits), worst.get(code, []))
-        for code, severity, count, credits in con.execute(SUMMARY_SQL).fetchall()
-    }
+    summaries, new_violations = rule_summaries(con, ANOMALIES_REPORT_TABLE)
     status_counts = {s: 0 for s in (rc.STATUS_OK, rc.STATUS_DRIFT, rc.STATUS_BROKEN_CHAIN)}
     for status, count in con.execute(STATUS_COUNTS_SQL).fetchall():
         status_counts[status] = int(count)
-    new_violations = {
-        rule: int(count) for rule, count in con.execute(NEW_VIOLATIONS_SQL).fetchall()
-    }
     lap("collect")
     return ReconciliationResult(
         cutoff_at=cutoff_at,
@@ -593,6 +674,8 @@ def drop_working_tables(con: Session) -> None:
         RECONCILIATION_WORK_TABLE,
         REPLAYED_STATE_TABLE,
         ALL_STATE_TABLE,
+        REPLAYED_POOLS_TABLE,
+        ROW_POOLS_TABLE,
     ):
         con.execute(f"drop table if exists {name}")
     rs.drop_working_tables(con)

@@ -120,6 +120,39 @@ class ReplayState:
 
 
 @dataclass(frozen=True)
+class RowPools:
+    """Both pools around every replayed row, aligned with the input rows: the one replay's
+    per-row outcome, which the marts read (as `credits.ledger_row_pools`) instead of replaying the
+    ledger a second time.
+
+    `row_number` is the row's position in its user's ledger (1 = first, counted on from a resumed
+    state); `subscription_before` the subscription pool a reset, add or spend row continues from
+    (its recorded previous_amount, or what the replay expected when that is NULL; NULL_INT for
+    purchase and skipped rows); `purchased_before` the purchased pool before the row; `*_after`
+    both pools after it; `forfeited` what a reset forfeits, `written_off` what an overdraft
+    spend writes off (0 otherwise). Their sums per user are the state's counters exactly.
+    """
+
+    row_number: np.ndarray
+    subscription_before: np.ndarray
+    purchased_before: np.ndarray
+    subscription_after: np.ndarray
+    purchased_after: np.ndarray
+    forfeited: np.ndarray
+    written_off: np.ndarray
+
+    FIELDS = (
+        "row_number",
+        "subscription_before",
+        "purchased_before",
+        "subscription_after",
+        "purchased_after",
+        "forfeited",
+        "written_off",
+    )
+
+
+@dataclass(frozen=True)
 class ReplayResult:
     """What the replay found, as numpy arrays.
 
@@ -127,7 +160,8 @@ class ReplayResult:
     in `expected_previous` (chain_break: the pool the replay expected), `available` (overdraft: both
     pools before the spend) and `previous_created_s` (the previous row's created_at, epoch s).
     `state` holds one entry per distinct `user_id` of these rows, in ascending order: each user's
-    pools and counters after its last row, where a later replay resumes.
+    pools and counters after its last row, where a later replay resumes. `pools` holds both pools
+    around every row (`RowPools`).
     """
 
     flags: np.ndarray
@@ -135,6 +169,7 @@ class ReplayResult:
     available: np.ndarray
     previous_created_s: np.ndarray
     state: ReplayState
+    pools: RowPools
 
 
 @numba.njit(
@@ -185,6 +220,14 @@ def _replay_kernel(
     expected_previous = np.zeros(n, dtype=np.int64)
     available = np.zeros(n, dtype=np.int64)
     previous_created_s = np.zeros(n, dtype=np.int64)
+    # the pools around every row (contract section 2), published as credits.ledger_row_pools
+    r_row_number = np.zeros(n, dtype=np.int64)
+    r_sub_before = np.full(n, NULL_INT, dtype=np.int64)
+    r_pur_before = np.zeros(n, dtype=np.int64)
+    r_sub_after = np.zeros(n, dtype=np.int64)
+    r_pur_after = np.zeros(n, dtype=np.int64)
+    r_forfeit = np.zeros(n, dtype=np.int64)
+    r_writeoff = np.zeros(n, dtype=np.int64)
 
     n_users = 0
     for j in range(n):
@@ -235,6 +278,8 @@ def _replay_kernel(
                 u_rows[u] = s_rows[k]
         u_last_id[u] = row_id[i]
         u_rows[u] += 1
+        r_row_number[i] = u_rows[u]
+        r_pur_before[i] = pur
 
         # timestamp_order, sequential half: the user's previous row by id, both non-NULL.
         c = created_s[i]
@@ -246,6 +291,8 @@ def _replay_kernel(
 
         e = effect[i]
         if e == EFFECT_SKIP:
+            r_sub_after[i] = sub
+            r_pur_after[i] = pur
             continue
         a = amount[i]
         p = previous[i]
@@ -259,6 +306,8 @@ def _replay_kernel(
                 if u_first[u] == NULL_INT:
                     u_first[u] = row_id[i]
             pur = expected if p == NULL_INT else p
+            r_sub_after[i] = sub
+            r_pur_after[i] = pur
             continue
 
         # reset, add, spend: previous_amount records the subscription pool before.
@@ -270,8 +319,10 @@ def _replay_kernel(
                 u_first[u] = row_id[i]
         if p != NULL_INT:
             sub = p  # continue from what the row recorded
+        r_sub_before[i] = sub
         if e == EFFECT_RESET:
             u_forfeit[u] += sub
+            r_forfeit[i] = sub
             sub = a
         elif e == EFFECT_ADD:
             sub += a
@@ -286,9 +337,12 @@ def _replay_kernel(
                     flags[i] |= FLAG_OVERDRAFT
                     available[i] = both
                     u_writeoff[u] += a - both
+                    r_writeoff[i] = a - both
                 rest = pur - (a - sub)
                 pur = rest if rest > 0 else 0
                 sub = 0
+        r_sub_after[i] = sub
+        r_pur_after[i] = pur
     if u >= 0:
         u_sub[u] = sub
         u_pur[u] = pur
@@ -307,6 +361,13 @@ def _replay_kernel(
         u_last_id,
         u_last_created,
         u_rows,
+        r_row_number,
+        r_sub_before,
+        r_pur_before,
+        r_sub_after,
+        r_pur_after,
+        r_forfeit,
+        r_writeoff,
     )
 
 
@@ -447,7 +508,7 @@ def replay(
     order = np.ascontiguousarray(order, dtype=np.int64)
     if start is None:
         start = ReplayState.empty()
-    flags, expected_previous, available, previous_created_s, *users = _replay_kernel(
+    flags, expected_previous, available, previous_created_s, *rest = _replay_kernel(
         order,
         uid,
         rid,
@@ -457,6 +518,12 @@ def replay(
         np.ascontiguousarray(created_s, dtype=np.int64),
         *(np.ascontiguousarray(a, dtype=np.int64) for a in start.columns().values()),
     )
+    users, pools = rest[: len(ReplayState.FIELDS)], rest[len(ReplayState.FIELDS) :]
     return ReplayResult(
-        flags, expected_previous, available, previous_created_s, ReplayState(*users)
+        flags,
+        expected_previous,
+        available,
+        previous_created_s,
+        ReplayState(*users),
+        RowPools(*pools),
     )

@@ -36,13 +36,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from credits_pipeline.ledger import rules as sql
+from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.replay import ReplayState
 
-STATE_SCHEMA = "credits"
+STATE_SCHEMA = rc.ROW_POOLS_SCHEMA  # `credits`: the state lives beside the pools it keeps
 STATE_TABLE = "_replay_state"
 FLAGS_TABLE = "_replay_flags"
 CHECKPOINT_TABLE = "_replay_checkpoint"
-PERSISTED_TABLES = (STATE_TABLE, FLAGS_TABLE, CHECKPOINT_TABLE)
+# Both pools around every ledger row, from the one replay (ledger/replay.py): public, the dbt
+# source `replay.ledger_row_pools` that the balance marts read (int_credit_replay).
+ROW_POOLS_TABLE = rc.ROW_POOLS_TABLE
+# Its columns after credit_history_id and user_id, each with the `replay.RowPools` field it holds.
+ROW_POOLS_COLUMNS = {
+    "row_number": "user_row_number",
+    "subscription_before": "subscription_before",
+    "purchased_before": "purchased_before",
+    "subscription_after": "subscription_after",
+    "purchased_after": "purchased_after",
+    "forfeited": "forfeited_credits",
+    "written_off": "written_off_credits",
+}
+PERSISTED_TABLES = (STATE_TABLE, FLAGS_TABLE, CHECKPOINT_TABLE, ROW_POOLS_TABLE)
 
 # Working tables of one run (temp tables on the reconciliation's connection).
 DIGEST_TABLE = "_recon_user_digest"
@@ -246,6 +260,21 @@ def untouched_flags_sql(plan: ResumePlan, flags_columns: str, empty_from: str) -
     return (
         f"select {flags_columns} from {STATE_SCHEMA}.{FLAGS_TABLE} "
         f"where id <= $through_id and user_id not in (select user_id from {DIRTY_USERS_TABLE})"
+    )
+
+
+def row_pools_sql(plan: ResumePlan, table: str, replayed: str) -> str:
+    """`table`: the pools around every ledger row — the rows this run replayed (`replayed`), and
+    on a resumed run the stored rows of the users whose past did not change (their rows up to the
+    checkpoint; a dirty user's stored rows are all replaced by its replay from the first row)."""
+    statement = f"create or replace temp table {table} as select * from {replayed}"
+    if not plan.resumed:
+        return statement
+    columns = ", ".join(("credit_history_id", "user_id", *ROW_POOLS_COLUMNS.values()))
+    return (
+        f"{statement} union all select {columns} from {STATE_SCHEMA}.{ROW_POOLS_TABLE} "
+        f"where credit_history_id <= $through_id "
+        f"and {USER_KEY} not in (select user_id from {DIRTY_USERS_TABLE})"
     )
 
 

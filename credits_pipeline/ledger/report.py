@@ -22,6 +22,7 @@ import base64
 import dataclasses
 import datetime as dt
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -526,7 +527,7 @@ def non_ok_markdown(users: NonOkUsers, limit: int = NON_OK_LIMIT) -> str:
     return "\n".join(lines)
 
 
-def table_schema(schema: pa.Schema, docs: dict[str, str]) -> dg.TableSchema:
+def table_schema(schema: pa.Schema, docs: Mapping[str, str]) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
             dg.TableColumn(f.name, str(f.type).upper(), description=docs.get(f.name))

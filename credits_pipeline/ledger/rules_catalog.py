@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from credits_pipeline.names import GROUP_RECONCILIATION, MARTS_PREFIX
+from credits_pipeline.names import CREDITS_PREFIX, GROUP_RECONCILIATION, MARTS_PREFIX
 
 Severity = Literal["ERROR", "WARN"]
 
@@ -36,6 +36,11 @@ TIMESTAMP_ORDER = "timestamp_order"
 MARTS_SCHEMA = MARTS_PREFIX
 RECONCILIATION_TABLE = "user_balance_reconciliation"
 ANOMALIES_TABLE = "ledger_anomalies"
+# The replay's pools around every ledger row, published for the marts (the one replay), and the
+# dbt source that declares it (models/staging/_sources.yml).
+ROW_POOLS_SCHEMA = CREDITS_PREFIX  # names.credits_key(ROW_POOLS_TABLE) is its asset
+ROW_POOLS_TABLE = "ledger_row_pools"
+ROW_POOLS_SOURCE = "replay"
 
 # Dagster names.
 GROUP_NAME = GROUP_RECONCILIATION

@@ -20,6 +20,7 @@ from credits_pipeline.ledger.reconcile import (
     RECONCILIATION_WORK_TABLE,
     REPLAY_ROWS_TABLE,
     REPORT_RELATIONS,
+    ROW_POOLS_TABLE,
     RULES_TABLE,
     ReconciliationResult,
 )
@@ -39,11 +40,15 @@ def write_reconciliation(
     was reported. So call this on the session that computed `result`, before
     `drop_working_tables`. A result computed with `keep_state` also stores the next replay state
     (from the run's temp tables), replaced together with the reports: the state always describes
-    the reports stored with it. `session.replace_tables` says what "together" means on each engine.
+    the reports stored with it. The pools around every ledger row (`credits.ledger_row_pools`, what
+    the balance marts read) are replaced in the same transaction, so a mart's balance and the
+    report's always come from the same replay. `session.replace_tables` says what "together" means
+    on each engine.
     """
     tables: dict[str, pa.Table | str] = {
         f"{schema}.{name}": relation for name, relation in REPORT_RELATIONS.items()
     }
+    tables[f"{rs.STATE_SCHEMA}.{rs.ROW_POOLS_TABLE}"] = ROW_POOLS_TABLE
     if result.state_kept:
         for name, source in state_sources().items():
             tables[f"{rs.STATE_SCHEMA}.{name}"] = source

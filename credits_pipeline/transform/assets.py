@@ -3,18 +3,20 @@
 Each runs `dbt build` over its layer — seeds, snapshots, models, their unit tests and data tests
 in dependency order in one subprocess — and streams the events back as materializations (with row
 counts, column schemas and column lineage) and asset-check results. The project is split in two on
-purpose. The `credits` layer (the seed's views, the event catalog, the replay, the snapshot of
-stored balances) feeds the ledger reconciliation, and no check may hold that back (contract
+purpose. The `credits` layer (the seed's views, the event catalog, the snapshot of stored
+balances) feeds the ledger reconciliation, and no check may hold that back (contract
 section 4): its data tests are all `warn`, and only a step that really errors (bad SQL, a missing
 column, a failing unit test: a bug whatever the data) fails it. The `marts` layer carries the
 blocking checks (severity `error`: a key a mart itself duplicated); a failed one fails the marts
-step alone, after the reconciliation's inputs are built. `build_dbt_assets(project)` defines
+step alone, after the reconciliation's inputs are built. The marts step also builds
+`int_credit_replay`, the reconciliation's own replay row by row (source `replay`): the marts never
+replay the ledger themselves. `build_dbt_assets(project)` defines
 the steps for the dbt project of the engine `definitions.py` chose (`dbt_project_for(kind)`), and
 prepares its manifest first, so the definitions load from a fresh clone.
 """
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import dagster as dg
@@ -29,16 +31,17 @@ from credits_pipeline.transform.dbt_project import (
     prepare_manifest,
     seeded_target_path,
 )
-from credits_pipeline.transform.replay_rebuild import daily_mart_must_rebuild, replay_must_rebuild
 from credits_pipeline.transform.translator import CREDITS_SCHEMA, MARTS_SCHEMA, CreditsDbtTranslator
 from credits_pipeline.warehouse.interface import Warehouse, WarehouseParam
 from credits_pipeline.warehouse.raw_tables import newest_rows_markdown
 
 DBT_RESOURCE_KEY = "dbt"
-# Metadata on a model its step rebuilt from the whole ledger, and why (replay_rebuild.py).
-REBUILT_BECAUSE = "rebuilt_because"
+# The replayed ledger (int_credit_replay) and the helpers built from it (int_ledger_row_plans) live
+# in `credits` but read the reconciliation's replay, so the marts step builds them, after the
+# reconciliation; the credits step, which the reconciliation reads, leaves them out.
+REPLAY_MODEL_SELECT = "int_credit_replay+"
 CREDITS_LAYER_SELECT = f"config.schema:{CREDITS_SCHEMA}"
-MARTS_LAYER_SELECT = f"config.schema:{MARTS_SCHEMA}"
+MARTS_LAYER_SELECT = f"config.schema:{MARTS_SCHEMA} {REPLAY_MODEL_SELECT}"
 # The revenue mart is built in a step of its own: when ERROR ledger checks are set to block it
 # (CREDITS_BLOCK_REVENUE_ON_ERROR), only this step waits on the reconciliation, and the other marts
 # are built whatever the checks found.
@@ -90,19 +93,14 @@ def build_layer(
     warehouse: Warehouse,
     project: DbtProject,
     config: DbtBuildConfig | None = None,
-    full_refresh_because: str | None = None,
 ) -> Iterator[Any]:
     """`dbt build` the selected part of a layer, streaming its events; raise only on real errors.
 
     Test failures are reported as asset-check results (a failed `error` test becomes a failed
     blocking check, which Dagster turns into a step failure itself); a node that errored makes
-    the step fail with dbt's own message. `full_refresh_because` (replay_rebuild.py) forces a
-    full rebuild and is recorded on every model the step materializes.
+    the step fail with dbt's own message.
     """
     config = config or DbtBuildConfig()
-    if full_refresh_because:
-        context.log.warning(full_refresh_because)
-        config = DbtBuildConfig(full_refresh=True)
     # a target seeded with this warehouse's partial parse: dbt does not re-parse every step
     step = f"{context.op_execution_context.op.name}-{context.run_id[:7]}"
     target = seeded_target_path(step, project)
@@ -123,8 +121,6 @@ def build_layer(
     with contextlib.suppress(OSError, ValueError):  # no run_results.json: dbt ran nothing
         run_results = invocation.get_artifact("run_results.json")
     events = warehouse.dbt_usage(events, run_results)  # BigQuery: bytes processed/billed per model
-    if full_refresh_because:
-        events = [_with_rebuild_reason(e, full_refresh_because) for e in events]
     yield from with_previews(context, warehouse, events)
     errored = errored_nodes(invocation)
     if errored:
@@ -132,15 +128,6 @@ def build_layer(
             description=f"dbt build errored on {len(errored)} node(s): {', '.join(errored)}",
             metadata={"dbt errors": dg.MetadataValue.md(_error_markdown(invocation, errored))},
         )
-
-
-def _with_rebuild_reason(event: Any, reason: str) -> Any:
-    """A materialization that says why its step rebuilt from the whole ledger."""
-    if isinstance(event, dg.Output):
-        return event.with_metadata(
-            {**event.metadata, REBUILT_BECAUSE: dg.MetadataValue.text(reason)}
-        )
-    return event
 
 
 PREVIEW_ROWS = 5
@@ -254,13 +241,8 @@ def dbt_layer(
     select: str,
     description: str,
     exclude: str | None = None,
-    must_rebuild: Callable[[Any], str | None] | None = None,
 ) -> dg.AssetsDefinition:
-    """One `dbt build` step over part of the project; the layers differ only in their selection.
-
-    `must_rebuild`: asked before the build, on a read-only warehouse session, whether the layer's
-    incremental models must be rebuilt from the whole ledger, and why (replay_rebuild.py).
-    """
+    """One `dbt build` step over part of the project; the layers differ only in their selection."""
 
     @dbt_assets(
         manifest=prepare_manifest(project),
@@ -276,13 +258,7 @@ def dbt_layer(
         warehouse: WarehouseParam,
         config: DbtBuildConfig,
     ):
-        because = None
-        if must_rebuild is not None and not config.full_refresh:
-            with warehouse.connect(read_only=True) as con:  # closed before dbt opens the file
-                because = must_rebuild(con)
-        yield from build_layer(
-            context, dbt, warehouse, project, config, full_refresh_because=because
-        )
+        yield from build_layer(context, dbt, warehouse, project, config)
 
     _build.__doc__ = description
     return _build
@@ -303,17 +279,17 @@ def build_dbt_assets(project: DbtProject) -> DbtSteps:
             project,
             CREDITS_STEP,
             CREDITS_LAYER_SELECT,
-            "Build and test the seed's credit models, the event catalog and the replay "
-            "(`credits`).",
-            must_rebuild=replay_must_rebuild,
+            "Build and test the seed's credit models, the event catalog and the snapshot of "
+            "stored balances (`credits`), which the reconciliation reads.",
+            exclude=REPLAY_MODEL_SELECT,
         ),
         dbt_layer(
             project,
             MARTS_STEP,
             MARTS_LAYER_SELECT,
-            "Build and test the analytics marts (`marts`), all but revenue.",
+            "Build and test the reconciliation's replayed ledger (`credits.int_credit_replay`) "
+            "and the analytics marts (`marts`), all but revenue.",
             exclude=REVENUE_MODEL_SELECT,
-            must_rebuild=daily_mart_must_rebuild,
         ),
         dbt_layer(
             project,

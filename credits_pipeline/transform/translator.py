@@ -25,7 +25,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
 from credits_pipeline import names, settings
 from credits_pipeline.ledger import rules_catalog as rc
-from credits_pipeline.names import marts_key
+from credits_pipeline.names import credits_key, marts_key
 from credits_pipeline.runbook import runbook_link
 
 RAW_KEY_PREFIX = names.RAW_PREFIX
@@ -42,6 +42,9 @@ RECONCILIATION_MODELS = ("user_balance_reconciliation", "ledger_anomalies")
 # The dbt source that declares the reconciliation's reports (written in Python, read by the
 # project's exposures): its tables are the reconciliation assets, `marts/<table>`.
 RECONCILIATION_SOURCE = "reconciliation"
+# The dbt source of the replay's pools around every row (credits.ledger_row_pools), written by the
+# same reconciliation run: its asset is the reconciliation's third, `credits/ledger_row_pools`.
+REPLAY_SOURCE = rc.ROW_POOLS_SOURCE
 
 _GROUP_BY_SCHEMA = {CREDITS_SCHEMA: CREDITS_GROUP, MARTS_SCHEMA: MARTS_GROUP}
 
@@ -121,6 +124,8 @@ class CreditsDbtTranslator(DagsterDbtTranslator):
         if resource_type == "source":
             if dbt_resource_props.get("source_name") == RECONCILIATION_SOURCE:
                 return marts_key(dbt_resource_props["name"])
+            if dbt_resource_props.get("source_name") == REPLAY_SOURCE:
+                return credits_key(rc.ROW_POOLS_TABLE)
             return names.raw_key(dbt_resource_props["name"])
         schema = _custom_schema(dbt_resource_props)
         if schema in _GROUP_BY_SCHEMA:

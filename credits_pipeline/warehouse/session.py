@@ -49,7 +49,11 @@ MISSING_RELATION = (duckdb.CatalogException, NotFound)
 def stream_batches(
     con: Any, statement: str, params: Mapping[str, object], batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
-    """A SELECT's rows as Arrow record batches of at most `batch_rows` rows, never all at once."""
+    """A SELECT's rows as Arrow record batches of at most `batch_rows` rows, never all at once.
+
+    Run nothing else on `con` until the stream is drained: on DuckDB another statement ends the
+    stream early, with no error (the caller would see a prefix of the rows).
+    """
     if isinstance(con, BigQueryConnection):
         yield from con.stream(statement, params, batch_rows)
         return

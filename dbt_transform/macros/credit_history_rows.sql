@@ -1,12 +1,9 @@
 {#-
-    The seed's `credit_histories` rows (the staging model of the same name is exactly this, over
-    every closed partition). `closed_partitions_from` (a SQL date literal, or none) limits the
-    closed rows read to the partitions `_partition >= closed_partitions_from`: the incremental
-    replay (int_credit_replay) reads only the partitions a run may not have seen, so that on
-    BigQuery it scans those partitions of raw.credit_histories, not the whole history. The open
-    snapshot is always read whole (it is small: the open day, late and NULL-dated rows).
+    The seed's `credit_histories` rows (the staging model of the same name is exactly this): every
+    closed partition before the cut-off's closed day, and the open snapshot (the open day, late and
+    NULL-dated rows), whose copy of a row wins.
 -#}
-{% macro credit_history_rows(closed_partitions_from=none) -%}
+{% macro credit_history_rows() -%}
 {%- set ledger_columns = [
     'id', 'user_id', 'credit_events_id', 'creditable_type', 'creditable_id', 'description',
     'label', 'calculative_index', 'event_value', 'amount', 'previous_amount', 'event_type',
@@ -36,9 +33,6 @@ closed_rows as (
     from {{ source('raw', 'credit_histories') }} as closed
     cross join extraction_cutoff
     where closed.created_at < extraction_cutoff.ledger_closed_before
-        {%- if closed_partitions_from is not none %}
-        and closed._partition >= {{ closed_partitions_from }}
-        {%- endif %}
         and not exists (
             select 1
             from open_rows

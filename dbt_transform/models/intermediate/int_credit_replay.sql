@@ -1,59 +1,144 @@
 {#-
-    The replayed ledger (int_credit_replay_delta has the replay itself), kept incrementally: each
-    run takes in the rows the delta (re)computed in this dbt invocation, replacing their stored
-    copies by credit_history_id. A full run (first build or --full-refresh) takes the newest
-    version of every row in the delta's log.
+    The ledger replay, one row per ledger row: the reconciliation's own replay (the one replay,
+    credits_pipeline/ledger/replay.py), which publishes both pools around every row as
+    credits.ledger_row_pools (source `replay`), with the row's ledger columns and the day it
+    counts on. dbt does not replay the ledger: a balance here is, by construction, the balance the
+    reconciliation reports (marts.user_balance_reconciliation).
 
-    On BigQuery the table is partitioned by balance_date and clustered by user_id; the run is a
-    merge on credit_history_id (exact: a row that moves to another day is updated in place, no
-    stale copy is left on the old day) whose target is narrowed to the days the replaced rows are
-    stored on (meta `prune_merge_to_replaced_days`, macros/incremental_runs.sql): a day of new rows
-    reads no stored partition at all. On DuckDB it is a delete+insert on credit_history_id.
+    The replayed rows drive the join: a ledger row the reconciliation has not replayed yet is not
+    here either, so every mart built from this model describes exactly the ledger the reports
+    describe. Built by the marts step, after the reconciliation.
 -#}
+{#- On BigQuery partitioned by day and clustered by user, for the readers' pruning. -#}
 {{ config(
-    materialized='incremental',
-    unique_key='credit_history_id',
-    incremental_strategy='merge' if target.type == 'bigquery' else 'delete+insert',
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
-    meta={'prune_merge_to_replaced_days': true},
-    on_schema_change='fail',
 ) }}
-
-{%- set replay_columns = [
-    'credit_history_id', 'user_id', 'event_name', 'effect', 'service', 'creditable_type',
-    'creditable_id', 'amount', 'recorded_pool', 'created_at', 'balance_date', 'user_row_number',
-    'subscription_before', 'purchased_before', 'subscription_after', 'purchased_after',
-    'balance_after', 'forfeited_credits', 'written_off_credits', 'replayed_at',
-] %}
 with
 
-replayed_rows as (
+replayed_pools as (
 
-    select {{ replay_columns | join(', ') }}
-    from {{ ref('int_credit_replay_delta') }}
-    {%- if is_incremental() %}
-    where {{ rows_of_this_replay_run() }}
-    {%- endif %}
+    select
+        credit_history_id,
+        user_row_number,
+        subscription_before,
+        purchased_before,
+        subscription_after,
+        purchased_after,
+        forfeited_credits,
+        written_off_credits
+    from {{ source('replay', 'ledger_row_pools') }}
 
 ),
 
-newest_versions as (
+ledger_rows as (
 
     select
-        {{ replay_columns | join(', ') }},
-        row_number() over (
-            partition by credit_history_id
-            order by replayed_at desc
-        ) as version_from_newest
+        credit_history_id,
+        user_id,
+        event_name,
+        effect,
+        service,
+        creditable_type,
+        creditable_id,
+        unsigned_amount as amount,
+        cast(previous_amount as {{ dbt.type_bigint() }}) as recorded_pool,
+        created_at
+    from {{ ref('credit_histories') }}
+
+),
+
+extraction_cutoff as (
+
+    select cast(cutoff_at as date) as cutoff_date
+    from {{ source('raw', 'extraction_cutoff') }}
+
+),
+
+replayed_rows as (
+
+    select
+        ledger_rows.credit_history_id,
+        ledger_rows.user_id,
+        ledger_rows.event_name,
+        ledger_rows.effect,
+        ledger_rows.service,
+        ledger_rows.creditable_type,
+        ledger_rows.creditable_id,
+        ledger_rows.amount,
+        ledger_rows.recorded_pool,
+        ledger_rows.created_at,
+        replayed_pools.user_row_number,
+        replayed_pools.subscription_before,
+        replayed_pools.purchased_before,
+        replayed_pools.subscription_after,
+        replayed_pools.purchased_after,
+        replayed_pools.forfeited_credits,
+        replayed_pools.written_off_credits,
+        case
+            when ledger_rows.created_at is null then null
+            when cast(ledger_rows.created_at as date) > extraction_cutoff.cutoff_date
+                then extraction_cutoff.cutoff_date
+            else cast(ledger_rows.created_at as date)
+        end as capped_created_date,
+        extraction_cutoff.cutoff_date
+    from replayed_pools
+    inner join ledger_rows
+        on replayed_pools.credit_history_id = ledger_rows.credit_history_id
+    cross join extraction_cutoff
+
+),
+
+rows_with_days as (
+
+    select
+        credit_history_id,
+        user_id,
+        event_name,
+        effect,
+        service,
+        creditable_type,
+        creditable_id,
+        amount,
+        recorded_pool,
+        created_at,
+        user_row_number,
+        subscription_before,
+        purchased_before,
+        subscription_after,
+        purchased_after,
+        forfeited_credits,
+        written_off_credits,
+        cutoff_date,
+        max(capped_created_date) over (
+            partition by user_id
+            order by credit_history_id
+            rows between unbounded preceding and current row
+        ) as running_created_date,
+        min(capped_created_date) over (partition by user_id) as first_created_date
     from replayed_rows
 
 )
 
 select
-    {%- for column in replay_columns %}
-    {{ column }}{{ ',' if not loop.last }}
-    {%- endfor %}
-from newest_versions
-where version_from_newest = 1
+    credit_history_id,
+    user_id,
+    event_name,
+    effect,
+    service,
+    creditable_type,
+    creditable_id,
+    amount,
+    recorded_pool,
+    created_at,
+    coalesce(running_created_date, first_created_date, cutoff_date) as balance_date,
+    user_row_number,
+    subscription_before,
+    purchased_before,
+    subscription_after,
+    purchased_after,
+    subscription_after + purchased_after as balance_after,
+    forfeited_credits,
+    written_off_credits
+from rows_with_days
