@@ -243,29 +243,18 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         name=ASSET_NAME,
         specs=[
             dg.AssetSpec(
-                RECONCILIATION_KEY,
+                key,
                 deps=list(UPSTREAM_KEYS),
                 group_name=rc.GROUP_NAME,
                 kinds=reconciliation_kinds(),
                 owners=[OWNER_DATA_ENGINEERING],
-                description=RECONCILIATION_DESCRIPTION,
-            ),
-            dg.AssetSpec(
-                ANOMALIES_KEY,
-                deps=list(UPSTREAM_KEYS),
-                group_name=rc.GROUP_NAME,
-                kinds=reconciliation_kinds(),
-                owners=[OWNER_DATA_ENGINEERING],
-                description=ANOMALIES_DESCRIPTION,
-            ),
-            dg.AssetSpec(
-                ROW_POOLS_KEY,
-                deps=list(UPSTREAM_KEYS),
-                group_name=rc.GROUP_NAME,
-                kinds=reconciliation_kinds(),
-                owners=[OWNER_DATA_ENGINEERING],
-                description=ROW_POOLS_DESCRIPTION,
-            ),
+                description=description,
+            )
+            for key, description in (
+                (RECONCILIATION_KEY, RECONCILIATION_DESCRIPTION),
+                (ANOMALIES_KEY, ANOMALIES_DESCRIPTION),
+                (ROW_POOLS_KEY, ROW_POOLS_DESCRIPTION),
+            )
         ],
         check_specs=reconciliation_check_specs(rules=owned_rules),
     )

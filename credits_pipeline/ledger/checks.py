@@ -24,7 +24,7 @@ import dagster as dg
 from credits_pipeline import check_metadata as cm
 from credits_pipeline import settings
 from credits_pipeline.ledger import rules_catalog as rc
-from credits_pipeline.ledger.reconcile import ReconciliationResult, RuleSummary
+from credits_pipeline.ledger.reconcile import WORST_COLUMNS, ReconciliationResult, RuleSummary
 from credits_pipeline.names import credits_key
 from credits_pipeline.runbook import runbook_link
 
@@ -96,16 +96,7 @@ def worst_markdown(summary: RuleSummary) -> str:
     """The ten worst violations of a rule as a Markdown table (empty rule: a one-line note)."""
     if not summary.worst:
         return f"No `{summary.code}` violation."
-    columns = (
-        "user_id",
-        "credit_history_id",
-        "entity_type",
-        "entity_id",
-        "expected",
-        "actual",
-        "credits",
-        "detail",
-    )
+    columns = WORST_COLUMNS  # what `reconcile.rule_summaries` reads of each worst violation
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in summary.worst:
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
