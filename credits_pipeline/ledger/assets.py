@@ -45,7 +45,7 @@ from credits_pipeline.ledger.inputs import (
 )
 from credits_pipeline.ledger.reconcile import (
     REPORT_RELATIONS,
-    ROW_POOLS_SCHEMA,
+    ROW_POOLS_ARROW_SCHEMA,
     ReconciliationResult,
     drop_working_tables,
     naive_utc,
@@ -341,7 +341,7 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
                 "replay_mode": dg.MetadataValue.text(result.replay_mode),
                 "replayed_rows": dg.MetadataValue.int(result.replayed_rows),
                 "dagster/column_schema": report.table_schema(
-                    ROW_POOLS_SCHEMA,
+                    ROW_POOLS_ARROW_SCHEMA,
                     source_column_descriptions(rc.ROW_POOLS_SOURCE)[rc.ROW_POOLS_TABLE],
                 ),
             },

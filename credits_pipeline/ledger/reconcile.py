@@ -56,7 +56,7 @@ REPLAY_ROWS_COLUMNS = (
 # Both pools around every ledger row: the rows this run replayed, then all of them (those plus the
 # stored rows of users whose past did not change), which replace `credits.ledger_row_pools`.
 REPLAYED_POOLS_TABLE = "_recon_replayed_pools"
-ROW_POOLS_TABLE = "_recon_row_pools"
+ROW_POOLS_WORK_TABLE = "_recon_row_pools"
 ANOMALIES_WORK_TABLE = "_recon_anomalies"
 # The two reports as stored, each a temp table of the run in its stored column and row order: the
 # reconciliation's working table is already final (`order by user_id`), the anomalies' final one
@@ -212,10 +212,10 @@ def _row_pools(arrays: dict[str, np.ndarray], pools: RowPools) -> pa.Table:
         values = getattr(pools, field_name)
         mask = values == NULL_INT if field_name == "subscription_before" else None
         columns[column] = pa.array(values, pa.int64(), mask=mask)
-    return pa.table(columns, schema=ROW_POOLS_SCHEMA)
+    return pa.table(columns, schema=ROW_POOLS_ARROW_SCHEMA)
 
 
-ROW_POOLS_SCHEMA = pa.schema(
+ROW_POOLS_ARROW_SCHEMA = pa.schema(
     [
         ("credit_history_id", pa.int64()),
         ("user_id", pa.int64()),
@@ -301,10 +301,10 @@ def _load_row_pools(con: Session, pools_file: Path, batch_rows: int) -> None:
     DuckDB connection mid-stream ends that stream without an error; so the pools wait on disk
     (not in memory: a row each) until the replay is done, then go in `batch_rows` at a time.
     """
-    _register_as(con, ROW_POOLS_SCHEMA.empty_table(), REPLAYED_POOLS_TABLE)
+    _register_as(con, ROW_POOLS_ARROW_SCHEMA.empty_table(), REPLAYED_POOLS_TABLE)
     batch = f"{REPLAYED_POOLS_TABLE}_arrow"
     for pools in pq.ParquetFile(pools_file).iter_batches(batch_size=batch_rows):
-        con.register(batch, pa.Table.from_batches([pools], schema=ROW_POOLS_SCHEMA))
+        con.register(batch, pa.Table.from_batches([pools], schema=ROW_POOLS_ARROW_SCHEMA))
         con.execute(f"insert into {REPLAYED_POOLS_TABLE} select * from {batch}")
         con.unregister(batch)
 
@@ -340,12 +340,12 @@ def _replay_outputs(
     batches = _input_batches(con, statement, sql.used_params(statement, params), batch_rows)
     with tempfile.TemporaryDirectory(prefix="credits_replay_") as spill:
         pools_file = Path(spill) / "row_pools.parquet"
-        with pq.ParquetWriter(pools_file, ROW_POOLS_SCHEMA) as pools_writer:
+        with pq.ParquetWriter(pools_file, ROW_POOLS_ARROW_SCHEMA) as pools_writer:
             flagged_rows, state, n = _replay_in_batches(
                 batches, plan.start, event_ids, event_effects, pools_writer.write_table
             )
         _load_row_pools(con, pools_file, batch_rows)
-    statement = rs.row_pools_sql(plan, ROW_POOLS_TABLE, REPLAYED_POOLS_TABLE)
+    statement = rs.row_pools_sql(plan, ROW_POOLS_WORK_TABLE, REPLAYED_POOLS_TABLE)
     _run(con, statement, params)
     replayed_state = pa.table({k: pa.array(v, pa.int64()) for k, v in state.columns().items()})
     _register_as(
@@ -675,7 +675,7 @@ def drop_working_tables(con: Session) -> None:
         REPLAYED_STATE_TABLE,
         ALL_STATE_TABLE,
         REPLAYED_POOLS_TABLE,
-        ROW_POOLS_TABLE,
+        ROW_POOLS_WORK_TABLE,
     ):
         con.execute(f"drop table if exists {name}")
     rs.drop_working_tables(con)

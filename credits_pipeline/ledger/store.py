@@ -20,7 +20,7 @@ from credits_pipeline.ledger.reconcile import (
     RECONCILIATION_WORK_TABLE,
     REPLAY_ROWS_TABLE,
     REPORT_RELATIONS,
-    ROW_POOLS_TABLE,
+    ROW_POOLS_WORK_TABLE,
     RULES_TABLE,
     ReconciliationResult,
 )
@@ -48,7 +48,7 @@ def write_reconciliation(
     tables: dict[str, pa.Table | str] = {
         f"{schema}.{name}": relation for name, relation in REPORT_RELATIONS.items()
     }
-    tables[f"{rs.STATE_SCHEMA}.{rs.ROW_POOLS_TABLE}"] = ROW_POOLS_TABLE
+    tables[f"{rs.STATE_SCHEMA}.{rs.ROW_POOLS_TABLE}"] = ROW_POOLS_WORK_TABLE
     if result.state_kept:
         for name, source in state_sources().items():
             tables[f"{rs.STATE_SCHEMA}.{name}"] = source
