@@ -200,6 +200,8 @@ def configuration_problems(
         lambda: parse_allowed_shrinks(env.get(ALLOW_SHRINK_VAR)),
         lambda: parse_starttls(env.get(SMTP_STARTTLS_VAR), default=False),
         lambda: parse_smtp_port(env.get(SMTP_PORT_VAR), SMTP_PLAIN_PORT),
+        lambda: parse_days(LEDGER_RECHECK_DAYS_VAR, env.get(LEDGER_RECHECK_DAYS_VAR), 0),
+        lambda: parse_days(LEDGER_FULL_CHECK_DAYS_VAR, env.get(LEDGER_FULL_CHECK_DAYS_VAR), 0),
     ]
     problems: list[str] = []
     for check in checks:
@@ -449,6 +451,52 @@ def parse_source_stale_after(raw: str | None) -> dt.timedelta:
     if not hours > 0:
         raise _problem(SOURCE_STALE_AFTER_HOURS_VAR, raw, "a positive number of hours")
     return dt.timedelta(hours=hours)
+
+
+# -- how often closed ledger days are compared with the source (issue 10, item 2) ----------------
+
+LEDGER_RECHECK_DAYS_VAR = "CREDITS_LEDGER_RECHECK_DAYS"
+DEFAULT_LEDGER_RECHECK_DAYS = 2
+LEDGER_FULL_CHECK_DAYS_VAR = "CREDITS_LEDGER_FULL_CHECK_DAYS"
+DEFAULT_LEDGER_FULL_CHECK_DAYS = 7
+
+
+def parse_days(var: str, raw: str | None, default: int) -> int:
+    """A whole number of days, zero or more (`default` when unset)."""
+    value = (raw or "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise _problem(var, raw or "", "a whole number of days, 0 or more")
+    return number
+
+
+def ledger_recheck_days() -> int:
+    """`CREDITS_LEDGER_RECHECK_DAYS` (default 2): the most recent closed days every cut compares
+    with the source by fingerprint, reading the source by primary key from their first id.
+
+    Rewrites and deletions in older days are found by the next full check; rows written late into
+    any closed day are found every run, by id."""
+    return parse_days(
+        LEDGER_RECHECK_DAYS_VAR,
+        os.environ.get(LEDGER_RECHECK_DAYS_VAR),
+        DEFAULT_LEDGER_RECHECK_DAYS,
+    )
+
+
+def ledger_full_check_days() -> int:
+    """`CREDITS_LEDGER_FULL_CHECK_DAYS` (default 7): a cut compares every closed day with the
+    source (one scan of the source's ledger) when the last such full check is this many days older
+    than its cut-off, or there was none; 0 makes every cut a full check."""
+    return parse_days(
+        LEDGER_FULL_CHECK_DAYS_VAR,
+        os.environ.get(LEDGER_FULL_CHECK_DAYS_VAR),
+        DEFAULT_LEDGER_FULL_CHECK_DAYS,
+    )
 
 
 # -- bounded memory and BigQuery cost (issue 10, items 4 and 6) ----------------------------------

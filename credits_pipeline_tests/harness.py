@@ -165,6 +165,20 @@ def code_location_definitions(monkeypatch) -> dg.Definitions:
     return importlib.import_module("credits_pipeline.definitions").build_definitions()
 
 
+def ledger_as_of_cut(warehouse: str) -> list[tuple]:
+    """The ledger as dbt and the reconciliation read it (docs/warehouse-layout.md)."""
+    return query(
+        warehouse,
+        """
+        select * exclude (_partition) from raw.credit_histories
+        where created_at < (select ledger_closed_before from raw.extraction_cutoff)
+            and id not in (select id from raw.credit_histories__open)
+        union all
+        select * exclude (_partition) from raw.credit_histories__open
+        """,
+    )
+
+
 def run_extraction(
     instance: dg.DagsterInstance,
     source_url: str,

@@ -288,7 +288,16 @@ def test_the_next_days_materialize_resumes_everywhere_and_equals_a_full_build(tm
 
     _write_the_next_day(source, midnight)
     second_cutoff = midnight + dt.timedelta(hours=2)
-    run = _materialize(daily, url, **{settings.CUTOFF_AT_VAR: second_cutoff.isoformat()})
+    # a full check (every closed day compared): the late commit has id 0, below every id an
+    # ordinary day reads (test_ledger_read_scope.py tests those), and the rewrite is ten days old
+    run = _materialize(
+        daily,
+        url,
+        **{
+            settings.CUTOFF_AT_VAR: second_cutoff.isoformat(),
+            settings.LEDGER_FULL_CHECK_DAYS_VAR: "0",
+        },
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     full = tmp_path / "full"
     full.mkdir()
@@ -307,6 +316,7 @@ def test_the_next_days_materialize_resumes_everywhere_and_equals_a_full_build(tm
     # the users whose past did not change, and the marts read exactly the rows it replayed
     ((mode, _through),) = _query(daily, "select mode, through_id from credits._replay_checkpoint")
     assert mode == "resumed"
+    assert _query(daily, "select count(*) from raw._ledger_full_checks")[0][0] == 2
     ledger = _query(daily, "select count(*) from credits.credit_histories")[0][0]
     assert _query(daily, "select count(*) from credits.ledger_row_pools")[0][0] == ledger
     assert _query(daily, "select count(*) from credits.int_credit_replay")[0][0] == ledger

@@ -37,6 +37,7 @@ from credits_pipeline_tests.harness import (
     assert_same_rows,
     check_results,
     clean_ledger,
+    ledger_as_of_cut,
     ledger_row,
     query,
     run_extraction,
@@ -206,20 +207,6 @@ def test_the_source_fingerprint_equals_the_reconciliations_on_postgresql(fresh_p
 LEDGER_TABLES = ("credit_histories", "credit_histories__rejected")
 
 
-def _ledger_as_of_cut(warehouse: str) -> list[tuple]:
-    """The ledger as dbt and the reconciliation read it (docs/warehouse-layout.md)."""
-    return query(
-        warehouse,
-        """
-        select * exclude (_partition) from raw.credit_histories
-        where created_at < (select ledger_closed_before from raw.extraction_cutoff)
-            and id not in (select id from raw.credit_histories__open)
-        union all
-        select * exclude (_partition) from raw.credit_histories__open
-        """,
-    )
-
-
 def _source_ledger(engine: sa.Engine) -> list[tuple]:
     with engine.connect() as conn:
         return conn.execute(sa.text("select id, amount from credit_histories")).fetchall()
@@ -242,7 +229,14 @@ def _days_ledger() -> list[dict]:
 def _late_rewrite_delete_scenario(instance, warehouse, url, tmp_path) -> None:
     """Day 5 (Jan 6) is written with a late row for Jan 4 among its ids; then a rewrite and a
     delete in days closed two runs earlier; each partition run leaves the ledger a fresh read
-    has."""
+    has. Every cut here is a full check (every closed day compared); the recent checks of
+    ordinary days are `test_ledger_read_scope.py`'s."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(settings.LEDGER_FULL_CHECK_DAYS_VAR, "0")
+        _late_rewrite_delete_steps(instance, warehouse, url, tmp_path)
+
+
+def _late_rewrite_delete_steps(instance, warehouse, url, tmp_path) -> None:
     engine = write_source(url, _days_ledger())
     assert run_extraction(instance, url, warehouse, first="2025-01-01", last="2025-01-05").success
     new_day = [
@@ -254,7 +248,7 @@ def _late_rewrite_delete_scenario(instance, warehouse, url, tmp_path) -> None:
         conn.execute(sa.text(_insert_sql()), new_day)
     result = _partition_run(instance, url, warehouse, "2025-01-06")
     assert result.success
-    ids = {r[0] for r in _ledger_as_of_cut(warehouse)}
+    ids = {r[0] for r in ledger_as_of_cut(warehouse)}
     assert 17 in ids and ids == set(range(1, 19))
     assert query(warehouse, "select _partition from raw.credit_histories where id = 17") == [
         (D(2025, 1, 4),)
@@ -276,12 +270,12 @@ def _late_rewrite_delete_scenario(instance, warehouse, url, tmp_path) -> None:
     ).metadata
     assert open_meta["closed_days_reread"].value == 2
 
-    ledger = sorted((r[0], r[9]) for r in _ledger_as_of_cut(warehouse))
+    ledger = sorted((r[0], r[9]) for r in ledger_as_of_cut(warehouse))
     assert ledger == sorted(_source_ledger(engine))
     # and the same as a warehouse built from scratch at the same point
     fresh = str(tmp_path / "fresh.duckdb")
     assert run_extraction(instance, url, fresh, first="2025-01-01", last="2025-01-07").success
-    assert_same_rows(_ledger_as_of_cut(warehouse), _ledger_as_of_cut(fresh), "ledger as of the cut")
+    assert_same_rows(ledger_as_of_cut(warehouse), ledger_as_of_cut(fresh), "ledger as of the cut")
     for table in LEDGER_TABLES:
         assert_same_rows(
             query(warehouse, f"select * from raw.{table}"),
@@ -347,7 +341,7 @@ def test_history_before_the_start_date_is_read_once_then_never_again(
         m for m in mat if m.asset_key == dg.AssetKey(["raw", "credit_histories__open"])
     ).metadata
     assert open_meta["dagster/row_count"].value == 1 and open_meta["closed_days_reread"].value == 0
-    assert {r[0] for r in _ledger_as_of_cut(warehouse)} == {1, 2, 3, 4, 5, 6, 7}
+    assert {r[0] for r in ledger_as_of_cut(warehouse)} == {1, 2, 3, 4, 5, 6, 7}
 
 
 # -- the whole pipeline: a partition run equals a full rebuild ---------------------------------

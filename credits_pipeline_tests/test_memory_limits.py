@@ -187,3 +187,16 @@ def _with_env(env: dict[str, str], function) -> dict[str, str]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_the_replays_spill_file_goes_to_the_duckdb_temp_directory_when_one_is_set(
+    tmp_path, monkeypatch
+):
+    from credits_pipeline.ledger.reconcile import spill_root
+
+    spill = tmp_path / "big_disk" / "spill"
+    monkeypatch.setenv(settings.DUCKDB_TEMP_DIRECTORY_VAR, str(spill))
+    assert spill_root() == spill
+    assert spill.is_dir()  # created, so the replay can write its pools there
+    monkeypatch.delenv(settings.DUCKDB_TEMP_DIRECTORY_VAR)
+    assert spill_root() is None  # the system's temp directory

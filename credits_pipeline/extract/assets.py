@@ -35,12 +35,15 @@ from credits_pipeline.extract.common import (
     validation_check_result,
     validation_check_spec,
 )
+from credits_pipeline.extract.cut_scope import (
+    FULL_CHECK,
+    CutScope,
+    partition_read_from,
+    plan_cut,
+)
 from credits_pipeline.extract.fingerprint import (
     ClosedDaysPlan,
-    cut_where,
     day_ranges,
-    fingerprint_bounds,
-    plan_closed_days,
     source_day_fingerprints,
     source_max_id,
 )
@@ -68,6 +71,7 @@ from credits_pipeline.warehouse.raw_tables import (
     closed_ledger_end,
     fold_closed_ledger_rows,
     partition_row_counts,
+    record_full_check,
     replace_ledger_fingerprints,
     staged_watermark,
     stored_ledger_fingerprints,
@@ -189,7 +193,7 @@ def raw_credit_histories(
 ):
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
-    bounds = {
+    bounds: dict[str, object] = {
         "start": dt.datetime.combine(start, dt.time()),
         "end": dt.datetime.combine(end, dt.time()),
     }
@@ -200,17 +204,24 @@ def raw_credit_histories(
         # Before reading: the source's highest id, and the days' fingerprints up to it. The days
         # then hold every row at or below it (see extract/fingerprint.py): later rows are late.
         through_id = source_max_id(conn)
-        fingerprints = source_day_fingerprints(conn, [through_id], start, end)
+        # A day the last cut held open is read by id from where the warehouse says it starts
+        # (extract/cut_scope.py): no scan of the whole ledger for lack of an index on created_at.
+        read_from = partition_read_from(
+            con, dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time())
+        )
+        fingerprints = source_day_fingerprints(conn, [through_id], start, end, min_id=read_from)
+        where = "created_at >= :start AND created_at < :end"
+        if read_from is not None:
+            where, bounds = f"id >= :read_from_id AND {where}", bounds | {"read_from_id": read_from}
         context.log.info(
             f"reading syllaby_v2.credit_histories for [{start}, {end}) from {source.display_name()}"
+            + ("" if read_from is None else f", ids from {read_from}")
         )
         tally = stage_batches(
             stager,
             # Fast path (connectorx → typed Arrow → polars validation → DuckDB), falling back to
             # SQLAlchemy on `conn`; see credits_pipeline/source/fast_reader.py and bench/extract.py.
-            source.read_batches_fast(
-                conn, CREDIT_HISTORIES, "created_at >= :start AND created_at < :end", bounds
-            ),
+            source.read_batches_fast(conn, CREDIT_HISTORIES, where, bounds),
             label=start.isoformat(),
         )
         per_day = stager.swap_ledger_range(start, end)
@@ -234,6 +245,7 @@ def raw_credit_histories(
                 "partitions_replaced": dg.MetadataValue.int(len(per_day)),
                 **watermark_metadata(newest_created_at, newest_id, "created_at"),
                 "fingerprint_through_id": dg.MetadataValue.int(through_id),
+                READ_FROM_ID_METADATA: dg.MetadataValue.int(-1 if read_from is None else read_from),
                 "rows_outside_partitions": dg.MetadataValue.text(
                     "NULL-dated, open-day and late rows, and the history before the first "
                     "partition, are extracted by raw/credit_histories__open at the consistent cut"
@@ -322,7 +334,9 @@ CLOSED_DAYS_CHECK = "closed_ledger_days_unchanged"
             description="Closed ledger days compared by fingerprint (row count, sum of ids, the "
             "replay inputs' checksum) between source and warehouse: fails (WARN) when a closed day "
             "was rewritten in place or lost rows since it was read. The day is read again "
-            "either way.",
+            f"either way. An ordinary cut compares the last `{settings.LEDGER_RECHECK_DAYS_VAR}` "
+            "closed days; a full check (metadata `ledger_check`), every "
+            f"`{settings.LEDGER_FULL_CHECK_DAYS_VAR}` days, compares them all.",
         ),
     ],
 )
@@ -339,18 +353,16 @@ def raw_consistent_cut(
             # the source's fingerprints of every closed day, at each stored bound and at the
             # snapshot's highest id (the bound stored for the next run), in one aggregate.
             snapshot_max_id = source_max_id(conn)
-            bounds = fingerprint_bounds(stored, closed_before.date(), snapshot_max_id)
-            source_days = source_day_fingerprints(conn, bounds, None, closed_before.date())
-            plan = plan_closed_days(stored, source_days, closed_before.date(), snapshot_max_id)
+            scope = plan_cut(conn, con, stored, closed_before, cutoff, snapshot_max_id)
+            plan, source_days = scope.plan, scope.source_days
             users_stager = session.stager(con, USERS)
             users_tally = stage_batches(
                 users_stager, source.read_batches(conn, USERS), label="whole"
             )
             open_stager = session.stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER_TABLE)
-            where, params = cut_where(plan, closed_before)
             open_tally = stage_batches(
                 open_stager,
-                source.read_batches(conn, CREDIT_HISTORIES, where, params),
+                source.read_batches(conn, CREDIT_HISTORIES, scope.where, scope.params),
                 label=OPEN_PARTITION_LABEL,
             )
         where_open_rows_came_from = con.execute(
@@ -394,6 +406,8 @@ def raw_consistent_cut(
             snapshot_max_id,
             {d: f[snapshot_max_id] for d, f in source_days.items()},
         )
+        if scope.check == FULL_CHECK:
+            record_full_check(con, cutoff, snapshot_max_id)
         finish_tally(users_tally, users_stager)
         finish_tally(open_tally, open_stager)
         users_meta = extraction_metadata(users_tally, USERS, cutoff, con, f"raw.{USERS.name}")
@@ -416,6 +430,7 @@ def raw_consistent_cut(
                     for k, v in zip(labels, where_open_rows_came_from, strict=False)
                 },
                 **closed_days_metadata(plan, rows_into_closed_days),
+                **cut_scope_metadata(scope),
             },
         )
     context.log.info(
@@ -444,6 +459,24 @@ def raw_consistent_cut(
 
 
 MAX_LISTED_DAYS = 20
+LEDGER_CHECK_METADATA = "ledger_check"
+READ_FROM_ID_METADATA = "read_from_id"
+
+
+def cut_scope_metadata(scope: CutScope) -> dict:
+    """Which check the cut ran and from which id it read the source (-1: by dates, every id)."""
+    what = (
+        f"full: every closed day compared ({scope.why_full})"
+        if scope.check == FULL_CHECK
+        else f"recent: closed days from {scope.recheck_from} compared, older ones by their late "
+        "rows only"
+    )
+    return {
+        LEDGER_CHECK_METADATA: dg.MetadataValue.text(what),
+        READ_FROM_ID_METADATA: dg.MetadataValue.int(
+            -1 if scope.read_from_id is None else scope.read_from_id
+        ),
+    }
 
 
 def closed_days_metadata(plan: ClosedDaysPlan, rows_into_closed_days: int) -> dict:

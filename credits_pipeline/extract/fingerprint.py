@@ -12,7 +12,17 @@ The source computes the same numbers in one aggregate query (portable SQL, bound
 SQLite, MySQL/MariaDB and PostgreSQL); a day whose numbers differ was changed in place or lost a row
 and is read again; rows above `through_id` are rows written late and are read by id.
 
-Nothing here talks to Dagster; `plan_closed_days` and `day_ranges` are pure.
+How much of the source a cut reads (issue 10, item 2). Without an index on `created_at` (the
+contract has only `(user_id, created_at)`), a filter on days scans the whole ledger on MySQL and
+PostgreSQL. So an ordinary cut re-checks only the most recent closed days and reads the source
+by primary key: from the first id of those days, of the open slice, and above the late mark
+(`RecentCheck`, `synthesized_source_days`). Every `CREDITS_LEDGER_FULL_CHECK_DAYS` days (and on
+the first cut) a full check compares every closed day, scanning the source once, as every cut did
+before. A row rewritten or deleted in an older day is therefore found by the next full check, not
+the next day; a row written late into any day is found every run, by id.
+
+Nothing here talks to Dagster; `plan_closed_days`, `day_ranges` and the helpers of the recent
+check are pure.
 """
 
 from __future__ import annotations
@@ -77,12 +87,14 @@ def source_row_fingerprint(family: str) -> str:
 
 
 def source_fingerprint_sql(
-    conn: sa.Connection, bounds: list[int], from_day: bool, to_day: bool
+    conn: sa.Connection, bounds: list[int], from_day: bool, to_day: bool, min_id: bool = False
 ) -> str:
     """One aggregate over the ledger: per UTC day, a fingerprint for each `through_id` bound.
 
     Bounds are bound parameters `:b0, :b1, ...`; the day range `:from_day`/`:to_day` (datetimes,
-    half-open) is optional on either side. Rows without a parseable `created_at` have no day.
+    half-open) is optional on either side, and so is `:min_id` (only ids at or above it: a
+    primary-key range, so the source reads those rows only). Rows without a parseable
+    `created_at` have no day.
     """
     family = "mysql" if conn.dialect.name in ("mysql", "mariadb") else conn.dialect.name
     render = _DIALECT[family]
@@ -100,6 +112,8 @@ def source_fingerprint_sql(
             f"SUM(CASE WHEN {within} THEN {row_fp} ELSE 0 END)",
         ]
     where = ["created_at IS NOT NULL"]
+    if min_id:
+        where.insert(0, "id >= :min_id")
     if from_day:
         where.append("created_at >= :from_day")
     if to_day:
@@ -128,8 +142,11 @@ def source_day_fingerprints(
     bounds: Iterable[int],
     from_day: dt.date | None = None,
     to_day: dt.date | None = None,
+    min_id: int | None = None,
 ) -> dict[dt.date, dict[int, DayFingerprint]]:
-    """Each source day's fingerprint for each bound, in one scan (days without rows are absent)."""
+    """Each source day's fingerprint for each bound, in one scan (days without rows are absent).
+
+    With `min_id`, only rows with an id at or above it count (see `RecentCheck`)."""
     bounds = sorted(set(int(b) for b in bounds))
     if not bounds:
         return {}
@@ -138,7 +155,11 @@ def source_day_fingerprints(
         params["from_day"] = dt.datetime.combine(from_day, dt.time())
     if to_day is not None:
         params["to_day"] = dt.datetime.combine(to_day, dt.time())
-    sql = source_fingerprint_sql(conn, bounds, from_day is not None, to_day is not None)
+    if min_id is not None:
+        params["min_id"] = int(min_id)
+    sql = source_fingerprint_sql(
+        conn, bounds, from_day is not None, to_day is not None, min_id is not None
+    )
     statement = sa.text(sql)
     result: dict[dt.date, dict[int, DayFingerprint]] = {}
     for row in conn.execute(statement, params):
@@ -293,3 +314,155 @@ def cut_where(plan: ClosedDaysPlan, closed_before: dt.datetime) -> tuple[str, di
             f"reread_to_{i}": dt.datetime.combine(end, dt.time()),
         }
     return " OR ".join(terms), params
+
+
+# -- the recent check: an ordinary cut reads the source by primary key ---------------------------
+
+MAX_OPEN_IDS_LISTED = 1000
+"""Open-slice rows below the read's first id (NULL-dated ones) are read again by id, up to this
+many; beyond it the cut reads the whole ledger once, as a full check does."""
+
+
+def full_check_due(
+    last_full_check: dt.datetime | None, cutoff: dt.datetime, every_days: int
+) -> bool:
+    """Whether this cut compares every closed day: none yet, `every_days` 0, or the last is old.
+
+    Why a cadence and not every run: comparing every closed day scans the whole source ledger
+    (no index on `created_at`), which is what made a daily run read 400 times the day's rows.
+    """
+    if last_full_check is None or every_days <= 0:
+        return True
+    return cutoff - last_full_check >= dt.timedelta(days=every_days)
+
+
+def _minus(a: DayFingerprint, b: DayFingerprint) -> DayFingerprint:
+    return DayFingerprint(
+        a.rows - b.rows, a.id_sum - b.id_sum, a.user_sum - b.user_sum, a.digest - b.digest
+    )
+
+
+def _plus(a: DayFingerprint, b: DayFingerprint) -> DayFingerprint:
+    return DayFingerprint(
+        a.rows + b.rows, a.id_sum + b.id_sum, a.user_sum + b.user_sum, a.digest + b.digest
+    )
+
+
+@dataclass(frozen=True)
+class RecentCheck:
+    """What an ordinary (not full) cut compares and from which id it reads the source.
+
+    - `recheck_from`: closed days from it on are compared whole, as a full check would;
+    - `min_id`: the aggregate reads ids from it on — at most the first id the warehouse holds for
+      those days, and at most one above the lowest stored bound (the late mark), so every row
+      written late into any closed day is counted.
+    """
+
+    recheck_from: dt.date
+    min_id: int
+
+
+def recent_check(
+    stored: Mapping[dt.date, StoredFingerprint],
+    closed_before: dt.date,
+    recheck_days: int,
+    recent_first_id: int | None,
+    snapshot_max_id: int,
+) -> RecentCheck:
+    """The recent check's days and first id (`recent_first_id`: the warehouse's first of them)."""
+    recheck_from = closed_before - dt.timedelta(days=recheck_days)
+    bounds = [s.through_id for d, s in stored.items() if d < closed_before]
+    floor = min(bounds, default=snapshot_max_id) + 1
+    first = floor if recent_first_id is None else min(recent_first_id, floor)
+    return RecentCheck(recheck_from, first)
+
+
+def synthesized_source_days(
+    stored: Mapping[dt.date, StoredFingerprint],
+    counted: Mapping[dt.date, Mapping[int, DayFingerprint]],
+    check: RecentCheck,
+    closed_before: dt.date,
+    bounds: Iterable[int],
+) -> dict[dt.date, dict[int, DayFingerprint]] | None:
+    """The source's fingerprints as a full check would see them, from an aggregate over ids from
+    `check.min_id` on (`counted`, at `bounds`), for days not re-checked assumed unchanged; None
+    when it cannot tell.
+
+    Why this is sound: a day before `recheck_from` is taken as it was read (its stored
+    fingerprint at its bound `s`) plus the rows above `s` the source now has for it — which the
+    aggregate counts in full, since `min_id` <= s + 1 — so at the snapshot's bound it holds its
+    late rows. Days re-checked are compared whole (all their rows are at or above `min_id`).
+    None (the caller runs a full check instead) when a day outside the re-checked ones has rows
+    but was never read, or its bound was not computed: only a full read can settle those.
+    """
+    bounds = sorted(set(bounds))
+    out: dict[dt.date, dict[int, DayFingerprint]] = {
+        d: dict(per_bound)
+        for d, per_bound in counted.items()
+        if check.recheck_from <= d < closed_before
+    }
+    older = {d for d in [*counted, *stored] if d < min(check.recheck_from, closed_before)}
+    for day in sorted(older):
+        mark = stored.get(day)
+        if mark is None or mark.through_id not in bounds:
+            return None  # rows in a day never read, or at a bound not computed: read it whole
+        now = counted.get(day, {})
+        base = now.get(mark.through_id, EMPTY)
+        out[day] = {
+            bound: _plus(mark.fingerprint, _minus(now.get(bound, EMPTY), base))
+            for bound in bounds
+            if bound >= mark.through_id
+        }
+    return out
+
+
+def recent_plan_is_complete(plan: ClosedDaysPlan, check: RecentCheck) -> bool:
+    """A recent check's plan is usable only if every day it reads again is a re-checked day.
+
+    A first read, or a changed day before `recheck_from`, needs the whole day, whose rows may lie
+    below the primary-key range the recent read covers: the cut runs a full check instead.
+    """
+    return not plan.first_read and all(d >= check.recheck_from for d in plan.changed)
+
+
+def days_that_lost_rows(
+    plan: ClosedDaysPlan,
+    stored: Mapping[dt.date, StoredFingerprint],
+    source: Mapping[dt.date, Mapping[int, DayFingerprint]],
+) -> tuple[dt.date, ...]:
+    """Changed days that now hold fewer rows at their bound than were read.
+
+    Why a recent check hands these to a full check: a deletion is the mark of a truncated or
+    restored source, and only a full check puts the whole ledger before the shrink guard — a
+    recent one would quietly shrink the re-checked days and leave the older ones as they were.
+    """
+    lost = []
+    for day in plan.changed:
+        mark = stored.get(day)
+        if mark is not None:
+            now = source.get(day, {}).get(mark.through_id, EMPTY)
+            if now.rows < mark.fingerprint.rows:
+                lost.append(day)
+    return tuple(lost)
+
+
+def bounded_cut_where(
+    where: str, params: dict[str, object], read_from_id: int, open_ids: list[int]
+) -> tuple[str, dict[str, object]]:
+    """The cut's WHERE limited to ids from `read_from_id` on, plus the open rows listed by id.
+
+    Why it reads the same rows as the unlimited WHERE: rows at or below the previous snapshot's
+    highest id that are open (NULL, open-day or future `created_at`) were in the stored open
+    slice — at or above `read_from_id`, or listed in `open_ids`; rows above the late mark and
+    rows of re-checked days are at or above `read_from_id` by construction. Only a row rewritten
+    in place could escape, and that is what the full check is for.
+    """
+    params = dict(params) | {"read_from_id": int(read_from_id)}
+    clause = f"(id >= :read_from_id AND ({where}))"
+    if open_ids:
+        marks = []
+        for i, value in enumerate(sorted(set(open_ids))):
+            params[f"open_id_{i}"] = int(value)
+            marks.append(f":open_id_{i}")
+        clause += f" OR id IN ({', '.join(marks)})"
+    return clause, params

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from credits_pipeline import settings
 from credits_pipeline.ledger import replay_state as rs
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import rules_catalog as rc
@@ -338,7 +339,7 @@ def _replay_outputs(
     }
     statement = sql.replay_input_sql(rs.RESUMED_ROWS_FILTER if plan.resumed else "")
     batches = _input_batches(con, statement, sql.used_params(statement, params), batch_rows)
-    with tempfile.TemporaryDirectory(prefix="credits_replay_") as spill:
+    with tempfile.TemporaryDirectory(prefix="credits_replay_", dir=spill_root()) as spill:
         pools_file = Path(spill) / "row_pools.parquet"
         with pq.ParquetWriter(pools_file, ROW_POOLS_ARROW_SCHEMA) as pools_writer:
             flagged_rows, state, n = _replay_in_batches(
@@ -552,6 +553,19 @@ def rule_summaries(con: Session, anomalies: str) -> tuple[dict[str, RuleSummary]
 STATUS_COUNTS_SQL = f"""
 select status, count(*) from {RECONCILIATION_WORK_TABLE} group by status
 """
+
+
+def spill_root() -> Path | None:
+    """Where the replay's pools spill file goes: `CREDITS_DUCKDB_TEMP_DIRECTORY` when set (the
+    disk the operator gave DuckDB for spilling, sized for it), else the system's temp directory.
+
+    The file holds ~70 bytes per replayed row (a full replay: the whole ledger) until the pools
+    are loaded, so it belongs on the disk chosen for spilling, not on a small `/tmp`.
+    """
+    root = settings.duckdb_temp_directory()
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def reconcile(

@@ -46,6 +46,7 @@ DUCKDB_TYPES = types_by_kind(lambda t: t.duckdb)  # kind -> DuckDB DDL type (col
 PARTITION_COLUMN = "_partition"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
 LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
+LEDGER_FULL_CHECKS = "raw._ledger_full_checks"  # cuts that compared every closed day
 DAYS_PER_INSERT = 400  # rows of a per-day bookkeeping table per parametrized insert (<= 6 each)
 WATERMARKS = "raw._watermarks"
 CUTOFF_RELATION = f"{RAW_PREFIX}.{CUTOFF_TABLE}"
@@ -98,6 +99,10 @@ def ensure_raw_tables(con: Session, table: Table) -> None:
         con.execute(
             f"create table if not exists {LEDGER_FINGERPRINTS} (partition_date DATE, through_id "
             "BIGINT, row_count BIGINT, id_sum BIGINT, user_id_sum BIGINT, digest BIGINT)"
+        )
+        con.execute(
+            f"create table if not exists {LEDGER_FULL_CHECKS} "
+            "(checked_at TIMESTAMP, through_id BIGINT)"
         )
     con.execute(
         f"create table if not exists {WATERMARKS} "
@@ -546,6 +551,141 @@ def replace_ledger_fingerprints(
     )
 
 
+def last_full_check(con) -> dt.datetime | None:
+    """The cut-off of the last cut that compared every closed day with the source (None: never)."""
+    ensure_raw_tables(con, CREDIT_HISTORIES)
+    value = con.execute(f"select max(checked_at) from {LEDGER_FULL_CHECKS}").fetchone()[0]
+    return _naive(value)
+
+
+def record_full_check(con, checked_at: dt.datetime, through_id: int) -> None:
+    """Remember a full check (its cut-off and the snapshot's highest id), after its commit."""
+    ensure_raw_tables(con, CREDIT_HISTORIES)
+    con.execute(
+        f"insert into {LEDGER_FULL_CHECKS} (checked_at, through_id) values (?, ?)",
+        [checked_at, int(through_id)],
+    )
+
+
+def _naive(value) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+    return dt.datetime.fromisoformat(str(value))
+
+
+_REJECTED_ID = "try_cast(id as bigint)"
+_REJECTED_CREATED_AT = "try_cast(created_at as timestamp)"
+
+
+def closed_days_first_id(con, first: dt.date, end: dt.date) -> int | None:
+    """The lowest id the warehouse holds (loaded or quarantined) for closed days [first, end).
+
+    The recent check reads the source from it: every row of those days, as read, is at or above.
+    """
+    rejected = f"raw.{rejected_name(CREDIT_HISTORIES.name)}"
+    value = con.execute(
+        f"""
+        select min(id) from (
+            select min(id) as id from raw.{CREDIT_HISTORIES.name}
+            where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?
+            union all
+            select min({_REJECTED_ID}) as id from {rejected}
+            where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} < ?
+        ) as firsts
+        """,
+        [first, end, first.isoformat(), end.isoformat()],
+    ).fetchone()[0]
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class StoredCut:
+    """What the last consistent cut read: its open slice held every row at or below `max_id`
+    dated from `closed_before` on (or without a day)."""
+
+    closed_before: dt.datetime
+    max_id: int
+    cutoff_at: dt.datetime
+
+
+def stored_cut(con) -> StoredCut | None:
+    """The last cut's end of the closed days, highest id and cut-off (None before the first)."""
+    ensure_raw_tables(con, CREDIT_HISTORIES)
+    row = con.execute(
+        f"select ledger_closed_before, ledger_closed_max_id, cutoff_at from {CUTOFF_RELATION}"
+    ).fetchone()
+    if row is None or None in row:
+        return None
+    return StoredCut(_naive(row[0]), int(row[1]), _naive(row[2]))  # type: ignore[arg-type]
+
+
+def first_id_created_between(con, since: dt.datetime, until: dt.datetime) -> int | None:
+    """The lowest id the warehouse holds for a row created in [since, until] (None: no row).
+
+    Why: ids are handed out at insert and rows become visible at commit, so a row inserted
+    shortly before a cut may commit after it with an id below the cut's highest. Its id was
+    handed out after those of the rows inserted before it in that window, which the cut did see.
+    """
+    value = con.execute(
+        f"""
+        select min(id) from (
+            select min(id) as id from raw.{CREDIT_HISTORIES.name}
+            where {PARTITION_COLUMN} >= ? and {PARTITION_COLUMN} <= ?
+                and created_at >= ? and created_at <= ?
+            union all
+            select min(id) as id from raw.{OPEN_LEDGER_TABLE}
+            where created_at >= ? and created_at <= ?
+        ) as firsts
+        """,
+        [since.date(), until.date(), since, until, since, until],
+    ).fetchone()[0]
+    return None if value is None else int(value)
+
+
+def open_rows_first_id(con, since: dt.datetime, until: dt.datetime | None = None) -> int | None:
+    """The lowest id of the stored open slice (loaded or quarantined) dated in [since, until).
+
+    Why the cut and the partition run may read the source from it: the last cut's open slice
+    holds every row at or below its highest id dated from its `closed_before` on.
+    """
+    rejected = f"raw.{rejected_name(CREDIT_HISTORIES.name)}"
+    upper = "" if until is None else " and created_at < ?"
+    upper_rejected = "" if until is None else f" and {_REJECTED_CREATED_AT} < ?"
+    params: list[object] = [since]
+    if until is not None:
+        params.append(until)
+    value = con.execute(
+        f"""
+        select min(id) from (
+            select min(id) as id from raw.{OPEN_LEDGER_TABLE} where created_at >= ?{upper}
+            union all
+            select min({_REJECTED_ID}) as id from {rejected}
+            where {PARTITION_COLUMN} = ? and {_REJECTED_CREATED_AT} >= ?{upper_rejected}
+        ) as firsts
+        """,
+        [*params, OPEN_PARTITION_LABEL, *params],
+    ).fetchone()[0]
+    return None if value is None else int(value)
+
+
+def open_rows_without_day(con, below_id: int) -> list[int]:
+    """Ids below `below_id` of stored open rows without a usable day (NULL or unreadable
+    `created_at`): the cut lists them by id, as no id range covers them."""
+    rejected = f"raw.{rejected_name(CREDIT_HISTORIES.name)}"
+    rows = con.execute(
+        f"""
+        select id from raw.{OPEN_LEDGER_TABLE} where created_at is null and id < ?
+        union
+        select {_REJECTED_ID} from {rejected}
+        where {PARTITION_COLUMN} = ? and {_REJECTED_CREATED_AT} is null and {_REJECTED_ID} < ?
+        """,
+        [below_id, OPEN_PARTITION_LABEL, below_id],
+    ).fetchall()
+    return sorted(int(r[0]) for r in rows if r[0] is not None)
+
+
 def insert_day_rows(con: Session, relation: str, columns: Sequence[str], rows: list[list]) -> None:
     """Insert per-day bookkeeping rows as bound parameters, `DAYS_PER_INSERT` rows a statement.
 
@@ -588,8 +728,8 @@ def fold_closed_ledger_rows(
     late mark) and days read again (changed, or never fingerprinted). They are written into their
     own day's partition — replacing the re-read days whole, and any older copy of the same id —
     so the next run, whose mark has moved past them, still holds them. Rows written late and rows
-    of changed days also stay in the open slice for this run: dbt's incremental replay reads the
-    open slice whole, so that is where it sees them. Quarantined rows take their own day's label.
+    of changed days also stay in the open slice for this run (the ledger view takes the open
+    slice's copy of an id). Quarantined rows take their own day's label.
     Runs inside the caller's transaction, on the open slice's stager (either engine), and
     ends with the shrink guard over the whole ledger (`guard_whole_ledger`): a truncated source
     makes every closed day "changed", and replacing them would empty the ledger day by day.
