@@ -353,10 +353,13 @@ E2E_MONTHS = 2
 E2E_PARTITION_DAYS = 30  # about a month of history before the first partition: read once
 
 
-def _cli(home: Path, url: str, cutoff: dt.datetime, *args: str) -> str:
+def _cli(
+    home: Path, url: str, cutoff: dt.datetime, *args: str, env: dict[str, str] | None = None
+) -> str:
     today = dt.datetime.now(dt.UTC).date()
     env = {
         **os.environ,
+        **(env or {}),
         settings.SOURCE_URL_VAR: url,
         settings.WAREHOUSE_PATH_VAR: str(home / "warehouse.duckdb"),
         settings.LEDGER_START_DATE_VAR: (today - dt.timedelta(days=E2E_PARTITION_DAYS)).isoformat(),
@@ -487,13 +490,20 @@ def _daily_runs_equal_full_rebuilds(tmp_path: Path, url: str) -> None:
         )
         conn.execute(sa.text("delete from credit_histories where id = :i"), {"i": deleted})
     cutoff = midnight + dt.timedelta(hours=4)
-    _cli(daily, url, cutoff, "--partition", yesterday.isoformat())
+    # an ordinary day whose re-checked closed days reach the edits (by default only the last two
+    # are, and older edits wait for the weekly full check): the lost row turns it into a full one
+    recheck = {settings.LEDGER_RECHECK_DAYS_VAR: "7"}
+    _cli(daily, url, cutoff, "--partition", yesterday.isoformat(), env=recheck)
     engine.dispose()
     daily_ledger = duckdb.connect(str(daily / "warehouse.duckdb"), read_only=True)
     try:  # both edits reached the warehouse (the rebuild below compares every report and mart)
         assert daily_ledger.execute(
             "select count(*) from credits.credit_histories where credit_history_id = ?", [deleted]
         ).fetchone() == (0,)
+        # the first run's full check, then the one the deleted row asked for
+        assert daily_ledger.execute("select count(*) from raw._ledger_full_checks").fetchone() == (
+            2,
+        )
     finally:
         daily_ledger.close()
     # the one replay (the reconciliation's) replays the changed users again; the marts read it
