@@ -123,17 +123,22 @@ def parse_flag(var: str, raw: str | None) -> bool:
     raise _problem(var, raw or "", f"one of {', '.join(TRUE_WORDS + FALSE_WORDS)} (or unset)")
 
 
-def parse_positive_int(var: str, raw: str | None, what: str) -> int | None:
+def _whole_number(var: str, raw: str | None, minimum: int, allowed: str) -> int | None:
+    """A whole number at least `minimum` (`_` allowed between digits), None when unset."""
     value = (raw or "").strip()
     if not value:
         return None
     try:
         number = int(value.replace("_", ""))
     except ValueError:
-        number = 0
-    if number < 1:
-        raise _problem(var, raw or "", f"a positive whole number of {what}")
+        number = minimum - 1
+    if number < minimum:
+        raise _problem(var, raw or "", allowed)
     return number
+
+
+def parse_positive_int(var: str, raw: str | None, what: str) -> int | None:
+    return _whole_number(var, raw, 1, f"a positive whole number of {what}")
 
 
 def parse_cutoff(raw: str | None) -> dt.datetime | None:
@@ -463,16 +468,8 @@ DEFAULT_LEDGER_FULL_CHECK_DAYS = 7
 
 def parse_days(var: str, raw: str | None, default: int) -> int:
     """A whole number of days, zero or more (`default` when unset)."""
-    value = (raw or "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise _problem(var, raw or "", "a whole number of days, 0 or more")
-    return number
+    number = _whole_number(var, raw, 0, "a whole number of days, 0 or more")
+    return default if number is None else number
 
 
 def ledger_recheck_days() -> int:

@@ -13,6 +13,8 @@ VALID = {settings.SOURCE_URL_VAR: "mysql+pymysql://reader:s3cret@db.internal:330
 
 # (variable, bad value, a fragment of what is allowed): every variable settings.py validates
 BAD_VALUES = [
+    (settings.LEDGER_RECHECK_DAYS_VAR, "-1", "a whole number of days, 0 or more"),
+    (settings.LEDGER_FULL_CHECK_DAYS_VAR, "weekly", "a whole number of days, 0 or more"),
     (settings.SOURCE_URL_VAR, "oracle://db/syllaby_v2", "SQLAlchemy URL"),
     (settings.SOURCE_URL_VAR, "mysql+pymysql://u:pw@host:notaport/db", "SQLAlchemy URL"),
     (settings.SOURCE_URL_VAR, "postgresql+psycopg://u@host", "must name a database"),
@@ -43,6 +45,8 @@ def test_a_complete_environment_has_no_problem():
         settings.DUCKDB_MEMORY_LIMIT_VAR: "4GB",
         settings.REPLAY_VAR: "full",
         settings.REPLAY_BATCH_ROWS_VAR: "500000",
+        settings.LEDGER_RECHECK_DAYS_VAR: "0",
+        settings.LEDGER_FULL_CHECK_DAYS_VAR: "1_0",
     }
     assert settings.configuration_problems(env, today=TODAY) == []
 
