@@ -587,6 +587,11 @@ def main() -> None:
         "--keep", action="store_true", help="keep the warehouses, Dagster homes and logs"
     )
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
+    parser.add_argument(
+        "--full-only",
+        action="store_true",
+        help="only the dump and the full run (e.g. to try CREDITS_DUCKDB_MEMORY_LIMIT values)",
+    )
     args = parser.parse_args()
 
     from credits_pipeline import settings
@@ -647,9 +652,16 @@ def main() -> None:
             print(f"the source observation's count reads {observation_rows:,} rows", flush=True)
         catch_up_dir = work / "catch_up"
         catch_up_dir.mkdir()
+        limit = os.environ.get(settings.DUCKDB_MEMORY_LIMIT_VAR)
+        if limit:
+            print(f"{settings.DUCKDB_MEMORY_LIMIT_VAR}={limit}", flush=True)
         full = materialize("full run", catch_up_dir, env, [], rows, args.interval)
         if full.code:
             raise SystemExit(f"the full run failed (exit {full.code}): {full.log}")
+        if args.full_only:
+            print("\n".join(report(dump, full, [], {"day_rows": 1, "active_users": 0})))
+            print(top_steps(full))
+            return
         partition_dir = work / "partition"
         shutil.copytree(catch_up_dir, partition_dir, ignore=shutil.ignore_patterns("*.log"))
         full_check_dir = work / "full_check"
