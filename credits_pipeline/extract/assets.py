@@ -350,8 +350,9 @@ def raw_consistent_cut(
             check_table(conn, USERS)
             check_table(conn, CREDIT_HISTORIES)
             # Which closed days changed, which were never read, and from which id rows are late:
-            # the source's fingerprints of every closed day, at each stored bound and at the
-            # snapshot's highest id (the bound stored for the next run), in one aggregate.
+            # the source's fingerprints at each stored bound and at the snapshot's highest id (the
+            # bound stored for the next run), in one aggregate — of every closed day on a full
+            # check, of the recent ones and every day's late rows, by id range, otherwise.
             snapshot_max_id = source_max_id(conn)
             scope = plan_cut(conn, con, stored, closed_before, cutoff, snapshot_max_id)
             plan, source_days = scope.plan, scope.source_days
