@@ -125,7 +125,7 @@ def build_layer(
     errored = errored_nodes(invocation)
     if errored:
         raise dg.Failure(
-            description=f"dbt build errored on {len(errored)} node(s): {', '.join(errored)}",
+            description=failure_description(invocation, errored),
             metadata={"dbt errors": dg.MetadataValue.md(_error_markdown(invocation, errored))},
         )
 
@@ -207,7 +207,42 @@ def errored_nodes(invocation: DbtCliInvocation) -> list[str]:
     ]
 
 
+DBT_LOG_ERRORS_HEADING = "Errors parsed from dbt logs:"  # how dagster-dbt introduces dbt's own
+
+
+def dbt_stopped_early(invocation: DbtCliInvocation) -> str | None:
+    """dbt's own error when it stopped before writing `run_results.json` (None when it wrote it).
+
+    Why: a dbt that dies before running any node (a profile it cannot render, a killed process,
+    a DuckDB that could not start) leaves no results to read; its error is in its log lines,
+    which dagster-dbt collects. Without this, the step said only that the file was missing.
+    """
+    try:
+        invocation.get_artifact("run_results.json")
+        return None
+    except (OSError, ValueError):
+        pass
+    code = invocation.process.returncode
+    error = str(invocation.get_error() or "")
+    said = error.split(DBT_LOG_ERRORS_HEADING, 1)[-1].strip() if error else ""
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    return f"dbt exited with code {code} before running any node: " + (
+        " ".join(lines) or "no error in its log (killed?); see the dbt log"
+    )
+
+
+def failure_description(invocation: DbtCliInvocation, errored: list[str]) -> str:
+    """The step's failure in one line: dbt's own error if it stopped early, else the nodes."""
+    stopped = dbt_stopped_early(invocation)
+    if stopped is not None:
+        return stopped
+    return f"dbt build errored on {len(errored)} node(s): {', '.join(errored)}"
+
+
 def _error_markdown(invocation: DbtCliInvocation, errored: list[str]) -> str:
+    stopped = dbt_stopped_early(invocation)
+    if stopped is not None:
+        return f"- `{invocation.dbt_command}`: {stopped}"
     results = {r["unique_id"]: r for r in invocation.get_artifact("run_results.json")["results"]}
     return "\n".join(
         f"- `{uid}`: {(results.get(uid) or {}).get('message') or 'see the dbt log'}"
