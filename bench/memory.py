@@ -22,6 +22,7 @@ dependency (psutil) the project does not declare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -105,9 +106,16 @@ def role_of(pid: int, root_pid: int) -> str:
 
 
 def directory_bytes(path: Path) -> int:
-    if not path.exists():
-        return 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes under `path` now; DuckDB creates and deletes its spill files while we walk them."""
+    total = 0
+    try:
+        for p in path.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                if p.is_file():
+                    total += p.stat().st_size
+    except FileNotFoundError:  # the directory itself went away mid-walk
+        pass
+    return total
 
 
 def sample(root_pid: int, peaks: Peaks, spill_dir: Path) -> None:
