@@ -21,6 +21,24 @@ class DayFingerprint:
     user_sum: int = 0
     digest: int = 0
 
+    # Every term is a sum over rows, so the fingerprint of a union of rows is the sum of theirs:
+    # a day as read plus the rows written late into it since (extract/fingerprint.py).
+    def __add__(self, other: DayFingerprint) -> DayFingerprint:
+        return DayFingerprint(
+            self.rows + other.rows,
+            self.id_sum + other.id_sum,
+            self.user_sum + other.user_sum,
+            self.digest + other.digest,
+        )
+
+    def __sub__(self, other: DayFingerprint) -> DayFingerprint:
+        return DayFingerprint(
+            self.rows - other.rows,
+            self.id_sum - other.id_sum,
+            self.user_sum - other.user_sum,
+            self.digest - other.digest,
+        )
+
 
 EMPTY = DayFingerprint()
 

@@ -69,9 +69,11 @@ def test_the_recent_check_reads_from_the_first_rechecked_id_or_just_above_the_la
         D(2025, 1, 1): StoredFingerprint(40, fp(2, 3)),
         D(2025, 1, 9): StoredFingerprint(50, fp(1, 45)),
     }
-    assert recent_check(stored, D(2025, 1, 10), 3, 44, 60) == RecentCheck(D(2025, 1, 7), 41)
-    assert recent_check(stored, D(2025, 1, 10), 3, 30, 60).min_id == 30
-    assert recent_check({}, D(2025, 1, 10), 3, None, 60).min_id == 61
+    assert recent_check(stored, D(2025, 1, 10), D(2025, 1, 7), 44, 60) == RecentCheck(
+        D(2025, 1, 7), 41
+    )
+    assert recent_check(stored, D(2025, 1, 10), D(2025, 1, 7), 30, 60).min_id == 30
+    assert recent_check({}, D(2025, 1, 10), D(2025, 1, 7), None, 60).min_id == 61
 
 
 def test_an_older_day_not_rechecked_keeps_its_fingerprint_plus_its_late_rows():

@@ -138,7 +138,7 @@ def plan_cut(
     check = recent_check(
         stored,
         closed_day,
-        settings.ledger_recheck_days(),
+        recheck_from,
         late_floor if recent_first is None else min(recent_first, late_floor),
         snapshot_max_id,
     )

@@ -336,18 +336,6 @@ def full_check_due(
     return cutoff - last_full_check >= dt.timedelta(days=every_days)
 
 
-def _minus(a: DayFingerprint, b: DayFingerprint) -> DayFingerprint:
-    return DayFingerprint(
-        a.rows - b.rows, a.id_sum - b.id_sum, a.user_sum - b.user_sum, a.digest - b.digest
-    )
-
-
-def _plus(a: DayFingerprint, b: DayFingerprint) -> DayFingerprint:
-    return DayFingerprint(
-        a.rows + b.rows, a.id_sum + b.id_sum, a.user_sum + b.user_sum, a.digest + b.digest
-    )
-
-
 @dataclass(frozen=True)
 class RecentCheck:
     """What an ordinary (not full) cut compares and from which id it reads the source.
@@ -365,12 +353,11 @@ class RecentCheck:
 def recent_check(
     stored: Mapping[dt.date, StoredFingerprint],
     closed_before: dt.date,
-    recheck_days: int,
+    recheck_from: dt.date,
     recent_first_id: int | None,
     snapshot_max_id: int,
 ) -> RecentCheck:
     """The recent check's days and first id (`recent_first_id`: the warehouse's first of them)."""
-    recheck_from = closed_before - dt.timedelta(days=recheck_days)
     bounds = [s.through_id for d, s in stored.items() if d < closed_before]
     floor = min(bounds, default=snapshot_max_id) + 1
     first = floor if recent_first_id is None else min(recent_first_id, floor)
@@ -409,7 +396,7 @@ def synthesized_source_days(
         now = counted.get(day, {})
         base = now.get(mark.through_id, EMPTY)
         out[day] = {
-            bound: _plus(mark.fingerprint, _minus(now.get(bound, EMPTY), base))
+            bound: mark.fingerprint + (now.get(bound, EMPTY) - base)
             for bound in bounds
             if bound >= mark.through_id
         }
