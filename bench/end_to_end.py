@@ -344,6 +344,86 @@ class ServerRowsRead:
         self.engine.dispose()
 
 
+class StatementReads:
+    """Rows the server examined per ledger statement of a run, from MariaDB's slow query log.
+
+    With `long_query_time = 0` and `log_output = TABLE`, every statement lands in `mysql.slow_log`
+    with its `rows_examined`; statements on the bench's database that name the ledger are grouped
+    by their text with numbers and quoted values blanked, so a run's server reads can be told
+    apart by statement (the fingerprint aggregates, the reads, the observation's count). The
+    server's settings are put back as they were when the bench ends."""
+
+    SETTINGS = ("slow_query_log", "log_output", "long_query_time")
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.engine = engine_for()
+        try:
+            with self.engine.connect() as conn:
+                self.saved = {
+                    name: conn.exec_driver_sql(f"SELECT @@global.{name}").scalar_one()
+                    for name in self.SETTINGS
+                }
+            self.available = True
+        except Exception as exc:  # no privilege, or not MariaDB
+            print(f"statement reads unavailable: {type(exc).__name__}")
+            self.available = False
+
+    def start(self) -> None:
+        if not self.available:
+            return
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("SET GLOBAL slow_query_log = 0")
+            conn.exec_driver_sql("TRUNCATE TABLE mysql.slow_log")
+            conn.exec_driver_sql("SET GLOBAL log_output = 'TABLE', long_query_time = 0")
+            conn.exec_driver_sql("SET GLOBAL slow_query_log = 1")
+
+    def stop(self) -> list[tuple[int, int, str]]:
+        """(rows examined, statements, statement shape) per shape, most rows first."""
+        import re
+
+        import sqlalchemy as sa
+
+        if not self.available:
+            return []
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("SET GLOBAL slow_query_log = 0")
+            rows = conn.execute(
+                sa.text(
+                    "SELECT CONVERT(sql_text USING utf8mb4), rows_examined FROM mysql.slow_log "
+                    "WHERE db = :db AND sql_text LIKE :ledger"
+                ),
+                {"db": self.database, "ledger": f"%{LEDGER}%"},
+            ).all()
+        shapes: dict[str, list[int]] = {}
+        for text, examined in rows:
+            shape = re.sub(r"'[^']*'", "'?'", " ".join(str(text).split()))
+            shape = re.sub(r"\b\d+\b", "N", shape)
+            seen = shapes.setdefault(shape[:150], [0, 0])
+            seen[0] += int(examined or 0)
+            seen[1] += 1
+        return sorted(((r, n, s) for s, (r, n) in shapes.items()), reverse=True)
+
+    def close(self) -> None:
+        if not self.available:
+            return
+        import sqlalchemy as sa
+
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("SET GLOBAL slow_query_log = 0")
+            conn.execute(
+                sa.text("SET GLOBAL log_output = :o, long_query_time = :t"),
+                {"o": self.saved["log_output"], "t": self.saved["long_query_time"]},
+            )
+            conn.execute(
+                sa.text("SET GLOBAL slow_query_log = :on"),
+                {"on": int(self.saved["slow_query_log"])},
+            )
+        self.engine.dispose()
+
+
+STATEMENTS_SHOWN = 8  # ledger statements listed per daily run, most rows examined first
+
 # -- the runs -------------------------------------------------------------------------------------
 
 
@@ -354,6 +434,7 @@ class RunFigures:
     wall: float
     peaks: memory_bench.Peaks
     steps: dict[str, float]  # step key -> seconds
+    peak_step: str  # the step running when the pipeline's process reached its peak
     ledger_rows_read: int  # raw/credit_histories' partition range + the consistent cut
     server_rows_read: int | None
     log: Path
@@ -369,8 +450,9 @@ class RunFigures:
         return key, self.steps.get(key, float("nan"))
 
 
-def run_record(home: Path) -> tuple[dict[str, float], int]:
-    """The newest daily run in `home`: its step durations and the ledger rows it read."""
+def run_record(home: Path, peak_at: float | None) -> tuple[dict[str, float], int, str]:
+    """The newest daily run in `home`: its step durations, the ledger rows it read and the step
+    that was running at `peak_at` (epoch seconds; the pipeline process's peak)."""
     import dagster as dg
 
     from credits_pipeline.names import OPEN_LEDGER_TABLE, raw_key
@@ -379,11 +461,16 @@ def run_record(home: Path) -> tuple[dict[str, float], int]:
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         [run] = instance.get_runs(filters=dg.RunsFilter(job_name=DAILY_JOB_NAME), limit=1)
-        steps = {
-            s.step_key: s.end_time - s.start_time
-            for s in instance.get_run_step_stats(run.run_id)
-            if s.start_time and s.end_time
-        }
+        stats = [s for s in instance.get_run_step_stats(run.run_id) if s.start_time and s.end_time]
+        steps = {s.step_key: s.end_time - s.start_time for s in stats}
+        peak_step = next(
+            (
+                s.step_key
+                for s in stats
+                if peak_at is not None and s.start_time <= peak_at <= s.end_time
+            ),
+            "outside any step",
+        )
         partitions = cut = 0
         for entry in instance.all_logs(
             run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
@@ -396,7 +483,7 @@ def run_record(home: Path) -> tuple[dict[str, float], int]:
                 cut = int(meta["rows_read"])
     finally:
         instance.dispose()
-    return steps, partitions + cut
+    return steps, partitions + cut, peak_step
 
 
 def found_in_warehouse(warehouse: Path, day: dict) -> str:
@@ -424,7 +511,13 @@ def found_in_warehouse(warehouse: Path, day: dict) -> str:
 
 
 def materialize(
-    label: str, run_dir: Path, env: dict, extra: list[str], rows: ServerRowsRead, interval: float
+    label: str,
+    run_dir: Path,
+    env: dict,
+    extra: list[str],
+    rows: ServerRowsRead,
+    interval: float,
+    statements: StatementReads | None = None,
 ) -> RunFigures:
     from credits_pipeline.warehouse import memory
 
@@ -438,6 +531,8 @@ def materialize(
     log = run_dir / f"{label.replace(' ', '_')}.log"
     print(f"{label}: materialize {' '.join(extra)} ({load()}) ...", flush=True)
     before = rows.now()
+    if statements is not None:
+        statements.start()
     code, wall, peaks = memory_bench.run_sampled(
         [
             sys.executable,
@@ -454,20 +549,24 @@ def materialize(
         interval,
     )
     after = rows.now()
+    by_statement = [] if statements is None else statements.stop()
     figures_load = load()
-    steps, read = run_record(run_dir / "dagster_home")
+    steps, read, peak_step = run_record(run_dir / "dagster_home", peaks.role_peak_at("pipeline"))
     server = None if before is None or after is None else after - before
     print(
         f"  exit {code}, {wall:,.1f} s, {read:,} ledger rows read, peak RSS pipeline "
-        f"{peaks.role_peak('pipeline') / MB:,.0f} MB, dbt {peaks.role_peak('dbt') / MB:,.0f} MB "
+        f"{peaks.role_peak('pipeline') / MB:,.0f} MB (during {peak_step}), "
+        f"dbt {peaks.role_peak('dbt') / MB:,.0f} MB "
         f"({figures_load})",
         flush=True,
     )
     ranked = sorted(steps.items(), key=lambda kv: -kv[1])[:4]
     print("  slowest steps: " + ", ".join(f"{k} {v:,.1f} s" for k, v in ranked), flush=True)
+    for examined, count, shape in by_statement[:STATEMENTS_SHOWN]:
+        print(f"  server rows {examined:>12,} in {count:>3} statement(s): {shape}", flush=True)
     if code:
         print(log.read_text()[-3000:])
-    return RunFigures(label, code, wall, peaks, steps, read, server, log, figures_load)
+    return RunFigures(label, code, wall, peaks, steps, peak_step, read, server, log, figures_load)
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -638,6 +737,7 @@ def main() -> None:
     env[settings.LEDGER_START_DATE_VAR] = first.date().isoformat()
     work = Path(tempfile.mkdtemp(prefix="credits_bench_end_to_end_"))
     rows = ServerRowsRead(database)
+    statements = StatementReads(database)
     try:
         print(f"client dump ({load()}) ...", flush=True)
         dump = extract_bench.client_dump(database, render_sql("mysql", CREDIT_HISTORIES, None, {}))
@@ -675,7 +775,7 @@ def main() -> None:
             flush=True,
         )
         dailies = [
-            materialize("daily catch-up", catch_up_dir, env, [], rows, args.interval),
+            materialize("daily catch-up", catch_up_dir, env, [], rows, args.interval, statements),
             materialize(
                 "daily --partition",
                 partition_dir,
@@ -683,6 +783,7 @@ def main() -> None:
                 ["--partition", day["day"].isoformat()],
                 rows,
                 args.interval,
+                statements,
             ),
             materialize(
                 "daily full check",
@@ -691,6 +792,7 @@ def main() -> None:
                 [],
                 rows,
                 args.interval,
+                statements,
             ),
         ]
         for run, run_dir in zip(
@@ -699,6 +801,7 @@ def main() -> None:
             run.found = found_in_warehouse(run_dir / "warehouse.duckdb", day)
     finally:
         rows.close()
+        statements.close()
         restore_source(state)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -51,9 +51,17 @@ class Peaks:
     roles: dict[int, str] = field(default_factory=dict)
     tree: int = 0
     spill: int = 0
+    peak_at: dict[int, float] = field(default_factory=dict)  # pid -> epoch seconds of its peak
 
     def role_peak(self, role: str) -> int:
         return max((b for p, b in self.by_pid.items() if self.roles[p] == role), default=0)
+
+    def role_peak_at(self, role: str) -> float | None:
+        """When (epoch seconds, to the sampling interval) the role's largest process peaked."""
+        pids = [p for p in self.by_pid if self.roles[p] == role]
+        if not pids:
+            return None
+        return self.peak_at.get(max(pids, key=lambda p: self.by_pid[p]))
 
 
 def process_tree(root_pid: int) -> list[int]:
@@ -127,7 +135,10 @@ def sample(root_pid: int, peaks: Peaks, spill_dir: Path) -> None:
         rss, peak = memory
         if pid not in peaks.roles:
             peaks.roles[pid] = role_of(pid, root_pid)
-        peaks.by_pid[pid] = max(peaks.by_pid.get(pid, 0), peak, rss)
+        # VmHWM only grows: the first sample that shows a higher one dates the peak
+        if max(peak, rss) > peaks.by_pid.get(pid, 0):
+            peaks.by_pid[pid] = max(peak, rss)
+            peaks.peak_at[pid] = time.time()
         total += rss
     peaks.tree = max(peaks.tree, total)
     peaks.spill = max(peaks.spill, directory_bytes(spill_dir))

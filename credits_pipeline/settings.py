@@ -345,9 +345,9 @@ DUCKDB_MEMORY_LIMIT_VAR = "CREDITS_DUCKDB_MEMORY_LIMIT"
 def duckdb_memory_limit() -> str | None:
     """`CREDITS_DUCKDB_MEMORY_LIMIT`, e.g. '4GB': how much DuckDB may use before spilling.
 
-    Unset, `warehouse/memory.py` sizes it from the machine (half of RAM, 1-64 GiB). Measured at
-    100,000 users (6.6 M ledger rows): a 2 GB limit made the reconciliation's row checks fail with
-    an out-of-memory error, so the default stays generous.
+    Unset, `warehouse/memory.py` sizes it from the machine (a quarter of RAM, 256 MiB-1 GiB: the
+    per-process budget that keeps each process under 2 GB, measured at 100,000 users). A larger
+    ledger may need more: a statement that runs out fails naming this variable.
     """
     return parse_memory_limit(os.environ.get(DUCKDB_MEMORY_LIMIT_VAR))
 
@@ -371,7 +371,7 @@ REPLAY_BATCH_ROWS_VAR = "CREDITS_REPLAY_BATCH_ROWS"
 
 def replay_batch_rows() -> int | None:
     """`CREDITS_REPLAY_BATCH_ROWS`: ledger rows the replay holds in memory at once (None:
-    2,000,000).
+    500,000, `reconcile.DEFAULT_BATCH_ROWS`).
 
     The replay streams its input in batches of this size; lower it on a small worker, raise it to
     spend fewer round trips on a large one. The result does not depend on it.

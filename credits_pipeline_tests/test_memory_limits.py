@@ -23,21 +23,40 @@ GIB = 1024**3
 @pytest.mark.parametrize(
     ("total", "expected"),
     [
-        (24 * GIB, "12288MiB"),  # half of an ordinary worker
-        (int(1.5 * GIB), "1024MiB"),  # a tiny container: the floor, not 768 MiB
-        (512 * GIB, "65536MiB"),  # a big shared host: the ceiling
-        (None, "1024MiB"),  # memory unknown: the floor
-        (0, "1024MiB"),
+        (24 * GIB, "1024MiB"),  # an ordinary worker: the per-process ceiling, not 6 GiB
+        (2 * GIB, "512MiB"),  # a small container: a quarter
+        (512 * 1024**2, "256MiB"),  # a tiny one: the floor, not 128 MiB
+        (None, "256MiB"),  # memory unknown: the floor
+        (0, "256MiB"),
     ],
 )
-def test_the_default_limit_is_half_of_ram_between_a_floor_and_a_ceiling(total, expected):
+def test_the_default_limit_is_a_quarter_of_ram_between_a_floor_and_a_ceiling(total, expected):
     assert memory.memory_limit_for(total) == expected
 
 
 def test_the_default_limit_is_one_duckdb_accepts_and_reads_back_as_the_same_amount():
     con = duckdb.connect()
-    con.execute("set memory_limit = ?", [memory.memory_limit_for(24 * GIB)])
-    assert con.execute("select current_setting('memory_limit')").fetchone()[0] == "12.0 GiB"
+    con.execute("set memory_limit = ?", [memory.memory_limit_for(2 * GIB)])
+    assert con.execute("select current_setting('memory_limit')").fetchone()[0] == "512.0 MiB"
+
+
+def test_a_statement_beyond_the_limit_fails_naming_the_limit_and_the_variable_to_raise(
+    monkeypatch, tmp_path
+):
+    """`string_agg` cannot spill: under 32 MB this aggregate cannot complete. The step's failure
+    says which limit was in force and which variable raises it, instead of DuckDB's advice to
+    `SET memory_limit` (which the pipeline would override at the next connection)."""
+    monkeypatch.setenv(settings.DUCKDB_MEMORY_LIMIT_VAR, "32MB")
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))
+    with pytest.raises(dg.Failure) as failure, warehouse.connect() as con:
+        con.execute(
+            "select length(string_agg(repeat('x', 1000), ',')) from range(200000)"
+        ).fetchall()
+    description = failure.value.description or ""
+    assert description.startswith("DuckDB ran out of memory under its limit of 32MB")
+    assert settings.DUCKDB_MEMORY_LIMIT_VAR in description
+    assert "SET memory_limit" not in description
+    assert failure.value.metadata[memory.MEMORY_LIMIT_METADATA].value == "32MB"
 
 
 def test_this_machines_memory_is_found():

@@ -69,8 +69,11 @@ REPORT_RELATIONS = {
     rc.ANOMALIES_TABLE: ANOMALIES_REPORT_TABLE,
 }
 WORST_LIMIT = 10
-# Ledger rows the replay holds at once (~60 bytes each as numpy columns, ~120 MB per batch).
-DEFAULT_BATCH_ROWS = 2_000_000
+# Ledger rows the replay holds at once. Each row costs ~300 bytes while its batch is replayed (the
+# Arrow batch, its numpy copy, the kernel's outputs, the pools written out): ~150 MB a batch, kept
+# small because it sits outside DuckDB's memory limit in the same process (measured at 6.5 M rows:
+# 2,000,000-row batches added ~0.6 GB to the worker's peak).
+DEFAULT_BATCH_ROWS = 500_000
 
 RECONCILIATION_COLUMNS = (
     "user_id",
@@ -300,14 +303,13 @@ def _load_row_pools(con: Session, pools_file: Path, batch_rows: int) -> None:
 
     Why a file: the replay's input is a stream on this very session, and a statement run on a
     DuckDB connection mid-stream ends that stream without an error; so the pools wait on disk
-    (not in memory: a row each) until the replay is done, then go in `batch_rows` at a time.
+    (not in memory: a row each) until the replay is done, then the warehouse reads them in
+    (`session.insert_parquet`: DuckDB reads the file itself, under its memory limit).
     """
     _register_as(con, ROW_POOLS_ARROW_SCHEMA.empty_table(), REPLAYED_POOLS_TABLE)
-    batch = f"{REPLAYED_POOLS_TABLE}_arrow"
-    for pools in pq.ParquetFile(pools_file).iter_batches(batch_size=batch_rows):
-        con.register(batch, pa.Table.from_batches([pools], schema=ROW_POOLS_ARROW_SCHEMA))
-        con.execute(f"insert into {REPLAYED_POOLS_TABLE} select * from {batch}")
-        con.unregister(batch)
+    session.insert_parquet(
+        con, REPLAYED_POOLS_TABLE, pools_file, ROW_POOLS_ARROW_SCHEMA, batch_rows
+    )
 
 
 def _replay_outputs(

@@ -56,11 +56,14 @@ class DuckDBWarehouse(dg.ConfigurableResource):
             con.execute("set timezone = 'UTC'")
             # Always bounded, sized from the machine or set by the operator; spills beside the
             # warehouse file (`memory.py` says why and how much).
-            memory.apply(con, path)
+            limits = memory.apply(con, path)
             if not read_only:
                 for schema in WAREHOUSE_SCHEMAS:
                     con.execute(f"create schema if not exists {schema}")
-            yield con
+            try:
+                yield con
+            except duckdb.OutOfMemoryException as exc:
+                raise memory.out_of_memory_failure(exc, limits) from None
         finally:
             con.close()
 

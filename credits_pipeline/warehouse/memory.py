@@ -7,17 +7,21 @@ DuckDB's accounting. Measured on issue 10: dbt's process peaked at 6.2 GB and th
 2.3 GB on a 100k-user ledger. A limit makes DuckDB spill sorts, joins and aggregates to a temp
 directory instead of growing until the kernel kills the worker.
 
-The default is half of physical memory, at least `FLOOR_BYTES` and at most `CEILING_BYTES`:
-- half, not less: dbt runs as a subprocess while the Dagster process waits for it, so the two never
-  hold large DuckDB buffers at the same time; the other half is for the pipeline process's own
-  Python/numpy/Arrow memory (the replay, the Dagster instance), which DuckDB does not count;
-- generous rather than tight: a 2 GB limit made the reconciliation's row checks fail at 100k users
-  (commit 5661591) — some operators (window functions over one partition, `list` aggregates)
-  cannot spill, so a small limit turns "slow" into "failed";
-- a floor (1 GiB), so a tiny container or a machine whose memory cannot be read still leaves
-  room for the operators that cannot spill (a whole small demo completes under 256 MB, tested);
-- a ceiling (64 GiB), so a big shared host does not hand one pipeline most of its memory by
-  accident; an operator who wants more says so with the variable.
+The default is a quarter of physical memory, at least `FLOOR_BYTES` and at most `CEILING_BYTES`:
+- a ceiling of 1 GiB, the per-process budget: a process is DuckDB's limit plus what DuckDB does
+  not count (the pipeline's Python, Arrow and numpy: ~0.5 GB of imports and the replay's batch),
+  and every process must stay under 2 GB (issue 10). Measured at 100,000 users (6.5 M ledger
+  rows, `bench/end_to_end.py`): under 1 GiB the full run was faster than under half of a 23 GiB
+  machine (209-214 s against 259 s: less memory to allocate and touch, spills that stay in the
+  page cache), while the pipeline's process peaked at 7.2 GB under the old default;
+- a quarter below that, so a small container keeps room for the Dagster instance, the Python
+  around DuckDB, and dbt's process (which runs while the pipeline's process waits, holding its
+  Python memory);
+- a floor (256 MiB), the smallest limit a whole small demo is tested under: some operators
+  (`list` and `string_agg` aggregates, a window over one huge partition) cannot spill, so below it
+  "slow" becomes "failed";
+- a limit too small for the ledger fails its statement with one message naming the variable to
+  raise (`out_of_memory_failure`), not DuckDB's advice to run `SET memory_limit`.
 `CREDITS_DUCKDB_MEMORY_LIMIT` overrides the figure (any DuckDB size, e.g. `4GB`);
 `CREDITS_DUCKDB_TEMP_DIRECTORY` the spill directory (default: `<warehouse file>.tmp/` beside the
 warehouse, on the same disk that already holds the data, and private to this warehouse).
@@ -28,11 +32,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dagster as dg
+
 from credits_pipeline import settings
 
-FLOOR_BYTES = 1024**3  # 1 GiB
-CEILING_BYTES = 64 * 1024**3  # 64 GiB
-RAM_FRACTION = 0.5
+FLOOR_BYTES = 256 * 1024**2  # 256 MiB
+CEILING_BYTES = 1024**3  # 1 GiB
+RAM_FRACTION = 0.25
 MIB = 1024**2
 # Metadata keys the warehouse-writing assets record (what limit and spill directory were in force).
 MEMORY_LIMIT_METADATA = "duckdb_memory_limit"
@@ -43,7 +49,8 @@ TEMP_DIRECTORY_SUFFIX = ".tmp"
 def memory_limit_for(total_bytes: int | None) -> str:
     """The default limit for a machine of `total_bytes` of RAM, as a DuckDB size ('12288MiB').
 
-    Pure: half of RAM, clamped to [FLOOR_BYTES, CEILING_BYTES]; unknown RAM gets the floor. Whole
+    Pure: a quarter of RAM, clamped to [FLOOR_BYTES, CEILING_BYTES]; unknown RAM gets the floor
+    (a machine whose memory cannot be read is not trusted with more). Whole
     MiB so the value reads the same in DuckDB's `current_setting`, in metadata and in dbt's profile.
     """
     if not total_bytes or total_bytes <= 0:
@@ -114,6 +121,28 @@ def apply(con: object, warehouse: Path | None = None) -> dict[str, str]:
     for name, value in values.items():
         con.execute(f"set {name} = ?", [value])  # type: ignore[attr-defined]
     return values
+
+
+def out_of_memory_failure(exc: BaseException, values: dict[str, str]) -> dg.Failure:
+    """The step's failure when DuckDB ran out of its limit: which limit, and what to change.
+
+    Why: DuckDB's own message ends with advice (`SET memory_limit=...`, fewer threads) that an
+    operator cannot act on; the pipeline sets the limit from `CREDITS_DUCKDB_MEMORY_LIMIT`. The
+    first line of DuckDB's message says what could not be allocated; `values` are the settings in
+    force (`apply`).
+    """
+    lines = str(exc).strip().splitlines()
+    what = lines[0] if lines else type(exc).__name__
+    limit, spill = values.get("memory_limit", "?"), values.get("temp_directory", "?")
+    return dg.Failure(
+        description=(
+            f"DuckDB ran out of memory under its limit of {limit} (spill directory {spill}): "
+            f"{what}. Raise {settings.DUCKDB_MEMORY_LIMIT_VAR} (e.g. 4GB); if that disk is full, "
+            f"point {settings.DUCKDB_TEMP_DIRECTORY_VAR} at a larger one."
+        ),
+        metadata={MEMORY_LIMIT_METADATA: limit, TEMP_DIRECTORY_METADATA: spill},
+        allow_retries=False,
+    )
 
 
 # Environment variables dbt's profile reads (`profiles.yml`: `settings:` of the duckdb output).
