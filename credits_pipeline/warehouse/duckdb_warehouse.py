@@ -66,6 +66,7 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                 raise memory.out_of_memory_failure(exc, limits) from None
         finally:
             con.close()
+            memory.release_unused_memory()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -29,10 +29,13 @@ warehouse, on the same disk that already holds the data, and private to this war
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 
 from credits_pipeline import settings
 
@@ -121,6 +124,32 @@ def apply(con: object, warehouse: Path | None = None) -> dict[str, str]:
     for name, value in values.items():
         con.execute(f"set {name} = ?", [value])  # type: ignore[attr-defined]
     return values
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _libc()  # glibc (None elsewhere: musl or macOS have no malloc_trim)
+
+
+def release_unused_memory() -> None:
+    """Hand the memory a finished step freed back to the operating system.
+
+    Why: every step of a run executes in the one pipeline process, and what a step frees stays in
+    the allocators' pools — Arrow's (the extraction's batches) and glibc's heap arenas (DuckDB's
+    and numpy's buffers) — counted in the RSS of every later step. Measured at 100,000 users: the
+    reconciliation alone peaks at ~1.6 GB, but ~0.4 GB higher after the extraction steps in the
+    same process. Called when a warehouse connection closes; it frees nothing in use.
+    """
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def out_of_memory_failure(exc: BaseException, values: dict[str, str]) -> dg.Failure:
