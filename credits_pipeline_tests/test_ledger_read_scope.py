@@ -29,6 +29,7 @@ from credits_pipeline.extract.fingerprint import (
     RecentCheck,
     StoredFingerprint,
     bounded_cut_where,
+    closed_range_read_from,
     days_that_lost_rows,
     full_check_due,
     recent_check,
@@ -74,6 +75,23 @@ def test_the_recent_check_reads_from_the_first_rechecked_id_or_just_above_the_la
     )
     assert recent_check(stored, D(2025, 1, 10), D(2025, 1, 7), 30, 60).min_id == 30
     assert recent_check({}, D(2025, 1, 10), D(2025, 1, 7), None, 60).min_id == 61
+
+
+def test_a_rerun_of_recently_closed_days_reads_from_their_first_id_and_older_days_by_date():
+    stored = {
+        D(2025, 1, 8): StoredFingerprint(50, fp(3, 120)),
+        D(2025, 1, 9): StoredFingerprint(60, fp(4, 210)),
+    }
+    recheck_from = D(2025, 1, 8)
+    days = [D(2025, 1, 8), D(2025, 1, 9)]
+    # the first id held for them, below the late floor and the lowest bound + 1
+    assert closed_range_read_from(days, stored, recheck_from, 38, 55) == 38
+    # a day held empty: from its bound + 1 or the late floor, whichever is lower
+    assert closed_range_read_from([D(2025, 1, 9)], stored, recheck_from, None, 70) == 61
+    assert closed_range_read_from([D(2025, 1, 9)], stored, recheck_from, None, 57) == 57
+    # a day older than the re-checked ones, or never read: by its dates
+    assert closed_range_read_from([D(2025, 1, 7), *days], stored, recheck_from, 30, 55) is None
+    assert closed_range_read_from([D(2025, 1, 10)], stored, recheck_from, None, 55) is None
 
 
 def test_an_older_day_not_rechecked_keeps_its_fingerprint_plus_its_late_rows():
@@ -325,4 +343,84 @@ def test_a_daily_run_reads_by_id_and_a_full_check_finds_the_rest_on_postgresql(
 ):
     _a_daily_run_reads_by_id_and_a_full_check_finds_the_rest(
         fresh_postgres_url, tmp_path, monkeypatch, False
+    )
+
+
+def _ledger_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    mats = result.asset_materializations_for_node("raw__credit_histories")
+    return next(m for m in mats if m.asset_key == dg.AssetKey(["raw", "credit_histories"])).metadata
+
+
+def _a_second_run_the_same_day_reads_the_newest_closed_day_by_id(
+    url: str, tmp_path, monkeypatch, measure_on_mariadb: bool
+) -> None:
+    """A second run the same day takes the newest closed day again (`catch_up_window`): it is
+    read from its first id in the warehouse, not by its dates (a scan of the whole ledger on the
+    contract's schema, which has no index on `created_at`), and still picks up a row written late
+    into it and a rewrite of one of its rows. The days end yesterday, on the real clock."""
+    instance_home = tmp_path / "dagster_home"
+    instance_home.mkdir()
+    warehouse = str(tmp_path / "warehouse.duckdb")
+    today = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    days = [today - dt.timedelta(days=n) for n in range(DAYS, 0, -1)]
+    monkeypatch.setenv(settings.LEDGER_START_DATE_VAR, days[0].date().isoformat())
+    monkeypatch.delenv(settings.LEDGER_FULL_CHECK_DAYS_VAR, raising=False)
+    monkeypatch.delenv(settings.LEDGER_RECHECK_DAYS_VAR, raising=False)
+    history = [
+        ledger_row(1 + i * ROWS_A_DAY + k, 1 + k % 2, 2, 15, 500, day + dt.timedelta(hours=1 + k))
+        for i, day in enumerate(days)
+        for k in range(ROWS_A_DAY)
+    ]
+    engine = write_source(url, history)
+    first, yesterday = days[0].date().isoformat(), days[-1].date().isoformat()
+    yesterdays_first = len(history) - ROWS_A_DAY + 1
+    with dg.instance_for_test(temp_dir=str(instance_home)) as instance:
+        assert run_extraction(instance, url, warehouse, first=first, last=yesterday).success
+        late_id = len(history) + 1
+        with engine.begin() as conn:
+            _insert(conn, [ledger_row(late_id, 2, 2, 15, 485, days[-1] + dt.timedelta(hours=20))])
+            conn.execute(
+                sa.text(f"update credit_histories set amount = 66 where id = {yesterdays_first}")
+            )
+        if measure_on_mariadb:
+            with _rows_read_on_mariadb(url) as read:
+                result = run_extraction(instance, url, warehouse, first=yesterday, last=yesterday)
+            assert read[0] < len(history) // 3, read  # yesterday's rows, never the history
+        else:
+            result = run_extraction(instance, url, warehouse, first=yesterday, last=yesterday)
+        assert result.success
+        assert _cut_metadata(result)[LEDGER_CHECK_METADATA].value.startswith("recent")
+        assert _ledger_metadata(result)[READ_FROM_ID_METADATA].value == yesterdays_first
+        assert query(
+            warehouse, f"select _partition from raw.credit_histories where id = {late_id}"
+        ) == [(days[-1].date(),)]
+        assert _amount(warehouse, yesterdays_first) == 66
+        fresh = str(tmp_path / "fresh.duckdb")
+        assert run_extraction(instance, url, fresh, first=first, last=yesterday).success
+    for table in ("credit_histories", "credit_histories__rejected", "_ledger_fingerprints"):
+        assert_same_rows(
+            query(warehouse, f"select * exclude (through_id) from raw.{table}")
+            if table == "_ledger_fingerprints"
+            else query(warehouse, f"select * from raw.{table}"),
+            query(fresh, f"select * exclude (through_id) from raw.{table}")
+            if table == "_ledger_fingerprints"
+            else query(fresh, f"select * from raw.{table}"),
+            table,
+        )
+    engine.dispose()
+
+
+def test_a_second_run_the_same_day_reads_the_newest_closed_day_by_id_on_sqlite(
+    tmp_path, monkeypatch
+):
+    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
+    _a_second_run_the_same_day_reads_the_newest_closed_day_by_id(url, tmp_path, monkeypatch, False)
+
+
+@pytest.mark.mysql
+def test_a_second_run_the_same_day_reads_the_newest_closed_day_by_id_on_mariadb(
+    fresh_mysql_url, tmp_path, monkeypatch
+):
+    _a_second_run_the_same_day_reads_the_newest_closed_day_by_id(
+        fresh_mysql_url, tmp_path, monkeypatch, True
     )

@@ -29,6 +29,7 @@ from credits_pipeline.extract.fingerprint import (
     MAX_OPEN_IDS_LISTED,
     ClosedDaysPlan,
     bounded_cut_where,
+    closed_range_read_from,
     cut_where,
     days_that_lost_rows,
     fingerprint_bounds,
@@ -48,6 +49,7 @@ from credits_pipeline.warehouse.raw_tables import (
     open_rows_first_id,
     open_rows_without_day,
     stored_cut,
+    stored_ledger_fingerprints,
 )
 
 FULL_CHECK = "full"
@@ -177,12 +179,28 @@ def partition_read_from(con, start: dt.datetime, end: dt.datetime) -> int | None
     Why: the last cut's open slice held every row dated from its `closed_before` on that had
     committed, up to its highest id; a day at or after that `closed_before` therefore has no row
     below the lowest id the open slice holds for it, other than rows committed after that cut
-    with ids handed out shortly before it (`late_commit_floor`). Earlier days (a backfill, a
-    re-run of a closed day) are read by their dates, the whole ledger scanned.
+    with ids handed out shortly before it (`late_commit_floor`). Days that cut had closed already
+    (a second catch-up the same day takes the newest closed day again) are read from their first
+    id in the warehouse when the ordinary cut re-checks them (`closed_range_read_from`); older
+    days (a backfill) are read by their dates, the whole ledger scanned.
     """
     previous_cut = stored_cut(con)
-    if previous_cut is None or start < previous_cut.closed_before:
+    if previous_cut is None:
         return None
-    first = open_rows_first_id(con, start, end)
     floor = late_commit_floor(con, previous_cut)
+    if start < previous_cut.closed_before:
+        days = [
+            start.date() + dt.timedelta(days=i) for i in range((end.date() - start.date()).days)
+        ]
+        recheck_from = previous_cut.closed_before.date() - dt.timedelta(
+            days=settings.ledger_recheck_days()
+        )
+        return closed_range_read_from(
+            days,
+            stored_ledger_fingerprints(con),
+            recheck_from,
+            closed_days_first_id(con, start.date(), end.date()),
+            floor,
+        )
+    first = open_rows_first_id(con, start, end)
     return floor if first is None else min(first, floor)

@@ -364,6 +364,32 @@ def recent_check(
     return RecentCheck(recheck_from, first)
 
 
+def closed_range_read_from(
+    days: list[dt.date],
+    stored: Mapping[dt.date, StoredFingerprint],
+    recheck_from: dt.date,
+    first_held: int | None,
+    late_floor: int,
+) -> int | None:
+    """The first id a partition run re-reading already closed `days` needs (None: by dates).
+
+    Why: a day the warehouse has read (it has a stored fingerprint) holds its rows at or below
+    its bound from the first id it holds for it (`first_held`) on; the day's rows above its bound
+    are late rows, with larger ids; a row committed after the previous cut with an id handed out
+    just before it is at or above `late_floor`. So re-running recently closed days — the catch-up
+    takes the newest closed day again — reads a primary-key range, as the recent check does.
+    Only days the ordinary cut re-checks (from `recheck_from`) and that were read before: an older
+    day (a backfill) or one never read is read by its dates, like a full check, since a row
+    rewritten into it from another day may carry any id.
+    """
+    if not days or days[0] < recheck_from or any(day not in stored for day in days):
+        return None
+    firsts = [late_floor, min(stored[day].through_id for day in days) + 1]
+    if first_held is not None:
+        firsts.append(first_held)
+    return min(firsts)
+
+
 def synthesized_source_days(
     stored: Mapping[dt.date, StoredFingerprint],
     counted: Mapping[dt.date, Mapping[int, DayFingerprint]],
