@@ -10,6 +10,7 @@ import re
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from credits_pipeline import settings
 from credits_pipeline.analytics.assets import stale_after as churn_stale_after
@@ -17,12 +18,14 @@ from credits_pipeline.dbt_vars import SOURCE_STALE_AFTER_VAR, build_vars_args, p
 from credits_pipeline.extract.assets import extraction_assets, source_table_specs
 from credits_pipeline.extract.lag import (
     LAG_CHECK_JOB_NAME,
+    SOURCE_READ_METADATA,
     SOURCE_STALENESS_CHECK,
     lag_check_job,
     ledger_lag_check,
     source_age,
     source_staleness_check,
 )
+from credits_pipeline.names import LEDGER_LAG_CHECK
 from credits_pipeline.source.resource import SourceDatabase
 from credits_pipeline.transform.assets import DbtBuildConfig, build_args
 from credits_pipeline.transform.dbt_project import dbt_environment
@@ -79,6 +82,63 @@ def test_a_source_written_recently_is_not_stale_and_the_age_is_configurable(tmp_
 
     assert recent.passed and recent.metadata["stale_after_hours"].value == 2
     assert not three_hours.passed
+
+
+def test_after_a_cut_the_checks_ask_the_source_only_about_ids_above_it_unless_it_went_back(
+    tmp_path, monkeypatch
+):
+    """Rows the cut read are the warehouse's: the checks read the ids above the cut's highest (a
+    primary-key range; `max(created_at)` over the whole ledger is a scan on the contract's schema)
+    and still see a row written since. A source whose highest id fell below the cut's is not the
+    one the warehouse read: it is asked whole, and its old newest row makes it stale."""
+    monkeypatch.delenv(settings.SOURCE_STALE_AFTER_HOURS_VAR, raising=False)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    engine = write_source(
+        url,
+        [
+            ledger_row(1, 1, 1, 500, 0, now - dt.timedelta(days=10)),
+            ledger_row(2, 1, 2, 15, 500, now - dt.timedelta(days=5)),
+        ],
+    )
+    warehouse = str(tmp_path / "warehouse.duckdb")
+    defs = dg.Definitions(
+        assets=[*source_table_specs, *extraction_assets],
+        asset_checks=[ledger_lag_check, source_staleness_check],
+        jobs=[lag_check_job],
+        resources={"source": SourceDatabase(url=url), "warehouse": DuckDBWarehouse(path=warehouse)},
+    )
+
+    def evaluations() -> dict[str, dg.AssetCheckEvaluation]:
+        result = defs.resolve_job_def(LAG_CHECK_JOB_NAME).execute_in_process(instance=instance)
+        return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+    with dg.instance_for_test() as instance:
+        run_extraction(instance, url, warehouse)
+        written_since = now - dt.timedelta(hours=1)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "insert into credit_histories (id, user_id, credit_events_id, "
+                    "calculative_index, event_value, amount, previous_amount, event_type, "
+                    "created_at) values (3, 1, 2, 1, 15, 15, 485, 2, :at)"
+                ),
+                {"at": written_since},
+            )
+        after_new_row = evaluations()
+        with engine.begin() as conn:
+            conn.execute(sa.text("delete from credit_histories where id >= 2"))
+        went_back = evaluations()
+    engine.dispose()
+
+    staleness, lag = after_new_row[SOURCE_STALENESS_CHECK], after_new_row[LEDGER_LAG_CHECK]
+    assert staleness.metadata[SOURCE_READ_METADATA].value.startswith("ids above 2 ")
+    assert staleness.passed and staleness.metadata["source_age_hours"].value < 2
+    assert lag.metadata["source_newest_created_at"].value == str(written_since)
+    assert lag.metadata["lag_hours"].value == pytest.approx(5 * 24 - 1, abs=0.01)
+    staleness = went_back[SOURCE_STALENESS_CHECK]
+    assert staleness.metadata[SOURCE_READ_METADATA].value == "the whole ledger"
+    assert not staleness.passed and staleness.metadata["source_age_hours"].value >= 10 * 24
 
 
 def test_the_staleness_age_is_measured_from_now_and_a_bad_setting_names_the_variable(monkeypatch):
