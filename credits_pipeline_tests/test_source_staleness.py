@@ -34,6 +34,16 @@ from credits_pipeline_tests.dbt_duckdb import dbt_resource, prepare_manifest
 from credits_pipeline_tests.harness import ledger_row, run_extraction, write_source
 
 
+def _lag_check_definitions(url: str, warehouse: str) -> dg.Definitions:
+    """The extraction and the hourly lag job's two checks, on a source and a warehouse file."""
+    return dg.Definitions(
+        assets=[*source_table_specs, *extraction_assets],
+        asset_checks=[ledger_lag_check, source_staleness_check],
+        jobs=[lag_check_job],
+        resources={"source": SourceDatabase(url=url), "warehouse": DuckDBWarehouse(path=warehouse)},
+    )
+
+
 def _run_checks(tmp_path, newest: dt.datetime) -> dg.AssetCheckEvaluation:
     tmp_path.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{tmp_path / 'source.db'}"
@@ -45,12 +55,7 @@ def _run_checks(tmp_path, newest: dt.datetime) -> dg.AssetCheckEvaluation:
         ],
     )
     warehouse = str(tmp_path / "warehouse.duckdb")
-    defs = dg.Definitions(
-        assets=[*source_table_specs, *extraction_assets],
-        asset_checks=[ledger_lag_check, source_staleness_check],
-        jobs=[lag_check_job],
-        resources={"source": SourceDatabase(url=url), "warehouse": DuckDBWarehouse(path=warehouse)},
-    )
+    defs = _lag_check_definitions(url, warehouse)
     with dg.instance_for_test() as instance:
         run_extraction(instance, url, warehouse)  # the warehouse the lag check compares with
         result = defs.resolve_job_def(LAG_CHECK_JOB_NAME).execute_in_process(instance=instance)
@@ -102,12 +107,7 @@ def test_after_a_cut_the_checks_ask_the_source_only_about_ids_above_it_unless_it
         ],
     )
     warehouse = str(tmp_path / "warehouse.duckdb")
-    defs = dg.Definitions(
-        assets=[*source_table_specs, *extraction_assets],
-        asset_checks=[ledger_lag_check, source_staleness_check],
-        jobs=[lag_check_job],
-        resources={"source": SourceDatabase(url=url), "warehouse": DuckDBWarehouse(path=warehouse)},
-    )
+    defs = _lag_check_definitions(url, warehouse)
 
     def evaluations() -> dict[str, dg.AssetCheckEvaluation]:
         result = defs.resolve_job_def(LAG_CHECK_JOB_NAME).execute_in_process(instance=instance)
