@@ -50,7 +50,7 @@ TEMP_DIRECTORY_SUFFIX = ".tmp"
 
 
 def memory_limit_for(total_bytes: int | None) -> str:
-    """The default limit for a machine of `total_bytes` of RAM, as a DuckDB size ('12288MiB').
+    """The default limit for a machine of `total_bytes` of RAM, as a DuckDB size ('1024MiB').
 
     Pure: a quarter of RAM, clamped to [FLOOR_BYTES, CEILING_BYTES]; unknown RAM gets the floor
     (a machine whose memory cannot be read is not trusted with more). Whole
