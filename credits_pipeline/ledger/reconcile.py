@@ -318,6 +318,7 @@ def _replay_outputs(
     keep_state: bool,
     force_full: bool,
     batch_rows: int,
+    lap: Callable[[str], None] = lambda name: None,
 ) -> ReplayRun:
     """Run the compiled replay over the working rows; register what it found as temp tables.
 
@@ -334,6 +335,7 @@ def _replay_outputs(
         plan = rs.plan_replay(con, cutoff_at, digest_of_events, params, force_full)
     else:
         plan = rs.ResumePlan(rs.MODE_FULL, "the replay state is not kept", -1, ReplayState.empty())
+    lap("replay_plan")
     params = params | {
         "through_id": plan.through_id,
         "events_digest": digest_of_events,
@@ -347,9 +349,11 @@ def _replay_outputs(
             flagged_rows, state, n = _replay_in_batches(
                 batches, plan.start, event_ids, event_effects, pools_writer.write_table
             )
+        lap("replay")
         _load_row_pools(con, pools_file, batch_rows)
     statement = rs.row_pools_sql(plan, ROW_POOLS_WORK_TABLE, REPLAYED_POOLS_TABLE)
     _run(con, statement, params)
+    lap("row_pools")
     replayed_state = pa.table({k: pa.array(v, pa.int64()) for k, v in state.columns().items()})
     _register_as(
         con,
@@ -623,9 +627,9 @@ def reconcile(
     _run(con, sql.EVENTS_SQL, params)
     _run(con, sql.ROWS_SQL, params)
     run = _replay_outputs(
-        con, params, keep_state, force_full_replay, batch_rows or DEFAULT_BATCH_ROWS
+        con, params, keep_state, force_full_replay, batch_rows or DEFAULT_BATCH_ROWS, lap
     )
-    lap("replay")
+    lap("replay_outputs")
     _run(con, sql.ROW_CHECKS_SQL, params)
     lap("row_checks")
     _run(con, sql.CREDITED_SQL, params)
