@@ -24,12 +24,14 @@ from dagster._core.storage.tags import (
 from credits_pipeline import settings
 from credits_pipeline.extract.assets import extraction_assets, source_table_specs
 from credits_pipeline.ledger import replay_state as rs
+from credits_pipeline.ledger import rule_scope as rsc
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger.fixtures import BASE_TIME, load_inputs
 from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.reconcile import reconcile
 from credits_pipeline.ledger.store import read_reports, write_reconciliation
 from credits_pipeline.source.resource import SourceDatabase
+from credits_pipeline.warehouse import session
 from credits_pipeline_tests.bigquery_emulator import (  # noqa: F401
     SUBPROCESS_PRELUDE,
     bigquery_emulator,
@@ -214,7 +216,12 @@ def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_repor
     users = [(u, 50, 0) for u in range(1, 12)]
     day_one = [r for r in everything if r["id"] <= 700]
     changed = next(r for r in day_one if r["user_id"] == 4) | {"amount": 77}
-    day_two = [changed if r["id"] == changed["id"] else r for r in everything]
+    # the next day's rows: users 1-5 only, so the others' anomalies are the stored ones
+    day_two = [
+        changed if r["id"] == changed["id"] else r
+        for r in everything
+        if r["id"] <= 700 or r["user_id"] <= 5
+    ]
     day_two.append(row(2000, 11, "custom_credit_purchased", 40, 40))
     cutoff = dt.datetime(2025, 6, 1)
     warehouse = emulator_warehouse(bigquery_emulator)
@@ -224,17 +231,23 @@ def test_a_resumed_replay_on_bigquery_reports_what_a_full_replay_on_duckdb_repor
         duck.execute("set timezone = 'UTC'")
         load_inputs(duck, rows=rows_now, users=users)
         expected = read_reports(duck, reconcile(duck, cutoff))
-        with warehouse.transaction() as con:  # as the asset runs it
+        with warehouse.connect() as con:  # as the asset runs it: the write in a transaction
             _inputs_to_bigquery(duck, con)
             # pages of 40 rows: the replay streams its input from BigQuery in bounded batches
             actual = read_reports(con, reconcile(con, cutoff, keep_state=True, batch_rows=40))
-            write_reconciliation(con, actual.result)
+            with session.transaction(con):
+                write_reconciliation(con, actual.result)
         assert _as_rows(actual) == _as_rows(expected)
         results.append(actual)
     first, second = results
     assert first.result.replay_mode == rs.MODE_FULL
     assert second.result.replay_mode == rs.MODE_RESUMED and second.result.dirty_users == 1
     assert 0 < second.result.replayed_rows < len(day_two) / 2
+    # the per-user rules too, for the users with new rows and the changed one: from the
+    # fingerprints and the stored anomalies on BigQuery (its string hash is `farm_fingerprint`)
+    assert second.result.rules_mode == rsc.MODE_SCOPED, second.result.rules_reason
+    with_new_rows = {r["user_id"] for r in day_two if r["id"] > 700}
+    assert second.result.rule_scope_users == len(with_new_rows | {changed["user_id"]}) < 11
     with warehouse.connect(read_only=True) as con:
         stored = con.execute(
             "select * from marts.user_balance_reconciliation order by user_id"

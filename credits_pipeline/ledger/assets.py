@@ -62,6 +62,7 @@ from credits_pipeline.names import (
     raw_key,
 )
 from credits_pipeline.source.tables import FACELESSES, REAL_CLONES, SPEECHES, USERS, VIDEOS
+from credits_pipeline.warehouse import session
 from credits_pipeline.warehouse.interface import WarehouseParam
 
 ASSET_NAME = "ledger_reconciliation"
@@ -203,6 +204,9 @@ def _metadata(result: ReconciliationResult) -> dict[str, dg.MetadataValue]:
         "replay_reason": dg.MetadataValue.text(result.replay_reason),
         "replayed_rows": dg.MetadataValue.int(result.replayed_rows),
         "users_replayed_again": dg.MetadataValue.int(result.dirty_users),
+        "rules_mode": dg.MetadataValue.text(result.rules_mode),
+        "rules_reason": dg.MetadataValue.text(result.rules_reason),
+        "users_rules_evaluated_again": dg.MetadataValue.int(result.rule_scope_users),
         "users_ok": dg.MetadataValue.int(result.status_counts.get(rc.STATUS_OK, 0)),
         "users_drift": dg.MetadataValue.int(result.status_counts.get(rc.STATUS_DRIFT, 0)),
         "users_broken_chain": dg.MetadataValue.int(
@@ -283,7 +287,9 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: WarehouseParam
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         started = time.perf_counter()
-        with warehouse.transaction() as con:
+        # computed in the session's temp tables outside any transaction, written in one
+        # (`session.transaction` says why): nothing of the warehouse changes before the write
+        with warehouse.connect() as con:
             create_warehouse_inputs(con)
             cutoff_at = read_cutoff(con)
             inputs_seconds = time.perf_counter() - started
@@ -295,7 +301,8 @@ def build_reconciliation_assets(blocking: bool = False) -> dg.AssetsDefinition:
                 batch_rows=settings.replay_batch_rows(),
             )
             reconciled = time.perf_counter()
-            write_reconciliation(con, result)
+            with session.transaction(con):
+                write_reconciliation(con, result)
             write_seconds = time.perf_counter() - reconciled
             # bounded reads of the relations just stored, while they and the ledger input are
             # still on the session: the anomalies' days, the newest ones, the top non-ok users

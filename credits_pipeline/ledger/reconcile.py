@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from credits_pipeline import settings
 from credits_pipeline.ledger import replay_state as rs
+from credits_pipeline.ledger import rule_scope as rsc
 from credits_pipeline.ledger import rules as sql
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.replay import (
@@ -132,6 +133,9 @@ class ReconciliationResult:
     replayed_rows: int = 0
     dirty_users: int = 0
     state_kept: bool = False
+    rules_mode: str = rsc.MODE_ALL
+    rules_reason: str = ""
+    rule_scope_users: int = 0
 
 
 def naive_utc(value: dt.datetime) -> dt.datetime:
@@ -318,6 +322,7 @@ def _replay_outputs(
     keep_state: bool,
     force_full: bool,
     batch_rows: int,
+    inputs_digest: str,
     lap: Callable[[str], None] = lambda name: None,
 ) -> ReplayRun:
     """Run the compiled replay over the working rows; register what it found as temp tables.
@@ -376,17 +381,10 @@ def _replay_outputs(
         f"written_off_credits from {ALL_STATE_TABLE}",
         {"null_int": NULL_INT},
     )
-    con.execute(
-        f"create or replace temp table {sql.TS_PREVIOUS_TABLE} as "
-        "select id, user_id, amount, make_timestamp(created_s * 1000000) as created_at, "
-        "make_timestamp(previous_created_s * 1000000) as previous_created_at "
-        f"from {REPLAY_ROWS_TABLE} where flags & $bit <> 0",
-        {"bit": FLAG_BEFORE_PREVIOUS},
-    )
     ledger_rows = n
     if keep_state:
         con.execute(rs.next_state_sql(ALL_STATE_TABLE))
-        _run(con, rs.NEXT_CHECKPOINT_SQL, params)
+        _run(con, rs.NEXT_CHECKPOINT_SQL, params | {"inputs_digest": inputs_digest})
         ledger_rows = int(
             con.execute(f"select ledger_rows from {rs.NEXT_CHECKPOINT_TABLE}").fetchone()[0]
         )
@@ -574,6 +572,47 @@ def spill_root() -> Path | None:
     return root
 
 
+# The event catalog's rows, for the rules' inputs digest (tiny: one row per credit event).
+EVENT_ROWS_SQL = f"""
+select id, name, type, calculation_type, value, min_amount, effect_code
+from {sql.EVENTS_TABLE}
+order by id
+"""
+
+
+def _rule_scope(
+    con: Session,
+    plan: rs.ResumePlan,
+    keep_state: bool,
+    digest: str,
+    params: dict[str, object],
+) -> rsc.RuleScope:
+    """Which rows the per-user rules read this run (`rule_scope.py`), and the relations they need:
+    the content keys, each user's facts (stored for the next run) and the scoped rows; plus the
+    replay's out-of-order rows for `timestamp_order`, narrowed to the same users."""
+    _run(con, sql.CONTENT_KEYS_SQL, params)
+    if keep_state:
+        con.execute(rsc.USER_FACTS_SQL)
+        scope = rsc.plan_rule_scope(con, plan, digest, params)
+    else:
+        scope = rsc.RuleScope(rsc.MODE_ALL, "the replay state is not kept")
+    _run(con, sql.scoped_rows_sql(scope.scoped), params)
+    in_scope = (
+        f" and coalesce(user_id, $null_int) in (select user_id from {sql.RULE_SCOPE_TABLE})"
+        if scope.scoped
+        else ""
+    )
+    _run(
+        con,
+        f"create or replace temp table {sql.TS_PREVIOUS_TABLE} as "
+        "select id, user_id, amount, make_timestamp(created_s * 1000000) as created_at, "
+        "make_timestamp(previous_created_s * 1000000) as previous_created_at "
+        f"from {REPLAY_ROWS_TABLE} where flags & $before_previous_bit <> 0{in_scope}",
+        params | {"before_previous_bit": FLAG_BEFORE_PREVIOUS},
+    )
+    return scope
+
+
 def reconcile(
     con: Session,
     cutoff_at: dt.datetime,
@@ -626,16 +665,21 @@ def reconcile(
     )
     _run(con, sql.EVENTS_SQL, params)
     _run(con, sql.ROWS_SQL, params)
+    digest = rsc.inputs_digest(con.execute(EVENT_ROWS_SQL).fetchall())
     run = _replay_outputs(
-        con, params, keep_state, force_full_replay, batch_rows or DEFAULT_BATCH_ROWS, lap
+        con, params, keep_state, force_full_replay, batch_rows or DEFAULT_BATCH_ROWS, digest, lap
     )
     lap("replay_outputs")
+    scope = _rule_scope(con, run.plan, keep_state, digest, params)
+    lap("rule_scope")
     _run(con, sql.ROW_CHECKS_SQL, params)
     lap("row_checks")
     _run(con, sql.CREDITED_SQL, params)
     lap("credited_window")
     _run(con, RECONCILIATION_SQL, params)
     con.execute(ANOMALIES_DDL)
+    if scope.scoped:  # the per-user rules' anomalies of every user out of scope stand
+        _run(con, f"insert into {ANOMALIES_WORK_TABLE} {rsc.KEPT_ANOMALIES_SQL}", params)
     for statement in sql.REPLAY_RULE_SQL.values():
         _run(con, f"insert into {ANOMALIES_WORK_TABLE} {statement}", params)
     lap("replay_rules")
@@ -643,6 +687,8 @@ def reconcile(
         _run(con, f"insert into {ANOMALIES_WORK_TABLE} {statement}", params)
         lap(f"rule_{code}")
 
+    if keep_state:
+        con.execute(rsc.next_rule_anomalies_sql(ANOMALIES_WORK_TABLE))
     if keep_state:  # the stored anomalies say since when each violation is known
         rs.prepare_previous_detections(con, f"{rc.MARTS_SCHEMA}.{rc.ANOMALIES_TABLE}", params)
     else:
@@ -669,6 +715,9 @@ def reconcile(
         replayed_rows=run.replayed_rows,
         dirty_users=run.plan.dirty_users,
         state_kept=keep_state,
+        rules_mode=scope.mode,
+        rules_reason=scope.reason,
+        rule_scope_users=scope.users,
     )
 
 
@@ -679,6 +728,7 @@ def relation_schema(con: Session, relation: str) -> pa.Schema:
 
 def drop_working_tables(con: Session) -> None:
     """Free the `_recon_*` temp tables (the 5M-row working copy above all) once a run is done."""
+    con.execute(f"drop view if exists {sql.SCOPED_ROWS_TABLE}")  # a view over the next one
     con.execute(f"drop view if exists {sql.ROWS_TABLE}")
     for name in (
         sql.ROW_CHECKS_TABLE,
@@ -696,6 +746,8 @@ def drop_working_tables(con: Session) -> None:
         ALL_STATE_TABLE,
         REPLAYED_POOLS_TABLE,
         ROW_POOLS_WORK_TABLE,
+        sql.CONTENT_KEYS_TABLE,
     ):
         con.execute(f"drop table if exists {name}")
     rs.drop_working_tables(con)
+    rsc.drop_working_tables(con)

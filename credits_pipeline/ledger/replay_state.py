@@ -71,8 +71,11 @@ DETECTED_COLUMN = "detected_at"
 MODE_FULL = "full"
 MODE_RESUMED = "resumed"
 
-# The fingerprint of a row: a weighted sum of the replay's inputs modulo a Mersenne prime. Every
-# term stays below 2^58 and the six of them below 2^61, so nothing overflows a BIGINT / INT64.
+# The fingerprint of a row: a weighted sum of the columns the replay and the per-user rules read,
+# modulo a Mersenne prime. Every weight is below 2^26, so every term stays below 2^57 and the ten
+# of them below 2^61: nothing overflows a BIGINT / INT64. Text is fingerprinted through the
+# engine's own string hash (DuckDB's `hash`, BigQuery's `farm_fingerprint`): the state is only ever
+# compared with state computed by the same engine.
 FINGERPRINT_PRIME = 2_147_483_647
 _FINGERPRINT_TERMS = (
     ("id", 16_807),
@@ -81,11 +84,20 @@ _FINGERPRINT_TERMS = (
     ("cast(amount as bigint)", 39_373),
     ("cast(previous_amount as bigint)", 62_089_911),
     ("epoch_ms(created_at) // 1000", 40_692),
+    # what only the per-user rules read (`rule_scope.py`): a change there must mark the user too
+    (
+        "case when creditable_type is null then null "
+        f"else cast(mod(hash(creditable_type), {FINGERPRINT_PRIME}) as bigint) end",
+        33_554_393,
+    ),
+    ("creditable_id", 1_103_515),
+    ("calculative_index", 22_695_477),
+    ("epoch_ms(updated_at) // 1000", 1_664_525),
 )
 ROW_FINGERPRINT = (
     "mod("
     + " + ".join(
-        f"mod(coalesce({expr}, -1) + 2, {FINGERPRINT_PRIME}) * {weight}"
+        f"mod(cast(coalesce({expr}, -1) as bigint) + 2, {FINGERPRINT_PRIME}) * {weight}"
         for expr, weight in _FINGERPRINT_TERMS
     )
     + f", {FINGERPRINT_PRIME})"
@@ -142,10 +154,7 @@ where id > $through_id
     or {USER_KEY} in (select user_id from {DIRTY_USERS_TABLE})
 """
 
-CHECKPOINT_SQL = f"""
-select through_id, cutoff_at, events_digest
-from {STATE_SCHEMA}.{CHECKPOINT_TABLE}
-"""
+CHECKPOINT_SQL = f"select * from {STATE_SCHEMA}.{CHECKPOINT_TABLE}"
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,9 @@ class Checkpoint:
     through_id: int
     cutoff_at: dt.datetime
     events_digest: str
+    # what the per-user rules read besides the ledger (`rule_scope.inputs_digest`); empty in a
+    # state stored before the rules were scoped
+    inputs_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,27 +192,33 @@ def events_digest(event_ids: np.ndarray, effect_codes: np.ndarray) -> str:
     return hashlib.sha256(repr(pairs).encode()).hexdigest()
 
 
-def _tables(con) -> set[str]:
-    """The names of the persisted state tables that exist in the warehouse."""
-    found = set()
-    for name in PERSISTED_TABLES:
+def tables_exist(con, names: tuple[str, ...]) -> bool:
+    """Whether every one of these persisted state tables exists in the warehouse."""
+    for name in names:
         try:
             con.execute(f"select 1 from {STATE_SCHEMA}.{name} limit 1").fetchall()
         except Exception:
-            continue
-        found.add(name)
-    return found
+            return False
+    return True
 
 
 def read_checkpoint(con) -> Checkpoint | None:
     """The previous run's checkpoint, or None when there is none (or its tables are incomplete)."""
-    if _tables(con) != set(PERSISTED_TABLES):
+    if not tables_exist(con, PERSISTED_TABLES):
         return None
-    row = con.execute(CHECKPOINT_SQL).fetchone()
-    if row is None or row[0] is None:
+    rows = con.execute(CHECKPOINT_SQL).fetch_arrow_table().to_pylist()
+    if not rows or rows[0].get("through_id") is None:
         return None
-    cutoff = row[1] if isinstance(row[1], dt.datetime) else dt.datetime.fromisoformat(str(row[1]))
-    return Checkpoint(int(row[0]), cutoff.replace(tzinfo=None), str(row[2]))
+    row = rows[0]
+    cutoff = row["cutoff_at"]
+    if not isinstance(cutoff, dt.datetime):
+        cutoff = dt.datetime.fromisoformat(str(cutoff))
+    return Checkpoint(
+        int(row["through_id"]),
+        cutoff.replace(tzinfo=None),
+        str(row["events_digest"]),
+        str(row.get("inputs_digest") or ""),
+    )
 
 
 def plan_replay(
@@ -295,6 +313,7 @@ select
     cast(coalesce(max(last_id), -1) as bigint) as through_id,
     cast($cutoff_at as timestamp) as cutoff_at,
     cast($events_digest as varchar) as events_digest,
+    cast($inputs_digest as varchar) as inputs_digest,
     cast($mode as varchar) as mode,
     cast(coalesce(sum(rows_now), 0) as bigint) as ledger_rows
 from {DIGEST_TABLE}

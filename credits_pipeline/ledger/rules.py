@@ -245,6 +245,42 @@ left join {EVENTS_TABLE} as e on e.id = r.credit_events_id
 """
 
 
+# The rows the per-user rules read (`rule_scope.py`): every row on a full run, on a resumed one
+# only the rows of the users whose rules must be evaluated again (`RULE_SCOPE_TABLE`); the stored
+# anomalies of every other user stand. A view over `ROWS_TABLE`, like it.
+SCOPED_ROWS_TABLE = "_recon_scoped_rows"
+RULE_SCOPE_TABLE = "_recon_rule_scope"
+
+
+def scoped_rows_sql(scoped: bool) -> str:
+    """The view `SCOPED_ROWS_TABLE`: all rows, or (`scoped`) those of the users in scope."""
+    statement = f"create or replace temp view {SCOPED_ROWS_TABLE} as select * from {ROWS_TABLE}"
+    if not scoped:
+        return statement
+    # a view takes no bound parameter: NULL_INT spelled as a literal (-2^63 is no BIGINT literal)
+    null_int = f"({NULL_INT_VALUE + 1} - 1)"
+    return (
+        f"{statement} where coalesce(user_id, {null_int}) in "
+        f"(select user_id from {RULE_SCOPE_TABLE})"
+    )
+
+
+# Every content row a ledger row may name, by (alias, id), with its owner (the smallest user_id
+# when ids repeat): what `orphan_creditable` compares a row with. A table: the rules read it, and
+# a resumed run compares it with the previous run's copy (`rule_scope.py`).
+CONTENT_KEYS_TABLE = "_recon_content_keys"
+CONTENT_KEYS_SQL = f"""
+create or replace temp table {CONTENT_KEYS_TABLE} as
+select $faceless_alias as alias, id, min(user_id) as owner_id from {FACELESSES} group by id
+union all
+select $real_clone_alias, id, min(user_id) from {REAL_CLONES} group by id
+union all
+select $speech_alias, id, min(user_id) from {SPEECHES} group by id
+union all
+select $video_alias, id, min(user_id) from {VIDEOS} group by id
+"""
+
+
 # What the replay reads: the few columns it needs, sorted by (user_id, id) by DuckDB (a parallel,
 # cache-friendly sort: cheaper than sorting in Python and then walking rows in random order).
 # Effects are resolved on the arrays afterwards (replay.resolve_effects), not by a join here.
@@ -297,15 +333,6 @@ with known_users as (
 quarantined_users as (
     select id, min(reason) as reason from {QUARANTINED_USERS} where id is not null group by id
 ),
-content as (
-    select $faceless_alias as alias, id, min(user_id) as owner_id from {FACELESSES} group by id
-    union all
-    select $real_clone_alias, id, min(user_id) from {REAL_CLONES} group by id
-    union all
-    select $speech_alias, id, min(user_id) from {SPEECHES} group by id
-    union all
-    select $video_alias, id, min(user_id) from {VIDEOS} group by id
-),
 cutoff as (
     select date_trunc('second', cast($cutoff_at as timestamp)) as cutoff_at
 ),
@@ -325,7 +352,7 @@ priced as (
             as extracted_alias,
         r.creditable_type in ($keyword_alias, $generator_alias, $media_alias, $character_alias)
             as unextracted_alias
-    from {ROWS_TABLE} as r
+    from {SCOPED_ROWS_TABLE} as r
 ),
 checked as (
     select
@@ -374,7 +401,7 @@ checked as (
     cross join cutoff as k
     left join known_users as u on u.id = r.user_id
     left join quarantined_users as q on q.id = r.user_id
-    left join content as c on c.alias = r.creditable_type and c.id = r.creditable_id
+    left join {CONTENT_KEYS_TABLE} as c on c.alias = r.creditable_type and c.id = r.creditable_id
 )
 select *
 from checked
@@ -450,7 +477,7 @@ with credited as (
         r.created_at,
         r.effect_code = {EFFECT_SPEND} as is_spend,
         coalesce(r.event_name = $refund_event, false) as is_refund
-    from {ROWS_TABLE} as r
+    from {SCOPED_ROWS_TABLE} as r
     where r.event_name = $refund_event
         or (r.effect_code = {EFFECT_SPEND}
             and r.creditable_type is not null and r.creditable_id is not null)
@@ -680,7 +707,7 @@ with releases as (
             partition by user_id, date_trunc('month', created_at)
             order by id
         ) as nth
-    from {ROWS_TABLE}
+    from {SCOPED_ROWS_TABLE}
     where event_name = $monthly_event and created_at is not null
 )
 select

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from credits_pipeline.ledger import replay_state as rs
+from credits_pipeline.ledger import rule_scope as rsc
 from credits_pipeline.ledger import rules_catalog as rc
 from credits_pipeline.ledger.reconcile import (
     ANOMALIES_ORDER,
@@ -57,7 +58,7 @@ def write_reconciliation(
 
 def state_sources() -> dict[str, str]:
     """Each persisted replay-state table and the temp table of this run that replaces it."""
-    return {**rs.PERSIST_SOURCES, rs.FLAGS_TABLE: REPLAY_ROWS_TABLE}
+    return {**rs.PERSIST_SOURCES, rs.FLAGS_TABLE: REPLAY_ROWS_TABLE, **rsc.PERSIST_SOURCES}
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,8 @@ def _to_bigquery(tree: exp.Expr, datasets: Mapping[str, str], registered: Mappin
       applies `epoch_ms` to timestamps only);
     - temp views become session temp tables (BigQuery has no temporary views);
     - named windows (`window w as (...)`) are spelled out where they are used;
+    - DuckDB's string `hash(text)` is `farm_fingerprint(text)` (both a 64-bit hash of the text;
+      a fingerprint is only compared with one computed by the same engine);
     - column `primary key` constraints are dropped (BigQuery enforces none), and a `delete` without
       `where` gets `where true` (BigQuery requires one).
     """
@@ -266,6 +268,8 @@ def _to_bigquery(tree: exp.Expr, datasets: Mapping[str, str], registered: Mappin
         ):
             # sqlglot's transform drops a node its function maps to None (not in its annotation).
             return None  # type: ignore[return-value]
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "hash":
+            return exp.Anonymous(this="FARM_FINGERPRINT", expressions=node.expressions)
         if isinstance(node, exp.Delete) and node.args.get("where") is None:
             node.set("where", exp.Where(this=exp.true()))
         return node

@@ -28,6 +28,7 @@ transaction on DuckDB (on BigQuery they are left there to the staging dataset's 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,26 @@ def insert_parquet(con: Any, relation: str, path: Path, schema: pa.Schema, batch
             con.unregister(batch)
         return
     con.execute(f"insert into {relation} select * from read_parquet(?)", [str(path)])
+
+
+@contextlib.contextmanager
+def transaction(con: Any) -> Iterator[Any]:
+    """BEGIN ... COMMIT on a session already open; any exception rolls it back.
+
+    Why, besides the resource's `transaction()`: a step that computes in temp tables and then
+    writes should compute outside the transaction and open it for the write only. DuckDB keeps a
+    table created inside an open transaction in the transaction's local storage until the commit,
+    and scans it far slower there (measured at 6.5 M ledger rows: the reconciliation's row checks
+    over its ledger copy took 20 s inside the transaction, 3.3 s outside). The write is as atomic
+    either way: temp tables are the session's own, never the warehouse's.
+    """
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
 
 
 def replace_tables(con: Any, tables: Mapping[str, pa.Table | str]) -> None:
