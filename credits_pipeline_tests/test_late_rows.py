@@ -31,7 +31,7 @@ from credits_pipeline.extract.fingerprint import (
     source_day_fingerprints,
     source_max_id,
 )
-from credits_pipeline.ledger.replay_state import ROW_FINGERPRINT
+from credits_pipeline.ledger.replay_state import REPLAY_ROW_FINGERPRINT
 from credits_pipeline_tests.bigquery_emulator import bigquery_emulator  # noqa: F401
 from credits_pipeline_tests.harness import (
     assert_same_rows,
@@ -148,7 +148,7 @@ FINGERPRINT_LEDGER = [
 
 
 def _warehouse_fingerprints(rows: list[dict]) -> dict[dt.date, DayFingerprint]:
-    """The same fingerprint computed by DuckDB with the reconciliation's ROW_FINGERPRINT."""
+    """The same fingerprint computed by DuckDB with the replay's REPLAY_ROW_FINGERPRINT."""
     con = duckdb.connect()
     con.execute(
         "create table t (id bigint, user_id bigint, credit_events_id bigint, event_type bigint, "
@@ -169,7 +169,7 @@ def _warehouse_fingerprints(rows: list[dict]) -> dict[dt.date, DayFingerprint]:
         )
     out = con.execute(
         f"select cast(created_at as date), count(*), sum(id), sum(coalesce(user_id, -1)), "
-        f"sum({ROW_FINGERPRINT}) from t where created_at is not null group by 1"
+        f"sum({REPLAY_ROW_FINGERPRINT}) from t where created_at is not null group by 1"
     ).fetchall()
     return {r[0]: DayFingerprint(*(int(v) for v in r[1:])) for r in out}
 

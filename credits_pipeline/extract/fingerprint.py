@@ -4,13 +4,13 @@ The ledger is append-only by contract, yet the application rewrites an old row n
 may delete one, and commits rows whose `created_at` lies in a day the warehouse closed already.
 Re-reading every closed day on every run would find all three, at the cost of the whole history
 each day. Instead each closed day keeps a fingerprint of what the warehouse read for it — the row
-count, the
-sum of ids, the sum of user ids and the sum of the reconciliation's per-row fingerprint
-(`ledger.replay_state.ROW_FINGERPRINT`, one definition of "the replay's inputs") — over the rows
-with an id at or below the day's `through_id` (the source's highest id when the day was read).
-The source computes the same numbers in one aggregate query (portable SQL, bound parameters, on
-SQLite, MySQL/MariaDB and PostgreSQL); a day whose numbers differ was changed in place or lost a row
-and is read again; rows above `through_id` are rows written late and are read by id.
+count, the sum of ids, the sum of user ids and the sum of the replay's per-row fingerprint
+(`ledger.replay_state.REPLAY_ROW_FINGERPRINT`, one definition of "the replay's inputs") — over
+the rows with an id at or below the day's `through_id` (the source's highest id when the day
+was read). The source computes the same numbers in one aggregate query (portable SQL, bound
+parameters, on SQLite, MySQL/MariaDB and PostgreSQL); a day whose numbers differ was changed in
+place or lost a row and is read again; rows above `through_id` are rows written late and are
+read by id.
 
 How much of the source a cut reads (issue 10, item 2). Without an index on `created_at` (the
 contract has only `(user_id, created_at)`), a filter on days scans the whole ledger on MySQL and
@@ -42,7 +42,7 @@ from credits_pipeline.ledger_fingerprint import DayFingerprint as DayFingerprint
 from credits_pipeline.ledger_fingerprint import StoredFingerprint as StoredFingerprint
 
 # How each term of the reconciliation's row fingerprint reads in the source databases: the
-# DuckDB expression of `replay_state._FINGERPRINT_TERMS` -> (how to render it, column).
+# DuckDB expression of `replay_state.REPLAY_FINGERPRINT_TERMS` -> (how to render it, column).
 _TERM_RENDERING = {
     "id": ("int", "id"),
     "credit_events_id": ("int", "credit_events_id"),
@@ -73,11 +73,12 @@ _DIALECT = {
 
 
 def source_row_fingerprint(family: str) -> str:
-    """`replay_state.ROW_FINGERPRINT` rendered for a source database (same numbers, row by row)."""
+    """`replay_state.REPLAY_ROW_FINGERPRINT` rendered for a source database (same numbers, row by
+    row)."""
     render = _DIALECT[family]
     prime = replay_state.FINGERPRINT_PRIME
     terms = []
-    for expression, weight in replay_state._FINGERPRINT_TERMS:
+    for expression, weight in replay_state.REPLAY_FINGERPRINT_TERMS:
         if expression not in _TERM_RENDERING:
             raise ValueError(f"no source rendering for the replay fingerprint term {expression!r}")
         kind, column = _TERM_RENDERING[expression]

@@ -73,18 +73,23 @@ MODE_RESUMED = "resumed"
 
 # The fingerprint of a row: a weighted sum of the columns the replay and the per-user rules read,
 # modulo a Mersenne prime. Every weight is below 2^26, so every term stays below 2^57 and the ten
-# of them below 2^61: nothing overflows a BIGINT / INT64. Text is fingerprinted through the
-# engine's own string hash (DuckDB's `hash`, BigQuery's `farm_fingerprint`): the state is only ever
-# compared with state computed by the same engine.
+# of them below 2^61: nothing overflows a BIGINT / INT64.
 FINGERPRINT_PRIME = 2_147_483_647
-_FINGERPRINT_TERMS = (
+# The replay's inputs: also what the extraction's closed-day fingerprints sum in the source
+# databases (`extract/fingerprint.py` renders these very terms in their dialects).
+REPLAY_FINGERPRINT_TERMS = (
     ("id", 16_807),
     ("credit_events_id", 48_271),
     ("event_type", 69_621),
     ("cast(amount as bigint)", 39_373),
     ("cast(previous_amount as bigint)", 62_089_911),
     ("epoch_ms(created_at) // 1000", 40_692),
-    # what only the per-user rules read (`rule_scope.py`): a change there must mark the user too
+)
+# What only the per-user rules read (`rule_scope.py`): a change there must put the user in the
+# next run's scope too. Text goes through the engine's own string hash (DuckDB's `hash`,
+# BigQuery's `farm_fingerprint`), so these terms have no rendering in the source databases; the
+# state is only ever compared with state computed by the same engine.
+RULE_FINGERPRINT_TERMS = (
     (
         "case when creditable_type is null then null "
         f"else cast(mod(hash(creditable_type), {FINGERPRINT_PRIME}) as bigint) end",
@@ -94,14 +99,24 @@ _FINGERPRINT_TERMS = (
     ("calculative_index", 22_695_477),
     ("epoch_ms(updated_at) // 1000", 1_664_525),
 )
-ROW_FINGERPRINT = (
-    "mod("
-    + " + ".join(
-        f"mod(cast(coalesce({expr}, -1) as bigint) + 2, {FINGERPRINT_PRIME}) * {weight}"
-        for expr, weight in _FINGERPRINT_TERMS
+
+
+def fingerprint_sql(terms: tuple[tuple[str, int], ...]) -> str:
+    """The weighted sum of `terms` modulo the prime, as a DuckDB expression over a ledger row."""
+    return (
+        "mod("
+        + " + ".join(
+            f"mod(cast(coalesce({expr}, -1) as bigint) + 2, {FINGERPRINT_PRIME}) * {weight}"
+            for expr, weight in terms
+        )
+        + f", {FINGERPRINT_PRIME})"
     )
-    + f", {FINGERPRINT_PRIME})"
-)
+
+
+# The replay's inputs alone: what a source database computes for a closed day, row by row.
+REPLAY_ROW_FINGERPRINT = fingerprint_sql(REPLAY_FINGERPRINT_TERMS)
+# Every column the replay and the per-user rules read: the state's per-user digest.
+ROW_FINGERPRINT = fingerprint_sql(REPLAY_FINGERPRINT_TERMS + RULE_FINGERPRINT_TERMS)
 USER_KEY = "coalesce(user_id, $null_int)"
 
 DIGEST_SQL = f"""
