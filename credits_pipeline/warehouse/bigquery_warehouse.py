@@ -42,6 +42,7 @@ from credits_pipeline.names import (  # the staging dataset also holds Arrow giv
 )
 from credits_pipeline.warehouse import cost
 from credits_pipeline.warehouse.bigquery_ledger_layout import ledger_tables_ddl
+from credits_pipeline.warehouse.interface import in_transaction
 
 ALL_SCHEMAS = (*WAREHOUSE_SCHEMAS, STAGING_SCHEMA)
 # google-cloud-bigquery's own convention for pointing a client at a local emulator.
@@ -156,14 +157,8 @@ class BigQueryWarehouse(BigQueryResource):
         BigQuery allows no DDL on permanent tables inside a transaction: writers create their
         tables first and change rows inside.
         """
-        with self.connect() as con:
-            con.execute("begin transaction")
-            try:
-                yield con
-            except BaseException:
-                con.execute("rollback")
-                raise
-            con.execute("commit")
+        with self.connect() as con, in_transaction(con):
+            yield con
 
 
 def warehouse_from_env() -> BigQueryWarehouse:

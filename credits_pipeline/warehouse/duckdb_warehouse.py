@@ -27,6 +27,7 @@ from credits_pipeline import settings
 from credits_pipeline.names import STAGING_SCHEMA, WAREHOUSE_SCHEMAS
 from credits_pipeline.source.tables import Table
 from credits_pipeline.warehouse import cost, memory
+from credits_pipeline.warehouse.interface import in_transaction
 from credits_pipeline.warehouse.raw_tables import column_types, ensure_raw_tables, raw_columns_ddl
 
 # DuckDB threads while appending one Arrow batch to staging (see `DuckDBStaging.append_clean`).
@@ -71,14 +72,8 @@ class DuckDBWarehouse(dg.ConfigurableResource):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection inside BEGIN ... COMMIT; any exception rolls everything back."""
-        with self.connect() as con:
-            con.execute("begin transaction")
-            try:
-                yield con
-            except BaseException:
-                con.execute("rollback")
-                raise
-            con.execute("commit")
+        with self.connect() as con, in_transaction(con):
+            yield con
 
     def usage_metadata(self, con: duckdb.DuckDBPyConnection) -> dict[str, dg.MetadataValue]:
         """The memory limit and spill directory `con` runs under, read back from DuckDB.

@@ -28,7 +28,6 @@ transaction on DuckDB (on BigQuery they are left there to the staging dataset's 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from google.api_core.exceptions import NotFound
 from credits_pipeline.warehouse import duckdb_warehouse
 from credits_pipeline.warehouse.bigquery_raw_tables import BigQueryStaging
 from credits_pipeline.warehouse.bigquery_warehouse import BigQueryConnection
+from credits_pipeline.warehouse.interface import in_transaction as transaction  # noqa: F401
 from credits_pipeline.warehouse.raw_tables import Stager, StagingEngine
 
 if TYPE_CHECKING:
@@ -79,26 +79,6 @@ def insert_parquet(con: Any, relation: str, path: Path, schema: pa.Schema, batch
             con.unregister(batch)
         return
     con.execute(f"insert into {relation} select * from read_parquet(?)", [str(path)])
-
-
-@contextlib.contextmanager
-def transaction(con: Any) -> Iterator[Any]:
-    """BEGIN ... COMMIT on a session already open; any exception rolls it back.
-
-    Why, besides the resource's `transaction()`: a step that computes in temp tables and then
-    writes should compute outside the transaction and open it for the write only. DuckDB keeps a
-    table created inside an open transaction in the transaction's local storage until the commit,
-    and scans it far slower there (measured at 6.5 M ledger rows: the reconciliation's row checks
-    over its ledger copy took 20 s inside the transaction, 3.3 s outside). The write is as atomic
-    either way: temp tables are the session's own, never the warehouse's.
-    """
-    con.execute("begin transaction")
-    try:
-        yield con
-    except BaseException:
-        con.execute("rollback")
-        raise
-    con.execute("commit")
 
 
 def replace_tables(con: Any, tables: Mapping[str, pa.Table | str]) -> None:
