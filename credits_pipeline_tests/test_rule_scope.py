@@ -27,6 +27,7 @@ from credits_pipeline.ledger.fixtures import ledger_row as row
 from credits_pipeline.ledger.reconcile import drop_working_tables, reconcile
 from credits_pipeline.ledger.replay_state import STATE_SCHEMA
 from credits_pipeline.ledger.store import read_reports, write_reconciliation
+from credits_pipeline_tests.test_ledger_resume import warehouse_con  # noqa: F401
 
 N_USERS = 24
 ORPHAN_USER = 90  # never in users at first
@@ -249,11 +250,9 @@ def assert_same_reports(resumed, full) -> None:
 
 
 @pytest.fixture
-def warehouse():
-    con = duckdb.connect()
-    con.execute("set timezone = 'UTC'")
-    yield con
-    con.close()
+def warehouse(warehouse_con):
+    """A DuckDB warehouse for a chain of runs (the resume tests' fixture)."""
+    return warehouse_con
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -688,8 +688,9 @@ def reconcile(
         lap(f"rule_{code}")
 
     if keep_state:
+        # the per-user rules' anomalies for the next run; the stored report says since when each
+        # violation is known
         con.execute(rsc.next_rule_anomalies_sql(ANOMALIES_WORK_TABLE))
-    if keep_state:  # the stored anomalies say since when each violation is known
         rs.prepare_previous_detections(con, f"{rc.MARTS_SCHEMA}.{rc.ANOMALIES_TABLE}", params)
     else:
         con.execute(rs.EMPTY_DETECTIONS_SQL)
