@@ -542,6 +542,7 @@ class Progress:
         import dagster as dg
 
         from credits_pipeline.extract.common import ROWS_LOADED_METADATA
+        from credits_pipeline.run_summary import counts_again
 
         for event in events:
             kind = event.event_type
@@ -551,11 +552,9 @@ class Progress:
                     status.update(f"running {event.step_key}…")
             elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
                 mat = event.event_specific_data.materialization
-                key = mat.asset_key.to_user_string()
                 loaded = mat.metadata.get(ROWS_LOADED_METADATA)
-                if loaded is not None and key not in seen_assets:
+                if counts_again(seen_assets, mat) and loaded is not None:
                     self.rows[event.step_key] = self.rows.get(event.step_key, 0) + int(loaded.value)
-                seen_assets.add(key)
             elif self.show and kind in (
                 dg.DagsterEventType.STEP_SUCCESS,
                 dg.DagsterEventType.STEP_FAILURE,

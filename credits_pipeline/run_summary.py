@@ -90,6 +90,7 @@ class RunSummary:
     not_built: dict[str, str] = field(default_factory=dict)  # asset -> why
     # alerts are due and no alert channel is configured: the line to print loudly (None if not)
     no_alert_channel: str | None = None
+    counted: set[str] = field(default_factory=set)  # assets whose row counts were added
 
     @property
     def rows_moved(self) -> int:
@@ -178,11 +179,23 @@ def failed_check_tags(checks: Iterable[FailedCheck]) -> dict[str, str]:
     }
 
 
-def _record_materialization(summary: RunSummary, mat) -> None:
-    """Count one materialization; a ranged run's partitions each carry their own day's counts, so
-    they add up (a second materialization of an unpartitioned asset is not counted twice)."""
+def counts_again(seen: set[str], mat) -> bool:
+    """Whether a materialization's row counts add to what `seen` assets already counted; records it.
+
+    A ranged run's partitions each carry their own day's counts, so they add up; a second
+    materialization of an unpartitioned asset is not counted twice. The summary and the CLI's
+    progress lines both count with this rule, so they never show two numbers for one step.
+    """
     key = mat.asset_key.to_user_string()
-    if key in summary.materialized and mat.partition is None:
+    again = key not in seen or mat.partition is not None
+    seen.add(key)
+    return again
+
+
+def _record_materialization(summary: RunSummary, mat) -> None:
+    """Count one materialization (`counts_again`)."""
+    key = mat.asset_key.to_user_string()
+    if not counts_again(summary.counted, mat):
         return
     if key not in summary.materialized:
         summary.materialized.append(key)

@@ -393,6 +393,10 @@ def test_materialize_shows_progress_and_a_summary_table_of_the_warehouses_own_nu
         run.stdout,
     )
     assert " - dagster - " not in run.stdout + run.stderr and "Running with dbt=" not in run.stdout
+    # a ranged run's ledger partitions add up on the progress line as in the summary table
+    progress = re.search(r"✓ raw/credit_histories +([\d,]+) rows", run.stdout)
+    assert progress and progress.group(1) == _table_row(run.stdout, "raw/credit_histories")[2]
+    assert int(progress.group(1).replace(",", "")) > 0
     # summary table: one line per asset, rows loaded as in the warehouse
     _asset, status, loaded, _quarantined, _ = _table_row(run.stdout, "raw/users")
     assert status == "materialized" and int(loaded.replace(",", "")) == users

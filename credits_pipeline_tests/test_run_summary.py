@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import dagster as dg
+
 from credits_pipeline.alerts import channels as ch
 from credits_pipeline.ledger import reconciliation_assets
-from credits_pipeline.run_summary import PlanShape, RunSummary, StepFailure, not_built, summarize
+from credits_pipeline.run_summary import (
+    PlanShape,
+    RunSummary,
+    StepFailure,
+    counts_again,
+    not_built,
+    summarize,
+)
 from credits_pipeline.run_tags import (
     HOST_TAG,
     PID_TAG,
@@ -34,6 +43,17 @@ PLAN = PlanShape(
     },
 )
 EVERYTHING_ELSE = {"raw/users", "credits/credit_histories", "marts/user_credit_daily"}
+
+
+def test_each_partition_of_a_ranged_run_counts_and_an_unpartitioned_asset_counts_once():
+    seen: set[str] = set()
+    ledger = [
+        dg.AssetMaterialization(asset_key=["raw", "credit_histories"], partition=day)
+        for day in ("2025-01-01", "2025-01-02")
+    ]
+    users = dg.AssetMaterialization(asset_key=["raw", "users"])
+    assert [counts_again(seen, m) for m in (*ledger, users, users)] == [True, True, True, False]
+    assert seen == {"raw/credit_histories", "raw/users"}
 
 
 def test_an_asset_skipped_behind_a_failed_step_names_that_failed_upstream_asset():

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import dagster as dg
 from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 from pydantic import Field
 
 from credits_pipeline.dbt_vars import build_vars_args
@@ -109,11 +110,7 @@ def build_layer(
             build_args(config), context=context, raise_on_error=False, target_path=target
         )
     try:
-        # column schemas and column lineage (sqlglot, from the compiled SQL): the models name
-        # every column they read and have no ephemeral parents, so every column resolves
-        events = list(
-            invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=True)
-        )
+        events = with_row_counts_and_columns(invocation)
     finally:
         release_warehouse_connections(invocation)
         keep_partial_parse(target, project)
@@ -128,6 +125,25 @@ def build_layer(
             description=failure_description(invocation, errored),
             metadata={"dbt errors": dg.MetadataValue.md(_error_markdown(invocation, errored))},
         )
+
+
+def with_row_counts_and_columns(invocation: DbtCliInvocation) -> list[Any]:
+    """dbt's events with row counts, column schemas and column lineage, fetched once dbt is done.
+
+    Why not `invocation.stream().fetch_row_counts().fetch_column_metadata()` directly: on DuckDB
+    dagster-dbt's metadata threads wait for the dbt process to exit (it holds the warehouse's
+    lock) by polling their futures in a loop without sleeping, which kept a whole core busy for as
+    long as dbt ran: on a two-core worker, half the machine taken from dbt and DuckDB. Reading
+    dbt's events to the end first (a blocking read of its output) leaves the threads only the
+    metadata queries themselves. Column lineage comes from sqlglot over the compiled SQL: the
+    models name every column they read and have no ephemeral parents, so every column resolves.
+    """
+    streamed = list(invocation.stream())
+    return list(
+        DbtEventIterator(iter(streamed), invocation)
+        .fetch_row_counts()
+        .fetch_column_metadata(with_column_lineage=True)
+    )
 
 
 PREVIEW_ROWS = 5
