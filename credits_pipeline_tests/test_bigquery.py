@@ -276,7 +276,8 @@ def test_a_failure_inside_a_bigquery_transaction_leaves_the_previous_rows(bigque
 
 DEMO_USERS = 60
 DEMO_MONTHS = 6
-PARTITION_DAYS = 100  # as test_end_to_end: daily partitions for the last 100 days, older rows open
+# daily partitions for the last 20 days (each a load job on the emulator), older rows open
+PARTITION_DAYS = 20
 # What the reconciliation writes: both reports and the replay's pools around every row (which the
 # marts read), compared exactly.
 REPORTS = (

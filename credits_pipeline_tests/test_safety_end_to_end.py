@@ -105,23 +105,9 @@ def _state(tmp_path: Path) -> dict:
 # -- the shrink guard, end to end ----------------------------------------------------------------
 
 
-def test_an_emptied_sqlite_source_fails_the_run_and_leaves_raw_credits_and_marts_unchanged(
-    tmp_path,
-):
-    url = f"sqlite:///{tmp_path / 'syllaby_v2.sqlite'}"
-    _generate(url)
-    first = materialize(tmp_path, url)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    before = _state(tmp_path)
-    reconciled = warehouse_rows(
-        tmp_path / "warehouse.duckdb", "select count(*) from marts.user_balance_reconciliation"
-    )
-    assert reconciled == [(60,)]
-
-    _truncate(url)
-    _assert_refused_and_unchanged(tmp_path, url, before)
-    # CREDITS_ALLOW_SHRINK letting the emptied source through, end to end: the PostgreSQL test
-    # below (and test_shrink_guard.py, in process, on SQLite)
+# An emptied source refused, end to end: on PostgreSQL below (with the password check, and
+# CREDITS_ALLOW_SHRINK letting it through); on SQLite in process (test_shrink_guard.py: the same
+# extraction assets through Dagster), and on BigQuery there too.
 
 
 def test_a_partition_run_after_the_source_ledger_lost_nine_rows_in_ten_is_refused_whole(tmp_path):
@@ -170,6 +156,10 @@ def test_a_query_string_password_appears_nowhere_and_an_emptied_postgresql_sourc
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert MASK in first.stdout  # the banner shows the redacted URL
     before = _state(tmp_path)
+    reconciled = warehouse_rows(
+        tmp_path / "warehouse.duckdb", "select count(*) from marts.user_balance_reconciliation"
+    )
+    assert reconciled == [(60,)]
 
     _truncate(fresh_postgres_url)
     _assert_refused_and_unchanged(tmp_path, url, before)

@@ -6,7 +6,8 @@
     conditions the larger), so flagged = score >= 1 for every signal. What each signal catches and
     what legitimately looks like it: docs/analytics.md.
 -#}
-{%- set row_id_limit = 50 -%}
+{#- the ledger rows each signal lists as evidence, at most (`ledger_rows` counts them all) -#}
+{%- set row_id_limit = var('usage_risk_listed_rows', 50) -%}
 {#- spend_velocity_spike: the last week against the user's own trailing weeks -#}
 {%- set spike_baseline_weeks = 8 -%}
 {%- set spike_min_history_weeks = 4 -%}
