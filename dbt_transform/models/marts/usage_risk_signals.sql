@@ -351,12 +351,23 @@ drained_purchases as (
         sum(case
             when credits_spent_after >= {{ drain_min_share }} * pack_credits then spend_rows + 1
             else 0
-        end) as drain_rows,
+        end) as drain_rows
+    from purchase_drains
+    group by user_id
+
+),
+
+drained_pack_rows as (
+
+    -- the drained packs' ids, aggregated over drained packs only: a listing over every pack, NULL
+    -- for the others, kept those NULLs among its first ids (DuckDB, the BigQuery emulator)
+    select
+        user_id,
         {{ dbt.listagg(
-            'case when credits_spent_after >= ' ~ drain_min_share ~ ' * pack_credits'
-                ~ ' then cast(credit_history_id as ' ~ dbt.type_string() ~ ') end', "','",
+            'cast(credit_history_id as ' ~ dbt.type_string() ~ ')', "','",
             'order by credit_history_id', row_id_limit) }} as ledger_row_ids
     from purchase_drains
+    where credits_spent_after >= {{ drain_min_share }} * pack_credits
     group by user_id
 
 ),
@@ -375,10 +386,12 @@ drain_signals as (
             || ' within {{ drain_minutes }} minutes of the purchase, of '
             || cast(drained_purchases.large_purchases as {{ dbt.type_string() }})
             || ' such packs bought in {{ window_days }} days (purchase rows listed)' as evidence,
-        drained_purchases.ledger_row_ids,
+        drained_pack_rows.ledger_row_ids,
         drained_purchases.drain_rows as ledger_rows,
         cast(drained_purchases.drained_credits as {{ dbt.type_bigint() }}) as credits_involved
     from drained_purchases
+    left join drained_pack_rows
+        on drained_purchases.user_id = drained_pack_rows.user_id
     cross join extraction_cutoff
     where drained_purchases.drained_purchases > 0
 
