@@ -295,6 +295,8 @@ DBT_RELATIONS = (
     "marts.plan_utilization",
     "marts.revenue_attribution",
     "marts.credit_cohorts",
+    # the fraud signals, whose evidence lists ledger row ids (the same ids on both engines)
+    "marts.usage_risk_signals",
     # the snapshot of stored balances, as the history mart reads it
     "marts.user_stored_balance_history",
 )
