@@ -4,7 +4,8 @@ The schedule materializes one ledger partition a day. A row committed late into 
 warehouse closed already, an old row whose amount was rewritten, a row deleted from an old day:
 each must reach the warehouse by the next partition run, and every report and mart must then
 equal a full rebuild from scratch. The pure planning helpers are tested directly; the source
-fingerprint is checked against the reconciliation's own definition on every source database.
+fingerprint is checked against its DuckDB definition on every source database, over every
+column a row has.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import sqlalchemy as sa
 from credits_pipeline import settings
 from credits_pipeline.extract.assets import CLOSED_DAYS_CHECK
 from credits_pipeline.extract.catch_up import catch_up_window
+from credits_pipeline.extract.fingerprint import DEFINITION as FINGERPRINT_DEFINITION
 from credits_pipeline.extract.fingerprint import (
+    SOURCE_ROW_FINGERPRINT,
     DayFingerprint,
     StoredFingerprint,
     cut_where,
@@ -32,7 +35,6 @@ from credits_pipeline.extract.fingerprint import (
     source_day_fingerprints,
     source_max_id,
 )
-from credits_pipeline.ledger.replay_state import REPLAY_ROW_FINGERPRINT
 from credits_pipeline.warehouse.raw_tables import loaded_ledger_partitions
 from credits_pipeline_tests.bigquery_emulator import bigquery_emulator  # noqa: F401
 from credits_pipeline_tests.harness import (
@@ -137,48 +139,54 @@ def test_the_cut_reads_null_open_late_and_reread_rows_with_bound_values_only():
     assert "2025" not in where and "12" not in where.replace("_1", "")
 
 
-# -- the source fingerprint is the reconciliation's, on every source database ------------------
+# -- the source fingerprint covers every column, on every source database --------------------
 
 FINGERPRINT_LEDGER = [
     ledger_row(1, 1, 1, 500, 0, ts(0, 1)),
-    ledger_row(2, 1, 2, 15, 500, ts(0, 23.5)),
-    ledger_row(3, 2, 1, 500, 0, ts(1, 3)),
-    ledger_row(4, 3, 3, 100, 100, ts(1, 4)),
-    ledger_row(6, 2, 2, 4_000_000_000 // 2, 2**31 + 5, ts(2, 0)),
+    ledger_row(2, 1, 2, 15, 500, ts(0, 23.5), creditable_type="video", creditable_id=41),
+    ledger_row(3, 2, 1, 500, 0, ts(1, 3), description="Café ✓ renewal", label="Renewed"),
+    ledger_row(4, 3, 3, 100, 100, ts(1, 4), meta='{"credits": 100}', updated_at=ts(3, 5)),
+    ledger_row(6, 2, 2, 4_000_000_000 // 2, 2**31 + 5, ts(2, 0), calculative_index=7),
     ledger_row(9, 1, 2, 15, 485, None),
 ]
+FINGERPRINT_COLUMNS = {
+    "id": "bigint",
+    "user_id": "bigint",
+    "credit_events_id": "bigint",
+    "creditable_type": "varchar",
+    "creditable_id": "bigint",
+    "description": "varchar",
+    "label": "varchar",
+    "calculative_index": "bigint",
+    "event_value": "bigint",
+    "amount": "bigint",
+    "previous_amount": "bigint",
+    "event_type": "bigint",
+    "meta": "varchar",
+    "created_at": "timestamp",
+    "updated_at": "timestamp",
+}
 
 
 def _warehouse_fingerprints(rows: list[dict]) -> dict[dt.date, DayFingerprint]:
-    """The same fingerprint computed by DuckDB with the replay's REPLAY_ROW_FINGERPRINT."""
+    """The same fingerprint computed by DuckDB with SOURCE_ROW_FINGERPRINT."""
     con = duckdb.connect()
-    con.execute(
-        "create table t (id bigint, user_id bigint, credit_events_id bigint, event_type bigint, "
-        "amount bigint, previous_amount bigint, created_at timestamp)"
-    )
+    con.execute(f"create table t ({', '.join(f'{c} {t}' for c, t in FINGERPRINT_COLUMNS.items())})")
+    marks = ", ".join("?" for _ in FINGERPRINT_COLUMNS)
     for r in rows:
-        con.execute(
-            "insert into t values (?, ?, ?, ?, ?, ?, ?)",
-            [
-                r["id"],
-                r["user_id"],
-                r["credit_events_id"],
-                r["event_type"],
-                r["amount"],
-                r["previous_amount"],
-                r["created_at"],
-            ],
-        )
+        con.execute(f"insert into t values ({marks})", [r[c] for c in FINGERPRINT_COLUMNS])
     out = con.execute(
         f"select cast(created_at as date), count(*), sum(id), sum(coalesce(user_id, -1)), "
-        f"sum({REPLAY_ROW_FINGERPRINT}) from t where created_at is not null group by 1"
+        f"sum({SOURCE_ROW_FINGERPRINT}) from t where created_at is not null group by 1"
     ).fetchall()
     return {r[0]: DayFingerprint(*(int(v) for v in r[1:])) for r in out}
 
 
 def _assert_source_fingerprint_is_the_warehouses(url: str) -> None:
-    engine = write_source(url, FINGERPRINT_LEDGER)
+    engine = write_source(url, [])
     try:
+        with engine.begin() as conn:  # as text: the source holds exactly these JSON texts
+            conn.execute(sa.text(_insert_sql()), FINGERPRINT_LEDGER)
         with engine.connect() as conn:
             top = source_max_id(conn)
             got = source_day_fingerprints(conn, [top, 3])
@@ -188,19 +196,33 @@ def _assert_source_fingerprint_is_the_warehouses(url: str) -> None:
     expected = _warehouse_fingerprints(FINGERPRINT_LEDGER)
     assert {d: f[9] for d, f in got.items()} == expected
     assert got[D(2025, 1, 2)][3] == _warehouse_fingerprints(FINGERPRINT_LEDGER[2:3])[D(2025, 1, 2)]
+    # a row differing from another in one column only, whichever, has another fingerprint
+    base = FINGERPRINT_LEDGER[2]
+    for column, value in [
+        ("creditable_type", "caption"),
+        ("creditable_id", 5),
+        ("description", "Café ✓ renewal!"),
+        ("label", None),
+        ("calculative_index", 3),
+        ("event_value", 4),
+        ("meta", '{"credits": 5}'),
+        ("updated_at", ts(4, 0)),
+    ]:
+        changed = _warehouse_fingerprints([base | {column: value}])[D(2025, 1, 2)]
+        assert changed != _warehouse_fingerprints([base])[D(2025, 1, 2)], column
 
 
-def test_the_source_fingerprint_equals_the_reconciliations_on_sqlite(sqlite_url):
+def test_the_source_fingerprint_of_every_column_equals_duckdbs_on_sqlite(sqlite_url):
     _assert_source_fingerprint_is_the_warehouses(sqlite_url)
 
 
 @pytest.mark.mysql
-def test_the_source_fingerprint_equals_the_reconciliations_on_mariadb(fresh_mysql_url):
+def test_the_source_fingerprint_of_every_column_equals_duckdbs_on_mariadb(fresh_mysql_url):
     _assert_source_fingerprint_is_the_warehouses(fresh_mysql_url)
 
 
 @pytest.mark.postgres
-def test_the_source_fingerprint_equals_the_reconciliations_on_postgresql(fresh_postgres_url):
+def test_the_source_fingerprint_of_every_column_equals_duckdbs_on_postgresql(fresh_postgres_url):
     _assert_source_fingerprint_is_the_warehouses(fresh_postgres_url)
 
 
@@ -257,20 +279,26 @@ def _late_rewrite_delete_steps(instance, warehouse, url, tmp_path) -> None:
     ]
     assert check_results(result)[("raw/credit_histories__open", CLOSED_DAYS_CHECK)].passed
 
-    with engine.begin() as conn:  # days closed two runs ago: Jan 2 rewritten, Jan 3 loses a row
+    # days closed two runs ago: Jan 2 rewritten, Jan 3 loses a row, and on Jan 1 a row is charged
+    # to another resource (a column outside the replay's inputs, `updated_at` left as it was)
+    with engine.begin() as conn:
         conn.execute(sa.text("update credit_histories set amount = 99 where id = 5"))
         conn.execute(sa.text("delete from credit_histories where id = 8"))
+        conn.execute(sa.text("update credit_histories set creditable_id = 77 where id = 2"))
         conn.execute(sa.text(_insert_sql()), [ledger_row(19, 1, 2, 15, 470, ts(6, 2))])
     result = _partition_run(instance, url, warehouse, "2025-01-07")
     assert result.success
     check = check_results(result)[("raw/credit_histories__open", CLOSED_DAYS_CHECK)]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["closed_days_changed"].value == 2
+    assert check.metadata["closed_days_changed"].value == 3
     mat = result.asset_materializations_for_node("raw_consistent_cut")
     open_meta = next(
         m for m in mat if m.asset_key == dg.AssetKey(["raw", "credit_histories__open"])
     ).metadata
-    assert open_meta["closed_days_reread"].value == 2
+    assert open_meta["closed_days_reread"].value == 3
+    assert query(warehouse, "select creditable_id from raw.credit_histories where id = 2") == [
+        (77,)
+    ]
 
     ledger = sorted((r[0], r[9]) for r in ledger_as_of_cut(warehouse))
     assert ledger == sorted(_source_ledger(engine))
@@ -320,6 +348,37 @@ def test_late_rewritten_and_deleted_rows_reach_the_warehouse_by_the_next_partiti
     instance, warehouse, fresh_postgres_url, tmp_path
 ):
     _late_rewrite_delete_scenario(instance, warehouse, fresh_postgres_url, tmp_path)
+
+
+def test_a_warehouse_fingerprinted_before_the_definition_changed_reads_each_closed_day_once(
+    instance, warehouse, sqlite_url
+):
+    """Stored fingerprints of an older definition (a warehouse from before the source fingerprint
+    covered every column: no definition recorded) are never compared with the new numbers: every
+    closed day is read once more, as a first read, and nothing is reported changed."""
+    engine = write_source(sqlite_url, _days_ledger())
+    assert run_extraction(
+        instance, sqlite_url, warehouse, first="2025-01-01", last="2025-01-05"
+    ).success
+    before = ledger_as_of_cut(warehouse)
+    con = duckdb.connect(warehouse)
+    con.execute("drop table raw._ledger_fingerprint_definition")
+    con.close()
+
+    def reread(result) -> int:
+        assert result.success
+        assert check_results(result)[("raw/credit_histories__open", CLOSED_DAYS_CHECK)].passed
+        mat = result.asset_materializations_for_node("raw_consistent_cut")
+        key = dg.AssetKey(["raw", "credit_histories__open"])
+        return next(m for m in mat if m.asset_key == key).metadata["closed_days_reread"].value
+
+    assert reread(_partition_run(instance, sqlite_url, warehouse, "2025-01-05")) == 4
+    assert query(warehouse, "select definition from raw._ledger_fingerprint_definition") == [
+        (FINGERPRINT_DEFINITION,)
+    ]
+    assert_same_rows(ledger_as_of_cut(warehouse), before, "ledger as of the cut")
+    assert reread(_partition_run(instance, sqlite_url, warehouse, "2025-01-05")) == 0
+    engine.dispose()
 
 
 def test_history_before_the_start_date_is_read_once_then_never_again(

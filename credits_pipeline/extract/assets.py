@@ -41,6 +41,7 @@ from credits_pipeline.extract.cut_scope import (
     partition_read_from,
     plan_cut,
 )
+from credits_pipeline.extract.fingerprint import DEFINITION as FINGERPRINT_DEFINITION
 from credits_pipeline.extract.fingerprint import (
     ClosedDaysPlan,
     day_ranges,
@@ -226,7 +227,12 @@ def raw_credit_histories(
         )
         per_day = stager.swap_ledger_range(start, end)
         replace_ledger_fingerprints(
-            con, start, end, through_id, {d: f[through_id] for d, f in fingerprints.items()}
+            con,
+            start,
+            end,
+            through_id,
+            {d: f[through_id] for d, f in fingerprints.items()},
+            FINGERPRINT_DEFINITION,
         )
         finish_tally(tally, stager)
         # the closed ledger's watermark: how far the daily partitions reach, in time and in id
@@ -345,7 +351,7 @@ def raw_consistent_cut(
 ):
     with source_errors_as_failure(), warehouse.connect() as con:
         closed_before = closed_ledger_end(con, settings.ledger_start_date())
-        stored = stored_ledger_fingerprints(con)
+        stored = stored_ledger_fingerprints(con, FINGERPRINT_DEFINITION)
         with source.consistent_snapshot() as (conn, cutoff):
             check_table(conn, USERS)
             check_table(conn, CREDIT_HISTORIES)
@@ -406,6 +412,7 @@ def raw_consistent_cut(
             closed_before.date(),
             snapshot_max_id,
             {d: f[snapshot_max_id] for d, f in source_days.items()},
+            FINGERPRINT_DEFINITION,
         )
         if scope.check == FULL_CHECK:
             record_full_check(con, cutoff, snapshot_max_id)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from credits_pipeline import settings
+from credits_pipeline.extract.fingerprint import DEFINITION as FINGERPRINT_DEFINITION
 from credits_pipeline.extract.fingerprint import (
     MAX_OPEN_IDS_LISTED,
     ClosedDaysPlan,
@@ -197,7 +198,7 @@ def partition_read_from(con, start: dt.datetime, end: dt.datetime) -> int | None
         )
         return closed_range_read_from(
             days,
-            stored_ledger_fingerprints(con),
+            stored_ledger_fingerprints(con, FINGERPRINT_DEFINITION),
             recheck_from,
             closed_days_first_id(con, start.date(), end.date()),
             floor,

@@ -4,13 +4,18 @@ The ledger is append-only by contract, yet the application rewrites an old row n
 may delete one, and commits rows whose `created_at` lies in a day the warehouse closed already.
 Re-reading every closed day on every run would find all three, at the cost of the whole history
 each day. Instead each closed day keeps a fingerprint of what the warehouse read for it — the row
-count, the sum of ids, the sum of user ids and the sum of the replay's per-row fingerprint
-(`ledger.replay_state.REPLAY_ROW_FINGERPRINT`, one definition of "the replay's inputs") — over
-the rows with an id at or below the day's `through_id` (the source's highest id when the day
-was read). The source computes the same numbers in one aggregate query (portable SQL, bound
-parameters, on SQLite, MySQL/MariaDB and PostgreSQL); a day whose numbers differ was changed in
-place or lost a row and is read again; rows above `through_id` are rows written late and are
-read by id.
+count, the sum of ids, the sum of user ids and the sum of a per-row fingerprint
+(`SOURCE_FINGERPRINT_TERMS`: the replay's inputs, `ledger.replay_state.REPLAY_FINGERPRINT_TERMS`,
+and every other column of the row that has a portable rendering) — over the rows with an id at or
+below the day's `through_id` (the source's highest id when the day was read). The source computes
+the same numbers in one aggregate query (portable SQL, bound parameters, on SQLite, MySQL/MariaDB
+and PostgreSQL); a day whose numbers differ was changed in place or lost a row and is read again;
+rows above `through_id` are rows written late and are read by id. A row rewritten in place is
+found whatever column changed (the application's own writes also move `updated_at`), except text
+rewritten to another of the same length without touching `updated_at`: no hash of text is common
+to SQLite, MySQL and PostgreSQL. The stored fingerprints carry the definition they were taken with
+(`DEFINITION`); under another, the warehouse reads every closed day once more instead of reporting
+them all changed.
 
 How much of the source a cut reads (issue 10, item 2). Without an index on `created_at` (the
 contract has only `(user_id, created_at)`), a filter on days scans the whole ledger on MySQL and
@@ -28,6 +33,7 @@ check are pure.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -41,8 +47,8 @@ from credits_pipeline.ledger_fingerprint import EMPTY as EMPTY
 from credits_pipeline.ledger_fingerprint import DayFingerprint as DayFingerprint
 from credits_pipeline.ledger_fingerprint import StoredFingerprint as StoredFingerprint
 
-# How each term of the reconciliation's row fingerprint reads in the source databases: the
-# DuckDB expression of `replay_state.REPLAY_FINGERPRINT_TERMS` -> (how to render it, column).
+# How each term of a source row's fingerprint reads in the source databases: its DuckDB
+# expression (as in `replay_state`) -> (how to render it, column).
 _TERM_RENDERING = {
     "id": ("int", "id"),
     "credit_events_id": ("int", "credit_events_id"),
@@ -50,35 +56,65 @@ _TERM_RENDERING = {
     "cast(amount as bigint)": ("int", "amount"),
     "cast(previous_amount as bigint)": ("int", "previous_amount"),
     "epoch_ms(created_at) // 1000": ("epoch_seconds", "created_at"),
+    "creditable_id": ("int", "creditable_id"),
+    "calculative_index": ("int", "calculative_index"),
+    "epoch_ms(updated_at) // 1000": ("epoch_seconds", "updated_at"),
+    "event_value": ("int", "event_value"),
+    "length(creditable_type)": ("chars", "creditable_type"),
+    "length(description)": ("chars", "description"),
+    "length(label)": ("chars", "label"),
+    "length(cast(meta as varchar))": ("chars", "meta"),
 }
 
-# Per dialect family: an integer cast, whole epoch seconds of a UTC timestamp, and its UTC day.
+# What a closed day's fingerprint sums, row by row: the replay's inputs, the per-user rules'
+# inputs that render portably (`creditable_type` is hashed by the warehouse's engine there, which
+# the source databases cannot do: its length stands in), and the columns nothing computes on but
+# the warehouse copies (so a rewrite of any of them reaches the warehouse by the next check).
+# Every weight is below 2^26: each term stays below 2^57 and the fourteen below 2^61.
+SOURCE_FINGERPRINT_TERMS = (
+    *replay_state.REPLAY_FINGERPRINT_TERMS,
+    *(term for term in replay_state.RULE_FINGERPRINT_TERMS if term[0] in _TERM_RENDERING),
+    ("event_value", 7_368_787),
+    ("length(creditable_type)", 2_654_435),
+    ("length(description)", 5_381_003),
+    ("length(label)", 12_582_917),
+    ("length(cast(meta as varchar))", 25_165_843),
+)
+# The same per-row fingerprint as a DuckDB expression (what the tests compare every source with).
+SOURCE_ROW_FINGERPRINT = replay_state.fingerprint_sql(SOURCE_FINGERPRINT_TERMS)
+# The definition stored fingerprints were taken with (`raw_tables.replace_ledger_fingerprints`).
+DEFINITION = hashlib.sha256(repr(SOURCE_FINGERPRINT_TERMS).encode()).hexdigest()[:16]
+
+# Per dialect family: an integer cast, whole epoch seconds of a UTC timestamp, its UTC day, and
+# the length of a text in characters.
 _DIALECT = {
     "sqlite": {
         "int": "CAST({} AS INTEGER)",
         "epoch_seconds": "CAST(strftime('%s', {}) AS INTEGER)",
         "day": "date({})",
+        "chars": "LENGTH({})",
     },
     "mysql": {
         "int": "CAST({} AS SIGNED)",
         "epoch_seconds": "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {})",
         "day": "DATE({})",
+        "chars": "CHAR_LENGTH({})",
     },
     "postgresql": {
         "int": "CAST({} AS BIGINT)",
         "epoch_seconds": "CAST(FLOOR(EXTRACT(EPOCH FROM {})) AS BIGINT)",
         "day": "CAST({} AS DATE)",
+        "chars": "CHAR_LENGTH(CAST({} AS TEXT))",
     },
 }
 
 
 def source_row_fingerprint(family: str) -> str:
-    """`replay_state.REPLAY_ROW_FINGERPRINT` rendered for a source database (same numbers, row by
-    row)."""
+    """`SOURCE_ROW_FINGERPRINT` rendered for a source database (same numbers, row by row)."""
     render = _DIALECT[family]
     prime = replay_state.FINGERPRINT_PRIME
     terms = []
-    for expression, weight in replay_state.REPLAY_FINGERPRINT_TERMS:
+    for expression, weight in SOURCE_FINGERPRINT_TERMS:
         if expression not in _TERM_RENDERING:
             raise ValueError(f"no source rendering for the replay fingerprint term {expression!r}")
         kind, column = _TERM_RENDERING[expression]

@@ -46,6 +46,8 @@ DUCKDB_TYPES = types_by_kind(lambda t: t.duckdb)  # kind -> DuckDB DDL type (col
 PARTITION_COLUMN = "_partition"
 LEDGER_PARTITIONS = "raw._ledger_partitions"
 LEDGER_FINGERPRINTS = "raw._ledger_fingerprints"
+# One row: the definition the stored fingerprints were taken with (extract/fingerprint.DEFINITION).
+LEDGER_FINGERPRINT_DEFINITION = "raw._ledger_fingerprint_definition"
 LEDGER_FULL_CHECKS = "raw._ledger_full_checks"  # cuts that compared every closed day
 DAYS_PER_INSERT = 400  # rows of a per-day bookkeeping table per parametrized insert (<= 6 each)
 WATERMARKS = "raw._watermarks"
@@ -99,6 +101,9 @@ def ensure_raw_tables(con: Session, table: Table) -> None:
         con.execute(
             f"create table if not exists {LEDGER_FINGERPRINTS} (partition_date DATE, through_id "
             "BIGINT, row_count BIGINT, id_sum BIGINT, user_id_sum BIGINT, digest BIGINT)"
+        )
+        con.execute(
+            f"create table if not exists {LEDGER_FINGERPRINT_DEFINITION} (definition VARCHAR)"
         )
         con.execute(
             f"create table if not exists {LEDGER_FULL_CHECKS} "
@@ -499,9 +504,20 @@ def closed_ledger_end(con, start: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time())
 
 
-def stored_ledger_fingerprints(con) -> dict[dt.date, StoredFingerprint]:
-    """Each closed day's fingerprint as the warehouse read it (see extract/fingerprint.py)."""
+def _fingerprint_definition(con) -> str | None:
+    return con.execute(f"select max(definition) from {LEDGER_FINGERPRINT_DEFINITION}").fetchone()[0]
+
+
+def stored_ledger_fingerprints(con, definition: str) -> dict[dt.date, StoredFingerprint]:
+    """Each closed day's fingerprint as the warehouse read it (see extract/fingerprint.py).
+
+    None when they were taken with another `definition` than the caller computes (a warehouse
+    from before the definition changed): compared with the new numbers every day would look
+    changed, so every closed day is read once more instead, as a first read.
+    """
     ensure_raw_tables(con, CREDIT_HISTORIES)
+    if _fingerprint_definition(con) != definition:
+        return {}
     rows = con.execute(
         "select partition_date, through_id, row_count, id_sum, user_id_sum, digest from "
         f"{LEDGER_FINGERPRINTS}"
@@ -519,15 +535,21 @@ def replace_ledger_fingerprints(
     end: dt.date,
     through_id: int,
     fingerprints: dict[dt.date, DayFingerprint],
+    definition: str,
 ) -> None:
     """Replace the stored fingerprints of days [first, end) (`first` None: every day before `end`).
 
     `fingerprints` is the source's, taken at `through_id` before (or in the snapshot of) the read
     that loaded those days: a day absent from it is stored (empty) when it lies in a bounded range
     or is a loaded partition, so that a row appearing in it later is a change, not a first read,
-    and the partition run and the cut store the same fingerprints.
+    and the partition run and the cut store the same fingerprints. Fingerprints of another
+    `definition` are dropped first: none of them is ever compared with the new numbers.
     """
     ensure_raw_tables(con, CREDIT_HISTORIES)
+    if _fingerprint_definition(con) != definition:
+        con.execute(f"delete from {LEDGER_FINGERPRINTS} where true")
+        con.execute(f"delete from {LEDGER_FINGERPRINT_DEFINITION} where true")
+        con.execute(f"insert into {LEDGER_FINGERPRINT_DEFINITION} values (?)", [definition])
     if first is None:
         con.execute(f"delete from {LEDGER_FINGERPRINTS} where partition_date < ?", [end])
         # loaded partitions without rows keep their empty fingerprint, as the partition run stored
