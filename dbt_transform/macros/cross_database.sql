@@ -59,3 +59,21 @@
     cast({{ dbt.dateadd(datepart, interval, timestamp_expression) }} as {{ dbt.type_timestamp() }})
 {%- endmacro %}
 
+
+
+{#-
+    The value of `expression` on the group's row with the largest `order_by` (unique in the group):
+    an aggregate, so a "last row of the group" needs no ranking window and no join back. Never
+    given NULL values here (the marts pass NOT NULL columns): BigQuery's array_agg refuses them.
+-#}
+{% macro last_by(expression, order_by) -%}
+    {{ return(adapter.dispatch('last_by', 'credits_transform')(expression, order_by)) }}
+{%- endmacro %}
+
+{% macro default__last_by(expression, order_by) -%}
+    arg_max({{ expression }}, {{ order_by }})
+{%- endmacro %}
+
+{% macro bigquery__last_by(expression, order_by) -%}
+    array_agg({{ expression }} order by {{ order_by }} desc limit 1)[offset(0)]
+{%- endmacro %}

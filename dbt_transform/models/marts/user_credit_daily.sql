@@ -55,34 +55,13 @@ daily_flows as (
         end) as {{ dbt.type_bigint() }}) as spent_other,
         cast(sum(case when effect = 'spend' then amount else 0 end) as {{ dbt.type_bigint() }}) as credits_spent,
         cast(sum(forfeited_credits) as {{ dbt.type_bigint() }}) as credits_forfeited,
-        cast(sum(written_off_credits) as {{ dbt.type_bigint() }}) as credits_written_off
+        cast(sum(written_off_credits) as {{ dbt.type_bigint() }}) as credits_written_off,
+        {#- the pools after the day's last row: its largest id (the replay's order within a user) #}
+        {{ last_by('subscription_after', 'credit_history_id') }} as closing_subscription_balance,
+        {{ last_by('purchased_after', 'credit_history_id') }} as closing_purchased_balance,
+        {{ last_by('balance_after', 'credit_history_id') }} as closing_balance
     from replayed_rows
     group by user_id, balance_date
-
-),
-
-last_row_of_day as (
-
-    select
-        user_id,
-        balance_date,
-        subscription_after as closing_subscription_balance,
-        purchased_after as closing_purchased_balance,
-        balance_after as closing_balance
-    from (
-        select
-            user_id,
-            balance_date,
-            subscription_after,
-            purchased_after,
-            balance_after,
-            row_number() over (
-                partition by user_id, balance_date
-                order by credit_history_id desc
-            ) as position_from_end_of_day
-        from replayed_rows
-    ) as ranked_rows
-    where position_from_end_of_day = 1
 
 ),
 
@@ -104,19 +83,16 @@ daily_balances as (
         daily_flows.credits_forfeited,
         daily_flows.credits_written_off,
         coalesce(
-            lag(last_row_of_day.closing_balance) over (
+            lag(daily_flows.closing_balance) over (
                 partition by daily_flows.user_id
                 order by daily_flows.balance_date
             ),
             0
         ) as opening_balance,
-        last_row_of_day.closing_subscription_balance,
-        last_row_of_day.closing_purchased_balance,
-        last_row_of_day.closing_balance
+        daily_flows.closing_subscription_balance,
+        daily_flows.closing_purchased_balance,
+        daily_flows.closing_balance
     from daily_flows
-    inner join last_row_of_day
-        on daily_flows.user_id = last_row_of_day.user_id
-        and daily_flows.balance_date = last_row_of_day.balance_date
 
 )
 
