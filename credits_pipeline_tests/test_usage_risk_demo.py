@@ -152,6 +152,13 @@ def test_the_churn_model_scores_every_active_subscriber_with_its_held_out_figure
     )[0][0]
     assert scored[0] == active > 0
     assert 0 <= scored[1] <= scored[2] <= 1 and scored[3] is False
+    # the scores and the trends date the source from the same newest ledger row
+    fresh_as_of = _query(
+        warehouse,
+        "select (select max(source_fresh_as_of) from marts.churn_risk),"
+        " (select max(source_fresh_as_of) from marts.user_credit_trends)",
+    )[0]
+    assert fresh_as_of[0] is not None and fresh_as_of[0] == fresh_as_of[1]
     card = _query(
         warehouse,
         "select model_auc, rule_auc, model_verdict, rule_verdict,"

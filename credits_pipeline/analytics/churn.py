@@ -187,7 +187,12 @@ def features_at(daily: pd.DataFrame, held: pd.DataFrame, at: pd.Timestamp) -> pd
     forfeited = _window_sums(past, day, 90, "credits_forfeited")
     allocated = _window_sums(past, day, 90, "credits_allocated")
     refunded = _window_sums(past, day, 90, "credits_refunded")
-    balance = past.sort_values("balance_date").groupby("user_id")["closing_balance"].last()
+    # each user's closing balance on their latest day (one row per user and day): the row of the
+    # latest date, found without sorting a copy of the whole history
+    latest_rows = past.groupby("user_id")["balance_date"].idxmax()
+    balance = past.loc[latest_rows.to_numpy(), ["user_id", "closing_balance"]].set_index("user_id")[
+        "closing_balance"
+    ]
 
     def col(series: pd.Series) -> pd.Series:
         return series.reindex(out.index).fillna(0).astype(float)
