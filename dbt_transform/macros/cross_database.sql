@@ -60,7 +60,6 @@
 {%- endmacro %}
 
 
-
 {#-
     The value of `expression` on the group's row with the largest `order_by` (unique in the group):
     an aggregate, so a "last row of the group" needs no ranking window and no join back. Never
