@@ -336,23 +336,28 @@ purchase_drains as (
 
 ),
 
+judged_purchases as (
+
+    -- each large purchase and whether it was drained: the one place the share is compared
+    select
+        credit_history_id,
+        user_id,
+        pack_credits,
+        spend_rows,
+        credits_spent_after >= {{ drain_min_share }} * pack_credits as is_drained
+    from purchase_drains
+
+),
+
 drained_purchases as (
 
     select
         user_id,
-        sum(case
-            when credits_spent_after >= {{ drain_min_share }} * pack_credits then 1 else 0
-        end) as drained_purchases,
+        sum(case when is_drained then 1 else 0 end) as drained_purchases,
         count(*) as large_purchases,
-        sum(case
-            when credits_spent_after >= {{ drain_min_share }} * pack_credits then pack_credits
-            else 0
-        end) as drained_credits,
-        sum(case
-            when credits_spent_after >= {{ drain_min_share }} * pack_credits then spend_rows + 1
-            else 0
-        end) as drain_rows
-    from purchase_drains
+        sum(case when is_drained then pack_credits else 0 end) as drained_credits,
+        sum(case when is_drained then spend_rows + 1 else 0 end) as drain_rows
+    from judged_purchases
     group by user_id
 
 ),
@@ -366,8 +371,8 @@ drained_pack_rows as (
         {{ dbt.listagg(
             'cast(credit_history_id as ' ~ dbt.type_string() ~ ')', "','",
             'order by credit_history_id', row_id_limit) }} as ledger_row_ids
-    from purchase_drains
-    where credits_spent_after >= {{ drain_min_share }} * pack_credits
+    from judged_purchases
+    where is_drained
     group by user_id
 
 ),
