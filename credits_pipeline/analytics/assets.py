@@ -24,7 +24,6 @@ from credits_pipeline.names import (
     GROUP_MARTS,
     MARTS_PREFIX,
     OWNER_DATA_ENGINEERING,
-    credits_key,
     marts_key,
     raw_key,
 )
@@ -40,7 +39,6 @@ RETRAIN_EVERY = dt.timedelta(days=7)
 CHURN_UPSTREAM = (
     marts_key("user_credit_daily"),
     marts_key("user_credit_trends"),
-    credits_key("int_credit_replay"),
     raw_key("subscriptions"),
     raw_key("plans"),
     raw_key(CUTOFF_TABLE),
@@ -70,11 +68,10 @@ PLANS_SQL = (
     "select id, parent_id, plan_id, name, type, cast(meta as varchar) as meta from raw.plans"
 )
 CUTOFF_SQL = f"select max(cutoff_at) from {CUTOFF_RELATION}"
-# The newest ledger row up to the cut-off, as marts.user_credit_trends reads it (`source_freshness`:
-# the replayed rows, a table), so the churn scores and the trends call the same source stale; the
-# staging view of the ledger as of the cut would give the same row at the cost of a scan that
-# took 1.1 GB of memory at 100,000 users.
-FRESHNESS_SQL = "select max(created_at) from credits.int_credit_replay where created_at <= $cutoff"
+# The newest ledger row up to the cut-off, as marts.user_credit_trends computed it (one value on
+# every row): the churn scores and the trends call the same source stale because they read one
+# number, not two queries that must agree.
+FRESHNESS_SQL = f"select max(source_fresh_as_of) from {MARTS_PREFIX}.user_credit_trends"
 RULE_FLAGS_SQL = f"select user_id, churn_risk from {MARTS_PREFIX}.user_credit_trends"
 STORED_MODEL_SQL = f"select * from {MARTS_PREFIX}.{CHURN_MODEL_TABLE} order by position"
 
@@ -111,7 +108,7 @@ def read_inputs(con) -> tuple[churn.Inputs, pd.Timestamp, pd.Timestamp | None]:
     cutoff = _timestamp(con.execute(CUTOFF_SQL).fetchone()[0])
     if cutoff is None:
         raise RuntimeError(f"{CUTOFF_RELATION} holds no cutoff_at: run the extraction first")
-    fresh = _timestamp(con.execute(FRESHNESS_SQL, {"cutoff": cutoff.to_pydatetime()}).fetchone()[0])
+    fresh = _timestamp(con.execute(FRESHNESS_SQL).fetchone()[0])
     # through Arrow: `fetchdf` held about twice the frame again while converting (at 100,000 users
     # a 211 MB frame peaked at 880 MB more; through Arrow, 490 MB)
     daily = _naive(con.execute(DAILY_SQL).fetch_arrow_table().to_pandas(), ("balance_date",))

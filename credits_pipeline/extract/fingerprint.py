@@ -116,7 +116,7 @@ def source_row_fingerprint(family: str) -> str:
     terms = []
     for expression, weight in SOURCE_FINGERPRINT_TERMS:
         if expression not in _TERM_RENDERING:
-            raise ValueError(f"no source rendering for the replay fingerprint term {expression!r}")
+            raise ValueError(f"no source rendering for the fingerprint term {expression!r}")
         kind, column = _TERM_RENDERING[expression]
         value = render[kind].format(column)
         terms.append(f"((COALESCE({value}, -1) + 2) % {prime}) * {weight}")

@@ -511,7 +511,7 @@ def _fingerprint_definition(con) -> str | None:
 def stored_ledger_fingerprints(con, definition: str) -> dict[dt.date, StoredFingerprint]:
     """Each closed day's fingerprint as the warehouse read it (see extract/fingerprint.py).
 
-    None when they were taken with another `definition` than the caller computes (a warehouse
+    Empty when they were taken with another `definition` than the caller computes (a warehouse
     from before the definition changed): compared with the new numbers every day would look
     changed, so every closed day is read once more instead, as a first read.
     """
