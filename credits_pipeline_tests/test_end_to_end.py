@@ -220,7 +220,8 @@ NEXT_DAY_COMPARED = (
 # Not compared: marts.churn_risk scores with the model of its week (retrained every 7 days by
 # design, analytics/churn.py), so a resumed warehouse may hold last week's model; and
 # marts.user_stored_balance_history, a history of what each run saw.
-RUN_COLUMNS = ("first_detected_at",)  # since-when memory: the first run's time
+# Run memory, not data: since-when (the first run's time) and which run last replayed a row
+RUN_COLUMNS = ("first_detected_at", "replay_sequence")
 
 
 def _relation_rows(warehouse: Path, relation: str) -> list[tuple]:

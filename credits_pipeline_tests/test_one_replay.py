@@ -137,7 +137,21 @@ def test_the_pools_of_a_replay_resumed_at_any_id_equal_one_full_replays(seed):
 
 
 def _stored_pools(con) -> list[tuple]:
-    return con.execute(f"select * from {POOLS_RELATION} order by credit_history_id").fetchall()
+    """The stored pools without the run memory (which run replayed each row)."""
+    return con.execute(
+        f"select * exclude ({rs.REPLAY_SEQUENCE_COLUMN}) from {POOLS_RELATION}"
+        " order by credit_history_id"
+    ).fetchall()
+
+
+def _sequences_by_user(con) -> dict[int, set[int]]:
+    rows = con.execute(
+        f"select user_id, {rs.REPLAY_SEQUENCE_COLUMN} from {POOLS_RELATION}"
+    ).fetchall()
+    found: dict[int, set[int]] = {}
+    for user_id, sequence in rows:
+        found.setdefault(user_id, set()).add(sequence)
+    return found
 
 
 def _full_pools(rows, users, batch_rows=None) -> list[tuple]:
@@ -189,6 +203,18 @@ def test_a_resumed_day_with_late_rewritten_and_deleted_rows_stores_the_pools_a_f
     assert stored == _full_pools(rows_now, users)
     assert len(stored) == len(rows_now)
     assert not any(p[1] == vanished and p[0] <= 3000 for p in stored)
+    # the second run's number is on every row of the users it replayed again from their first row
+    # (the four dirty ones: 9's later rows stay; the new user 31) and on the new rows of the users
+    # it resumed; every other row keeps the first run's number: what int_credit_replay rebuilds by
+    sequences = _sequences_by_user(con)
+    replayed_again = {5, 7, 8, vanished, 31}
+    first_day_users = {r["user_id"] for r in day_one} - replayed_again
+    with_new_rows = {r["user_id"] for r in everything if r["id"] > 3000} - replayed_again
+    expected = {u: {2} for u in replayed_again | (with_new_rows - first_day_users)}
+    expected |= {u: {1, 2} for u in with_new_rows & first_day_users}
+    expected |= {u: {1} for u in first_day_users - with_new_rows}
+    assert sequences == expected
+    assert {1, 2} in expected.values()  # resumed users keep their earlier rows' number
 
 
 def test_a_chain_of_resumed_days_in_small_batches_keeps_the_pools_of_one_full_replay():
@@ -214,6 +240,27 @@ def test_a_warehouse_whose_state_lacks_the_pools_relation_replays_everything_aga
     again = _reconcile_into(con, rows, users)
     assert again.replay_mode == rs.MODE_FULL
     assert _stored_pools(con) == _full_pools(rows, users)
+
+
+def test_a_warehouse_that_lost_its_replay_state_numbers_the_next_replay_above_what_readers_kept():
+    rows = ledger_rows(random_ledger(24, n_rows=200, n_users=6))
+    users = [(u, 0, 0) for u in range(1, 7)]
+    con = duckdb.connect()
+    con.execute("set timezone = 'UTC'")
+    assert _reconcile_into(con, rows, users).replay_mode == rs.MODE_FULL
+    assert all(numbers == {1} for numbers in _sequences_by_user(con).values())
+    # a reader kept rows numbered up to 5, then the state was lost: numbering again from 1 would
+    # let the reader take replayed rows for the ones it kept
+    (reader,) = rs.SEQUENCE_READERS
+    con.execute(f"create table {reader} as select 5 as {rs.REPLAY_SEQUENCE_COLUMN}")
+    for name in rs.PERSISTED_TABLES:
+        con.execute(f"drop table {rs.STATE_SCHEMA}.{name}")
+    assert _reconcile_into(con, rows, users).replay_mode == rs.MODE_FULL
+    assert all(numbers == {6} for numbers in _sequences_by_user(con).values())
+    # and with the state back, each run counts on from the checkpoint
+    assert _reconcile_into(con, rows, users).replay_mode == rs.MODE_RESUMED
+    checkpoint = f"select {rs.REPLAY_SEQUENCE_COLUMN} from {rs.STATE_SCHEMA}.{rs.CHECKPOINT_TABLE}"
+    assert con.execute(checkpoint).fetchone()[0] == 7
 
 
 def test_skipped_rows_keep_both_pools_and_have_no_subscription_before():
@@ -255,26 +302,57 @@ COMPARED = {
 
 
 def _rows(warehouse, relation: str, order_by: str) -> list[tuple]:
+    """The relation's rows, without the run memory (which run last replayed each row)."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        return con.execute(f"select * from {relation} order by {order_by}").fetchall()
+        columns = [c[0] for c in con.execute(f"select * from {relation} limit 0").description]
+        kept = ", ".join(c for c in columns if c != rs.REPLAY_SEQUENCE_COLUMN)
+        return con.execute(f"select {kept} from {relation} order by {order_by}").fetchall()
     finally:
         con.close()
 
 
 def _rebuilt_from_scratch(warehouse, tmp_path, monkeypatch):
-    """A copy of the warehouse with the replay's stored state dropped, built again: the
-    reconciliation replays the whole ledger."""
+    """A copy of the warehouse with the replay's stored state and the replayed ledger
+    (int_credit_replay, kept per user) dropped, built again: the reconciliation replays the whole
+    ledger and dbt builds the model whole."""
     copy = tmp_path / f"scratch_{warehouse.stem}.duckdb"
     shutil.copy(warehouse, copy)
     con = duckdb.connect(str(copy))
     try:
-        for name in rs.PERSISTED_TABLES:
-            con.execute(f"drop table if exists {rs.STATE_SCHEMA}.{name}")
+        stored = [f"{rs.STATE_SCHEMA}.{name}" for name in rs.PERSISTED_TABLES]
+        for relation in (*stored, *rs.SEQUENCE_READERS):
+            con.execute(f"drop table if exists {relation}")
     finally:
         con.close()
     dbt_build(copy, monkeypatch)
     return copy
+
+
+def _users_kept_by_the_next_build(warehouse, tmp_path, monkeypatch, cutoff, rows) -> set[int]:
+    """On a copy of the warehouse: every kept row of int_credit_replay marked (recorded_pool -7),
+    the next day (`rows` up to `cutoff`) built; the users whose rows still carry the mark, which
+    the build kept as they were instead of rebuilding them."""
+    copy = tmp_path / f"marked_{warehouse.stem}.duckdb"
+    shutil.copy(warehouse, copy)
+    con = duckdb.connect(str(copy))
+    try:
+        con.execute("update credits.int_credit_replay set recorded_pool = -7")
+    finally:
+        con.close()
+    advance_to(copy, cutoff, rows)
+    dbt_build(copy, monkeypatch)
+    con = duckdb.connect(str(copy), read_only=True)
+    try:
+        marked = con.execute(
+            "select user_id, bool_and(recorded_pool = -7), bool_or(recorded_pool = -7)"
+            " from credits.int_credit_replay group by user_id"
+        ).fetchall()
+    finally:
+        con.close()
+    # a user is kept or rebuilt whole, never in part
+    assert all(every == some for _, every, some in marked)
+    return {user for user, every, _ in marked if every}
 
 
 def test_marts_built_day_after_day_on_the_resumed_replay_equal_a_build_from_scratch(
@@ -302,9 +380,18 @@ def test_marts_built_day_after_day_on_the_resumed_replay_equal_a_build_from_scra
         assert resumed, relation
         assert_same_rows(resumed, _rows(scratch, relation, order_by), relation)
 
-    # day 3: the row dated in the future is still after the cut-off, so it moves to the new day
+    # day 3: the row dated in the future is still after the cut-off, so it moves to the new day.
+    # int_credit_replay keeps user 2 as it was and rebuilds user 4 (a new row) and user 1 (no new
+    # row, but one dated after the last kept day: the day it counts on follows the cut-off)
+    kept = _users_kept_by_the_next_build(warehouse, tmp_path, monkeypatch, DAY_3_CUTOFF, DAY_3_ROWS)
+    assert kept == {2}
     advance_to(warehouse, DAY_3_CUTOFF, DAY_3_ROWS)
     dbt_build(warehouse, monkeypatch)
     replay = {r[0]: r for r in _rows(warehouse, "credits.int_credit_replay", "credit_history_id")}
     assert replay[115][10] == dt.date(2025, 4, 2)
     assert _rows(warehouse, f"({BALANCES_TOLD_TWICE})", "1") == []
+    scratch = _rebuilt_from_scratch(warehouse, tmp_path, monkeypatch)
+    for relation, order_by in COMPARED.items():
+        assert_same_rows(
+            _rows(warehouse, relation, order_by), _rows(scratch, relation, order_by), relation
+        )

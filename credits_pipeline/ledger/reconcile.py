@@ -333,7 +333,7 @@ def _replay_outputs(
     """
     events = con.execute(sql.EVENT_EFFECTS_SQL).fetchnumpy()
     event_ids, event_effects = _plain(events["id"]), _plain(events["effect_code"])
-    digest_of_events = rs.events_digest(event_ids, event_effects)
+    digest_of_events = rs.events_digest(events)
     if keep_state:
         cutoff_at = params["cutoff_at"]
         assert isinstance(cutoff_at, dt.datetime)  # rules.sql_params binds the cut-off there
@@ -345,6 +345,7 @@ def _replay_outputs(
         "through_id": plan.through_id,
         "events_digest": digest_of_events,
         "mode": plan.mode,
+        "replay_sequence": plan.sequence,
     }
     statement = sql.replay_input_sql(rs.RESUMED_ROWS_FILTER if plan.resumed else "")
     batches = _input_batches(con, statement, sql.used_params(statement, params), batch_rows)

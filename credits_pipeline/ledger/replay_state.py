@@ -56,7 +56,15 @@ ROW_POOLS_COLUMNS = {
     "forfeited": "forfeited_credits",
     "written_off": "written_off_credits",
 }
+# And its last column: the sequence number of the reconciliation run that replayed the row (1 on a
+# warehouse's first run, one more on each run after; the checkpoint keeps the latest). A row keeps
+# its number until its user is replayed again, so what changed since a reader last looked is "the
+# users whose rows' numbers or count moved": how int_credit_replay maintains itself incrementally.
+REPLAY_SEQUENCE_COLUMN = "replay_sequence"
 PERSISTED_TABLES = (STATE_TABLE, FLAGS_TABLE, CHECKPOINT_TABLE, ROW_POOLS_TABLE)
+# The dbt model that keeps the pools' sequence numbers per user (its rows of a user are rebuilt
+# when the user's numbers move): the sequence never restarts below what it holds.
+SEQUENCE_READERS = (f"{STATE_SCHEMA}.int_credit_replay",)
 
 # Working tables of one run (temp tables on the reconciliation's connection).
 DIGEST_TABLE = "_recon_user_digest"
@@ -182,6 +190,8 @@ class Checkpoint:
     # what the per-user rules read besides the ledger (`rule_scope.inputs_digest`); empty in a
     # state stored before the rules were scoped
     inputs_digest: str = ""
+    # the run's sequence number (REPLAY_SEQUENCE_COLUMN); 0 in a state stored before it existed
+    replay_sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,18 +203,28 @@ class ResumePlan:
     through_id: int
     start: ReplayState
     dirty_users: int = 0
+    # this run's number, stamped on every row it replays (REPLAY_SEQUENCE_COLUMN)
+    sequence: int = 1
 
     @property
     def resumed(self) -> bool:
         return self.mode == MODE_RESUMED
 
 
-def events_digest(event_ids: np.ndarray, effect_codes: np.ndarray) -> str:
-    """A digest of the event catalog's effects: a changed effect changes every past row's replay."""
-    pairs = sorted(
-        zip(np.asarray(event_ids).tolist(), np.asarray(effect_codes).tolist(), strict=True)
-    )
-    return hashlib.sha256(repr(pairs).encode()).hexdigest()
+def events_digest(events: dict[str, np.ndarray]) -> str:
+    """A digest of each event's name, effect and service (`rules.EVENT_EFFECTS_SQL`).
+
+    A changed effect changes every past row's replay. A renamed event or a changed service changes
+    no pool, but every row of the per-row pools' readers (int_credit_replay names each row's event
+    and service): they can only trust the rows they kept when every row was replayed again, so a
+    change here replays the whole ledger (rare: a release of the application's catalog).
+    """
+    columns = [np.ma.asarray(events[c]).tolist() for c in EVENT_DIGEST_COLUMNS]  # NULL: None
+    rows = sorted(zip(*columns, strict=True), key=repr)
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+EVENT_DIGEST_COLUMNS = ("id", "effect_code", "name", "service")
 
 
 def tables_exist(con, names: tuple[str, ...]) -> bool:
@@ -233,7 +253,27 @@ def read_checkpoint(con) -> Checkpoint | None:
         cutoff.replace(tzinfo=None),
         str(row["events_digest"]),
         str(row.get("inputs_digest") or ""),
+        int(row.get(REPLAY_SEQUENCE_COLUMN) or 0),
     )
+
+
+def next_sequence(con, checkpoint: Checkpoint | None) -> int:
+    """This run's sequence number: one more than the previous run's.
+
+    Without a checkpoint (a first run, or state lost) the numbers may still be out there: in the
+    stored pools, and in what their readers kept (`SEQUENCE_READERS`). Counting on from the highest
+    of those never hands a reader a number it already holds for rows that changed since.
+    """
+    if checkpoint is not None and checkpoint.replay_sequence > 0:
+        return checkpoint.replay_sequence + 1
+    highest = checkpoint.replay_sequence if checkpoint else 0
+    for relation in (f"{STATE_SCHEMA}.{ROW_POOLS_TABLE}", *SEQUENCE_READERS):
+        try:
+            stored = con.execute(f"select max({REPLAY_SEQUENCE_COLUMN}) from {relation}").fetchone()
+        except Exception:  # not there, or stored before the sequence existed
+            continue
+        highest = max(highest, int(stored[0] or 0))
+    return highest + 1
 
 
 def plan_replay(
@@ -244,14 +284,18 @@ def plan_replay(
     force_full: bool = False,
 ) -> ResumePlan:
     """Decide how to replay, and leave the per-user digest (and dirty users) as temp tables."""
-    checkpoint = None if force_full else read_checkpoint(con)
+    stored = read_checkpoint(con)
+    sequence = next_sequence(con, stored)
+    checkpoint = None if force_full else stored
     reason = ""
     if force_full:
         reason = "a full replay was asked for"
     elif checkpoint is None:
         reason = "no previous replay state in the warehouse"
+    elif checkpoint.replay_sequence == 0:
+        reason = "the stored pools carry no replay sequence (stored by an earlier version)"
     elif checkpoint.events_digest != digest_of_events:
-        reason = "the event catalog's effects changed since the previous run"
+        reason = "the event catalog (an effect, a name or a service) changed since the previous run"
     elif checkpoint.cutoff_at > cutoff_at:
         reason = (
             f"the cut-off is earlier than the previous run's ({checkpoint.cutoff_at.isoformat()})"
@@ -259,7 +303,7 @@ def plan_replay(
     through_id = checkpoint.through_id if checkpoint is not None and not reason else -1
     con.execute(DIGEST_SQL, sql.used_params(DIGEST_SQL, params | {"through_id": through_id}))
     if reason:
-        return ResumePlan(MODE_FULL, reason, through_id, ReplayState.empty())
+        return ResumePlan(MODE_FULL, reason, through_id, ReplayState.empty(), sequence=sequence)
     con.execute(DIRTY_USERS_SQL)
     dirty = int(con.execute(f"select count(*) from {DIRTY_USERS_TABLE}").fetchone()[0])
     fetched = con.execute(START_STATE_SQL).fetchnumpy()
@@ -271,6 +315,7 @@ def plan_replay(
         through_id,
         start,
         dirty,
+        sequence,
     )
 
 
@@ -300,10 +345,15 @@ def row_pools_sql(plan: ResumePlan, table: str, replayed: str) -> str:
     """`table`: the pools around every ledger row — the rows this run replayed (`replayed`), and
     on a resumed run the stored rows of the users whose past did not change (their rows up to the
     checkpoint; a dirty user's stored rows are all replaced by its replay from the first row)."""
-    statement = f"create or replace temp table {table} as select * from {replayed}"
+    statement = (
+        f"create or replace temp table {table} as select *, "
+        f"cast($replay_sequence as bigint) as {REPLAY_SEQUENCE_COLUMN} from {replayed}"
+    )
     if not plan.resumed:
         return statement
-    columns = ", ".join(("credit_history_id", "user_id", *ROW_POOLS_COLUMNS.values()))
+    columns = ", ".join(
+        ("credit_history_id", "user_id", *ROW_POOLS_COLUMNS.values(), REPLAY_SEQUENCE_COLUMN)
+    )
     return (
         f"{statement} union all select {columns} from {STATE_SCHEMA}.{ROW_POOLS_TABLE} "
         f"where credit_history_id <= $through_id "
@@ -330,7 +380,8 @@ select
     cast($events_digest as varchar) as events_digest,
     cast($inputs_digest as varchar) as inputs_digest,
     cast($mode as varchar) as mode,
-    cast(coalesce(sum(rows_now), 0) as bigint) as ledger_rows
+    cast(coalesce(sum(rows_now), 0) as bigint) as ledger_rows,
+    cast($replay_sequence as bigint) as {REPLAY_SEQUENCE_COLUMN}
 from {DIGEST_TABLE}
 """
 

@@ -204,7 +204,8 @@ select
     e.calculation_type,
     e.value,
     e.min_amount,
-    c.effect_code
+    c.effect_code,
+    c.service
 from {EVENTS} as e
 left join {CATALOG_TABLE} as c on c.name = e.name
 where e.id is not null
@@ -307,9 +308,10 @@ order by coalesce(user_id, $null_int), id
 
 REPLAY_INPUT_SQL = replay_input_sql()
 
-# Each credit_events row with its catalog effect code (EFFECT_SKIP when its name is not listed).
+# Each credit_events row with its catalog effect code (EFFECT_SKIP when its name is not listed),
+# and its name and service for the replay state's digest of the catalog (`events_digest`).
 EVENT_EFFECTS_SQL = f"""
-select id, coalesce(effect_code, {EFFECT_SKIP}) as effect_code
+select id, coalesce(effect_code, {EFFECT_SKIP}) as effect_code, name, service
 from {EVENTS_TABLE}
 """
 

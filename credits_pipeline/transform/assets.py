@@ -74,9 +74,9 @@ class DbtBuildConfig(dg.Config):
     full_refresh: bool = Field(
         default=False,
         description=(
-            "Rebuild the incremental models (the replay, its log, the daily mart) from the whole "
-            "ledger instead of resuming (`dbt build --full-refresh`): after a re-extraction of old "
-            "days, or to trim the replay's log (docs/deployment.md)."
+            "Rebuild the models kept per user (int_credit_replay) whole instead of rebuilding "
+            "only the users the reconciliation replayed since (`dbt build --full-refresh`): after "
+            "a change to the model's SQL (docs/deployment.md)."
         ),
     )
 

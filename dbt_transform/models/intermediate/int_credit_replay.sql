@@ -8,27 +8,104 @@
     The replayed rows drive the join: a ledger row the reconciliation has not replayed yet is not
     here either, so every mart built from this model describes exactly the ledger the reports
     describe. Built by the marts step, after the reconciliation.
+
+    Kept per user on DuckDB (incremental, strategy `replace_key_groups`): a daily run rebuilds
+    only the users whose rows can differ from the kept ones, and the result equals a rebuild
+    (credits_pipeline_tests/test_end_to_end.py and test_late_rows.py compare them). A user is
+    rebuilt when
+    - the reconciliation replayed any of its rows since (its rows' count or highest
+      replay_sequence moved: new rows, late rows, a row rewritten or deleted in any column this
+      model reads, a changed event catalog, which replays every row);
+    - one of its rows has no created_at or a day after the last day kept: the day such a row
+      counts on follows the cut-off.
+    Users the reconciliation no longer has are deleted (the post-hook). On BigQuery the model is
+    rebuilt whole (a table): a rebuild there costs bytes scanned, which the marts' partitioning
+    already bounds, not a worker's time. `--full-refresh` rebuilds it everywhere.
 -#}
+{%- set kept_per_user = target.type == 'duckdb' -%}
 {#- On BigQuery partitioned by day and clustered by user, for the readers' pruning. -#}
 {{ config(
+    materialized='incremental' if kept_per_user else 'table',
+    incremental_strategy='replace_key_groups' if kept_per_user else none,
+    unique_key='user_id' if kept_per_user else none,
+    on_schema_change='append_new_columns' if kept_per_user else none,
+    post_hook=["{{ delete_vanished_key_groups('user_id', source('replay', 'ledger_row_pools')) }}"]
+        if kept_per_user else [],
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
 ) }}
+{#- A table kept by a version without replay_sequence is rebuilt for every user, once. -#}
+{%- set resume = is_incremental()
+    and 'replay_sequence' in (adapter.get_columns_in_relation(this) | map(attribute='name') | list) -%}
 with
+{% if resume %}
+kept_last_day as (
 
+    -- no later than the day of the previous run's cut-off
+    select max(balance_date) as last_balance_date
+    from {{ this }}
+
+),
+
+kept_users as (
+
+    select
+        user_id,
+        count(*) as ledger_rows,
+        max(replay_sequence) as last_replay_sequence,
+        max(case
+            when created_at is null then 1
+            when cast(created_at as date) > kept_last_day.last_balance_date then 1
+            else 0
+        end) as follows_the_cutoff
+    from {{ this }}
+    cross join kept_last_day
+    group by user_id
+
+),
+
+replayed_users as (
+
+    select
+        user_id,
+        count(*) as ledger_rows,
+        max(replay_sequence) as last_replay_sequence
+    from {{ source('replay', 'ledger_row_pools') }}
+    group by user_id
+
+),
+
+users_to_rebuild as (
+
+    select replayed_users.user_id
+    from replayed_users
+    left join kept_users
+        on replayed_users.user_id is not distinct from kept_users.user_id
+    where kept_users.ledger_rows is null
+        or kept_users.ledger_rows <> replayed_users.ledger_rows
+        or kept_users.last_replay_sequence <> replayed_users.last_replay_sequence
+        or kept_users.follows_the_cutoff = 1
+
+),
+{% endif %}
 replayed_pools as (
 
     select
-        credit_history_id,
-        user_row_number,
-        subscription_before,
-        purchased_before,
-        subscription_after,
-        purchased_after,
-        forfeited_credits,
-        written_off_credits
-    from {{ source('replay', 'ledger_row_pools') }}
+        pools.credit_history_id,
+        pools.user_row_number,
+        pools.subscription_before,
+        pools.purchased_before,
+        pools.subscription_after,
+        pools.purchased_after,
+        pools.forfeited_credits,
+        pools.written_off_credits,
+        pools.replay_sequence
+    from {{ source('replay', 'ledger_row_pools') }} as pools
+    {%- if resume %}
+    inner join users_to_rebuild
+        on pools.user_id is not distinct from users_to_rebuild.user_id
+    {%- endif %}
 
 ),
 
@@ -76,6 +153,7 @@ replayed_rows as (
         replayed_pools.purchased_after,
         replayed_pools.forfeited_credits,
         replayed_pools.written_off_credits,
+        replayed_pools.replay_sequence,
         case
             when ledger_rows.created_at is null then null
             when cast(ledger_rows.created_at as date) > extraction_cutoff.cutoff_date
@@ -110,6 +188,7 @@ rows_with_days as (
         purchased_after,
         forfeited_credits,
         written_off_credits,
+        replay_sequence,
         cutoff_date,
         max(capped_created_date) over (
             partition by user_id
@@ -140,5 +219,6 @@ select
     purchased_after,
     subscription_after + purchased_after as balance_after,
     forfeited_credits,
-    written_off_credits
+    written_off_credits,
+    replay_sequence
 from rows_with_days
