@@ -321,7 +321,7 @@ def _rebuilt_from_scratch(warehouse, tmp_path, monkeypatch):
     con = duckdb.connect(str(copy))
     try:
         stored = [f"{rs.STATE_SCHEMA}.{name}" for name in rs.PERSISTED_TABLES]
-        for relation in (*stored, *rs.SEQUENCE_READERS):
+        for relation in (*stored, *KEPT_PER_USER):
             con.execute(f"drop table if exists {relation}")
     finally:
         con.close()
@@ -329,30 +329,44 @@ def _rebuilt_from_scratch(warehouse, tmp_path, monkeypatch):
     return copy
 
 
-def _users_kept_by_the_next_build(warehouse, tmp_path, monkeypatch, cutoff, rows) -> set[int]:
-    """On a copy of the warehouse: every kept row of int_credit_replay marked (recorded_pool -7),
-    the next day (`rows` up to `cutoff`) built; the users whose rows still carry the mark, which
-    the build kept as they were instead of rebuilding them."""
+# The models kept per user, each with a column a marked row carries as -7 (not one the model
+# compares to find the users to rebuild).
+KEPT_PER_USER = {
+    "credits.int_credit_replay": "recorded_pool",
+    "marts.user_credit_daily": "credits_spent",
+}
+
+
+def _users_kept_by_the_next_build(
+    warehouse, tmp_path, monkeypatch, cutoff, rows
+) -> dict[str, set[int]]:
+    """On a copy of the warehouse: every row of the models kept per user marked, the next day
+    (`rows` up to `cutoff`) built; by model, the users whose rows still carry the mark, which the
+    build kept as they were instead of rebuilding them."""
     copy = tmp_path / f"marked_{warehouse.stem}.duckdb"
     shutil.copy(warehouse, copy)
     con = duckdb.connect(str(copy))
     try:
-        con.execute("update credits.int_credit_replay set recorded_pool = -7")
+        for relation, column in KEPT_PER_USER.items():
+            con.execute(f"update {relation} set {column} = -7")
     finally:
         con.close()
     advance_to(copy, cutoff, rows)
     dbt_build(copy, monkeypatch)
+    kept = {}
     con = duckdb.connect(str(copy), read_only=True)
     try:
-        marked = con.execute(
-            "select user_id, bool_and(recorded_pool = -7), bool_or(recorded_pool = -7)"
-            " from credits.int_credit_replay group by user_id"
-        ).fetchall()
+        for relation, column in KEPT_PER_USER.items():
+            marked = con.execute(
+                f"select user_id, bool_and({column} = -7), bool_or({column} = -7)"
+                f" from {relation} group by user_id"
+            ).fetchall()
+            # a user is kept or rebuilt whole, never in part
+            assert all(every == some for _, every, some in marked), relation
+            kept[relation] = {user for user, every, _ in marked if every}
     finally:
         con.close()
-    # a user is kept or rebuilt whole, never in part
-    assert all(every == some for _, every, some in marked)
-    return {user for user, every, _ in marked if every}
+    return kept
 
 
 def test_marts_built_day_after_day_on_the_resumed_replay_equal_a_build_from_scratch(
@@ -381,10 +395,10 @@ def test_marts_built_day_after_day_on_the_resumed_replay_equal_a_build_from_scra
         assert_same_rows(resumed, _rows(scratch, relation, order_by), relation)
 
     # day 3: the row dated in the future is still after the cut-off, so it moves to the new day.
-    # int_credit_replay keeps user 2 as it was and rebuilds user 4 (a new row) and user 1 (no new
-    # row, but one dated after the last kept day: the day it counts on follows the cut-off)
+    # the models kept per user keep user 2 as it was and rebuild user 4 (a new row) and user 1
+    # (no new row, but one dated after the last kept day: the day it counts on follows the cut-off)
     kept = _users_kept_by_the_next_build(warehouse, tmp_path, monkeypatch, DAY_3_CUTOFF, DAY_3_ROWS)
-    assert kept == {2}
+    assert kept == {relation: {2} for relation in KEPT_PER_USER}
     advance_to(warehouse, DAY_3_CUTOFF, DAY_3_ROWS)
     dbt_build(warehouse, monkeypatch)
     replay = {r[0]: r for r in _rows(warehouse, "credits.int_credit_replay", "credit_history_id")}

@@ -1,27 +1,96 @@
 {#-
     One row per user and day with ledger activity: the day's flows and its closing balances, from
-    the reconciliation's replay row by row (int_credit_replay). Rebuilt whole on every run: the
-    replay it reads is the reconciliation's, already maintained incrementally with its state, and
-    an aggregate over it cannot disagree with the report (the latest closing pools of a user are
+    the reconciliation's replay row by row (int_credit_replay). An aggregate over that replay cannot
+    disagree with the report (the latest closing pools of a user are
     marts.user_balance_reconciliation's ledger pools, credits_pipeline_tests/test_one_replay.py).
+
+    Kept per user on DuckDB, as int_credit_replay is (strategy `replace_key_groups`): a run
+    rebuilds the days of the users whose replayed rows' count or highest replay_sequence moved
+    since, or who have a row without created_at or dated after the last kept day (the day such a
+    row counts on follows the cut-off), and deletes the users the replay no longer has. Every
+    day of a user is rebuilt together, so opening_balance (the day before's closing) stays exact.
+    A table rebuilt whole on BigQuery.
 -#}
+{%- set kept_per_user = target.type == 'duckdb' -%}
 {#- On BigQuery partitioned by day and clustered by user, for the readers' pruning. -#}
 {{ config(
+    materialized='incremental' if kept_per_user else 'table',
+    incremental_strategy='replace_key_groups' if kept_per_user else none,
+    unique_key='user_id' if kept_per_user else none,
+    on_schema_change='append_new_columns' if kept_per_user else none,
+    post_hook=["{{ delete_vanished_key_groups('user_id', ref('int_credit_replay')) }}"]
+        if kept_per_user else [],
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
 ) }}
+{#- A table kept by a version without replay_sequence is rebuilt for every user, once. -#}
+{%- set resume = is_incremental()
+    and 'replay_sequence' in (adapter.get_columns_in_relation(this) | map(attribute='name') | list) -%}
 {%- set replay_columns = [
     'credit_history_id', 'user_id', 'balance_date', 'effect', 'service', 'amount',
     'forfeited_credits', 'written_off_credits', 'subscription_after', 'purchased_after',
-    'balance_after',
+    'balance_after', 'replay_sequence',
 ] -%}
 with
+{% if resume %}
+kept_last_day as (
 
+    -- no later than the day of the previous run's cut-off
+    select max(balance_date) as last_balance_date
+    from {{ this }}
+
+),
+
+kept_users as (
+
+    select
+        user_id,
+        sum(ledger_rows) as ledger_rows,
+        max(replay_sequence) as last_replay_sequence
+    from {{ this }}
+    group by user_id
+
+),
+
+replayed_users as (
+
+    select
+        replayed.user_id,
+        count(*) as ledger_rows,
+        max(replayed.replay_sequence) as last_replay_sequence,
+        max(case
+            when replayed.created_at is null then 1
+            when cast(replayed.created_at as date) > kept_last_day.last_balance_date then 1
+            else 0
+        end) as follows_the_cutoff
+    from {{ ref('int_credit_replay') }} as replayed
+    cross join kept_last_day
+    group by replayed.user_id
+
+),
+
+users_to_rebuild as (
+
+    select replayed_users.user_id
+    from replayed_users
+    left join kept_users
+        on replayed_users.user_id is not distinct from kept_users.user_id
+    where kept_users.ledger_rows is null
+        or kept_users.ledger_rows <> replayed_users.ledger_rows
+        or kept_users.last_replay_sequence <> replayed_users.last_replay_sequence
+        or replayed_users.follows_the_cutoff = 1
+
+),
+{% endif %}
 replayed_rows as (
 
-    select {{ replay_columns | join(', ') }}
-    from {{ ref('int_credit_replay') }}
+    select {% for column in replay_columns %}replayed.{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+    from {{ ref('int_credit_replay') }} as replayed
+    {%- if resume %}
+    inner join users_to_rebuild
+        on replayed.user_id is not distinct from users_to_rebuild.user_id
+    {%- endif %}
 
 ),
 
@@ -59,7 +128,8 @@ daily_flows as (
         {#- the pools after the day's last row: its largest id (the replay's order within a user) #}
         {{ last_by('subscription_after', 'credit_history_id') }} as closing_subscription_balance,
         {{ last_by('purchased_after', 'credit_history_id') }} as closing_purchased_balance,
-        {{ last_by('balance_after', 'credit_history_id') }} as closing_balance
+        {{ last_by('balance_after', 'credit_history_id') }} as closing_balance,
+        max(replay_sequence) as replay_sequence
     from replayed_rows
     group by user_id, balance_date
 
@@ -91,7 +161,8 @@ daily_balances as (
         ) as opening_balance,
         daily_flows.closing_subscription_balance,
         daily_flows.closing_purchased_balance,
-        daily_flows.closing_balance
+        daily_flows.closing_balance,
+        daily_flows.replay_sequence
     from daily_flows
 
 )
@@ -119,5 +190,6 @@ select
     closing_subscription_balance,
     closing_purchased_balance,
     closing_balance,
-    ledger_rows
+    ledger_rows,
+    replay_sequence
 from daily_balances
