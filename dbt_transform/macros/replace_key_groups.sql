@@ -45,3 +45,71 @@
     select 1
     {%- endif -%}
 {%- endmacro %}
+
+
+{#-
+    The CTEs (ending in `users_to_rebuild`) that a model kept per user with replace_key_groups
+    starts with on an incremental run: the users whose rows may differ from the ones it kept.
+    `replayed_relation` is the model's input, one row per ledger row with replay_sequence (the
+    reconciliation run that last replayed it); `dated_relation` has those rows' created_at;
+    `kept_row_count` counts, from the model's own rows, the ledger rows kept for a user. A user is
+    rebuilt when its input rows' count or highest replay_sequence differs from the kept ones (new,
+    late, rewritten or deleted rows: the reconciliation replayed it since), when it is new, or
+    when one of its rows has no created_at or is dated after the last kept day (the day such a
+    row counts on follows the cut-off).
+-#}
+{% macro users_to_rebuild_ctes(replayed_relation, dated_relation, kept_row_count='count(*)') -%}
+kept_last_day as (
+
+    -- no later than the day of the previous run's cut-off
+    select max(balance_date) as last_balance_date
+    from {{ this }}
+
+),
+
+kept_users as (
+
+    select
+        user_id,
+        {{ kept_row_count }} as ledger_rows,
+        max(replay_sequence) as last_replay_sequence
+    from {{ this }}
+    group by user_id
+
+),
+
+replayed_users as (
+
+    select
+        user_id,
+        count(*) as ledger_rows,
+        max(replay_sequence) as last_replay_sequence
+    from {{ replayed_relation }}
+    group by user_id
+
+),
+
+dated_users as (
+
+    select distinct dated_rows.user_id
+    from {{ dated_relation }} as dated_rows
+    cross join kept_last_day
+    where dated_rows.created_at is null
+        or cast(dated_rows.created_at as date) > kept_last_day.last_balance_date
+
+),
+
+users_to_rebuild as (
+
+    select replayed_users.user_id
+    from replayed_users
+    left join kept_users
+        on replayed_users.user_id is not distinct from kept_users.user_id
+    where kept_users.ledger_rows is null
+        or kept_users.ledger_rows <> replayed_users.ledger_rows
+        or kept_users.last_replay_sequence <> replayed_users.last_replay_sequence
+    union
+    select user_id from dated_users
+
+),
+{%- endmacro %}

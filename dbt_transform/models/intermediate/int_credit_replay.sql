@@ -40,54 +40,7 @@
     and 'replay_sequence' in (adapter.get_columns_in_relation(this) | map(attribute='name') | list) -%}
 with
 {% if resume %}
-kept_last_day as (
-
-    -- no later than the day of the previous run's cut-off
-    select max(balance_date) as last_balance_date
-    from {{ this }}
-
-),
-
-kept_users as (
-
-    select
-        user_id,
-        count(*) as ledger_rows,
-        max(replay_sequence) as last_replay_sequence,
-        max(case
-            when created_at is null then 1
-            when cast(created_at as date) > kept_last_day.last_balance_date then 1
-            else 0
-        end) as follows_the_cutoff
-    from {{ this }}
-    cross join kept_last_day
-    group by user_id
-
-),
-
-replayed_users as (
-
-    select
-        user_id,
-        count(*) as ledger_rows,
-        max(replay_sequence) as last_replay_sequence
-    from {{ source('replay', 'ledger_row_pools') }}
-    group by user_id
-
-),
-
-users_to_rebuild as (
-
-    select replayed_users.user_id
-    from replayed_users
-    left join kept_users
-        on replayed_users.user_id is not distinct from kept_users.user_id
-    where kept_users.ledger_rows is null
-        or kept_users.ledger_rows <> replayed_users.ledger_rows
-        or kept_users.last_replay_sequence <> replayed_users.last_replay_sequence
-        or kept_users.follows_the_cutoff = 1
-
-),
+{{ users_to_rebuild_ctes(source('replay', 'ledger_row_pools'), this) }}
 {% endif %}
 replayed_pools as (
 

@@ -34,54 +34,7 @@
 ] -%}
 with
 {% if resume %}
-kept_last_day as (
-
-    -- no later than the day of the previous run's cut-off
-    select max(balance_date) as last_balance_date
-    from {{ this }}
-
-),
-
-kept_users as (
-
-    select
-        user_id,
-        sum(ledger_rows) as ledger_rows,
-        max(replay_sequence) as last_replay_sequence
-    from {{ this }}
-    group by user_id
-
-),
-
-replayed_users as (
-
-    select
-        replayed.user_id,
-        count(*) as ledger_rows,
-        max(replayed.replay_sequence) as last_replay_sequence,
-        max(case
-            when replayed.created_at is null then 1
-            when cast(replayed.created_at as date) > kept_last_day.last_balance_date then 1
-            else 0
-        end) as follows_the_cutoff
-    from {{ ref('int_credit_replay') }} as replayed
-    cross join kept_last_day
-    group by replayed.user_id
-
-),
-
-users_to_rebuild as (
-
-    select replayed_users.user_id
-    from replayed_users
-    left join kept_users
-        on replayed_users.user_id is not distinct from kept_users.user_id
-    where kept_users.ledger_rows is null
-        or kept_users.ledger_rows <> replayed_users.ledger_rows
-        or kept_users.last_replay_sequence <> replayed_users.last_replay_sequence
-        or replayed_users.follows_the_cutoff = 1
-
-),
+{{ users_to_rebuild_ctes(ref('int_credit_replay'), ref('int_credit_replay'), 'sum(ledger_rows)') }}
 {% endif %}
 replayed_rows as (
 
