@@ -369,6 +369,30 @@ def _users_kept_by_the_next_build(
     return kept
 
 
+def test_a_user_whose_every_ledger_row_vanished_leaves_the_models_kept_per_user(
+    tmp_path, monkeypatch
+):
+    prepare_manifest()
+    warehouse = tmp_path / "vanished.duckdb"
+    write_fixture_warehouse(warehouse)
+    dbt_build(warehouse, monkeypatch)
+    con = duckdb.connect(str(warehouse))
+    try:
+        for table in ("raw.credit_histories", "raw.credit_histories__open"):
+            con.execute(f"delete from {table} where user_id = 2")
+    finally:
+        con.close()
+    dbt_build(warehouse, monkeypatch)
+    for relation in KEPT_PER_USER:
+        users = {r[0] for r in _rows(warehouse, f"(select distinct user_id from {relation})", "1")}
+        assert users == {1}, relation
+    scratch = _rebuilt_from_scratch(warehouse, tmp_path, monkeypatch)
+    for relation, order_by in COMPARED.items():
+        assert_same_rows(
+            _rows(warehouse, relation, order_by), _rows(scratch, relation, order_by), relation
+        )
+
+
 def test_marts_built_day_after_day_on_the_resumed_replay_equal_a_build_from_scratch(
     tmp_path, monkeypatch
 ):

@@ -266,7 +266,7 @@ def next_sequence(con, checkpoint: Checkpoint | None) -> int:
     """
     if checkpoint is not None and checkpoint.replay_sequence > 0:
         return checkpoint.replay_sequence + 1
-    highest = checkpoint.replay_sequence if checkpoint else 0
+    highest = 0
     for relation in (f"{STATE_SCHEMA}.{ROW_POOLS_TABLE}", *SEQUENCE_READERS):
         try:
             stored = con.execute(f"select max({REPLAY_SEQUENCE_COLUMN}) from {relation}").fetchone()
