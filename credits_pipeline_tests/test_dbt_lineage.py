@@ -19,7 +19,7 @@ from dagster_dbt import DbtProject
 
 from credits_pipeline import settings
 from credits_pipeline.source.tables import TABLES
-from credits_pipeline.transform import CREDITS_GROUP, MARTS_GROUP
+from credits_pipeline.transform import CREDITS_GROUP, MARTS_GROUP, column_lineage
 from credits_pipeline.transform import prepare_manifest as prepare_manifest_of
 from credits_pipeline.warehouse.duckdb_warehouse import DuckDBWarehouse
 from credits_pipeline_tests.dbt_duckdb import (
@@ -174,14 +174,17 @@ def test_the_code_location_carries_the_extraction_assets_the_dbt_sources_point_a
 # ------------------------------------------------------------------------------------------------
 # Column lineage, from a build through Dagster
 
-LINEAGE_KEY = "dagster/column_lineage"
-LINEAGE_FAILURE = "An error occurred while building column lineage"
+LINEAGE_KEY = column_lineage.LINEAGE_METADATA_KEY
+LINEAGE_FAILURE = column_lineage.LINEAGE_FAILURE
+# The models kept per user: a build from scratch and an incremental one compile to different SQL.
+INCREMENTAL_MODELS = {"int_credit_replay", "user_credit_daily"}
 
 
 @pytest.fixture(scope="module")
-def lineage_run(tmp_path_factory):
-    """The dbt assets materialized on the fixture ledger, with the reconciliation whose replay
-    the marts read: (materializations by key, log lines)."""
+def lineage_runs(tmp_path_factory):
+    """The dbt assets materialized twice on the fixture ledger, with the reconciliation whose
+    replay the marts read, in one instance: for each run (materializations by key, log lines),
+    and the names of the models whose lineage the second run computed (not reused)."""
     from credits_pipeline_tests.test_dbt_models import (
         RECONCILIATION as RECONCILIATION_ASSETS,
     )
@@ -191,26 +194,45 @@ def lineage_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lineage")
     warehouse = tmp / "warehouse.duckdb"
     write_fixture_warehouse(warehouse)
+    computed: list[str] = []
+    real_build = column_lineage._build_column_lineage_metadata
+
+    def build_and_record(**kwargs):  # the real computation, recorded
+        computed.append(kwargs["dbt_resource_props"]["name"])
+        return real_build(**kwargs)
+
+    runs = []
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(warehouse))
         monkeypatch.setenv("DAGSTER_HOME", str(tmp))
+        monkeypatch.setattr(column_lineage, "_build_column_lineage_metadata", build_and_record)
         with dg.instance_for_test() as instance:
-            result = dg.materialize(
-                [*dbt_credit_assets, RECONCILIATION_ASSETS],
-                resources={
-                    "dbt": dbt_resource(),
-                    "warehouse": DuckDBWarehouse(path=str(warehouse)),
-                },
-                instance=instance,
-                raise_on_error=False,
-            )
-            logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
-    assert result.success
-    materializations = {
-        event.asset_key: event.materialization
-        for event in result.get_asset_materialization_events()
-    }
-    return materializations, logs
+            for _ in range(2):
+                computed.clear()
+                result = dg.materialize(
+                    [*dbt_credit_assets, RECONCILIATION_ASSETS],
+                    resources={
+                        "dbt": dbt_resource(),
+                        "warehouse": DuckDBWarehouse(path=str(warehouse)),
+                    },
+                    instance=instance,
+                    raise_on_error=False,
+                )
+                assert result.success
+                logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+                materializations = {
+                    event.asset_key: event.materialization
+                    for event in result.get_asset_materialization_events()
+                }
+                runs.append((materializations, logs))
+    return runs, set(computed)
+
+
+@pytest.fixture(scope="module")
+def lineage_run(lineage_runs):
+    """The first of the two materializations: (materializations by key, log lines)."""
+    runs, _ = lineage_runs
+    return runs[0]
 
 
 def _column_deps(materialization, column: str) -> set[tuple[dg.AssetKey, str]]:
@@ -259,3 +281,54 @@ def test_a_mart_column_traces_back_through_the_replay_to_the_raw_ledger(lineage_
         dg.AssetKey(["marts", "user_credit_daily"]),
         "closing_balance",
     ) in _column_deps(history, "ledger_balance")
+
+
+def test_a_second_build_reuses_each_models_lineage_unless_its_compiled_sql_changed(lineage_runs):
+    runs, computed_again = lineage_runs
+    (first, _), (second, logs) = runs
+    assert not [line for line in logs if LINEAGE_FAILURE in line]
+    # only the models whose compiled SQL changed (from scratch, then incremental) computed it again
+    assert computed_again == INCREMENTAL_MODELS
+    for key, materialization in first.items():
+        if LINEAGE_KEY not in materialization.metadata:
+            continue
+        again = second[key].metadata
+        assert again[LINEAGE_KEY] == materialization.metadata[LINEAGE_KEY], key
+        digests = {again[column_lineage.LINEAGE_INPUTS_KEY]} | {
+            materialization.metadata[column_lineage.LINEAGE_INPUTS_KEY]
+        }
+        assert len(digests) == (2 if key.path[-1] in INCREMENTAL_MODELS else 1), key
+
+
+def test_stored_lineage_is_reused_only_for_the_same_inputs(tmp_path):
+    key = dg.AssetKey(["marts", "user_credit_daily"])
+    lineage = dg.TableColumnLineage(
+        deps_by_column={"closing_balance": [dg.TableColumnDep(REPLAYED_LEDGER, "balance_after")]}
+    )
+    digest = column_lineage.lineage_inputs_digest("select 1 as a", {"a": "integer"}, {})
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert column_lineage._previous_lineage(instance, key, digest) is None
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                key,
+                metadata={
+                    LINEAGE_KEY: lineage,
+                    column_lineage.LINEAGE_INPUTS_KEY: digest,
+                },
+            )
+        )
+        reused = column_lineage._previous_lineage(instance, key, digest)
+        assert reused is not None and reused[LINEAGE_KEY].value == lineage
+        assert column_lineage._previous_lineage(instance, key, "another digest") is None
+
+
+def test_the_lineage_digest_changes_with_the_sql_and_either_side_of_the_columns():
+    digest = column_lineage.lineage_inputs_digest
+    parents = {'"w"."raw"."t"': {"a": "INTEGER", "b": "VARCHAR"}}
+    base = digest("select a from raw.t", {"a": "INTEGER"}, parents)
+    reordered = {'"w"."raw"."t"': {"b": "VARCHAR", "a": "INTEGER"}}
+    assert digest("select a from raw.t", {"a": "INTEGER"}, reordered) == base
+    assert digest("select b as a from raw.t", {"a": "INTEGER"}, parents) != base
+    assert digest("select a from raw.t", {"a": "BIGINT"}, parents) != base
+    widened = {'"w"."raw"."t"': {"a": "INTEGER", "b": "VARCHAR", "c": "DATE"}}
+    assert digest("select a from raw.t", {"a": "INTEGER"}, widened) != base

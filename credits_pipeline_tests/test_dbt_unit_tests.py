@@ -34,6 +34,7 @@ UNIT_TESTED_MODELS = {
     "user_credit_trends",
     "usage_risk_signals",
     "service_efficiency",
+    "int_ledger_row_plans",
 }
 BROKEN_UNIT_TEST = "credit_histories_signs_and_classifies_each_row"
 

@@ -25,6 +25,7 @@ from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 from pydantic import Field
 
 from credits_pipeline.dbt_vars import build_vars_args
+from credits_pipeline.transform.column_lineage import lineage_metadata
 from credits_pipeline.transform.dbt_project import (
     dbt_cli_resource,
     dbt_environment,
@@ -110,7 +111,7 @@ def build_layer(
             build_args(config), context=context, raise_on_error=False, target_path=target
         )
     try:
-        events = with_row_counts_and_columns(invocation)
+        events = with_row_counts_and_columns(context, invocation)
     finally:
         release_warehouse_connections(invocation)
         keep_partial_parse(target, project)
@@ -127,7 +128,9 @@ def build_layer(
         )
 
 
-def with_row_counts_and_columns(invocation: DbtCliInvocation) -> list[Any]:
+def with_row_counts_and_columns(
+    context: dg.AssetExecutionContext, invocation: DbtCliInvocation
+) -> list[Any]:
     """dbt's events with row counts, column schemas and column lineage, fetched once dbt is done.
 
     Why not `invocation.stream().fetch_row_counts().fetch_column_metadata()` directly: on DuckDB
@@ -135,18 +138,26 @@ def with_row_counts_and_columns(invocation: DbtCliInvocation) -> list[Any]:
     lock) by polling their futures in a loop without sleeping, which kept a whole core busy for as
     long as dbt ran: on a two-core worker, half the machine taken from dbt and DuckDB. Reading
     dbt's events to the end first (a blocking read of its output) leaves the threads only the
-    metadata queries themselves. Column lineage comes from sqlglot over the compiled SQL: the
-    models name every column they read and have no ephemeral parents, so every column resolves.
+    metadata queries themselves. Column lineage comes from sqlglot over the compiled SQL (the
+    models name every column they read and have no ephemeral parents, so every column
+    resolves), computed once per version of a model and then reused (`column_lineage.py`).
     """
     streamed = list(invocation.stream())
-    return list(
+    events = list(
         DbtEventIterator(iter(streamed), invocation)
         .fetch_row_counts()
-        .fetch_column_metadata(with_column_lineage=True)
+        .fetch_column_metadata(with_column_lineage=False)
     )
+    return [
+        event.with_metadata({**event.metadata, **lineage_metadata(context, invocation, event)})
+        if isinstance(event, (dg.Output, dg.AssetMaterialization))
+        else event
+        for event in events
+    ]
 
 
 PREVIEW_ROWS = 5
+ROW_COUNT_KEY = "dagster/row_count"
 # Columns that say how new a row is, in the order they are preferred for "newest rows first".
 RECENCY_SUFFIXES = ("created_at", "_at", "_date", "_month")
 
@@ -163,7 +174,8 @@ def recency_column(columns: list[str]) -> str:
 def with_previews(
     context: dg.AssetExecutionContext, warehouse: Warehouse, events: list
 ) -> Iterator[Any]:
-    """Attach to each built model a Markdown preview of its newest rows (and a row count to views).
+    """Attach to each built model a Markdown preview of its newest rows (and a row count to views:
+    dagster-dbt's `fetch_row_counts` has counted the tables already).
 
     Read after dbt has finished and released the DuckDB file; marts and the seed's views hold no
     personal data (it is never extracted). Where the warehouse offers no preview session
@@ -178,13 +190,17 @@ def with_previews(
                 event = event.with_metadata(
                     {
                         **event.metadata,
-                        **_preview(con, context.asset_key_for_output(event.output_name)),
+                        **_preview(
+                            con,
+                            context.asset_key_for_output(event.output_name),
+                            count_rows=ROW_COUNT_KEY not in event.metadata,
+                        ),
                     }
                 )
             yield event
 
 
-def _preview(con: Any, key: dg.AssetKey) -> dict[str, Any]:
+def _preview(con: Any, key: dg.AssetKey, count_rows: bool) -> dict[str, Any]:
     schema, name = key.path[0], key.path[-1]
     columns = [
         r[0]
@@ -202,9 +218,10 @@ def _preview(con: Any, key: dg.AssetKey) -> dict[str, Any]:
             newest_rows_markdown(con, relation, recency_column(columns), PREVIEW_ROWS)
         )
     }
-    metadata["dagster/row_count"] = dg.MetadataValue.int(
-        con.execute(f"select count(*) from {relation}").fetchone()[0]
-    )
+    if count_rows:  # a view: dagster-dbt counts tables only
+        metadata[ROW_COUNT_KEY] = dg.MetadataValue.int(
+            con.execute(f"select count(*) from {relation}").fetchone()[0]
+        )
     return metadata
 
 

@@ -34,9 +34,11 @@ closed_rows as (
     cross join extraction_cutoff
     where closed.created_at < extraction_cutoff.ledger_closed_before
         and not exists (
+            -- the source itself, not the open_rows CTE: DuckDB materializes a CTE read twice,
+            -- with every column, which kept a reader of one column from pruning the rest
             select 1
-            from open_rows
-            where open_rows.id = closed.id
+            from {{ source('raw', 'credit_histories__open') }} as open_copy
+            where open_copy.id = closed.id
         )
 
 ),

@@ -1,19 +1,8 @@
 {#-
     A model's grain: no two rows share the same values of `columns` (dbt_utils'
-    unique_combination_of_columns, without the package).
+    unique_combination_of_columns, without the package). Each duplicated combination once, with
+    its row_count; the query is per engine (macros/uniqueness.sql).
 -#}
 {% test unique_combination(model, columns) %}
-
-with grain as (
-    select
-        {{ columns | join(', ') }},
-        count(*) as row_count
-    from {{ model }}
-    group by {{ columns | join(', ') }}
-)
-
-select *
-from grain
-where row_count > 1
-
+{{ unique_combination_rows(model, columns) }}
 {% endtest %}
