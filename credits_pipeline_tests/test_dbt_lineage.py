@@ -332,3 +332,7 @@ def test_the_lineage_digest_changes_with_the_sql_and_either_side_of_the_columns(
     assert digest("select a from raw.t", {"a": "BIGINT"}, parents) != base
     widened = {'"w"."raw"."t"': {"a": "INTEGER", "b": "VARCHAR", "c": "DATE"}}
     assert digest("select a from raw.t", {"a": "INTEGER"}, widened) != base
+    # the asset key a parent maps to is what the lineage points at
+    keyed = digest("select a from raw.t", {"a": "INTEGER"}, parents, ["raw/t"])
+    assert keyed != base
+    assert digest("select a from raw.t", {"a": "INTEGER"}, parents, ["raw/t_renamed"]) != keyed

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import dagster_dbt
+import sqlglot
 from dagster_dbt import DbtCliInvocation
 from dagster_dbt.core.dbt_cli_event import EventHistoryMetadata, _build_column_lineage_metadata
 
@@ -37,18 +39,23 @@ def lineage_inputs_digest(
     compiled_sql: str,
     columns: Mapping[str, str],
     parents: Mapping[str, Mapping[str, str]],
+    parent_keys: Sequence[str] = (),
 ) -> str:
     """A digest of everything a model's column lineage is computed from.
 
     Why each part: the SQL says which column feeds which; the model's own column types decide
     which of its columns get lineage; the parents' columns resolve a `select *` or an unqualified
-    column. The order of the mappings does not matter, the names and types do.
+    column; the parents' asset keys are what the lineage points at (a renamed key must not keep
+    the old one); the versions of dagster-dbt and sqlglot are the algorithm. The order of the
+    mappings does not matter, the names and types do.
     """
     payload = json.dumps(
         {
             "sql": compiled_sql,
             "columns": dict(sorted(columns.items())),
             "parents": {name: dict(sorted(cols.items())) for name, cols in sorted(parents.items())},
+            "parent_keys": sorted(parent_keys),
+            "algorithm": [dagster_dbt.__version__, sqlglot.__version__],
         },
         sort_keys=True,
     )
@@ -110,6 +117,7 @@ def lineage_metadata(
         with adapter.connection_named(f"column_lineage_{props['unique_id']}"):
             _, columns = _columns(invocation, adapter, props)
             parents: dict[str, dict[str, str]] = {}
+            parent_keys: list[str] = []
             for parent_id in invocation.manifest["parent_map"].get(props["unique_id"], []):
                 parent = invocation.manifest["nodes"].get(parent_id) or invocation.manifest[
                     "sources"
@@ -118,7 +126,12 @@ def lineage_metadata(
                     continue
                 name, parent_columns = _columns(invocation, adapter, parent)
                 parents[name] = parent_columns
-        digest = lineage_inputs_digest(sql_path.read_text(), columns, parents)
+                parent_keys.append(
+                    invocation.dagster_dbt_translator.get_asset_spec(
+                        invocation.manifest, parent_id, invocation.project
+                    ).key.to_user_string()
+                )
+        digest = lineage_inputs_digest(sql_path.read_text(), columns, parents, parent_keys)
         reused = _previous_lineage(context.instance, key, digest)
         if reused is not None:
             return {**reused, LINEAGE_INPUTS_KEY: digest}
