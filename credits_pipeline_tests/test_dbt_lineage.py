@@ -336,3 +336,18 @@ def test_the_lineage_digest_changes_with_the_sql_and_either_side_of_the_columns(
     keyed = digest("select a from raw.t", {"a": "INTEGER"}, parents, ["raw/t"])
     assert keyed != base
     assert digest("select a from raw.t", {"a": "INTEGER"}, parents, ["raw/t_renamed"]) != keyed
+
+
+def test_the_compiled_sql_of_a_snapshot_is_read_where_dbt_writes_its_blocks(tmp_path):
+    model = {"package_name": "p", "original_file_path": "models/m.sql", "resource_type": "model"}
+    snapshot = {
+        "package_name": "p",
+        "original_file_path": "snapshots/s.sql",
+        "resource_type": "snapshot",
+        "name": "users_stored_balances",
+    }
+    assert column_lineage.compiled_sql_path(tmp_path, model) == tmp_path / "compiled/p/models/m.sql"
+    assert (
+        column_lineage.compiled_sql_path(tmp_path, snapshot)
+        == tmp_path / "compiled/p/snapshots/s.sql/users_stored_balances.sql"
+    )

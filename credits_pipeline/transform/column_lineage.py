@@ -63,8 +63,10 @@ def lineage_inputs_digest(
 
 
 def compiled_sql_path(target_path: Path, props: Mapping[str, Any]) -> Path:
-    """Where dbt wrote a node's compiled SQL, the file dagster-dbt's lineage reads."""
-    return target_path / "compiled" / props["package_name"] / props["original_file_path"]
+    """Where dbt wrote a node's compiled SQL, the file dagster-dbt's lineage reads: a snapshot's
+    blocks go to a directory named after its file (dbt >= 1.12; 1.11 writes none for them)."""
+    path = target_path / "compiled" / props["package_name"] / props["original_file_path"]
+    return path / f"{props['name']}.sql" if props["resource_type"] == "snapshot" else path
 
 
 def _columns(invocation: DbtCliInvocation, adapter: Any, props: dict[str, Any]):
@@ -106,7 +108,7 @@ def lineage_metadata(
     if props is None or props["resource_type"] not in ("model", "snapshot"):
         return {}
     sql_path = compiled_sql_path(target_path, props)
-    if not sql_path.is_file():  # a snapshot (dbt < 1.12 writes no compiled SQL for them)
+    if not sql_path.is_file():  # a snapshot under dbt 1.11: no compiled SQL to read
         return {}
     key = (
         event.asset_key
