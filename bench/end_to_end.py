@@ -475,9 +475,12 @@ class RunFigures:
         return key, self.steps.get(key, float("nan"))
 
 
-def run_record(home: Path, peak_at: float | None) -> tuple[dict[str, float], int, str]:
-    """The newest daily run in `home`: its step durations, the ledger rows it read and the step
-    that was running at `peak_at` (epoch seconds; the pipeline process's peak)."""
+def run_record(
+    home: Path, peak_at: float | None
+) -> tuple[dict[str, float], int, str, float | None]:
+    """The newest daily run in `home`: its step durations, the ledger rows it read, the step
+    that was running at `peak_at` (epoch seconds; the pipeline process's peak) and when that step
+    started (epoch seconds)."""
     import dagster as dg
 
     from credits_pipeline.names import OPEN_LEDGER_TABLE, raw_key
@@ -488,14 +491,12 @@ def run_record(home: Path, peak_at: float | None) -> tuple[dict[str, float], int
         [run] = instance.get_runs(filters=dg.RunsFilter(job_name=DAILY_JOB_NAME), limit=1)
         stats = [s for s in instance.get_run_step_stats(run.run_id) if s.start_time and s.end_time]
         steps = {s.step_key: s.end_time - s.start_time for s in stats}
-        peak_step = next(
-            (
-                s.step_key
-                for s in stats
-                if peak_at is not None and s.start_time <= peak_at <= s.end_time
-            ),
-            "outside any step",
+        peak_stats = next(
+            (s for s in stats if peak_at is not None and s.start_time <= peak_at <= s.end_time),
+            None,
         )
+        peak_step = "outside any step" if peak_stats is None else peak_stats.step_key
+        peak_step_start = None if peak_stats is None else peak_stats.start_time
         partitions = cut = 0
         for entry in instance.all_logs(
             run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
@@ -508,7 +509,7 @@ def run_record(home: Path, peak_at: float | None) -> tuple[dict[str, float], int
                 cut = int(meta["rows_read"])
     finally:
         instance.dispose()
-    return steps, partitions + cut, peak_step
+    return steps, partitions + cut, peak_step, peak_step_start
 
 
 def found_in_warehouse(warehouse: Path, day: dict) -> str:
@@ -533,6 +534,35 @@ def found_in_warehouse(warehouse: Path, day: dict) -> str:
     return f"late row {'loaded' if late else 'MISSING'}; rewritten row " + (
         "read again" if rewritten else "not yet read (left to the full check)"
     )
+
+
+def share_partial_parse(original: Path, copy: Path) -> None:
+    """Give a copied warehouse the dbt partial parse its original's runs kept.
+
+    dbt's partial parse is kept per profile, and the warehouse path is part of it
+    (`transform/dbt_project.py`'s `partial_parse_cache`). In production each day's run finds the
+    one the previous day left on the same path; a copy under another path would make its first
+    dbt step parse the whole project again (2.6 s of dbt's own log at 100,000 users), a cost no
+    daily run pays.
+    """
+    from credits_pipeline import settings
+    from credits_pipeline.transform.dbt_project import dbt_project_for, partial_parse_cache
+
+    project = dbt_project_for("duckdb")
+    kept: list[Path] = []
+    saved = os.environ.get(settings.WAREHOUSE_PATH_VAR)
+    try:
+        for run_dir in (original, copy):
+            os.environ[settings.WAREHOUSE_PATH_VAR] = str(run_dir / "warehouse.duckdb")
+            kept.append(partial_parse_cache(project))
+    finally:
+        if saved is None:
+            os.environ.pop(settings.WAREHOUSE_PATH_VAR, None)
+        else:
+            os.environ[settings.WAREHOUSE_PATH_VAR] = saved
+    if kept[0].exists():
+        kept[1].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kept[0], kept[1])
 
 
 def materialize(
@@ -576,7 +606,12 @@ def materialize(
     after = rows.now()
     by_statement = [] if statements is None else statements.stop(log.with_suffix(".statements.sql"))
     figures_load = load()
-    steps, read, peak_step = run_record(run_dir / "dagster_home", peaks.role_peak_at("pipeline"))
+    steps, read, peak_step, peak_step_start = run_record(
+        run_dir / "dagster_home", peaks.role_peak_at("pipeline")
+    )
+    carried = None if peak_step_start is None else peaks.root_rss_at(peak_step_start)
+    if carried is not None:  # what the process held when that step began: earlier steps' leftovers
+        peak_step += f", which it entered at {carried / MB:,.0f} MB"
     server = None if before is None or after is None else after - before
     print(
         f"  exit {code}, {wall:,.1f} s, {read:,} ledger rows read, peak RSS pipeline "
@@ -807,6 +842,8 @@ def main() -> None:
         shutil.copytree(catch_up_dir, partition_dir, ignore=shutil.ignore_patterns("*.log"))
         full_check_dir = work / "full_check"
         shutil.copytree(catch_up_dir, full_check_dir, ignore=shutil.ignore_patterns("*.log"))
+        for copy_dir in (partition_dir, full_check_dir):
+            share_partial_parse(catch_up_dir, copy_dir)
 
         day = append_next_day(state)
         print(

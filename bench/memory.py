@@ -52,9 +52,16 @@ class Peaks:
     tree: int = 0
     spill: int = 0
     peak_at: dict[int, float] = field(default_factory=dict)  # pid -> epoch seconds of its peak
+    # (epoch seconds, RSS bytes) of the root process at every sample: what it held at any moment,
+    # e.g. when the step of its peak started (the memory earlier steps left behind)
+    root_samples: list[tuple[float, int]] = field(default_factory=list)
 
     def role_peak(self, role: str) -> int:
         return max((b for p, b in self.by_pid.items() if self.roles[p] == role), default=0)
+
+    def root_rss_at(self, moment: float) -> int | None:
+        """The root process's RSS at the first sample taken at or after `moment` (epoch s)."""
+        return next((rss for t, rss in self.root_samples if t >= moment), None)
 
     def role_peak_at(self, role: str) -> float | None:
         """When (epoch seconds, to the sampling interval) the role's largest process peaked."""
@@ -133,6 +140,8 @@ def sample(root_pid: int, peaks: Peaks, spill_dir: Path) -> None:
         if memory is None:
             continue
         rss, peak = memory
+        if pid == root_pid:
+            peaks.root_samples.append((time.time(), rss))
         if pid not in peaks.roles:
             peaks.roles[pid] = role_of(pid, root_pid)
         # VmHWM only grows: the first sample that shows a higher one dates the peak

@@ -77,11 +77,45 @@ def test_the_operator_overrides_limit_and_spill_directory(monkeypatch, tmp_path)
     }
 
 
-def test_every_pipeline_connection_runs_under_the_limit_and_spills_beside_the_file(
-    monkeypatch, tmp_path
+MIB = 1024**2
+
+
+@pytest.mark.parametrize(
+    ("resident", "expected"),
+    [
+        (None, 1024 * MIB),  # resident memory unknown: the machine-sized default
+        (300 * MIB, 1024 * MIB),  # a fresh process: the budget leaves more than the default
+        (518 * MIB, 826 * MIB),  # the reconciliation alone at 100,000 users: 1792 - 518 - 448
+        (900 * MIB, 444 * MIB),  # the same step late in a full run
+        (1500 * MIB, 256 * MIB),  # a process past its budget: the floor, never less
+    ],
+)
+def test_a_connection_gets_what_the_process_budget_leaves_between_the_floor_and_the_default(
+    resident, expected
 ):
+    assert memory.limit_within_budget(1024 * MIB, resident) == expected
+
+
+def test_the_resident_memory_is_read_from_the_process_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  900000 kB\nVmRSS:\t  524288 kB\n")
+    assert memory.resident_bytes(status) == 512 * MIB
+    assert memory.resident_bytes(tmp_path / "missing") is None
+    here = memory.resident_bytes()  # this very process: it holds at least the interpreter
+    assert here is not None and here > 10 * MIB
+
+
+@pytest.mark.parametrize("resident", [400 * MIB, 1300 * MIB])
+def test_every_pipeline_connection_runs_under_its_budgeted_limit_and_spills_beside_the_file(
+    monkeypatch, tmp_path, resident
+):
+    """What the connection runs under is what the process budget leaves, read back from DuckDB,
+    and the metadata says exactly that; dbt's subprocesses keep the machine-sized default."""
     monkeypatch.delenv(settings.DUCKDB_MEMORY_LIMIT_VAR, raising=False)
     monkeypatch.delenv(settings.DUCKDB_TEMP_DIRECTORY_VAR, raising=False)
+    monkeypatch.setattr(memory, "resident_bytes", lambda: resident)
+    default = memory.memory_limit_bytes_for(memory.total_memory_bytes())
+    budgeted = memory.as_duckdb_size(memory.limit_within_budget(default, resident))
     warehouse = DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))
     for read_only in (False, True):
         with warehouse.connect(read_only=read_only) as con:
@@ -91,9 +125,10 @@ def test_every_pipeline_connection_runs_under_the_limit_and_spills_beside_the_fi
             meta = warehouse.usage_metadata(con)
         assert spill == str(tmp_path / "wh.duckdb.tmp")
         expected = duckdb.connect()
-        expected.execute("set memory_limit = ?", [memory.memory_limit()])
+        expected.execute("set memory_limit = ?", [budgeted])
         assert limit == expected.execute("select current_setting('memory_limit')").fetchone()[0]
         assert meta[memory.MEMORY_LIMIT_METADATA].value == limit
+    assert memory.duckdb_settings()["memory_limit"] == memory.memory_limit()
 
 
 def test_a_temp_directory_that_is_a_file_is_a_configuration_problem(tmp_path):

@@ -22,7 +22,17 @@ The default is a quarter of physical memory, at least `FLOOR_BYTES` and at most 
   "slow" becomes "failed";
 - a limit too small for the ledger fails its statement with one message naming the variable to
   raise (`out_of_memory_failure`), not DuckDB's advice to run `SET memory_limit`.
-`CREDITS_DUCKDB_MEMORY_LIMIT` overrides the figure (any DuckDB size, e.g. `4GB`);
+The pipeline's own connections take less when the process already holds much of its budget
+(`connection_memory_limit`): every step of a run executes in the one pipeline process, which by
+the reconciliation carries Dagster, dbt's in-process adapter and what earlier steps left in the
+allocators. Measured at 100,000 users (6.46 M ledger rows): the reconciliation alone peaked at
+1,898 MB under 1 GiB (518 MB of imports, 300-400 MB outside DuckDB's accounting: the replay's
+batches, numba, Arrow), but the same step of a full run at 2,253 MB; under 512 MiB it took
+17.7 s against 16.6 s (15.3 s under 768 MiB: the limit hardly matters to it). So a connection
+gets at most `PROCESS_BUDGET_BYTES` minus what the process holds when it opens minus
+`OUTSIDE_DUCKDB_BYTES`, never below the floor. dbt's subprocesses start fresh and keep the
+machine-sized limit.
+`CREDITS_DUCKDB_MEMORY_LIMIT` overrides the figure (any DuckDB size, e.g. `4GB`) everywhere;
 `CREDITS_DUCKDB_TEMP_DIRECTORY` the spill directory (default: `<warehouse file>.tmp/` beside the
 warehouse, on the same disk that already holds the data, and private to this warehouse).
 """
@@ -43,24 +53,69 @@ FLOOR_BYTES = 256 * 1024**2  # 256 MiB
 CEILING_BYTES = 1024**3  # 1 GiB
 RAM_FRACTION = 0.25
 MIB = 1024**2
+# Every process < 2 GB (issue 10), less headroom for what a sampled peak misses.
+PROCESS_BUDGET_BYTES = 1792 * MIB
+# What a step holds beyond DuckDB's limit and the memory it started with (measured 309-404 MB in
+# the reconciliation at 100,000 users under limits of 512-1024 MiB: the replay's batches, numba's
+# compiler, Arrow results), with some margin.
+OUTSIDE_DUCKDB_BYTES = 448 * MIB
 # Metadata keys the warehouse-writing assets record (what limit and spill directory were in force).
 MEMORY_LIMIT_METADATA = "duckdb_memory_limit"
 TEMP_DIRECTORY_METADATA = "duckdb_temp_directory"
 TEMP_DIRECTORY_SUFFIX = ".tmp"
 
 
+def memory_limit_bytes_for(total_bytes: int | None) -> int:
+    """The default limit in bytes for a machine of `total_bytes` of RAM (see `memory_limit_for`)."""
+    if not total_bytes or total_bytes <= 0:
+        return FLOOR_BYTES
+    return min(max(int(total_bytes * RAM_FRACTION), FLOOR_BYTES), CEILING_BYTES)
+
+
+def as_duckdb_size(limit_bytes: int) -> str:
+    """Whole MiB ('1024MiB'), so the value reads the same in DuckDB's `current_setting`, in
+    metadata and in dbt's profile."""
+    return f"{limit_bytes // MIB}MiB"
+
+
 def memory_limit_for(total_bytes: int | None) -> str:
     """The default limit for a machine of `total_bytes` of RAM, as a DuckDB size ('1024MiB').
 
     Pure: a quarter of RAM, clamped to [FLOOR_BYTES, CEILING_BYTES]; unknown RAM gets the floor
-    (a machine whose memory cannot be read is not trusted with more). Whole
-    MiB so the value reads the same in DuckDB's `current_setting`, in metadata and in dbt's profile.
+    (a machine whose memory cannot be read is not trusted with more).
     """
-    if not total_bytes or total_bytes <= 0:
-        chosen = FLOOR_BYTES
-    else:
-        chosen = min(max(int(total_bytes * RAM_FRACTION), FLOOR_BYTES), CEILING_BYTES)
-    return f"{chosen // MIB}MiB"
+    return as_duckdb_size(memory_limit_bytes_for(total_bytes))
+
+
+def limit_within_budget(
+    default_bytes: int,
+    resident_bytes: int | None,
+    budget_bytes: int = PROCESS_BUDGET_BYTES,
+    outside_bytes: int = OUTSIDE_DUCKDB_BYTES,
+) -> int:
+    """The limit for a connection opened by a process that already holds `resident_bytes`.
+
+    Pure. Why: DuckDB's limit is on top of whatever the process holds, so a fixed limit lets a
+    process that carries a run's earlier steps pass its budget. What is left of `budget_bytes`
+    after the resident memory and `outside_bytes` (what the step itself will hold outside DuckDB),
+    at most `default_bytes` and never below `FLOOR_BYTES` (under it some statements fail instead
+    of spilling: the budget yields first). Unknown resident memory keeps the default.
+    """
+    if resident_bytes is None:
+        return default_bytes
+    left = budget_bytes - resident_bytes - outside_bytes
+    return max(FLOOR_BYTES, min(default_bytes, left))
+
+
+def resident_bytes(status: Path = Path("/proc/self/status")) -> int | None:
+    """This process's resident set size now (VmRSS), None where /proc does not tell (macOS)."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def total_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
@@ -113,14 +168,28 @@ def temp_directory(warehouse: Path | None = None) -> Path:
     )
 
 
+def connection_memory_limit() -> str:
+    """The limit for a connection this process opens now: `CREDITS_DUCKDB_MEMORY_LIMIT`, else
+    the machine-sized default reduced to what the process budget leaves (`limit_within_budget`).
+    """
+    configured = settings.duckdb_memory_limit()
+    if configured:
+        return configured
+    default = memory_limit_bytes_for(total_memory_bytes())
+    release_unused_memory()  # what earlier steps freed is not the process's to count
+    return as_duckdb_size(limit_within_budget(default, resident_bytes()))
+
+
 def duckdb_settings(warehouse: Path | None = None) -> dict[str, str]:
-    """The `set` statements every DuckDB connection on the warehouse runs (setting -> value)."""
+    """The `set` statements a DuckDB process runs on the warehouse (setting -> value), with the
+    machine-sized limit: what dbt's subprocesses get (`dbt_env`)."""
     return {"memory_limit": memory_limit(), "temp_directory": str(temp_directory(warehouse))}
 
 
 def apply(con: object, warehouse: Path | None = None) -> dict[str, str]:
-    """Set the memory limit and spill directory on `con`; return what was set (for metadata)."""
-    values = duckdb_settings(warehouse)
+    """Set the memory limit and spill directory on `con`, a connection of this process, with the
+    limit its budget leaves (`connection_memory_limit`); return what was set (for metadata)."""
+    values = duckdb_settings(warehouse) | {"memory_limit": connection_memory_limit()}
     for name, value in values.items():
         con.execute(f"set {name} = ?", [value])  # type: ignore[attr-defined]
     return values
