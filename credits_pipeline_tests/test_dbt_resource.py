@@ -50,6 +50,27 @@ def test_a_dbt_step_learns_the_version_without_starting_dbt(monkeypatch):
     assert resource._cli_version == version.parse(importlib.metadata.version("dbt-core"))
 
 
+def test_a_dbt_invocation_through_the_resource_never_starts_dbt_for_its_version(
+    monkeypatch, tmp_path: Path
+):
+    """The real path: dagster-dbt's `cli()` reads the version before it starts dbt. Should an
+    upgrade of dagster-dbt read it under another name, this invocation would call
+    `check_output` and fail, instead of the override silently no longer applying."""
+    asked: list = []
+
+    def no_subprocess(*args, **kwargs):
+        asked.append(args)
+        raise AssertionError(f"dbt was started for its version: {args}")
+
+    monkeypatch.setattr(dagster_dbt_resource, "check_output", no_subprocess)
+    monkeypatch.setenv("CREDITS_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    invocation = dbt_cli_resource(PROJECT).cli(
+        ["parse"], raise_on_error=False, target_path=tmp_path / "target"
+    )
+    assert invocation.wait().is_successful()
+    assert asked == []
+
+
 def test_another_dbt_executable_is_still_asked_for_its_version(tmp_path: Path):
     other = tmp_path / "dbt"
     other.write_text("#!/bin/sh\necho 'Core:'\necho '  - installed: 2.0.5'\n")

@@ -180,16 +180,19 @@ def connection_memory_limit() -> str:
     return as_duckdb_size(limit_within_budget(default, resident_bytes()))
 
 
-def duckdb_settings(warehouse: Path | None = None) -> dict[str, str]:
-    """The `set` statements a DuckDB process runs on the warehouse (setting -> value), with the
-    machine-sized limit: what dbt's subprocesses get (`dbt_env`)."""
-    return {"memory_limit": memory_limit(), "temp_directory": str(temp_directory(warehouse))}
+def duckdb_settings(warehouse: Path | None = None, limit: str | None = None) -> dict[str, str]:
+    """The `set` statements a DuckDB process runs on the warehouse (setting -> value): `limit`,
+    else the machine-sized limit, which is what dbt's subprocesses get (`dbt_env`)."""
+    return {
+        "memory_limit": limit or memory_limit(),
+        "temp_directory": str(temp_directory(warehouse)),
+    }
 
 
 def apply(con: object, warehouse: Path | None = None) -> dict[str, str]:
     """Set the memory limit and spill directory on `con`, a connection of this process, with the
     limit its budget leaves (`connection_memory_limit`); return what was set (for metadata)."""
-    values = duckdb_settings(warehouse) | {"memory_limit": connection_memory_limit()}
+    values = duckdb_settings(warehouse, connection_memory_limit())
     for name, value in values.items():
         con.execute(f"set {name} = ?", [value])  # type: ignore[attr-defined]
     return values
