@@ -38,6 +38,7 @@ from credits_pipeline.extract.common import (
 from credits_pipeline.extract.cut_scope import (
     FULL_CHECK,
     CutScope,
+    RecentReader,
     partition_read_from,
     plan_cut,
 )
@@ -48,6 +49,7 @@ from credits_pipeline.extract.fingerprint import (
     source_day_fingerprints,
     source_max_id,
 )
+from credits_pipeline.extract.read_fingerprint import ReadFingerprints, fingerprints_from_read
 from credits_pipeline.ledger_fingerprint import EMPTY as EMPTY_DAY
 from credits_pipeline.names import (
     CUTOFF_TABLE,
@@ -202,15 +204,20 @@ def raw_credit_histories(
     with source_errors_as_failure(), source.connect() as conn, warehouse.connect() as con:
         check_table(conn, CREDIT_HISTORIES)
         stager = session.stager(con, CREDIT_HISTORIES)
-        # Before reading: the source's highest id, and the days' fingerprints up to it. The days
-        # then hold every row at or below it (see extract/fingerprint.py): later rows are late.
+        # Before reading: the source's highest id. The days read then hold every row at or below
+        # it (see extract/fingerprint.py): later rows are late. Each day's fingerprint up to it is
+        # summed from the rows read (extract/read_fingerprint.py), or, on SQLite, asked of the
+        # source before reading.
         through_id = source_max_id(conn)
         # A day the last cut held open is read by id from where the warehouse says it starts
         # (extract/cut_scope.py): no scan of the whole ledger for lack of an index on created_at.
         read_from = partition_read_from(
             con, dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time())
         )
-        fingerprints = source_day_fingerprints(conn, [through_id], start, end, min_id=read_from)
+        prints = ReadFingerprints([through_id])
+        from_read = fingerprints_from_read(source.family())
+        if not from_read:
+            asked = source_day_fingerprints(conn, [through_id], start, end, min_id=read_from)
         where = "created_at >= :start AND created_at < :end"
         if read_from is not None:
             where, bounds = f"id >= :read_from_id AND {where}", bounds | {"read_from_id": read_from}
@@ -224,8 +231,12 @@ def raw_credit_histories(
             # SQLAlchemy on `conn`; see credits_pipeline/source/fast_reader.py and bench/extract.py.
             source.read_batches_fast(conn, CREDIT_HISTORIES, where, bounds),
             label=start.isoformat(),
+            on_batch=prints.add if from_read else None,
         )
+        prints.close()
         per_day = stager.swap_ledger_range(start, end)
+        fingerprints = prints.result() if from_read else asked
+        unknown = set() if not from_read else prints.unknown_between(start, end)
         replace_ledger_fingerprints(
             con,
             start,
@@ -233,6 +244,7 @@ def raw_credit_histories(
             through_id,
             {d: f[through_id] for d, f in fingerprints.items()},
             FINGERPRINT_DEFINITION,
+            unknown=unknown,
         )
         finish_tally(tally, stager)
         # the closed ledger's watermark: how far the daily partitions reach, in time and in id
@@ -251,6 +263,10 @@ def raw_credit_histories(
                 "partitions_replaced": dg.MetadataValue.int(len(per_day)),
                 **watermark_metadata(newest_created_at, newest_id, "created_at"),
                 "fingerprint_through_id": dg.MetadataValue.int(through_id),
+                FINGERPRINTS_FROM_METADATA: dg.MetadataValue.text(
+                    "the rows read" if from_read else "the source's aggregate"
+                ),
+                DAYS_WITHOUT_FINGERPRINT_METADATA: dg.MetadataValue.int(len(unknown)),
                 READ_FROM_ID_METADATA: dg.MetadataValue.int(-1 if read_from is None else read_from),
                 "rows_outside_partitions": dg.MetadataValue.text(
                     "NULL-dated, open-day and late rows, and the history before the first "
@@ -360,18 +376,31 @@ def raw_consistent_cut(
             # bound stored for the next run), in one aggregate — of every closed day on a full
             # check, of the recent ones and every day's late rows, by id range, otherwise.
             snapshot_max_id = source_max_id(conn)
-            scope = plan_cut(conn, con, stored, closed_before, cutoff, snapshot_max_id)
+            open_stager = session.stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER_TABLE)
+            recent = RecentReader(source, conn, open_stager)
+            scope = plan_cut(
+                conn,
+                con,
+                stored,
+                closed_before,
+                cutoff,
+                snapshot_max_id,
+                read_recent=recent.read if fingerprints_from_read(source.family()) else None,
+            )
             plan, source_days = scope.plan, scope.source_days
             users_stager = session.stager(con, USERS)
             users_tally = stage_batches(
                 users_stager, source.read_batches(conn, USERS), label="whole"
             )
-            open_stager = session.stager(con, CREDIT_HISTORIES, target=OPEN_LEDGER_TABLE)
-            open_tally = stage_batches(
-                open_stager,
-                source.read_batches(conn, CREDIT_HISTORIES, scope.where, scope.params),
-                label=OPEN_PARTITION_LABEL,
-            )
+            if scope.staged:
+                open_tally = recent.narrow(scope.where, scope.params)
+            else:
+                recent.discard()
+                open_tally = stage_batches(
+                    open_stager,
+                    source.read_batches(conn, CREDIT_HISTORIES, scope.where, scope.params),
+                    label=OPEN_PARTITION_LABEL,
+                )
         where_open_rows_came_from = con.execute(
             f"""
             select
@@ -439,6 +468,8 @@ def raw_consistent_cut(
                 },
                 **closed_days_metadata(plan, rows_into_closed_days),
                 **cut_scope_metadata(scope),
+                ROWS_ALREADY_HELD_METADATA: dg.MetadataValue.int(recent.already_held),
+                ROWS_READ_AGAIN_METADATA: dg.MetadataValue.int(recent.discarded_rows),
             },
         )
     context.log.info(
@@ -469,6 +500,14 @@ def raw_consistent_cut(
 MAX_LISTED_DAYS = 20
 LEDGER_CHECK_METADATA = "ledger_check"
 READ_FROM_ID_METADATA = "read_from_id"
+ROWS_ALREADY_HELD_METADATA = "rows_already_held"
+"""Rows the cut's one read of a recent check fetched and dropped: closed-day rows the warehouse
+holds already, read for their fingerprint (`cut_scope.RecentRead`)."""
+ROWS_READ_AGAIN_METADATA = "rows_read_before_fallback"
+"""Rows a recent check read and then threw away to read otherwise (a quarantined row, or a fall
+back to a full check)."""
+FINGERPRINTS_FROM_METADATA = "fingerprints_from"
+DAYS_WITHOUT_FINGERPRINT_METADATA = "days_without_fingerprint"
 
 
 def cut_scope_metadata(scope: CutScope) -> dict:

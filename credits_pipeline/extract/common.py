@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -20,6 +20,7 @@ import pandas as pd
 from credits_pipeline.extract.column_docs import raw_table_schema
 from credits_pipeline.names import RAW_PREFIX, VALIDATION_CHECK
 from credits_pipeline.source.tables import Table
+from credits_pipeline.validation.outcome import ValidatedBatch
 from credits_pipeline.validation.quarantine import REASON_COLUMN, validate_batch
 from credits_pipeline.warehouse.cost import connection_usage_metadata
 from credits_pipeline.warehouse.interface import Session
@@ -53,12 +54,20 @@ class ExtractionTally:
 
 
 def stage_batches(
-    stager: Stager, batches: Iterable[pd.DataFrame], label: str | None
+    stager: Stager,
+    batches: Iterable[pd.DataFrame],
+    label: str | None,
+    on_batch: Callable[[ValidatedBatch], None] | None = None,
 ) -> ExtractionTally:
-    """Validate and stage every batch; return the tally (rows read = loaded + rejected)."""
+    """Validate and stage every batch; return the tally (rows read = loaded + rejected).
+
+    `on_batch` sees each validated batch as it is staged (the ledger's read fingerprints,
+    `extract/read_fingerprint.py`)."""
     tally = ExtractionTally(stager.table.name)
     for frame in batches:
         batch = validate_batch(stager.table.name, frame)
+        if on_batch is not None:
+            on_batch(batch)
         stager.append(batch, label)
         tally.rows_read += batch.rows_in
         tally.domain_warnings.update(batch.domain_warnings)

@@ -19,12 +19,13 @@ written late are found every run, by id.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from credits_pipeline import settings
+from credits_pipeline.extract.common import ExtractionTally, stage_batches
 from credits_pipeline.extract.fingerprint import DEFINITION as FINGERPRINT_DEFINITION
 from credits_pipeline.extract.fingerprint import (
     MAX_OPEN_IDS_LISTED,
@@ -35,18 +36,25 @@ from credits_pipeline.extract.fingerprint import (
     days_that_lost_rows,
     fingerprint_bounds,
     full_check_due,
+    id_range_where,
     plan_closed_days,
     recent_check,
     recent_plan_is_complete,
     source_day_fingerprints,
     synthesized_source_days,
 )
+from credits_pipeline.extract.read_fingerprint import ReadFingerprints
 from credits_pipeline.ledger_fingerprint import DayFingerprint, StoredFingerprint
+from credits_pipeline.source.resource import SourceDatabase
+from credits_pipeline.source.tables import CREDIT_HISTORIES
 from credits_pipeline.warehouse.raw_tables import (
+    OPEN_PARTITION_LABEL,
+    Stager,
     StoredCut,
     closed_days_first_id,
     first_id_created_between,
     last_full_check,
+    open_rows_below,
     open_rows_first_id,
     open_rows_without_day,
     stored_cut,
@@ -90,6 +98,37 @@ class CutScope:
     params: dict[str, object]
     read_from_id: int | None
     recheck_from: dt.date | None
+    staged: bool = False
+
+
+@dataclass(frozen=True)
+class RecentRead:
+    """The one source read of a recent check, asked of the caller (`plan_cut`'s `read_recent`).
+
+    Why: a recent check used to ask the source for the fingerprints of the ids from
+    `check.min_id` on (an aggregate scanning the re-checked days, the open day and every row
+    written since), then read the cut's rows from the same ids again — twice the re-checked days'
+    rows for the server. Instead the caller reads every row of `where` (ids from `min_id` on,
+    and the stored open rows below it listed by id: `open_rows_below`) into the open slice's
+    stage, sums the fingerprints of the ids from `min_id` on dated before `to_day` at `bounds` as
+    they stream (`extract/read_fingerprint.py`), and returns them, or None when it cannot (a row
+    quarantined: its share is unknown; the caller then empties the stage, and the source's
+    aggregate is asked instead). The stage then holds a superset of the cut's read
+    (`CutScope.where`): its rows from `min_id` on are all there, and below it the cut reads only
+    open rows — the last cut's open slice held every one of them, except one rewritten into the
+    open day or the future since, which a recent check leaves to the next full check like any
+    rewrite of an older day. The caller keeps the rows of that WHERE and drops the rest: rows of
+    closed days the warehouse holds already.
+    """
+
+    where: str
+    params: dict[str, object]
+    bounds: list[int]
+    to_day: dt.date
+    min_id: int
+
+
+ReadRecent = Callable[[RecentRead], dict[dt.date, dict[int, DayFingerprint]] | None]
 
 
 def _full(
@@ -113,8 +152,14 @@ def plan_cut(
     closed_before: dt.datetime,
     cutoff: dt.datetime,
     snapshot_max_id: int,
+    read_recent: ReadRecent | None = None,
 ) -> CutScope:
     """Choose the cut's check and build its fingerprints, plan and read (inside the snapshot).
+
+    With `read_recent`, a recent check reads the source once through it (`RecentRead`); the
+    scope then says `staged`: its rows are in the stage, a superset to narrow to `where`. A full
+    check never reads through it: it filters the source on days, and its fingerprints cover
+    every closed day.
 
     A recent check falls back to a full one whenever it could not read exactly what a full check
     reads (a day never read before, a changed day outside the re-checked ones, too many open rows
@@ -146,7 +191,17 @@ def plan_cut(
         snapshot_max_id,
     )
     bounds = fingerprint_bounds(stored, closed_day, snapshot_max_id)
-    counted = source_day_fingerprints(conn, bounds, None, closed_day, min_id=check.min_id)
+    open_first = open_rows_first_id(con, closed_before)
+    counted = None
+    if read_recent is not None:
+        # One read of everything the cut may need, fingerprinted as it streams (see `RecentRead`).
+        below = open_rows_below(con, check.min_id)
+        if len(below) <= MAX_OPEN_IDS_LISTED:
+            where, params = id_range_where(check.min_id, below)
+            counted = read_recent(RecentRead(where, params, bounds, closed_day, check.min_id))
+    staged = counted is not None
+    if counted is None:
+        counted = source_day_fingerprints(conn, bounds, None, closed_day, min_id=check.min_id)
     source_days = synthesized_source_days(stored, counted, check, closed_day, bounds)
     if source_days is None:
         return _full(conn, stored, closed_before, snapshot_max_id, "a closed day never read")
@@ -162,7 +217,6 @@ def plan_cut(
     firsts = [plan.late_after_id + 1, late_floor]
     if plan.changed:
         firsts.append(check.min_id)
-    open_first = open_rows_first_id(con, closed_before)
     if open_first is not None:
         firsts.append(open_first)
     read_from = min(firsts)
@@ -171,7 +225,9 @@ def plan_cut(
         return _full(conn, stored, closed_before, snapshot_max_id, "many open rows without a day")
     where, params = cut_where(plan, closed_before)
     where, params = bounded_cut_where(where, params, read_from, listed)
-    return CutScope(RECENT_CHECK, "", plan, source_days, where, params, read_from, recheck_from)
+    return CutScope(
+        RECENT_CHECK, "", plan, source_days, where, params, read_from, recheck_from, staged
+    )
 
 
 def partition_read_from(con, start: dt.datetime, end: dt.datetime) -> int | None:
@@ -205,3 +261,48 @@ def partition_read_from(con, start: dt.datetime, end: dt.datetime) -> int | None
         )
     first = open_rows_first_id(con, start, end)
     return floor if first is None else min(first, floor)
+
+
+class RecentReader:
+    """The consistent cut's one read for a recent check (`RecentRead`), on the open slice's stager.
+
+    `read` stages every row of the read and returns the fingerprints summed from its batches, or
+    None (stage emptied) when a row was quarantined; `narrow` keeps the rows the cut needs;
+    `discard` empties the stage when the cut read otherwise after all (a full check it fell back
+    to). The counts say what the read cost: `already_held` rows read and dropped as the warehouse
+    holds them, `discarded_rows` rows read for nothing before a fallback.
+    """
+
+    def __init__(self, source: SourceDatabase, conn: sa.Connection, stager: Stager) -> None:
+        self.source, self.conn, self.stager = source, conn, stager
+        self.tally: ExtractionTally | None = None
+        self.discarded_rows = 0
+        self.already_held = 0
+
+    def read(self, wanted: RecentRead) -> dict[dt.date, dict[int, DayFingerprint]] | None:
+        prints = ReadFingerprints(wanted.bounds, to_day=wanted.to_day, min_id=wanted.min_id)
+        try:
+            self.tally = stage_batches(
+                self.stager,
+                self.source.read_batches(self.conn, CREDIT_HISTORIES, wanted.where, wanted.params),
+                label=OPEN_PARTITION_LABEL,
+                on_batch=prints.add,
+            )
+        finally:
+            prints.close()
+        if self.tally.rows_rejected or self.stager.stats.rejected:
+            self.discard()
+            return None
+        return prints.result()
+
+    def narrow(self, where: str, params: dict[str, object]) -> ExtractionTally:
+        if self.tally is None:
+            raise RuntimeError("narrow() needs a staged read")
+        self.already_held = self.stager.keep_only(where, params)
+        return self.tally
+
+    def discard(self) -> None:
+        if self.tally is not None:
+            self.discarded_rows += self.tally.rows_read
+            self.tally = None
+            self.stager.restart()

@@ -9,8 +9,10 @@ count, the sum of ids, the sum of user ids and the sum of a per-row fingerprint
 and every other column of the row that has a portable rendering) — over the rows with an id at or
 below the day's `through_id` (the source's highest id when the day was read). The source computes
 the same numbers in one aggregate query (portable SQL, bound parameters, on SQLite, MySQL/MariaDB
-and PostgreSQL); a day whose numbers differ was changed in place or lost a row and is read again;
-rows above `through_id` are rows written late and are read by id. A row rewritten in place is
+and PostgreSQL), and so does the pipeline over the rows a read fetched (`read_fingerprint.py`:
+the partition run and a recent check sum their own batches rather than ask the source to scan
+the same rows again); a day whose numbers differ was changed in place or lost a row and is read
+again; rows above `through_id` are rows written late and are read by id. A row rewritten in place is
 found whatever column changed (the application's own writes also move `updated_at`), except text
 rewritten to another of the same length without touching `updated_at`: no hash of text is common
 to SQLite, MySQL and PostgreSQL. The stored fingerprints carry the definition they were taken with
@@ -494,6 +496,20 @@ def days_that_lost_rows(
             if now.rows < mark.fingerprint.rows:
                 lost.append(day)
     return tuple(lost)
+
+
+def id_range_where(from_id: int, listed_ids: list[int]) -> tuple[str, dict[str, object]]:
+    """Every row with an id from `from_id` on, and the rows listed by id (a recent check's one
+    read, `cut_scope.RecentRead`): primary-key ranges only."""
+    params: dict[str, object] = {"wide_from_id": int(from_id)}
+    clause = "id >= :wide_from_id"
+    if listed_ids:
+        marks = []
+        for i, value in enumerate(sorted(set(listed_ids))):
+            params[f"listed_id_{i}"] = int(value)
+            marks.append(f":listed_id_{i}")
+        clause += f" OR id IN ({', '.join(marks)})"
+    return clause, params
 
 
 def bounded_cut_where(

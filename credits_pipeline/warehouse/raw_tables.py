@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +55,21 @@ WATERMARKS = "raw._watermarks"
 CUTOFF_RELATION = f"{RAW_PREFIX}.{CUTOFF_TABLE}"
 OPEN_PARTITION_LABEL = "open"
 WHOLE_TABLE_LABEL = "whole"
+
+
+_PLACEHOLDER = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def positional(sql: str, params: Mapping[str, object]) -> tuple[str, list[object]]:
+    """SQL with `:name` placeholders (as the source reads take it) as `?` placeholders and their
+    values in order, as the warehouse sessions bind them."""
+    values: list[object] = []
+
+    def mark(match: re.Match) -> str:
+        values.append(params[match.group(1)])
+        return "?"
+
+    return _PLACEHOLDER.sub(mark, sql), values
 
 
 def column_types(table: Table) -> list[tuple[str, str]]:
@@ -210,6 +226,37 @@ class Stager:
 
     # The fast reader's Arrow batches take the same path; the engine scans them as they are.
     append_arrow = append
+
+    def restart(self) -> None:
+        """Empty the stage and its quarantine, as if nothing had been staged."""
+        self.staging.create_stage(self.stage, self.table)
+        self.con.execute(
+            f"create or replace table {self.stage_rejected} ({_rejected_columns_ddl(self.table)})"
+        )
+        self.stats = StageStats()
+        self._ids_ascending, self._last_id = True, None
+
+    def keep_only(self, where: str, params: Mapping[str, object]) -> int:
+        """Drop the staged rows outside `where` (SQL with `:name` placeholders); return how many.
+
+        Why: the consistent cut's recent check stages a superset of its rows in one read and
+        narrows it here once it knows which rows it needs (`extract/cut_scope.RecentRead`). Only
+        clean rows can be narrowed: a quarantined row's values are text, which the WHERE does not
+        compare as the source did, so a stage holding any is refused.
+        """
+        if self.stats.rejected:
+            raise ValueError(f"{self.stage}: cannot narrow a stage holding quarantined rows")
+        sql, values = positional(where, params)
+        outside = f"not coalesce(({sql}), false)"
+        dropped = int(
+            self.con.execute(
+                f"select count(*) from {self.stage} where {outside}", values
+            ).fetchone()[0]
+        )
+        if dropped:
+            self.con.execute(f"delete from {self.stage} where {outside}", values)
+            self.stats.loaded -= dropped
+        return dropped
 
     def _note_id_order(self, ids: pa.ChunkedArray) -> None:
         """Track whether every staged row so far arrived in ascending id order (see
@@ -536,8 +583,12 @@ def replace_ledger_fingerprints(
     through_id: int,
     fingerprints: dict[dt.date, DayFingerprint],
     definition: str,
+    unknown: Iterable[dt.date] = (),
 ) -> None:
     """Replace the stored fingerprints of days [first, end) (`first` None: every day before `end`).
+
+    Days in `unknown` keep none (the read could not tell their numbers: a quarantined row,
+    `extract/read_fingerprint.py`): the next cut reads them whole as days never read.
 
     `fingerprints` is the source's, taken at `through_id` before (or in the snapshot of) the read
     that loaded those days: a day absent from it is stored (empty) when it lies in a bounded range
@@ -562,7 +613,10 @@ def replace_ledger_fingerprints(
         )
         days = [first + dt.timedelta(days=i) for i in range((end - first).days)]
     rows = []
+    skipped = set(unknown)
     for day in days:
+        if day in skipped:
+            continue
         fp = fingerprints.get(day, DayFingerprint())
         rows.append([day, int(through_id), fp.rows, fp.id_sum, fp.user_sum, fp.digest])
     insert_day_rows(
@@ -702,6 +756,26 @@ def open_rows_without_day(con, below_id: int) -> list[int]:
         union
         select {_REJECTED_ID} from {rejected}
         where {PARTITION_COLUMN} = ? and {_REJECTED_CREATED_AT} is null and {_REJECTED_ID} < ?
+        """,
+        [below_id, OPEN_PARTITION_LABEL, below_id],
+    ).fetchall()
+    return sorted(int(r[0]) for r in rows if r[0] is not None)
+
+
+def open_rows_below(con, below_id: int) -> list[int]:
+    """Ids below `below_id` of every stored open row (loaded or quarantined), whatever its day.
+
+    Why: a recent check's one read (`extract/cut_scope.RecentRead`) starts at the fingerprints'
+    first id; the open rows the cut reads below it — NULL-dated, of the open day, of the future —
+    were all in the last cut's open slice, so they are listed by id instead of widening the
+    read's range down to them (a future-dated row can carry an old id)."""
+    rejected = f"raw.{rejected_name(CREDIT_HISTORIES.name)}"
+    rows = con.execute(
+        f"""
+        select id from raw.{OPEN_LEDGER_TABLE} where id < ?
+        union
+        select {_REJECTED_ID} from {rejected}
+        where {PARTITION_COLUMN} = ? and {_REJECTED_ID} < ?
         """,
         [below_id, OPEN_PARTITION_LABEL, below_id],
     ).fetchall()
