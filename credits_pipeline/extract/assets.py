@@ -609,8 +609,10 @@ def _dimension_asset(table: Table) -> dg.AssetsDefinition:
                 )
                 where = "updated_at >= :since OR updated_at IS NULL OR id > :max_id"
                 params = {"since": since, "max_id": int(previous[1] or 0)}
+            # The fast path, as the ledger's partitions (no snapshot is shared here): typed Arrow
+            # batches validated in polars, falling back to SQLAlchemy on `conn` if connectorx fails.
             tally = stage_batches(
-                stager, source.read_batches(conn, table, where, params), label="whole"
+                stager, source.read_batches_fast(conn, table, where, params), label="whole"
             )
             if table.strategy == "merge":
                 staged = staged_watermark(con, stager.stage)

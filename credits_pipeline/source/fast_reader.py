@@ -11,7 +11,10 @@ accepts and hands to the quarantine (a zero date, an unexpected column type), an
 falls back to `reader.read_batches` for the rest of the read: rows after the last id already
 delivered, so nothing is read twice or lost. connectorx reads a result ahead of its consumer without
 bound, so the read is split into keyset-paginated queries (`id > last id ... LIMIT`) to keep memory
-flat. SQLite always takes the robust path.
+flat. SQLite always takes the robust path. Every read that shares no snapshot takes it: the
+ledger's partitions and the content tables (`raw/<table>`: 1.3 M videos took 35 s through
+SQLAlchemy at 100,000 demo users); the consistent cut, which must read inside its snapshot,
+does not.
 """
 
 from __future__ import annotations
