@@ -42,9 +42,14 @@ ENGINE_MODULES = {
     "credits_pipeline.warehouse.bigquery_ledger_layout",
     "credits_pipeline.warehouse.choice",
 }
-# Third-party engine libraries: DuckDB may serve `validation/` as an in-process library on Arrow
-# batches (it is not the warehouse there); BigQuery's client belongs to the warehouse room alone.
-ENGINE_LIBRARIES = {"duckdb": ("credits_pipeline.validation",), "google": ()}
+# Third-party engine libraries: DuckDB may serve `validation/` and the read fingerprints
+# (`extract/read_fingerprint.py`, sums over a batch in a private in-memory connection) as an
+# in-process library on Arrow batches (it is not the warehouse there, whichever engine is);
+# BigQuery's client belongs to the warehouse room alone.
+ENGINE_LIBRARIES = {
+    "duckdb": ("credits_pipeline.validation", "credits_pipeline.extract.read_fingerprint"),
+    "google": (),
+}
 # Who may ask which engine runs: the one choice. dbt's project takes the chosen resource's kind
 # (`dbt_project_for(kind)`, in definitions.py); the CLI asks the chosen resource where it is.
 ASKS_FOR_THE_ENGINE = ("credits_pipeline.warehouse.choice",)

@@ -502,14 +502,16 @@ def id_range_where(from_id: int, listed_ids: list[int]) -> tuple[str, dict[str, 
     """Every row with an id from `from_id` on, and the rows listed by id (a recent check's one
     read, `cut_scope.RecentRead`): primary-key ranges only."""
     params: dict[str, object] = {"wide_from_id": int(from_id)}
-    clause = "id >= :wide_from_id"
-    if listed_ids:
-        marks = []
-        for i, value in enumerate(sorted(set(listed_ids))):
-            params[f"listed_id_{i}"] = int(value)
-            marks.append(f":listed_id_{i}")
-        clause += f" OR id IN ({', '.join(marks)})"
-    return clause, params
+    return "id >= :wide_from_id" + _or_listed(params, "listed_id", listed_ids), params
+
+
+def _or_listed(params: dict[str, object], name: str, ids: list[int]) -> str:
+    """` OR id IN (:name_0, ...)` for `ids`, their values bound in `params` ('' for none)."""
+    marks = []
+    for i, value in enumerate(sorted(set(ids))):
+        params[f"{name}_{i}"] = int(value)
+        marks.append(f":{name}_{i}")
+    return f" OR id IN ({', '.join(marks)})" if marks else ""
 
 
 def bounded_cut_where(
@@ -524,11 +526,5 @@ def bounded_cut_where(
     in place could escape, and that is what the full check is for.
     """
     params = dict(params) | {"read_from_id": int(read_from_id)}
-    clause = f"(id >= :read_from_id AND ({where}))"
-    if open_ids:
-        marks = []
-        for i, value in enumerate(sorted(set(open_ids))):
-            params[f"open_id_{i}"] = int(value)
-            marks.append(f":open_id_{i}")
-        clause += f" OR id IN ({', '.join(marks)})"
+    clause = f"(id >= :read_from_id AND ({where}))" + _or_listed(params, "open_id", open_ids)
     return clause, params
