@@ -214,9 +214,8 @@ def raw_credit_histories(
         read_from = partition_read_from(
             con, dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time())
         )
-        prints = ReadFingerprints([through_id])
-        from_read = fingerprints_from_read(source.family())
-        if not from_read:
+        prints = ReadFingerprints([through_id]) if fingerprints_from_read(source.family()) else None
+        if prints is None:
             asked = source_day_fingerprints(conn, [through_id], start, end, min_id=read_from)
         where = "created_at >= :start AND created_at < :end"
         if read_from is not None:
@@ -231,12 +230,14 @@ def raw_credit_histories(
             # SQLAlchemy on `conn`; see credits_pipeline/source/fast_reader.py and bench/extract.py.
             source.read_batches_fast(conn, CREDIT_HISTORIES, where, bounds),
             label=start.isoformat(),
-            on_batch=prints.add if from_read else None,
+            on_batch=None if prints is None else prints.add,
         )
-        prints.close()
         per_day = stager.swap_ledger_range(start, end)
-        fingerprints = prints.result() if from_read else asked
-        unknown = set() if not from_read else prints.unknown_between(start, end)
+        if prints is None:
+            fingerprints, unknown = asked, set()
+        else:
+            prints.close()
+            fingerprints, unknown = prints.result(), prints.unknown_between(start, end)
         replace_ledger_fingerprints(
             con,
             start,
@@ -264,7 +265,7 @@ def raw_credit_histories(
                 **watermark_metadata(newest_created_at, newest_id, "created_at"),
                 "fingerprint_through_id": dg.MetadataValue.int(through_id),
                 FINGERPRINTS_FROM_METADATA: dg.MetadataValue.text(
-                    "the rows read" if from_read else "the source's aggregate"
+                    "the source's aggregate" if prints is None else "the rows read"
                 ),
                 DAYS_WITHOUT_FINGERPRINT_METADATA: dg.MetadataValue.int(len(unknown)),
                 READ_FROM_ID_METADATA: dg.MetadataValue.int(-1 if read_from is None else read_from),

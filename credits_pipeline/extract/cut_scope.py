@@ -290,7 +290,7 @@ class RecentReader:
             )
         finally:
             prints.close()
-        if self.tally.rows_rejected or self.stager.stats.rejected:
+        if self.stager.stats.rejected:  # the tally's own count is only set at the swap
             self.discard()
             return None
         return prints.result()
