@@ -182,9 +182,10 @@ INCREMENTAL_MODELS = {"int_credit_replay", "user_credit_daily"}
 
 @pytest.fixture(scope="module")
 def lineage_runs(tmp_path_factory):
-    """The dbt assets materialized twice on the fixture ledger, with the reconciliation whose
-    replay the marts read, in one instance: for each run (materializations by key, log lines),
-    and the names of the models whose lineage the second run computed (not reused)."""
+    """The dbt assets materialized three times on the fixture ledger, with the reconciliation
+    whose replay the marts read: twice in one instance, then once in a new, empty instance sharing
+    the lineage kept on disk (an isolated store, empty at first). For each run (materializations
+    by key, log lines), and for each the names of the models whose lineage it computed."""
     from credits_pipeline_tests.test_dbt_models import (
         RECONCILIATION as RECONCILIATION_ASSETS,
     )
@@ -201,31 +202,35 @@ def lineage_runs(tmp_path_factory):
         computed.append(kwargs["dbt_resource_props"]["name"])
         return real_build(**kwargs)
 
-    runs = []
+    runs, computed_by_run = [], []
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv(settings.WAREHOUSE_PATH_VAR, str(warehouse))
         monkeypatch.setenv("DAGSTER_HOME", str(tmp))
         monkeypatch.setattr(column_lineage, "_build_column_lineage_metadata", build_and_record)
-        with dg.instance_for_test() as instance:
-            for _ in range(2):
-                computed.clear()
-                result = dg.materialize(
-                    [*dbt_credit_assets, RECONCILIATION_ASSETS],
-                    resources={
-                        "dbt": dbt_resource(),
-                        "warehouse": DuckDBWarehouse(path=str(warehouse)),
-                    },
-                    instance=instance,
-                    raise_on_error=False,
-                )
-                assert result.success
-                logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
-                materializations = {
-                    event.asset_key: event.materialization
-                    for event in result.get_asset_materialization_events()
-                }
-                runs.append((materializations, logs))
-    return runs, set(computed)
+        # an absolute directory: the store the steps derive from the project's target is this one
+        monkeypatch.setattr(column_lineage, "LINEAGE_STORE_DIR", str(tmp / "lineage_store"))
+        for instance_runs in (2, 1):
+            with dg.instance_for_test() as instance:
+                for _ in range(instance_runs):
+                    computed.clear()
+                    result = dg.materialize(
+                        [*dbt_credit_assets, RECONCILIATION_ASSETS],
+                        resources={
+                            "dbt": dbt_resource(),
+                            "warehouse": DuckDBWarehouse(path=str(warehouse)),
+                        },
+                        instance=instance,
+                        raise_on_error=False,
+                    )
+                    assert result.success
+                    logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+                    materializations = {
+                        event.asset_key: event.materialization
+                        for event in result.get_asset_materialization_events()
+                    }
+                    runs.append((materializations, logs))
+                    computed_by_run.append(set(computed))
+    return runs, computed_by_run
 
 
 @pytest.fixture(scope="module")
@@ -284,11 +289,12 @@ def test_a_mart_column_traces_back_through_the_replay_to_the_raw_ledger(lineage_
 
 
 def test_a_second_build_reuses_each_models_lineage_unless_its_compiled_sql_changed(lineage_runs):
-    runs, computed_again = lineage_runs
-    (first, _), (second, logs) = runs
+    runs, computed = lineage_runs
+    (first, _), (second, logs), _ = runs
     assert not [line for line in logs if LINEAGE_FAILURE in line]
+    assert computed[0] >= INCREMENTAL_MODELS | {"user_credit_daily", "credit_histories"}
     # only the models whose compiled SQL changed (from scratch, then incremental) computed it again
-    assert computed_again == INCREMENTAL_MODELS
+    assert computed[1] == INCREMENTAL_MODELS
     for key, materialization in first.items():
         if LINEAGE_KEY not in materialization.metadata:
             continue
@@ -298,6 +304,35 @@ def test_a_second_build_reuses_each_models_lineage_unless_its_compiled_sql_chang
             materialization.metadata[column_lineage.LINEAGE_INPUTS_KEY]
         }
         assert len(digests) == (2 if key.path[-1] in INCREMENTAL_MODELS else 1), key
+
+
+def test_a_new_instance_takes_every_lineage_from_the_store_on_disk_unchanged(lineage_runs):
+    runs, computed = lineage_runs
+    _, (second, _), (third, logs) = runs
+    assert not [line for line in logs if LINEAGE_FAILURE in line]
+    # nothing computed: the store holds both versions of the incremental models' lineage
+    assert computed[2] == set()
+    with_lineage = [key for key, event in second.items() if LINEAGE_KEY in event.metadata]
+    assert len(with_lineage) >= 13
+    for key in with_lineage:
+        assert third[key].metadata[LINEAGE_KEY] == second[key].metadata[LINEAGE_KEY], key
+        inputs = column_lineage.LINEAGE_INPUTS_KEY
+        assert third[key].metadata[inputs] == second[key].metadata[inputs], key
+
+
+def test_a_stored_lineage_is_read_back_by_its_digest_and_an_unreadable_one_is_not(tmp_path):
+    lineage = dg.TableColumnLineage(
+        deps_by_column={"closing_balance": [dg.TableColumnDep(REPLAYED_LEDGER, "balance_after")]}
+    )
+    store = tmp_path / "store"
+    assert column_lineage.stored_lineage(store, "d1") is None
+    column_lineage.keep_lineage(store, "d1", {LINEAGE_KEY: lineage})
+    assert column_lineage.stored_lineage(store, "d1")[LINEAGE_KEY].value == lineage
+    assert column_lineage.stored_lineage(store, "d2") is None
+    assert [p.name for p in store.iterdir()] == ["d1.json"]  # written whole, no partial left
+    (store / "d3.json").write_text('{"__class__": "TableColumnLi')  # cut off mid-write
+    assert column_lineage.stored_lineage(store, "d3") is None
+    assert column_lineage.stored_lineage(None, "d1") is None
 
 
 def test_stored_lineage_is_reused_only_for_the_same_inputs(tmp_path):

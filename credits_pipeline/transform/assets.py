@@ -17,6 +17,7 @@ prepares its manifest first, so the definitions load from a fresh clone.
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import dagster as dg
@@ -25,7 +26,7 @@ from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 from pydantic import Field
 
 from credits_pipeline.dbt_vars import build_vars_args
-from credits_pipeline.transform.column_lineage import lineage_metadata
+from credits_pipeline.transform.column_lineage import lineage_metadata, lineage_store
 from credits_pipeline.transform.dbt_project import (
     dbt_cli_resource,
     dbt_environment,
@@ -111,7 +112,9 @@ def build_layer(
             build_args(config), context=context, raise_on_error=False, target_path=target
         )
     try:
-        events = with_row_counts_and_columns(context, invocation)
+        events = with_row_counts_and_columns(
+            context, invocation, lineage_store(project.project_dir, project.target_path)
+        )
     finally:
         release_warehouse_connections(invocation)
         keep_partial_parse(target, project)
@@ -129,7 +132,9 @@ def build_layer(
 
 
 def with_row_counts_and_columns(
-    context: dg.AssetExecutionContext, invocation: DbtCliInvocation
+    context: dg.AssetExecutionContext,
+    invocation: DbtCliInvocation,
+    store: Path | None = None,
 ) -> list[Any]:
     """dbt's events with row counts, column schemas and column lineage, fetched once dbt is done.
 
@@ -140,7 +145,8 @@ def with_row_counts_and_columns(
     dbt's events to the end first (a blocking read of its output) leaves the threads only the
     metadata queries themselves. Column lineage comes from sqlglot over the compiled SQL (the
     models name every column they read and have no ephemeral parents, so every column
-    resolves), computed once per version of a model and then reused (`column_lineage.py`).
+    resolves), computed once per version of a model and then reused (`column_lineage.py`, kept
+    in `store` too).
     """
     streamed = list(invocation.stream())
     # One stage at a time, each over a list: chained, the column stage's loop spins (dagster's
@@ -152,7 +158,9 @@ def with_row_counts_and_columns(
         DbtEventIterator(iter(counted), invocation).fetch_column_metadata(with_column_lineage=False)
     )
     return [
-        event.with_metadata({**event.metadata, **lineage_metadata(context, invocation, event)})
+        event.with_metadata(
+            {**event.metadata, **lineage_metadata(context, invocation, event, store)}
+        )
         if isinstance(event, (dg.Output, dg.AssetMaterialization))
         else event
         for event in events

@@ -12,12 +12,21 @@ computes it (its own function, so the result is the same either way).
 
 The compiled SQL of an incremental model differs between a build from scratch and an incremental
 one, so such a model computes its lineage at most twice, then reuses one of the two.
+
+Because the digest names everything the lineage is computed from, a lineage computed once is also
+kept on disk by its digest, beside dbt's partial parse in the project's target directory
+(`LINEAGE_STORE_DIR`). A new Dagster instance — a new deployment, a worker started empty, every
+test — then reuses it instead of computing it again (~4.4 s of every first run's dbt steps on
+the demo: 0.6 s credits, 3.0 s marts, 0.75 s revenue). A file that cannot be read is computed
+again; files are written whole (a temporary name, then a rename), so two runs never read half.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,8 @@ LINEAGE_METADATA_KEY = "dagster/column_lineage"
 LINEAGE_INPUTS_KEY = "column_lineage_inputs"
 # The words dagster-dbt starts its own warning with; the tests look for both.
 LINEAGE_FAILURE = "An error occurred while building column lineage"
+# Under the dbt project's target directory: one `<digest>.json` per lineage computed.
+LINEAGE_STORE_DIR = "column_lineage"
 
 
 def lineage_inputs_digest(
@@ -93,12 +104,44 @@ def _previous_lineage(
     return {LINEAGE_METADATA_KEY: metadata[LINEAGE_METADATA_KEY]}
 
 
+def lineage_store(project_dir: Path | str, target_path: Path | str) -> Path:
+    """The directory keeping computed lineages for a dbt project's target (one per engine)."""
+    return Path(project_dir) / target_path / LINEAGE_STORE_DIR
+
+
+def stored_lineage(store: Path | None, digest: str) -> dict[str, Any] | None:
+    """The lineage kept on disk for `digest` (None: none kept, or not readable as one)."""
+    if store is None:
+        return None
+    path = store / f"{digest}.json"
+    with contextlib.suppress(Exception):  # missing, half-written by an older version, foreign
+        lineage = dg.deserialize_value(path.read_text(), dg.TableColumnLineage)
+        return {LINEAGE_METADATA_KEY: dg.MetadataValue.column_lineage(lineage)}
+    return None
+
+
+def keep_lineage(store: Path | None, digest: str, computed: Mapping[str, Any]) -> None:
+    """Keep a computed lineage on disk under its digest, written whole; never fails the build."""
+    value = computed.get(LINEAGE_METADATA_KEY)
+    lineage = getattr(value, "column_lineage", value)
+    if store is None or not isinstance(lineage, dg.TableColumnLineage):
+        return
+    with contextlib.suppress(OSError):
+        store.mkdir(parents=True, exist_ok=True)
+        partial = store / f"{digest}.json.{os.getpid()}.partial"
+        partial.write_text(dg.serialize_value(lineage))
+        os.replace(partial, store / f"{digest}.json")
+
+
 def lineage_metadata(
     context: dg.AssetExecutionContext,
     invocation: DbtCliInvocation,
     event: dg.Output | dg.AssetMaterialization,
+    store: Path | None = None,
 ) -> dict[str, Any]:
-    """The column lineage of one built model (with its inputs' digest): reused or computed."""
+    """The column lineage of one built model (with its inputs' digest): reused from the instance's
+    latest materialization or from `store` (a directory, see `LINEAGE_STORE_DIR`), or computed
+    and kept there."""
     adapter = invocation.adapter
     unique_id = event.metadata.get("unique_id")
     target_path = invocation.target_path
@@ -134,7 +177,7 @@ def lineage_metadata(
                     ).key.to_user_string()
                 )
         digest = lineage_inputs_digest(sql_path.read_text(), columns, parents, parent_keys)
-        reused = _previous_lineage(context.instance, key, digest)
+        reused = _previous_lineage(context.instance, key, digest) or stored_lineage(store, digest)
         if reused is not None:
             return {**reused, LINEAGE_INPUTS_KEY: digest}
         computed = _build_column_lineage_metadata(
@@ -157,4 +200,5 @@ def lineage_metadata(
             f"`{props['original_file_path']}`; it is left out of this materialization: {exc!r}"
         )
         return {}
+    keep_lineage(store, digest, computed)
     return {**computed, LINEAGE_INPUTS_KEY: digest}
