@@ -774,6 +774,8 @@ def main() -> None:
     from credits_pipeline import settings
     from credits_pipeline.source.fast_reader import render_sql
     from credits_pipeline.source.tables import CREDIT_HISTORIES
+    from credits_pipeline.transform.column_lineage import lineage_store
+    from credits_pipeline.transform.dbt_project import dbt_project_for
 
     database = f"bench_end_to_end_{args.users}u_{args.months}m"
     env = {
@@ -833,6 +835,9 @@ def main() -> None:
         limit = os.environ.get(settings.DUCKDB_MEMORY_LIMIT_VAR)
         if limit:
             print(f"{settings.DUCKDB_MEMORY_LIMIT_VAR}={limit}", flush=True)
+        # a first run computes every model's column lineage, as a new deployment does: none kept
+        project = dbt_project_for("duckdb")
+        shutil.rmtree(lineage_store(project.project_dir, project.target_path), ignore_errors=True)
         full = materialize("full run", catch_up_dir, env, [], rows, args.interval)
         if full.code:
             raise SystemExit(f"the full run failed (exit {full.code}): {full.log}")
