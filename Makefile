@@ -44,7 +44,7 @@ materialize: $(STAMP)
 test: $(TEST_STAMP)
 	bash .ci/install-browser      # Debian's chromium + chromium-driver (pytest -m browser)
 	bash .ci/install-bqemulator   # the BigQuery emulator in its own venv (pytest -m bigquery)
-	$(BIN)/pytest -n 2 --dist loadfile -ra
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder -ra
 
 # The code location refuses to load without a source URL: the checks load it on the demo source.
 check: $(TEST_STAMP)
