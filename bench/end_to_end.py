@@ -836,8 +836,7 @@ def main() -> None:
         if limit:
             print(f"{settings.DUCKDB_MEMORY_LIMIT_VAR}={limit}", flush=True)
         # a first run computes every model's column lineage, as a new deployment does: none kept
-        project = dbt_project_for("duckdb")
-        shutil.rmtree(lineage_store(project.project_dir, project.target_path), ignore_errors=True)
+        shutil.rmtree(lineage_store(dbt_project_for("duckdb")), ignore_errors=True)
         full = materialize("full run", catch_up_dir, env, [], rows, args.interval)
         if full.code:
             raise SystemExit(f"the full run failed (exit {full.code}): {full.log}")

@@ -112,9 +112,7 @@ def build_layer(
             build_args(config), context=context, raise_on_error=False, target_path=target
         )
     try:
-        events = with_row_counts_and_columns(
-            context, invocation, lineage_store(project.project_dir, project.target_path)
-        )
+        events = with_row_counts_and_columns(context, invocation, lineage_store(project))
     finally:
         release_warehouse_connections(invocation)
         keep_partial_parse(target, project)

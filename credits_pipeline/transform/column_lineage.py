@@ -34,7 +34,7 @@ from typing import Any
 import dagster as dg
 import dagster_dbt
 import sqlglot
-from dagster_dbt import DbtCliInvocation
+from dagster_dbt import DbtCliInvocation, DbtProject
 from dagster_dbt.core.dbt_cli_event import EventHistoryMetadata, _build_column_lineage_metadata
 
 LINEAGE_METADATA_KEY = "dagster/column_lineage"
@@ -104,9 +104,9 @@ def _previous_lineage(
     return {LINEAGE_METADATA_KEY: metadata[LINEAGE_METADATA_KEY]}
 
 
-def lineage_store(project_dir: Path | str, target_path: Path | str) -> Path:
+def lineage_store(project: DbtProject) -> Path:
     """The directory keeping computed lineages for a dbt project's target (one per engine)."""
-    return Path(project_dir) / target_path / LINEAGE_STORE_DIR
+    return Path(project.project_dir) / project.target_path / LINEAGE_STORE_DIR
 
 
 def stored_lineage(store: Path | None, digest: str) -> dict[str, Any] | None:
