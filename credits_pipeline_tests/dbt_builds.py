@@ -48,7 +48,9 @@ DAY_2_ROWS = [
 ]
 DAY_3_CUTOFF = T(2025, 4, 2, 3, 0)
 DAY_3_ROWS = [
-    (403, 4, "monthly_credits_added", 100, 0, T(2025, 4, 2, 1, 0), True),
+    # committed late on user 4's last day so far (04-01, before the day-2 cut-off), id above it
+    (403, 4, "custom_credit_purchased", 50, 0, T(2025, 4, 1, 2, 0), False),
+    (404, 4, "monthly_credits_added", 100, 0, T(2025, 4, 2, 1, 0), True),
 ]
 
 

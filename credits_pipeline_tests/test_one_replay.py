@@ -329,44 +329,53 @@ def _rebuilt_from_scratch(warehouse, tmp_path, monkeypatch):
     return copy
 
 
-# The models kept per user, each with a column a marked row carries as -7 (not one the model
-# compares to find the users to rebuild).
+# The models kept per user: the column a marked row carries as -7 (not one the model compares to
+# find what to replace), and the key of a row.
 KEPT_PER_USER = {
-    "credits.int_credit_replay": "recorded_pool",
-    "marts.user_credit_daily": "credits_spent",
+    "credits.int_credit_replay": ("recorded_pool", "credit_history_id"),
+    "marts.user_credit_daily": ("credits_spent", "user_id, balance_date"),
 }
 
 
-def _users_kept_by_the_next_build(
+def _rows_kept_by_the_next_build(
     warehouse, tmp_path, monkeypatch, cutoff, rows
-) -> dict[str, set[int]]:
+) -> dict[str, set[tuple]]:
     """On a copy of the warehouse: every row of the models kept per user marked, the next day
-    (`rows` up to `cutoff`) built; by model, the users whose rows still carry the mark, which the
-    build kept as they were instead of rebuilding them."""
+    (`rows` up to `cutoff`) built; by model, the keys of the rows that still carry the mark,
+    which the build kept as they were instead of writing them again."""
     copy = tmp_path / f"marked_{warehouse.stem}.duckdb"
     shutil.copy(warehouse, copy)
     con = duckdb.connect(str(copy))
     try:
-        for relation, column in KEPT_PER_USER.items():
+        for relation, (column, _) in KEPT_PER_USER.items():
             con.execute(f"update {relation} set {column} = -7")
     finally:
         con.close()
     advance_to(copy, cutoff, rows)
     dbt_build(copy, monkeypatch)
-    kept = {}
     con = duckdb.connect(str(copy), read_only=True)
     try:
-        for relation, column in KEPT_PER_USER.items():
-            marked = con.execute(
-                f"select user_id, bool_and({column} = -7), bool_or({column} = -7)"
-                f" from {relation} group by user_id"
-            ).fetchall()
-            # a user is kept or rebuilt whole, never in part
-            assert all(every == some for _, every, some in marked), relation
-            kept[relation] = {user for user, every, _ in marked if every}
+        return {
+            relation: set(
+                con.execute(f"select {key} from {relation} where {column} = -7").fetchall()
+            )
+            for relation, (column, key) in KEPT_PER_USER.items()
+        }
     finally:
         con.close()
-    return kept
+
+
+def _keys_of_user(warehouse, user_id: int) -> dict[str, set[tuple]]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return {
+            relation: set(
+                con.execute(f"select {key} from {relation} where user_id = ?", [user_id]).fetchall()
+            )
+            for relation, (_, key) in KEPT_PER_USER.items()
+        }
+    finally:
+        con.close()
 
 
 def test_a_user_whose_every_ledger_row_vanished_leaves_the_models_kept_per_user(
@@ -419,10 +428,18 @@ def test_marts_built_day_after_day_on_the_resumed_replay_equal_a_build_from_scra
         assert_same_rows(resumed, _rows(scratch, relation, order_by), relation)
 
     # day 3: the row dated in the future is still after the cut-off, so it moves to the new day.
-    # the models kept per user keep user 2 as it was and rebuild user 4 (a new row) and user 1
-    # (no new row, but one dated after the last kept day: the day it counts on follows the cut-off)
-    kept = _users_kept_by_the_next_build(warehouse, tmp_path, monkeypatch, DAY_3_CUTOFF, DAY_3_ROWS)
-    assert kept == {relation: {2} for relation in KEPT_PER_USER}
+    # The models kept per user keep user 2 (nothing new) as it was; rebuild user 1 whole (no new
+    # row, but one dated after the last kept day: the day it counts on follows the cut-off); and
+    # extend user 4, whose new rows the reconciliation replayed after its kept ones: the replayed
+    # ledger keeps its rows 401-402 and appends 403-404, the daily mart keeps 03-31 and rebuilds
+    # 04-01 (where the late 403 counts) and the new 04-02.
+    user_2 = _keys_of_user(warehouse, 2)
+    kept = _rows_kept_by_the_next_build(warehouse, tmp_path, monkeypatch, DAY_3_CUTOFF, DAY_3_ROWS)
+    assert kept == {
+        "credits.int_credit_replay": user_2["credits.int_credit_replay"] | {(401,), (402,)},
+        "marts.user_credit_daily": user_2["marts.user_credit_daily"]
+        | {(4, dt.date(2025, 3, 31))},
+    }
     advance_to(warehouse, DAY_3_CUTOFF, DAY_3_ROWS)
     dbt_build(warehouse, monkeypatch)
     replay = {r[0]: r for r in _rows(warehouse, "credits.int_credit_replay", "credit_history_id")}

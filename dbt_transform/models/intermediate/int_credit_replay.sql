@@ -9,15 +9,18 @@
     here either, so every mart built from this model describes exactly the ledger the reports
     describe. Built by the marts step, after the reconciliation.
 
-    Kept per user on DuckDB (incremental, strategy `replace_key_groups`): a daily run rebuilds
-    only the users whose rows can differ from the kept ones, and the result equals a rebuild
-    (credits_pipeline_tests/test_end_to_end.py and test_late_rows.py compare them). A user is
-    rebuilt when
-    - the reconciliation replayed any of its rows since (its rows' count or highest
-      replay_sequence moved: new rows, late rows, a row rewritten or deleted in any column this
-      model reads, a changed event catalog, which replays every row);
+    Kept per user on DuckDB (incremental, `macros/kept_per_user.sql`): a daily run appends the new
+    rows of the users the reconciliation resumed (their kept rows stay as they were), rebuilds
+    whole the users whose kept rows may no longer hold, and leaves the others alone; the result
+    equals a build from scratch (credits_pipeline_tests/test_one_replay.py, test_end_to_end.py and
+    test_late_rows.py compare them). A user is rebuilt when
+    - the reconciliation replayed its whole past again (the count or highest replay_sequence of
+      its rows numbered by runs this model saw moved: late rows, a row rewritten or deleted in any
+      column this model reads, a changed event catalog, which replays every row);
+    - a new row has an id at or below its highest kept one;
     - one of its rows has no created_at or a day after the last day kept: the day such a row
       counts on follows the cut-off.
+    An appended row's day goes on from the user's last kept day (its rows' days never go back).
     Users the reconciliation no longer has are deleted (the post-hook). On BigQuery the model is
     rebuilt whole (a table): a rebuild there costs bytes scanned, which the marts' partitioning
     already bounds, not a worker's time. `--full-refresh` rebuilds it everywhere.
@@ -26,21 +29,30 @@
 {#- On BigQuery partitioned by day and clustered by user, for the readers' pruning. -#}
 {{ config(
     materialized='incremental' if kept_per_user else 'table',
-    incremental_strategy='replace_key_groups' if kept_per_user else none,
-    unique_key='user_id' if kept_per_user else none,
+    incremental_strategy='append' if kept_per_user else none,
     on_schema_change='append_new_columns' if kept_per_user else none,
+    pre_hook=["{{ delete_replaced_rows(source('replay', 'ledger_row_pools'), this) }}"]
+        if kept_per_user else [],
     post_hook=["{{ delete_vanished_key_groups('user_id', source('replay', 'ledger_row_pools')) }}"]
         if kept_per_user else [],
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
 ) }}
-{#- A table kept by a version without replay_sequence is rebuilt for every user, once. -#}
-{%- set resume = is_incremental()
-    and 'replay_sequence' in (adapter.get_columns_in_relation(this) | map(attribute='name') | list) -%}
+{#- After the pre-hook, the kept rows are those of the users extended or left alone. -#}
+{%- set resume = kept_per_user_resumes() -%}
 with
 {% if resume %}
-{{ users_to_rebuild_ctes(source('replay', 'ledger_row_pools'), this) }}
+kept_users as (
+
+    select
+        user_id,
+        max(credit_history_id) as last_credit_history_id,
+        max(balance_date) as last_balance_date
+    from {{ this }}
+    group by user_id
+
+),
 {% endif %}
 replayed_pools as (
 
@@ -53,11 +65,19 @@ replayed_pools as (
         pools.purchased_after,
         pools.forfeited_credits,
         pools.written_off_credits,
-        pools.replay_sequence
+        pools.replay_sequence,
+        {%- if resume %}
+        kept_users.last_balance_date as kept_last_balance_date
+        {%- else %}
+        cast(null as date) as kept_last_balance_date
+        {%- endif %}
     from {{ source('replay', 'ledger_row_pools') }} as pools
     {%- if resume %}
-    inner join users_to_rebuild
-        on pools.user_id is not distinct from users_to_rebuild.user_id
+    -- a kept user's rows after its kept ones; every row of a user not kept
+    left join kept_users
+        on pools.user_id is not distinct from kept_users.user_id
+    where kept_users.last_credit_history_id is null
+        or pools.credit_history_id > kept_users.last_credit_history_id
     {%- endif %}
 
 ),
@@ -107,6 +127,7 @@ replayed_rows as (
         replayed_pools.forfeited_credits,
         replayed_pools.written_off_credits,
         replayed_pools.replay_sequence,
+        replayed_pools.kept_last_balance_date,
         case
             when ledger_rows.created_at is null then null
             when cast(ledger_rows.created_at as date) > extraction_cutoff.cutoff_date
@@ -142,6 +163,7 @@ rows_with_days as (
         forfeited_credits,
         written_off_credits,
         replay_sequence,
+        kept_last_balance_date,
         cutoff_date,
         max(capped_created_date) over (
             partition by user_id
@@ -164,7 +186,14 @@ select
     amount,
     recorded_pool,
     created_at,
-    coalesce(running_created_date, first_created_date, cutoff_date) as balance_date,
+    case
+        when kept_last_balance_date is null
+            then coalesce(running_created_date, first_created_date, cutoff_date)
+        -- an appended row: the day goes on from the user's last kept day
+        when running_created_date is null or running_created_date < kept_last_balance_date
+            then kept_last_balance_date
+        else running_created_date
+    end as balance_date,
     user_row_number,
     subscription_before,
     purchased_before,

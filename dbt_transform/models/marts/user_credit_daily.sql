@@ -4,29 +4,31 @@
     disagree with the report (the latest closing pools of a user are
     marts.user_balance_reconciliation's ledger pools, credits_pipeline_tests/test_one_replay.py).
 
-    Kept per user on DuckDB, as int_credit_replay is (strategy `replace_key_groups`): a run
-    rebuilds the days of the users whose replayed rows' count or highest replay_sequence moved
-    since, or who have a row without created_at or dated after the last kept day (the day such a
-    row counts on follows the cut-off), and deletes the users the replay no longer has. Every
-    day of a user is rebuilt together, so opening_balance (the day before's closing) stays exact.
-    A table rebuilt whole on BigQuery.
+    Kept per user on DuckDB, as int_credit_replay is (`macros/kept_per_user.sql`): a run rebuilds,
+    for a user the reconciliation resumed, its days from the first day a new row counts on (its
+    earlier days stay as kept, and the first rebuilt day opens at the last kept day's closing);
+    every day of a user whose replayed past changed (the count or highest replay_sequence of its
+    rows numbered by runs this mart saw moved), or who has a row without created_at or dated
+    after the last kept day (the day such a row counts on follows the cut-off); and deletes the
+    users the replay no longer has. A table rebuilt whole on BigQuery.
 -#}
 {%- set kept_per_user = target.type == 'duckdb' -%}
 {#- On BigQuery partitioned by day and clustered by user, for the readers' pruning. -#}
 {{ config(
     materialized='incremental' if kept_per_user else 'table',
-    incremental_strategy='replace_key_groups' if kept_per_user else none,
-    unique_key='user_id' if kept_per_user else none,
+    incremental_strategy='append' if kept_per_user else none,
     on_schema_change='append_new_columns' if kept_per_user else none,
+    pre_hook=[
+        "{{ delete_replaced_rows(ref('int_credit_replay'), ref('int_credit_replay'), 'sum(ledger_rows)', replace_days_from_first_new=true) }}"
+    ] if kept_per_user else [],
     post_hook=["{{ delete_vanished_key_groups('user_id', ref('int_credit_replay')) }}"]
         if kept_per_user else [],
     partition_by={'field': 'balance_date', 'data_type': 'date', 'granularity': 'day'}
         if target.type == 'bigquery' else none,
     cluster_by=['user_id'] if target.type == 'bigquery' else none,
 ) }}
-{#- A table kept by a version without replay_sequence is rebuilt for every user, once. -#}
-{%- set resume = is_incremental()
-    and 'replay_sequence' in (adapter.get_columns_in_relation(this) | map(attribute='name') | list) -%}
+{#- After the pre-hook, the kept days are those of the users extended or left alone. -#}
+{%- set resume = kept_per_user_resumes() -%}
 {%- set replay_columns = [
     'credit_history_id', 'user_id', 'balance_date', 'effect', 'service', 'amount',
     'forfeited_credits', 'written_off_credits', 'subscription_after', 'purchased_after',
@@ -34,15 +36,35 @@
 ] -%}
 with
 {% if resume %}
-{{ users_to_rebuild_ctes(ref('int_credit_replay'), ref('int_credit_replay'), 'sum(ledger_rows)') }}
+kept_users as (
+
+    select
+        user_id,
+        max(balance_date) as last_balance_date,
+        {{ last_by('closing_balance', 'balance_date') }} as last_closing_balance
+    from {{ this }}
+    group by user_id
+
+),
 {% endif %}
 replayed_rows as (
 
-    select {% for column in replay_columns %}replayed.{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+    select
+        {%- for column in replay_columns %}
+        replayed.{{ column }},
+        {%- endfor %}
+        {%- if resume %}
+        kept_users.last_closing_balance as kept_closing_balance
+        {%- else %}
+        cast(null as {{ dbt.type_bigint() }}) as kept_closing_balance
+        {%- endif %}
     from {{ ref('int_credit_replay') }} as replayed
     {%- if resume %}
-    inner join users_to_rebuild
-        on replayed.user_id is not distinct from users_to_rebuild.user_id
+    -- a kept user's rows on days after its kept ones; every row of a user not kept
+    left join kept_users
+        on replayed.user_id is not distinct from kept_users.user_id
+    where kept_users.last_balance_date is null
+        or replayed.balance_date > kept_users.last_balance_date
     {%- endif %}
 
 ),
@@ -82,7 +104,8 @@ daily_flows as (
         {{ last_by('subscription_after', 'credit_history_id') }} as closing_subscription_balance,
         {{ last_by('purchased_after', 'credit_history_id') }} as closing_purchased_balance,
         {{ last_by('balance_after', 'credit_history_id') }} as closing_balance,
-        max(replay_sequence) as replay_sequence
+        max(replay_sequence) as replay_sequence,
+        max(kept_closing_balance) as kept_closing_balance
     from replayed_rows
     group by user_id, balance_date
 
@@ -110,6 +133,8 @@ daily_balances as (
                 partition by daily_flows.user_id
                 order by daily_flows.balance_date
             ),
+            -- the first day rebuilt for an extended user opens at its last kept day's closing
+            daily_flows.kept_closing_balance,
             0
         ) as opening_balance,
         daily_flows.closing_subscription_balance,
