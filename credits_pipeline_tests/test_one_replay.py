@@ -437,8 +437,7 @@ def test_marts_built_day_after_day_on_the_resumed_replay_equal_a_build_from_scra
     kept = _rows_kept_by_the_next_build(warehouse, tmp_path, monkeypatch, DAY_3_CUTOFF, DAY_3_ROWS)
     assert kept == {
         "credits.int_credit_replay": user_2["credits.int_credit_replay"] | {(401,), (402,)},
-        "marts.user_credit_daily": user_2["marts.user_credit_daily"]
-        | {(4, dt.date(2025, 3, 31))},
+        "marts.user_credit_daily": user_2["marts.user_credit_daily"] | {(4, dt.date(2025, 3, 31))},
     }
     advance_to(warehouse, DAY_3_CUTOFF, DAY_3_ROWS)
     dbt_build(warehouse, monkeypatch)
